@@ -1,0 +1,3 @@
+from qmailkit.cli import main
+
+raise SystemExit(main())

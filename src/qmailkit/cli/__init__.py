@@ -1,0 +1,65 @@
+"""The ``qmailkit`` command: argparse dispatch to one module per command group.
+
+Start-up imports only the standard library's argparse and these small modules;
+each command imports the library modules it needs when it runs.  Every command
+module has ``register(subparsers)``, which adds its sub-commands and sets
+``func`` (called with the parsed namespace, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# The command groups, in the order ``qmailkit --help`` lists them.
+COMMAND_MODULES = (
+    "logs",  # tai64nlocal, tai64n, convert-multilog
+    "cdb",  # cdb make/dump/get/stats
+    "tcprules",  # tcprules, tcprules check
+    "qmailcdb",  # newu, newmrh
+    "rcpt",  # rcpt build/check (mkvalidrcptto)
+    "auth",  # auth build/check (mkauth)
+    "services",  # services render/apply/status/check
+    "demo",  # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from qmailkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="qmailkit",
+        description="Tools for running a qmail mail server under daemontools, runit or s6.",
+    )
+    parser.add_argument("--version", action="version", version=f"qmailkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"qmailkit.cli.{name}").register(sub)
+    return parser
+
+
+def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, prog: str) -> int:
+    """Call a command, turning library errors into a message and an exit code."""
+    from qmailkit.errors import QmailkitError
+
+    try:
+        return func(args)
+    except QmailkitError as err:
+        print(f"{prog}: fatal: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (| head); not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run(args.func, args, f"qmailkit {args.command}")

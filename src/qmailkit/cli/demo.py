@@ -1,0 +1,9 @@
+"""Command-line interface: demo (to be written)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pass
