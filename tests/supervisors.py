@@ -92,12 +92,9 @@ class ScanTree:
         return link
 
     def rescan(self) -> None:
-        if self.kind == "daemontools":
-            # svscan rescans every 5 s or on ALRM
-            os.kill(self.proc.pid, signal.SIGALRM)
-        elif self.kind == "runit":
-            os.kill(self.proc.pid, signal.SIGALRM)
-        else:
+        # svscan rescans every 5 s and runsvdir notices a changed directory
+        # within a second; neither has a rescan signal (ALRM would kill them).
+        if self.kind == "s6":
             subprocess.run(["s6-svscanctl", "-a", str(self.root)], check=True)
 
     def wait_up(self, service: Path, timeout: float = 15.0) -> None:

@@ -1,0 +1,123 @@
+"""fsutil: atomic replacement, stale temps, locks, a full disk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from qmailkit import fsutil
+from qmailkit.errors import LockBusy, QmailkitError
+
+
+def temps(d):
+    return sorted(p.name for p in d.iterdir() if fsutil.TMP_MARK in p.name)
+
+
+def test_atomic_write_mode_and_content(tmp_path):
+    target = tmp_path / "f.cdb"
+    old = os.umask(0o077)
+    try:
+        fsutil.atomic_write(target, b"one", mode=0o640)
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"one"
+    assert target.stat().st_mode & 0o7777 == 0o640
+    fsutil.atomic_write(target, lambda fh: fh.write(b"two"), mode=0o644)
+    assert target.read_bytes() == b"two"
+    assert target.stat().st_mode & 0o7777 == 0o644
+    assert temps(tmp_path) == []
+
+
+def test_failure_leaves_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with fsutil.atomic_file(target) as fh:
+            fh.write(b"half")
+            raise RuntimeError("boom")
+    assert target.read_bytes() == b"old"
+    assert temps(tmp_path) == []
+
+
+def test_stale_temp_of_dead_writer_is_removed(tmp_path):
+    target = tmp_path / "f"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".f{fsutil.TMP_MARK}{dead}"
+    stale.write_bytes(b"interrupted")
+    live = subprocess.Popen(["sleep", "30"])
+    try:
+        busy = tmp_path / f".f{fsutil.TMP_MARK}{live.pid}"
+        busy.write_bytes(b"someone else writing")
+        fsutil.atomic_write(target, b"new")
+        assert temps(tmp_path) == [busy.name]
+    finally:
+        live.kill()
+        live.wait()
+    assert target.read_bytes() == b"new"
+
+
+def test_lock_excludes_second_holder(tmp_path):
+    lock = tmp_path / "lock"
+    with fsutil.locked(lock):
+        with pytest.raises(LockBusy, match="holds the lock"):
+            with fsutil.locked(lock):
+                pass
+        with pytest.raises(LockBusy):
+            with fsutil.locked(lock, wait=0.1):
+                pass
+    with fsutil.locked(lock):  # free again
+        pass
+
+
+def test_lock_held_by_other_process(tmp_path):
+    lock = tmp_path / "lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT);"
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+         str(lock)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(LockBusy) as info:
+            with fsutil.locked(lock, what="convert-multilog"):
+                pass
+        assert str(info.value).startswith(f"{lock}: convert-multilog holds the lock")
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    with fsutil.locked(lock, wait=5):
+        pass
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_full_disk_keeps_old_file(tiny_fs):
+    target = tiny_fs / "validrcptto.cdb"
+    fsutil.atomic_write(target, b"x" * 1000)
+    with pytest.raises(QmailkitError, match="No space left on device"):
+        fsutil.atomic_write(target, b"y" * 200_000)
+    assert target.read_bytes() == b"x" * 1000
+    assert temps(tiny_fs) == []
+
+
+def test_read_text_lines_errors(tmp_path):
+    with pytest.raises(QmailkitError, match="No such file"):
+        fsutil.read_text_lines(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"ok\n\xff\n")
+    with pytest.raises(QmailkitError, match=r"bad:2: not valid utf-8"):
+        fsutil.read_text_lines(bad)
