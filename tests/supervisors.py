@@ -59,6 +59,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _fifo_has_reader(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 class ScanTree:
     """A scan directory with its running scanner (svscan, runsvdir or s6-svscan)."""
 
@@ -79,6 +88,10 @@ class ScanTree:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        if kind == "s6":
+            # s6-svscanctl needs the scanner's control FIFO; it appears shortly after start
+            wait_for(lambda: _fifo_has_reader(root / ".s6-svscan" / "control"), 10,
+                     what="s6-svscan control FIFO")
 
     def remember(self) -> None:
         """Record the current descendants so that they can be stopped later."""
