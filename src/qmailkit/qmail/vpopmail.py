@@ -1,0 +1,121 @@
+"""vpopmail's per-domain user files: ``vpasswd`` and ``vpasswd.cdb``.
+
+A vpasswd line is ``name:hash:uid:gid:gecos:dir:quota[:clear]``.  The uid
+and gid fields are not system ids but vpopmail's flag words (numbers).
+vpopmail builds ``vpasswd.cdb`` from the same lines: key = name, value =
+the rest of the line after the first ``:``.  Names are compared
+case-insensitively by vpopmail (it lower-cases user and domain before a
+lookup), so callers lower-case them.
+
+Text is decoded as UTF-8 with ``surrogateescape``: a gecos field in Latin-1
+must not stop a build, and the original bytes come back on encoding.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from qmailkit.errors import InputError, os_error
+
+ENCODING = "utf-8"
+ERRORS = "surrogateescape"
+
+
+@dataclass(frozen=True, slots=True)
+class VpasswdEntry:
+    name: str
+    hash: str
+    uid: int
+    gid: int
+    gecos: str
+    dir: str
+    quota: str
+    clear: str | None
+    line: int  # 1-based line in vpasswd; 0 when read from vpasswd.cdb
+
+
+def _flag(text: str, what: str, path: str | os.PathLike[str], line: int | None) -> int:
+    # vpopmail reads these with atoi(); an empty field is 0.  Anything else
+    # that is not a number is a damaged file worth stopping for.
+    if text == "":
+        return 0
+    if not text.isdigit():
+        raise InputError(f"{what} field is not a number: {text!r}", path=path, line=line,
+                         hint="vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear]")
+    return int(text)
+
+
+def parse_vpasswd_line(
+    text: str, path: str | os.PathLike[str], line: int | None
+) -> VpasswdEntry:
+    """One vpasswd line (without its newline) as an entry; InputError if malformed."""
+    fields = text.split(":")
+    if len(fields) < 7:
+        raise InputError(
+            f"malformed vpasswd line: {len(fields)} fields, expected at least 7",
+            path=path, line=line,
+            hint="vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear]",
+        )
+    name = fields[0]
+    if not name:
+        raise InputError("malformed vpasswd line: empty user name", path=path, line=line)
+    clear = ":".join(fields[7:]) if len(fields) > 7 else None
+    return VpasswdEntry(
+        name=name,
+        hash=fields[1],
+        uid=_flag(fields[2], "uid", path, line),
+        gid=_flag(fields[3], "gid", path, line),
+        gecos=fields[4],
+        dir=fields[5],
+        quota=fields[6],
+        clear=clear,
+        line=line or 0,
+    )
+
+
+def read_vpasswd(path: str | os.PathLike[str]) -> list[VpasswdEntry]:
+    """Every entry of a vpasswd file, in file order.  Empty lines are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as err:
+        raise os_error(err, "cannot read vpasswd") from err
+    text = data.decode(ENCODING, ERRORS)
+    entries = []
+    for number, raw in enumerate(text.split("\n"), 1):
+        raw = raw.rstrip("\r")
+        if not raw:
+            continue
+        entries.append(parse_vpasswd_line(raw, path, number))
+    return entries
+
+
+def read_vpasswd_cdb(path: str | os.PathLike[str]) -> list[VpasswdEntry]:
+    """Every entry of a vpasswd.cdb (key = name, value = the rest of the vpasswd line)."""
+    from qmailkit import cdb
+
+    entries = []
+    with cdb.Reader(path) as reader:
+        for key, value in reader.items():
+            text = (key + b":" + value).decode(ENCODING, ERRORS)
+            entries.append(parse_vpasswd_line(text, path, None))
+    return entries
+
+
+def read_domain_users(domain_dir: str | os.PathLike[str]) -> tuple[Path, list[VpasswdEntry]]:
+    """The mailboxes of a vpopmail domain directory and the file they came from.
+
+    ``vpasswd`` is the source of truth (vpopmail rebuilds the cdb from it);
+    ``vpasswd.cdb`` is used only when the text file is absent.
+    """
+    domain_dir = Path(domain_dir)
+    text = domain_dir / "vpasswd"
+    if text.exists():
+        return text, read_vpasswd(text)
+    db = domain_dir / "vpasswd.cdb"
+    if db.exists():
+        return db, read_vpasswd_cdb(db)
+    raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb", path=domain_dir,
+                     hint="is this a vpopmail domain directory, or a SQL backend (--vpopmail-sql)?")
