@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dir",
         metavar="DIR",
-        help="build the sandbox in DIR (kept afterwards) instead of a temp directory (removed)",
+        help="build the sandbox in DIR instead of a new temp directory",
+    )
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the sandbox at the end (by default it is kept for you to look at)",
     )
     p.add_argument(
         "--part",
@@ -43,19 +48,19 @@ def demo(args: argparse.Namespace) -> int:
     if args.dir:
         sandbox = Path(args.dir).resolve()
         sandbox.mkdir(parents=True, exist_ok=True)
-        keep = True
     else:
         sandbox = Path(tempfile.mkdtemp(prefix="qmailkit-demo-"))
-        keep = False
     say(f"qmailkit demo: sandbox {sandbox}")
     try:
         ran = tour.run(sandbox, say, only=args.part)
     finally:
-        if not keep:
+        if args.clean:
             shutil.rmtree(sandbox, ignore_errors=True)
     if not ran:
         print("qmailkit demo: no demo part is available", file=sys.stderr)
         return 111
     say("")
-    say("demo finished: " + ", ".join(ran) + (f" (sandbox kept in {sandbox})" if keep else ""))
+    say("demo finished: " + ", ".join(ran))
+    if not args.clean:
+        say(f"everything it made is in {sandbox} (remove it with: rm -r {sandbox})")
     return 0
