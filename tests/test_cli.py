@@ -23,10 +23,28 @@ def test_startup_imports_only_the_cli():
         assert heavy not in mods, heavy
 
 
-def test_help_lists_every_group():
-    out = subprocess.run([sys.executable, "-m", "qmailkit", "--help"], capture_output=True,
-                         text=True, check=True).stdout
-    assert "demo" in out
+def _subcommands(parser, prefix=()):
+    """Every command path of the parser tree, e.g. ("cdb", "make")."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield prefix + (name,)
+                yield from _subcommands(sub, prefix + (name,))
+
+
+def test_every_command_has_help():
+    """``--help`` works for every command and sub-command and describes it."""
+    from qmailkit.cli import build_parser
+
+    paths = list(_subcommands(build_parser()))
+    assert ("demo",) in paths
+    for path in paths:
+        proc = subprocess.run([sys.executable, "-m", "qmailkit", *path, "--help"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, (path, proc.stderr)
+        assert proc.stdout.startswith("usage: qmailkit " + " ".join(path)), (path, proc.stdout)
 
 
 def test_errors_become_message_and_exit_code(capsys):
