@@ -1,0 +1,454 @@
+"""Install rendered service directories: plan the changes, then make them.
+
+``plan`` compares what ``render`` produced with what is on disk and returns
+the list of changes (with a unified diff per file) without touching anything.
+``apply`` makes them: every file replaced atomically with its exact mode,
+``log/main`` owned by the log user, tcp rules compiled, new services linked
+into the scan directory, and services whose files changed restarted through
+their supervisor (term + up).  Running it twice in a row changes nothing.
+
+Hand edits are never lost silently: each service directory keeps a small
+state file (``.qmailkit-state``) with the SHA-256 of every file we wrote.  A
+file whose content no longer matches what we wrote (or that exists but was
+never written by us) was edited by hand; replacing it needs ``force``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import pwd
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qmailkit.errors import InputError, QmailkitError, os_error
+from qmailkit.fsutil import atomic_write, fsync_dir, locked
+
+STATE_FILE = ".qmailkit-state"
+LOCK_FILE = ".qmailkit-apply.lock"
+LOG_DIR = "log/main"
+
+
+@dataclass
+class Change:
+    """One thing ``apply`` does (or would do) to one service."""
+
+    service: str
+    action: str  # new-service, mkdir, create, update, remove, mode, owner, rules, link, edited
+    path: str  # relative to the service directory ("" for the directory itself)
+    diff: str = ""  # unified diff for created/updated/removed files
+    detail: str = ""
+
+    def describe(self) -> str:
+        where = f"{self.service}/{self.path}" if self.path else self.service
+        text = f"{self.action:<11} {where}"
+        return f"{text}  ({self.detail})" if self.detail else text
+
+
+@dataclass
+class ApplyResult:
+    changes: list[Change] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)  # "mx", "mx/log"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise QmailkitError("a directory is in the way of a file", path=path) from None
+    except OSError as err:
+        raise os_error(err, "cannot read") from err
+
+
+def _text(data: bytes) -> list[str]:
+    return data.decode("utf-8", "replace").splitlines(keepends=True)
+
+
+def unified_diff(old: bytes | None, new: bytes | None, label: str) -> str:
+    """A unified diff between two versions of a file (either may be absent)."""
+    lines = difflib.unified_diff(
+        _text(old or b""),
+        _text(new or b""),
+        "/dev/null" if old is None else f"a/{label}",
+        "/dev/null" if new is None else f"b/{label}",
+    )
+    out = []
+    for line in lines:
+        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
+def read_state(service_dir: Path) -> dict[str, str]:
+    """The hashes of the files we wrote last time (empty if never applied)."""
+    data = _read(service_dir / STATE_FILE)
+    if data is None:
+        return {}
+    try:
+        files = json.loads(data)["files"]
+        if not isinstance(files, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise InputError(
+            "state file is damaged",
+            path=service_dir / STATE_FILE,
+            hint="remove it and run apply --force after checking the service's files",
+        ) from None
+    return {str(k): str(v) for k, v in files.items()}
+
+
+def _user_ids(name: str, what: str) -> tuple[int, int]:
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise InputError(
+            f"{what} {name!r} does not exist",
+            hint=f"create the user (useradd -r {name}) or choose another in the config",
+        ) from None
+    return pw.pw_uid, pw.pw_gid
+
+
+def _root_of(config: Any, root: str | os.PathLike[str] | None) -> Path:
+    return Path(root if root is not None else config.supervisor.service_root)
+
+
+def _rules_pairs(rendered: Mapping[str, Any]) -> list[tuple[str, Path, Path]]:
+    """(service, rules source, cdb) once per distinct pair, in service order."""
+    seen = set()
+    pairs = []
+    for name, svc in rendered.items():
+        if not svc.rules:
+            continue
+        src, cdb = (Path(p) for p in svc.rules)
+        if (src, cdb) in seen:
+            continue
+        seen.add((src, cdb))
+        pairs.append((name, src, cdb))
+    return pairs
+
+
+# -- planning -----------------------------------------------------------------
+
+
+def _plan_service(name: str, svc: Any, sdir: Path, log_ids: tuple[int, int] | None,
+                  changes: list[Change], edited: list[Change]) -> None:
+    if not sdir.exists():
+        changes.append(Change(name, "new-service", "", detail=str(sdir)))
+    elif not sdir.is_dir():
+        raise QmailkitError("exists but is not a directory", path=sdir,
+                            hint="move it away; apply creates the service directory here")
+    state = read_state(sdir) if sdir.is_dir() else {}
+
+    for rel in _all_dirs(svc):
+        d = sdir / rel
+        if not d.is_dir():
+            changes.append(Change(name, "mkdir", rel))
+            continue
+        if rel == LOG_DIR and log_ids is not None:
+            st = d.stat()
+            if (st.st_uid, st.st_gid) != log_ids:
+                changes.append(Change(name, "owner", rel, detail=f"{log_ids[0]}:{log_ids[1]}"))
+
+    for rel, (data, mode) in sorted(svc.files.items()):
+        path = sdir / rel
+        old = _read(path)
+        if old is None:
+            changes.append(Change(name, "create", rel, unified_diff(None, data, f"{name}/{rel}")))
+            continue
+        if old == data:
+            if stat.S_IMODE(path.stat().st_mode) != mode:
+                changes.append(Change(name, "mode", rel, detail=f"{mode:04o}"))
+            continue
+        recorded = state.get(rel)
+        diff = unified_diff(old, data, f"{name}/{rel}")
+        if recorded != _sha(old):
+            why = "edited by hand since the last apply" if recorded else "not written by qmailkit"
+            edited.append(Change(name, "edited", rel, diff, detail=why))
+        else:
+            changes.append(Change(name, "update", rel, diff))
+
+    # files we wrote before that the config no longer produces
+    for rel, digest in sorted(state.items()):
+        if rel in svc.files:
+            continue
+        old = _read(sdir / rel)
+        if old is not None and _sha(old) == digest:
+            changes.append(Change(name, "remove", rel, unified_diff(old, None, f"{name}/{rel}")))
+
+
+def _all_dirs(svc: Any) -> list[str]:
+    """Every directory the service needs: the declared ones and the parents of its files."""
+    dirs: set[str] = set(svc.dirs)
+    for rel in svc.files:
+        parent = os.path.dirname(rel)
+        while parent:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    for rel in list(dirs):
+        parent = os.path.dirname(rel)
+        while parent:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
+
+
+def _plan_link(name: str, sdir: Path, scan_dir: Path, changes: list[Change]) -> None:
+    if scan_dir.resolve() == sdir.parent.resolve():
+        return  # the service directories live in the scan directory itself
+    link = scan_dir / name
+    if link.is_symlink():
+        if Path(os.readlink(link)) == sdir or link.resolve() == sdir.resolve():
+            return
+        raise InputError(
+            f"scan directory entry points to {os.readlink(link)}, not to {sdir}",
+            path=link,
+            hint="remove the old link (stop that service first) and run apply again",
+        )
+    if link.exists():
+        raise InputError("scan directory already has an entry that is not our link", path=link,
+                         hint="stop and move that service away, then run apply again")
+    changes.append(Change(name, "link", "", detail=f"{link} -> {sdir}"))
+
+
+def _log_ids(svc: Any) -> tuple[int, int] | None:
+    """uid/gid for log/main; only root can give files away, so None otherwise."""
+    if os.geteuid() != 0 or not svc.log_owner:
+        return None
+    return _user_ids(svc.log_owner, "log user")
+
+
+def _plan(config: Any, rendered: Mapping[str, Any], root: Path
+          ) -> tuple[list[Change], list[Change]]:
+    changes: list[Change] = []
+    edited: list[Change] = []
+    for name, svc in rendered.items():
+        _plan_service(name, svc, root / name, _log_ids(svc), changes, edited)
+        _plan_link(name, root / name, Path(config.supervisor.scan_dir), changes)
+    for name, src, cdb in _rules_pairs(rendered):
+        if _rules_stale(src, cdb):
+            changes.append(Change(name, "rules", "", detail=f"{src} -> {cdb}"))
+    return changes, edited
+
+
+def _rules_stale(src: Path, cdb: Path) -> bool:
+    """The cdb is missing or older than its rules source (as cron.qmail judged it)."""
+    try:
+        src_m = src.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False  # nothing to compile; reported as a warning
+    try:
+        return cdb.stat().st_mtime_ns < src_m
+    except FileNotFoundError:
+        return True
+
+
+def plan(config: Any, rendered: Mapping[str, Any],
+         root: str | os.PathLike[str] | None = None) -> list[Change]:
+    """What ``apply`` would change, hand-edited files included (action ``edited``)."""
+    changes, edited = _plan(config, rendered, _root_of(config, root))
+    return changes + edited
+
+
+# -- applying -----------------------------------------------------------------
+
+
+def _write_service(name: str, svc: Any, sdir: Path, todo: list[Change],
+                   log_owner: tuple[int, int] | None) -> None:
+    for rel in _all_dirs(svc):
+        d = sdir / rel
+        d.mkdir(parents=True, exist_ok=True)
+        if rel == LOG_DIR and log_owner is not None:
+            os.chown(d, *log_owner)
+    actions = {c.path: c.action for c in todo if c.service == name}
+    for rel, (data, mode) in sorted(svc.files.items()):
+        action = actions.get(rel)
+        if action in ("create", "update", "edited"):
+            atomic_write(sdir / rel, data, mode=mode)
+        elif action == "mode":
+            os.chmod(sdir / rel, mode)
+    for c in todo:
+        if c.service == name and c.action == "remove":
+            (sdir / c.path).unlink()
+            fsync_dir((sdir / c.path).parent)
+    state = {rel: _sha(data) for rel, (data, _mode) in svc.files.items()}
+    if state != _safe_state(sdir):
+        body = json.dumps({"files": dict(sorted(state.items()))}, indent=1) + "\n"
+        atomic_write(sdir / STATE_FILE, body.encode(), mode=0o644)
+
+
+def _safe_state(sdir: Path) -> dict[str, str]:
+    try:
+        return read_state(sdir)
+    except InputError:
+        return {}
+
+
+def _link(link: Path, target: Path) -> None:
+    """Create the symlink atomically (temp name, then rename), so a scanner never sees half."""
+    tmp = link.parent / f".{link.name}.qmailkit-link.{os.getpid()}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.rename(tmp, link)
+        fsync_dir(link.parent)
+    except OSError as err:
+        raise os_error(err, "cannot link the service into the scan directory") from err
+
+
+def _rescan(kind: str, scan_dir: Path) -> None:
+    """Ask s6-svscan to look at the scan directory now (what ``s6-svscanctl -a`` does).
+
+    svscan (every 5 s) and runsvdir (about 1 s) notice new entries by themselves.
+    """
+    if kind != "s6":
+        return
+    fifo = scan_dir / ".s6-svscan" / "control"
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # no scanner running: the services start when it does
+    try:
+        os.write(fd, b"a")
+    finally:
+        os.close(fd)
+
+
+def _compile_rules(src: Path, cdb: Path) -> None:
+    from qmailkit import tcprules
+
+    tcprules.compile_file(src, cdb)
+
+
+def apply(config: Any, rendered: Mapping[str, Any] | None = None,
+          root: str | os.PathLike[str] | None = None, *, dry_run: bool = False,
+          force: bool = False) -> ApplyResult:
+    """Bring the service directories in line with the config; see the module text.
+
+    Raises InputError, before writing anything, when a file was edited by hand
+    since the last apply and ``force`` is not set.
+    """
+    if rendered is None:
+        from qmailkit.services.render import render
+
+        rendered = render(config)
+    root_dir = _root_of(config, root)
+    scan_dir = Path(config.supervisor.scan_dir)
+    result = ApplyResult()
+    for name, src, _cdb in _rules_pairs(rendered):
+        if not src.exists():
+            result.warnings.append(
+                f"{name}: tcp rules file {src} does not exist; the service will not start "
+                "until it (and its cdb) is there")
+
+    if dry_run:
+        result.changes = plan(config, rendered, root_dir)
+        return result
+
+    try:
+        root_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise os_error(err, "cannot create the service root") from err
+    with locked(root_dir / LOCK_FILE, wait=10, what="another qmailkit services apply"):
+        changes, edited = _plan(config, rendered, root_dir)
+        if edited and not force:
+            files = ", ".join(f"{c.service}/{c.path}" for c in edited)
+            raise InputError(
+                f"changed since the last apply, not overwritten: {files}",
+                path=root_dir,
+                hint="put the change into the config, or run apply --force to replace it",
+            )
+        todo = changes + edited
+        result.changes = todo
+        if not todo:
+            return result
+        sup = _supervisor(config)
+        for name, svc in rendered.items():
+            sdir = root_dir / name
+            mine = [c for c in todo if c.service == name]
+            if not mine:
+                continue
+            _write_service(name, svc, sdir, todo, _log_ids(svc))
+        for _name, src, cdb in _rules_pairs(rendered):
+            if _rules_stale(src, cdb):
+                _compile_rules(src, cdb)
+        linked = False
+        for c in todo:
+            if c.action == "link":
+                _link(scan_dir / c.service, root_dir / c.service)
+                linked = True
+        if linked:
+            _rescan(config.supervisor.kind, scan_dir)
+        result.restarted = _restart_changed(sup, root_dir, todo)
+    return result
+
+
+def _supervisor(config: Any):
+    from qmailkit import supervisor
+
+    return supervisor.get(config.supervisor.kind)
+
+
+RESTART_ACTIONS = ("update", "edited", "remove", "create")
+
+
+def _restart_changed(sup: Any, root_dir: Path, todo: list[Change]) -> list[str]:
+    """TERM + up every running service (or logger) one of whose files changed."""
+    targets: list[str] = []
+    new = {c.service for c in todo if c.action == "new-service"}
+    for c in todo:
+        if c.action not in RESTART_ACTIONS or c.service in new:
+            continue
+        target = f"{c.service}/log" if c.path.startswith("log/") else c.service
+        if target not in targets:
+            targets.append(target)
+    restarted = []
+    for target in targets:
+        d = root_dir / target
+        status = sup.status(d)
+        if status.supervised and status.up:
+            sup.restart(d)
+            restarted.append(target)
+    return restarted
+
+
+# -- render --out -------------------------------------------------------------
+
+
+def export(rendered: Mapping[str, Any], out: str | os.PathLike[str]) -> list[str]:
+    """Write the rendered service directories under ``out`` for review; nothing else.
+
+    No owners, no rules, no links, no state.  Returns the paths written.
+    """
+    out_dir = Path(out)
+    written = []
+    for name, svc in rendered.items():
+        sdir = out_dir / name
+        try:
+            for rel in _all_dirs(svc):
+                (sdir / rel).mkdir(parents=True, exist_ok=True)
+            sdir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise os_error(err, "cannot create directory") from err
+        for rel, (data, mode) in sorted(svc.files.items()):
+            atomic_write(sdir / rel, data, mode=mode)
+            written.append(f"{name}/{rel}")
+    return written

@@ -1,0 +1,231 @@
+"""services apply: plan, atomic install, hand-edit protection, links, restarts (no scanner)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from qmailkit.errors import InputError
+from qmailkit.services import apply as ap
+
+
+@dataclass
+class FakeRendered:
+    files: dict
+    dirs: list = field(default_factory=lambda: ["log/main"])
+    log_owner: str | None = "nobody"
+    rules: tuple | None = None
+    checks: object = None
+    listen: tuple | None = None
+
+
+def svc(run: bytes = b"#!/bin/sh\nexec sleep 100\n", log: bytes = b"#!/bin/sh\nexec cat\n",
+        **kw) -> FakeRendered:
+    files = {"run": (run, 0o755), "log/run": (log, 0o755)}
+    files.update(kw.pop("extra", {}))
+    return FakeRendered(files=files, **kw)
+
+
+def config(tmp_path: Path, kind: str = "daemontools") -> SimpleNamespace:
+    sup = SimpleNamespace(kind=kind, scan_dir=str(tmp_path / "scan"),
+                          service_root=str(tmp_path / "services"), log_user="nobody",
+                          log_size=1048576, log_count=1024)
+    (tmp_path / "scan").mkdir(exist_ok=True)
+    return SimpleNamespace(path=str(tmp_path / "qmailkit.toml"), supervisor=sup, services={})
+
+
+def tree(root: Path) -> dict[str, tuple[bytes | str, int]]:
+    """Every file and link under root, with its mode (for 'nothing changed' checks)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = Path(dirpath, n)
+            rel = str(p.relative_to(root))
+            if p.is_symlink():
+                out[rel] = (os.readlink(p), 0)
+            else:
+                st = p.stat()
+                out[rel] = (p.read_bytes(), stat.S_IMODE(st.st_mode), st.st_ino)
+    return out
+
+
+def test_first_apply_creates_everything(tmp_path):
+    cfg = config(tmp_path)
+    rendered = {"mx": svc(), "send": svc(run=b"#!/bin/sh\nexec qmail-start ./Maildir/\n")}
+    result = ap.apply(cfg, rendered)
+    root = tmp_path / "services"
+    assert (root / "mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
+    assert stat.S_IMODE((root / "mx/run").stat().st_mode) == 0o755
+    assert stat.S_IMODE((root / "mx/log/run").stat().st_mode) == 0o755
+    nobody = pwd.getpwnam("nobody")
+    if os.geteuid() == 0:
+        st = (root / "mx/log/main").stat()
+        assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert os.readlink(tmp_path / "scan/mx") == str(root / "mx")
+    assert os.readlink(tmp_path / "scan/send") == str(root / "send")
+    actions = {(c.service, c.action, c.path) for c in result.changes}
+    assert ("mx", "new-service", "") in actions
+    assert ("mx", "create", "run") in actions
+    assert ("mx", "mkdir", "log/main") in actions
+    assert ("send", "link", "") in actions
+    assert result.restarted == []  # nothing was supervised
+    state = json.loads((root / "mx" / ap.STATE_FILE).read_text())
+    assert set(state["files"]) == {"run", "log/run"}
+    # the diff of a new file shows its whole content
+    run_change = next(c for c in result.changes if c.service == "mx" and c.path == "run")
+    assert run_change.diff.startswith("--- /dev/null\n+++ b/mx/run\n")
+    assert "+exec sleep 100\n" in run_change.diff
+
+
+def test_apply_twice_is_a_no_op(tmp_path):
+    cfg = config(tmp_path)
+    rendered = {"mx": svc()}
+    ap.apply(cfg, rendered)
+    before = tree(tmp_path)
+    again = ap.apply(cfg, rendered)
+    assert again.changes == [] and again.restarted == []
+    assert ap.plan(cfg, rendered) == []
+    assert tree(tmp_path) == before  # same inodes: not even rewritten
+
+
+def test_dry_run_shows_the_diff_and_writes_nothing(tmp_path):
+    cfg = config(tmp_path)
+    ap.apply(cfg, {"mx": svc()})
+    before = tree(tmp_path)
+    new = {"mx": svc(run=b"#!/bin/sh\nexec sleep 200\n"), "pop": svc()}
+    result = ap.apply(cfg, new, dry_run=True)
+    assert tree(tmp_path) == before
+    upd = [c for c in result.changes if c.action == "update"]
+    assert [(c.service, c.path) for c in upd] == [("mx", "run")]
+    assert upd[0].diff == (
+        "--- a/mx/run\n+++ b/mx/run\n@@ -1,2 +1,2 @@\n #!/bin/sh\n"
+        "-exec sleep 100\n+exec sleep 200\n"
+    )
+    assert ("pop", "new-service") in {(c.service, c.action) for c in result.changes}
+
+
+def test_changed_file_is_updated_and_others_kept(tmp_path):
+    cfg = config(tmp_path)
+    ap.apply(cfg, {"mx": svc(), "sub": svc()})
+    before = tree(tmp_path)
+    result = ap.apply(cfg, {"mx": svc(run=b"#!/bin/sh\nexec sleep 5\n"), "sub": svc()})
+    after = tree(tmp_path)
+    assert [(c.service, c.action, c.path) for c in result.changes] == [("mx", "update", "run")]
+    assert after["services/mx/run"][0] == b"#!/bin/sh\nexec sleep 5\n"
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed == {"services/mx/run", f"services/mx/{ap.STATE_FILE}"}
+
+
+def test_hand_edited_run_script_is_not_overwritten(tmp_path):
+    cfg = config(tmp_path)
+    ap.apply(cfg, {"mx": svc(), "sub": svc()})
+    run = tmp_path / "services/mx/run"
+    run.write_bytes(b"#!/bin/sh\n# my tweak\nexec sleep 100\n")
+    before = tree(tmp_path)
+    new = {"mx": svc(run=b"#!/bin/sh\nexec sleep 7\n"),
+           "sub": svc(run=b"#!/bin/sh\nexec sleep 8\n")}
+    with pytest.raises(InputError) as exc:
+        ap.apply(cfg, new)
+    assert "changed since the last apply, not overwritten: mx/run" in str(exc.value)
+    assert "apply --force" in str(exc.value)
+    assert exc.value.exit_code == 100
+    assert tree(tmp_path) == before  # nothing at all was written, not even sub
+    edited = [c for c in ap.plan(cfg, new) if c.action == "edited"]
+    assert [(c.service, c.path, c.detail) for c in edited] == [
+        ("mx", "run", "edited by hand since the last apply")]
+    result = ap.apply(cfg, new, force=True)
+    assert run.read_bytes() == b"#!/bin/sh\nexec sleep 7\n"
+    assert {(c.service, c.action) for c in result.changes} == {("mx", "edited"), ("sub", "update")}
+
+
+def test_foreign_run_script_needs_force(tmp_path):
+    """A service directory made by hand (the original scripts) is not taken over silently."""
+    cfg = config(tmp_path)
+    (tmp_path / "services/mx").mkdir(parents=True)
+    (tmp_path / "services/mx/run").write_bytes(b"#!/bin/sh\n# jms1 run script\n")
+    with pytest.raises(InputError, match="mx/run"):
+        ap.apply(cfg, {"mx": svc()})
+    assert (tmp_path / "services/mx/run").read_bytes() == b"#!/bin/sh\n# jms1 run script\n"
+    assert not (tmp_path / "services/mx/log").exists()
+    c = next(c for c in ap.plan(cfg, {"mx": svc()}) if c.action == "edited")
+    assert c.detail == "not written by qmailkit"
+    ap.apply(cfg, {"mx": svc()}, force=True)
+    assert (tmp_path / "services/mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
+
+
+def test_mode_is_repaired_without_rewrite(tmp_path):
+    cfg = config(tmp_path)
+    ap.apply(cfg, {"mx": svc()})
+    run = tmp_path / "services/mx/run"
+    os.chmod(run, 0o644)
+    ino = run.stat().st_ino
+    result = ap.apply(cfg, {"mx": svc()})
+    assert [(c.action, c.path, c.detail) for c in result.changes] == [("mode", "run", "0755")]
+    assert stat.S_IMODE(run.stat().st_mode) == 0o755 and run.stat().st_ino == ino
+
+
+def test_file_dropped_from_render_is_removed_only_if_ours(tmp_path):
+    cfg = config(tmp_path)
+    ap.apply(cfg, {"mx": svc(extra={"env/A": (b"1\n", 0o644), "env/B": (b"2\n", 0o644)})})
+    (tmp_path / "services/mx/env/B").write_bytes(b"mine\n")
+    result = ap.apply(cfg, {"mx": svc()})
+    assert [(c.action, c.path) for c in result.changes] == [("remove", "env/A")]
+    assert not (tmp_path / "services/mx/env/A").exists()
+    assert (tmp_path / "services/mx/env/B").read_bytes() == b"mine\n"
+
+
+def test_scan_entry_pointing_elsewhere_is_an_error(tmp_path):
+    cfg = config(tmp_path)
+    (tmp_path / "scan/mx").symlink_to(tmp_path / "old-mx")
+    with pytest.raises(InputError) as exc:
+        ap.apply(cfg, {"mx": svc()})
+    assert str(exc.value).startswith(f"{tmp_path}/scan/mx: scan directory entry points to ")
+    assert not (tmp_path / "services/mx").exists()
+
+
+def test_missing_log_user_is_an_error_before_writing(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only root gives log/main to the log user")
+    cfg = config(tmp_path)
+    with pytest.raises(InputError) as exc:
+        ap.apply(cfg, {"mx": svc(log_owner="qmaill-nonexistent")})
+    assert "log user 'qmaill-nonexistent' does not exist" in str(exc.value)
+    assert [p.name for p in (tmp_path / "services").iterdir()] == [ap.LOCK_FILE]
+
+
+def test_damaged_state_file_is_reported(tmp_path):
+    cfg = config(tmp_path)
+    ap.apply(cfg, {"mx": svc()})
+    (tmp_path / "services/mx" / ap.STATE_FILE).write_text("{not json")
+    with pytest.raises(InputError, match="state file is damaged"):
+        ap.plan(cfg, {"mx": svc(run=b"x")})
+
+
+def test_lock_keeps_a_second_apply_out(tmp_path, monkeypatch):
+    from qmailkit.errors import LockBusy
+    from qmailkit.fsutil import locked
+
+    cfg = config(tmp_path)
+    (tmp_path / "services").mkdir()
+    monkeypatch.setattr(ap, "locked", lambda path, **kw: locked(path, **{**kw, "wait": False}))
+    with locked(tmp_path / "services" / ap.LOCK_FILE), pytest.raises(LockBusy) as exc:
+        ap.apply(cfg, {"mx": svc()})
+    assert "another qmailkit services apply holds the lock" in str(exc.value)
+    assert not (tmp_path / "services/mx").exists()
+
+
+def test_export_writes_only_the_tree(tmp_path):
+    out = tmp_path / "out"
+    written = ap.export({"mx": svc(), "send": svc()}, out)
+    assert written == ["mx/log/run", "mx/run", "send/log/run", "send/run"]
+    assert (out / "mx/log/main").is_dir()
+    assert stat.S_IMODE((out / "mx/run").stat().st_mode) == 0o755
+    assert not (out / "mx" / ap.STATE_FILE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
