@@ -1,0 +1,265 @@
+"""qmailkit.cdb: byte-identical to tinycdb/freecdb, robust against bad files, atomic."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+from cdb_helpers import freecdb_make, generated_records, tinycdb_make
+from conftest import need
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qmailkit import cdb
+from qmailkit.cdb import backend as cdb_backend
+from qmailkit.cdb import pure
+from qmailkit.errors import InputError, QmailkitError
+
+BACKENDS = ["cdbx", "pure"]
+
+
+def temps_in(directory: Path) -> list[str]:
+    return [name for name in os.listdir(directory) if ".qmailkit-tmp." in name]
+
+
+def test_both_backends_are_available():
+    assert cdb_backend.get().name == "cdbx"
+    assert cdb_backend.get("pure").name == "pure"
+    with pytest.raises(ValueError, match="unknown cdb backend"):
+        cdb_backend.get("nonesuch")
+
+
+def test_djb_hash_known_values():
+    assert pure.djb_hash(b"") == 5381
+    # h = 5381*33 ^ ord('a')
+    assert pure.djb_hash(b"a") == (5381 * 33) ^ 97
+    assert 0 <= pure.djb_hash(bytes(range(256)) * 50) <= 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("seed,count", [(1, 0), (2, 1), (3, 50), (4, 3000)])
+def test_same_bytes_as_tinycdb_and_freecdb(tmp_path, backend, seed, count):
+    records = generated_records(seed, count)
+    ours = tmp_path / "ours.cdb"
+    assert cdb.write(ours, records, backend=backend) == len(records)
+    assert ours.read_bytes() == tinycdb_make(tmp_path / "tiny.cdb", records)
+    assert ours.read_bytes() == freecdb_make(tmp_path / "free.cdb", records)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reads_files_of_the_c_tools(tmp_path, backend):
+    records = generated_records(7, 2000)
+    for made in (
+        tinycdb_make(tmp_path / "t.cdb", records),
+        freecdb_make(tmp_path / "f.cdb", records),
+    ):
+        path = tmp_path / "c.cdb"
+        path.write_bytes(made)
+        with cdb.Reader(path, backend=backend) as reader:
+            assert list(reader.items()) == records
+            assert list(reader.keys()) == [k for k, _ in records]
+            assert len(reader) == len(records)
+            expected: dict[bytes, list[bytes]] = {}
+            for key, value in records:
+                expected.setdefault(key, []).append(value)
+            for key, values in expected.items():
+                assert reader.get_all(key) == values
+                assert reader.get(key) == values[0]
+                assert key in reader
+            assert reader.get(b"\xffno such key\xff") is None
+            assert reader.get_all(b"\xffno such key\xff") == []
+            assert b"\xffno such key\xff" not in reader
+
+
+def test_c_tools_read_our_files(tmp_path):
+    cdb_tool, cdbget = need("cdb", "cdbget")
+    records = [(b"alpha", b"1"), (b"beta", b""), (b"alpha", b"2"), (b"", b"empty key")]
+    path = tmp_path / "ours.cdb"
+    cdb.write(path, records)
+    dump = subprocess.run([cdb_tool, "-d", str(path)], capture_output=True, check=True).stdout
+    assert dump == b"+5,1:alpha->1\n+4,0:beta->\n+5,1:alpha->2\n+0,9:->empty key\n\n"
+    with open(path, "rb") as fh:
+        got = subprocess.run([cdbget, "alpha"], stdin=fh, capture_output=True, check=True)
+    assert got.stdout == b"1"
+
+
+record = st.tuples(st.binary(max_size=24), st.binary(max_size=24))
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    records=st.lists(record, max_size=60)
+    | st.lists(st.sampled_from([(b"k", b"v"), (b"", b""), (b"k", b"")]), max_size=20)
+)
+def test_property_backends_agree_and_find_every_record(tmp_path, records):
+    a, b = tmp_path / "a.cdb", tmp_path / "b.cdb"
+    cdb.write(a, records, backend="cdbx")
+    cdb.write(b, records, backend="pure")
+    assert a.read_bytes() == b.read_bytes()
+    for backend in BACKENDS:
+        with cdb.Reader(a, backend=backend) as reader:
+            assert list(reader.items()) == records
+            assert len(reader) == len(records)
+            for key, _ in records:
+                assert reader.get_all(key) == [v for k, v in records if k == key]
+
+
+def test_empty_cdb_is_2048_bytes(tmp_path):
+    path = tmp_path / "empty.cdb"
+    cdb.write(path, [])
+    assert path.stat().st_size == 2048
+    with cdb.Reader(path) as reader:
+        assert len(reader) == 0 and list(reader.items()) == [] and reader.get(b"") is None
+
+
+# -- bad files ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_truncation_is_a_clear_error(tmp_path, backend):
+    good = tinycdb_make(tmp_path / "good.cdb", generated_records(11, 40))
+    path = tmp_path / "broken.cdb"
+    for size in range(0, len(good), 7):
+        path.write_bytes(good[:size])
+        with pytest.raises(InputError) as caught:
+            cdb.Reader(path, backend=backend)
+        assert str(path) in str(caught.value)
+        assert "not a valid cdb" in str(caught.value)
+        assert caught.value.exit_code == 100
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_corrupt_files_never_crash_or_hang(tmp_path, backend):
+    records = generated_records(12, 60)
+    good = tinycdb_make(tmp_path / "good.cdb", records)
+    path = tmp_path / "corrupt.cdb"
+    rng = random.Random(5)
+    probes = [k for k, _ in records[:10]] + [b"missing"]
+    bad_values = [
+        b"\xff\xff\xff\xff",
+        b"\x00\x00\x00\x00",
+        b"\x00\x08\x00\x00",
+        b"\xf0\xff\xff\x7f",
+    ]
+    errors = 0
+    for _ in range(400):
+        data = bytearray(good)
+        if rng.random() < 0.5:
+            pos = rng.randrange(0, len(data) - 4)
+            data[pos : pos + 4] = rng.choice(bad_values)
+        else:
+            for _ in range(rng.randrange(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        try:
+            with cdb.Reader(path, backend=backend) as reader:
+                list(reader.items())
+                for key in probes:
+                    reader.get_all(key)
+                len(reader)
+        except InputError as err:
+            assert str(path) in str(err)
+            errors += 1
+    assert errors > 50  # the damage was noticed, as an InputError every time
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(QmailkitError) as caught:
+        cdb.Reader(tmp_path / "nope.cdb")
+    assert "nope.cdb" in str(caught.value) and "cannot open cdb" in str(caught.value)
+
+
+# -- atomic writing -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exception_leaves_old_file_and_no_temp(tmp_path, backend):
+    path = tmp_path / "db.cdb"
+    cdb.write(path, [(b"old", b"1")])
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError), cdb.make(path, backend=backend) as writer:
+        writer.add(b"new", b"2")
+        raise RuntimeError("interrupted")
+    assert path.read_bytes() == before
+    assert temps_in(tmp_path) == []
+
+
+def test_exception_creates_nothing_when_there_was_no_file(tmp_path):
+    with pytest.raises(RuntimeError), cdb.make(tmp_path / "db.cdb") as writer:
+        writer.add(b"k", b"v")
+        raise RuntimeError
+    assert os.listdir(tmp_path) == []
+
+
+def test_mode_is_exact_and_replaces(tmp_path):
+    path = tmp_path / "db.cdb"
+    cdb.write(path, [(b"a", b"1")], mode=0o600)
+    assert path.stat().st_mode & 0o7777 == 0o600
+    old_umask = os.umask(0o077)
+    try:
+        cdb.write(path, [(b"b", b"2")], mode=0o644)
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o7777 == 0o644
+    with cdb.Reader(path) as reader:
+        assert list(reader.items()) == [(b"b", b"2")]
+
+
+def test_owner_is_applied(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")  # the suite runs as root in CI
+    path = tmp_path / "db.cdb"
+    cdb.write(path, [(b"a", b"1")], owner=(65534, 65534))
+    assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534)
+
+
+def test_keys_and_values_must_be_bytes(tmp_path):
+    with pytest.raises(TypeError), cdb.make(tmp_path / "db.cdb") as writer:
+        writer.add("text", b"")  # type: ignore[arg-type]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_size_limit_is_a_clear_error(tmp_path, monkeypatch, backend):
+    path = tmp_path / "db.cdb"
+    cdb.write(path, [(b"old", b"")])
+    before = path.read_bytes()
+    # 2048 header + 3 records of (8 + 16 + 10 bytes) = 2150: the third record crosses 2140.
+    monkeypatch.setattr(cdb, "MAX_SIZE", 2140)
+    with pytest.raises(QmailkitError) as caught, cdb.make(path, backend=backend) as writer:
+        for i in range(3):
+            writer.add(b"key%02d" % i, b"vvvvv")
+    message = str(caught.value)
+    assert str(path) in message and "limit of 2,141 bytes" in message and "record 3" in message
+    assert path.read_bytes() == before
+    assert temps_in(tmp_path) == []
+
+
+def test_size_limit_applies_to_bulk_adds(tmp_path, monkeypatch):
+    monkeypatch.setattr(cdb, "MAX_SIZE", 2100)
+    limit = pytest.raises(QmailkitError, match="format's limit")
+    with limit, cdb.make(tmp_path / "db.cdb") as writer:
+        writer.add_many([b"k1", b"k2"], [b"v" * 10, b"v" * 10])
+    assert os.listdir(tmp_path) == []
+
+
+def test_exactly_at_the_limit_is_fine(tmp_path, monkeypatch):
+    records = [(b"key%02d" % i, b"vvvvv") for i in range(3)]
+    monkeypatch.setattr(cdb, "MAX_SIZE", 2048 + 3 * (8 + 16 + 10))
+    cdb.write(tmp_path / "db.cdb", records)
+    assert (tmp_path / "db.cdb").stat().st_size == cdb.MAX_SIZE
+
+
+def test_stats(tmp_path):
+    path = tmp_path / "db.cdb"
+    cdb.write(path, [(b"a", b"1"), (b"bb", b""), (b"a", b"22")])
+    st_ = cdb.stats(path)
+    assert (st_.records, st_.unique_keys, st_.key_bytes, st_.value_bytes) == (3, 2, 4, 3)
+    assert (st_.min_key, st_.max_key, st_.slots) == (1, 2, 6)
+    assert sum(st_.probes) == 3
+    assert st_.size == path.stat().st_size
