@@ -1,0 +1,100 @@
+"""Status of every configured service and its logger, read from the supervisors' files.
+
+One row per service directory (``mx`` and ``mx/log``), decoded from
+``supervise/status`` by ``qmailkit.supervisor`` -- no svstat/sv/s6-svstat per
+service.  A directory that does not exist yet is ``missing`` (not applied);
+one nobody supervises is ``unsupervised`` (not linked, or the scanner is not
+running).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str  # "mx" or "mx/log"
+    path: str
+    state: str  # up, down, unsupervised, missing
+    pid: int | None = None
+    seconds: int | None = None
+    normally_up: bool | None = None
+    want: str | None = None  # "up"/"down" when it differs from the state
+    paused: bool = False
+    ready: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def collect(config: Any, root: str | os.PathLike[str] | None = None) -> list[Row]:
+    """One row per configured service and per logger, in config order."""
+    from qmailkit import supervisor
+
+    sup = supervisor.get(config.supervisor.kind)
+    base = Path(root if root is not None else config.supervisor.service_root)
+    rows = []
+    for name in config.services:
+        sdir = base / name
+        rows.append(_row(sup, name, sdir))
+        if (sdir / "log").is_dir() or not sdir.is_dir():
+            rows.append(_row(sup, f"{name}/log", sdir / "log"))
+    return rows
+
+
+def _row(sup: Any, name: str, path: Path) -> Row:
+    if not path.is_dir():
+        return Row(name, str(path), "missing")
+    st = sup.status(path)
+    if not st.supervised:
+        return Row(name, str(path), "unsupervised", normally_up=st.normally_up)
+    return Row(
+        name,
+        str(path),
+        "up" if st.up else "down",
+        pid=st.pid,
+        seconds=st.seconds,
+        normally_up=st.normally_up,
+        want=st.want,
+        paused=st.paused,
+        ready=st.ready,
+    )
+
+
+HEADER = ("SERVICE", "STATE", "PID", "SECONDS", "NORMALLY", "WANT")
+
+
+def format_table(rows: list[Row]) -> str:
+    """A plain text table, one line per row, columns aligned."""
+    lines = [HEADER]
+    for r in rows:
+        state = r.state + (", paused" if r.paused else "")
+        lines.append((
+            r.name,
+            state,
+            "-" if r.pid is None else str(r.pid),
+            "-" if r.seconds is None else str(r.seconds),
+            "-" if r.normally_up is None else ("up" if r.normally_up else "down"),
+            r.want or "-",
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
+    out = []
+    for line in lines:
+        cells = [cell.ljust(w) for cell, w in zip(line, widths, strict=True)]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def to_json(rows: list[Row]) -> str:
+    import json
+
+    return json.dumps([r.as_dict() for r in rows], indent=1) + "\n"
+
+
+def problems(rows: list[Row]) -> list[Row]:
+    """Rows that are not as they should be: not up while normally up, or not running at all."""
+    return [r for r in rows if r.state != "up" and r.normally_up is not False]
