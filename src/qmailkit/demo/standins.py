@@ -146,7 +146,7 @@ def sslserver(args: list[str]) -> None:
             out.append(a)
             value_next = False
             continue
-        if a.startswith("-") and len(a) > 1 and not out[-1:] == ["--"]:
+        if a.startswith("-") and len(a) > 1 and out[-1:] != ["--"]:
             letters = a[1:].replace("e", "")
             if letters:
                 out.append("-" + letters)
