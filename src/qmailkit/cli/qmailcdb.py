@@ -1,9 +1,93 @@
-"""Command-line interface: qmailcdb (to be written)."""
+"""``qmailkit newu`` and ``qmailkit newmrh``: qmail's own cdb builders.
+
+Like qmail-newu and qmail-newmrh they exit 111 on every failure, bad input
+included (the docs pages say so); nothing is replaced unless the whole input
+is good.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+
+DEFAULT_QMAIL_HOME = "/var/qmail"
+# qmail-newu and qmail-newmrh use one exit code for every failure.
+EXIT_FAILURE = 111
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    newu = sub.add_parser(
+        "newu",
+        help="compile users/assign into users/cdb (qmail-newu)",
+        description="Compile QMAIL/users/assign into QMAIL/users/cdb, as qmail-newu does, "
+        "after checking every line. users/cdb is replaced atomically, and only if the "
+        "whole file is good.",
+    )
+    newu.add_argument("--qmail-home", metavar="DIR", default=DEFAULT_QMAIL_HOME,
+                      help="qmail's home directory (default %(default)s)")
+    newu.add_argument("-v", "--verbose", action="store_true",
+                      help="say how many entries were written")
+    newu.set_defaults(func=_newu)
+
+    newmrh = sub.add_parser(
+        "newmrh",
+        help="compile control/morercpthosts into morercpthosts.cdb (qmail-newmrh)",
+        description="Compile QMAIL/control/morercpthosts into QMAIL/control/morercpthosts.cdb, "
+        "as qmail-newmrh does: names lower-cased, empty values, comments and blank lines "
+        "ignored. The cdb is replaced atomically.",
+    )
+    newmrh.add_argument("--qmail-home", metavar="DIR", default=DEFAULT_QMAIL_HOME,
+                        help="qmail's home directory (default %(default)s)")
+    newmrh.add_argument("-v", "--verbose", action="store_true",
+                        help="say how many domains were written")
+    newmrh.set_defaults(func=_newmrh)
+
+
+def _as_failure(func):
+    """Run func; any QmailkitError leaves with qmail-newu's single failure code."""
+    from qmailkit.errors import QmailkitError
+
+    try:
+        return func()
+    except QmailkitError as err:
+        err.exit_code = EXIT_FAILURE
+        raise
+
+
+def _newu(args: argparse.Namespace) -> int:
+    from qmailkit.qmail import assign
+
+    entries = _as_failure(lambda: assign.compile_users_cdb(args.qmail_home))
+    if args.verbose:
+        path = os.path.join(args.qmail_home, "users", "cdb")
+        print(f"{path}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    return 0
+
+
+def morercpthosts_records(path: str) -> list[tuple[bytes, bytes]]:
+    """The morercpthosts.cdb records: each name lower-cased (ASCII, like qmail), empty value.
+
+    Order and duplicates are kept, as qmail-newmrh keeps them.
+    """
+    from qmailkit.qmail.control import read_control
+
+    names = read_control(path, missing_ok=False)
+    return [(name.encode("utf-8").lower(), b"") for name in names]
+
+
+def _newmrh(args: argparse.Namespace) -> int:
+    from qmailkit import cdb
+
+    control = os.path.join(args.qmail_home, "control")
+    source = os.path.join(control, "morercpthosts")
+    target = os.path.join(control, "morercpthosts.cdb")
+
+    def build() -> int:
+        records = morercpthosts_records(source)
+        cdb.write(target, records, mode=0o644)
+        return len(records)
+
+    count = _as_failure(build)
+    if args.verbose:
+        print(f"{target}: {count} domain{'' if count == 1 else 's'}")
+    return 0

@@ -242,3 +242,17 @@ def lookup(entries: Iterable[Assignment], local: str) -> Assignment | None:
         if hit is not None:
             return hit
     return None
+
+
+def compile_users_cdb(qmail_home: str | os.PathLike[str]) -> list[Assignment]:
+    """qmail-newu: users/assign → users/cdb (0644, atomic); returns the entries written.
+
+    The whole file is parsed before anything is written, so a bad line leaves
+    the old users/cdb in place.
+    """
+    from qmailkit import cdb
+
+    users = os.path.join(os.fspath(qmail_home), "users")
+    entries = read(os.path.join(users, "assign"))
+    cdb.write(os.path.join(users, "cdb"), records(entries), mode=0o644)
+    return entries
