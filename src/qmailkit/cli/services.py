@@ -1,9 +1,140 @@
-"""Command-line interface: services (to be written)."""
+"""``qmailkit services``: render, apply, status and check the supervised mail services."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+DEFAULT_CONFIG = "/etc/qmailkit/qmailkit.toml"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pass
+    p = sub.add_parser(
+        "services",
+        help="service directories for every mail service, from one config file",
+        description=(
+            "Generate, install and report on the supervised services (qmail-send, qmail-smtpd, "
+            "courier-imap, vpopmaild...) described in one TOML config file, for daemontools, "
+            "runit or s6."
+        ),
+    )
+    ssub = p.add_subparsers(dest="action", metavar="ACTION")
+    ssub.required = True
+
+    def add(name: str, help_text: str, func, description: str) -> argparse.ArgumentParser:
+        sp = ssub.add_parser(name, help=help_text, description=description)
+        sp.add_argument(
+            "--config",
+            metavar="FILE",
+            default=None,
+            help=f"config file (default: $QMAILKIT_CONFIG, else {DEFAULT_CONFIG})",
+        )
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("render", "show the generated service directories", render,
+             "Print every generated file, or write the service directories into DIR for "
+             "review. Touches nothing else: no owners, links, rules or restarts.")
+    sp.add_argument("--out", metavar="DIR", help="write the service directories into DIR")
+
+    sp = add("apply", "install or update the service directories", apply,
+             "Create or update every service directory in place (atomic writes, exact modes), "
+             "compile tcp rules, link new services into the scan directory and restart the "
+             "services whose files changed. A file edited by hand since the last apply is "
+             "not replaced without --force.")
+    sp.add_argument("-n", "--dry-run", action="store_true",
+                    help="only show what would change (with diffs)")
+    sp.add_argument("--force", action="store_true",
+                    help="replace files that were edited by hand since the last apply")
+    sp.add_argument("-q", "--quiet", action="store_true", help="do not print the diffs")
+
+    sp = add("status", "state of every service and its logger", status,
+             "One line per service and per logger: up/down, pid, seconds in that state, "
+             "normally up or down, and what the supervisor wants; read from the supervisors' "
+             "status files.")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    add("check", "check the config against this system", check,
+        "Check that users, programs, certificates and rules databases are in place and "
+        "usable by the service's user, that no port is used twice, and that no service is "
+        "an open relay or offers AUTH without TLS. Exits 100 when an error is found.")
+
+
+def config_path(args: argparse.Namespace) -> str:
+    return args.config or os.environ.get("QMAILKIT_CONFIG") or DEFAULT_CONFIG
+
+
+def _load(args: argparse.Namespace):
+    from qmailkit.services import config
+
+    return config.load(config_path(args))
+
+
+def render(args: argparse.Namespace) -> int:
+    from qmailkit.services import render as rendering
+
+    cfg = _load(args)
+    rendered = rendering.render(cfg)
+    if args.out:
+        from qmailkit.services.apply import export
+
+        for path in export(rendered, args.out):
+            print(os.path.join(args.out, path))
+        return 0
+    out = sys.stdout
+    for name, svc in rendered.items():
+        for rel, (data, mode) in sorted(svc.files.items()):
+            out.write(f"==> {name}/{rel} ({mode:04o}) <==\n")
+            out.write(data.decode("utf-8", "replace"))
+            if not data.endswith(b"\n"):
+                out.write("\n")
+            out.write("\n")
+    return 0
+
+
+def apply(args: argparse.Namespace) -> int:
+    from qmailkit.services import apply as applying
+
+    cfg = _load(args)
+    result = applying.apply(cfg, dry_run=args.dry_run, force=args.force)
+    for warning in result.warnings:
+        print(f"qmailkit services apply: warning: {warning}", file=sys.stderr)
+    if not result.changes:
+        print("nothing to change")
+        return 0
+    prefix = "would " if args.dry_run else ""
+    for change in result.changes:
+        print(prefix + change.describe())
+    if not args.quiet:
+        for change in result.changes:
+            if change.diff:
+                sys.stdout.write(change.diff)
+    for target in result.restarted:
+        print(f"restarted {target}")
+    if args.dry_run and any(c.action == "edited" for c in result.changes):
+        print("note: files marked 'edited' were changed by hand; apply needs --force to "
+              "replace them", file=sys.stderr)
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from qmailkit.services import status as st
+
+    cfg = _load(args)
+    rows = st.collect(cfg)
+    sys.stdout.write(st.to_json(rows) if args.json else st.format_table(rows))
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    from qmailkit.services import check as checking
+
+    cfg = _load(args)
+    findings = checking.check(cfg)
+    for f in findings:
+        print(f.describe())
+    errors = sum(1 for f in findings if f.level == "error")
+    warnings = len(findings) - errors
+    print(f"{errors} error(s), {warnings} warning(s)")
+    return 100 if errors else 0
