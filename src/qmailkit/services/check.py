@@ -1,0 +1,227 @@
+"""``services check``: the config against the running system, and the usual mistakes.
+
+Each finding names the service, says what is wrong and how to fix it.  Errors
+would stop a service from working (a missing user, program, certificate or
+unreadable rules database) or make the server dangerous (an open relay);
+warnings are likely mistakes.  The checks use what ``render`` lists per service
+(``RenderedService.checks``: users, programs, files) and the services' options.
+"""
+
+from __future__ import annotations
+
+import grp
+import ipaddress
+import os
+import pwd
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "error" or "warning"
+    service: str
+    message: str
+    hint: str = ""
+    key: str = ""  # config key concerned, e.g. services.mx.tls_cert
+
+    def describe(self) -> str:
+        text = f"{self.level}: {self.service}: {self.message}"
+        if self.key:
+            text += f" [{self.key}]"
+        return text + (f" ({self.hint})" if self.hint else "")
+
+
+class _Account:
+    """uid, gid and groups of a user, for permission checks done the kernel's way."""
+
+    def __init__(self, name: str | None) -> None:
+        if name is None or name == "root":
+            self.name, self.uid, self.gids = "root", 0, {0}
+            return
+        pw = pwd.getpwnam(name)
+        self.name, self.uid = name, pw.pw_uid
+        self.gids = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
+
+    def may(self, st: os.stat_result, bit: int) -> bool:
+        """``bit``: 4 read, 1 execute/search (as in the permission triplets)."""
+        if self.uid == 0:
+            return bit != 1 or stat.S_ISDIR(st.st_mode) or bool(st.st_mode & 0o111)
+        if st.st_uid == self.uid:
+            return bool(st.st_mode & (bit << 6))
+        if st.st_gid in self.gids:
+            return bool(st.st_mode & (bit << 3))
+        return bool(st.st_mode & bit)
+
+    def can_read(self, path: Path) -> str | None:
+        """None if the account can read ``path``; else the reason why not."""
+        for parent in reversed(path.absolute().parents):
+            try:
+                st = parent.stat()
+            except OSError as err:
+                return f"cannot look at {parent}: {err.strerror}"
+            if not self.may(st, 1):
+                return f"{self.name} cannot enter {parent} (mode {stat.S_IMODE(st.st_mode):04o})"
+        st = path.stat()
+        if not self.may(st, 4):
+            return (f"{self.name} cannot read it (mode {stat.S_IMODE(st.st_mode):04o}, "
+                    f"owner {st.st_uid}:{st.st_gid})")
+        return None
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _find_program(prog: str, search: list[str]) -> Path | None:
+    if prog.startswith("/"):
+        return Path(prog) if os.path.exists(prog) else None
+    for d in search:
+        cand = Path(d) / prog
+        if cand.exists():
+            return cand
+    return None
+
+
+def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
+    checks = r.checks
+    users = list(dict.fromkeys([*checks.users, *([r.user] if r.user else [])]))
+    missing_users = set()
+    for user in users:
+        if not _user_exists(user):
+            missing_users.add(user)
+            out.append(Finding("error", name, f"user {user!r} does not exist",
+                               f"create it (useradd -r -s /usr/sbin/nologin {user}) or name "
+                               "another user in the config"))
+    for prog, key in checks.programs:
+        found = _find_program(prog, checks.search_path)
+        where = "" if prog.startswith("/") else " in " + ":".join(checks.search_path)
+        if found is None:
+            out.append(Finding("error", name, f"program {prog} not found{where}",
+                               "install it, or give its full path in the config", key))
+        elif not os.access(found, os.X_OK) or found.is_dir():
+            out.append(Finding("error", name, f"program {found} is not executable",
+                               f"chmod 755 {found}", key))
+    for fc in checks.files:
+        path = Path(fc.path)
+        if not path.exists():
+            out.append(Finding("error", name, f"{fc.kind} file {path} does not exist",
+                               _create_hint(fc.kind), fc.key))
+            continue
+        if fc.user in missing_users:
+            continue
+        try:
+            reason = _Account(fc.user).can_read(path)
+        except KeyError:
+            continue
+        if reason:
+            who = fc.user or "root"
+            hint = (f"chown {who} {path} and chmod 0400 (the private key stays private)"
+                    if fc.secret else f"make it and its directories readable by {who}")
+            if fc.kind == "rules":
+                hint += "; tcpserver opens the rules cdb after dropping privileges"
+            out.append(Finding("error", name, f"{fc.kind} file {path}: {reason}", hint, fc.key))
+        if fc.secret and path.stat().st_mode & 0o004:
+            out.append(Finding("error", name,
+                               f"{fc.kind} file {path} is world-readable and holds a private key",
+                               f"chmod o-r {path}", fc.key))
+    for key, message, hint in checks.warnings:
+        out.append(Finding("warning", name, message, hint, key))
+
+
+def _create_hint(kind: str) -> str:
+    return {
+        "cert": "create the certificate (PEM, key included) or fix the path",
+        "rules": "write the rules source and run qmailkit services apply (it compiles them)",
+        "auth_cdb": "build it with mkauth",
+        "validrcptto_cdb": "build it with mkvalidrcptto",
+    }.get(kind, "create it or fix the path")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    wild = ("0", "0.0.0.0", "::", "")
+    return a == b or a in wild or b in wild
+
+
+def _port_findings(rendered: Mapping[str, Any], out: list[Finding]) -> None:
+    seen: list[tuple[str, str, int]] = []
+    for name, r in rendered.items():
+        if not r.listen:
+            continue
+        ip, port = r.listen
+        if not ip:
+            continue
+        for other, oip, oport in seen:
+            if port == oport and _overlaps(ip, oip):
+                out.append(Finding("error", name,
+                                   f"port {port} on {ip} is also used by {other} ({oip})",
+                                   "give one of them another port or address"))
+        seen.append((name, ip, port))
+
+
+def _loopback(ip: str) -> bool:
+    if ip == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding]) -> None:
+    """The security mistakes the original scripts warned about, for qmail-smtpd services."""
+    for name, svc in config.services.items():
+        if svc.type != "qmail-smtpd" or name not in rendered:
+            continue
+        o = svc.options
+        key = f"services.{name}"
+        listen = rendered[name].listen
+        ip, port = listen if listen else (str(o.get("ip", "")), int(o.get("port") or 0))
+        relay = "RELAYCLIENT" in o.get("env", {}) or bool(o.get("relayclient"))
+        rules = o.get("rules") or o.get("tcp_rules")
+        if relay and ip and not _loopback(ip) and not rules:
+            out.append(Finding(
+                "error", name,
+                f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
+                "set it only for your own networks in the tcp rules "
+                '(e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on 127.0.0.1', key))
+        tls = bool(o.get("ssl")) or bool(o.get("tls_cert")) and not o.get("deny_tls")
+        if o.get("auth") and o.get("allow_insecure_auth"):
+            out.append(Finding(
+                "warning", name, "AUTH is offered on connections without TLS: passwords "
+                "cross the network in clear text",
+                "remove allow_insecure_auth (clients must STARTTLS first)",
+                f"{key}.allow_insecure_auth"))
+        elif o.get("auth") and not tls:
+            out.append(Finding(
+                "warning", name, "AUTH is configured but TLS is not: qmail-smtpd will not offer "
+                "AUTH on a clear-text connection", "set tls_cert, or ssl = true",
+                f"{key}.auth"))
+        if port == 25 and not _loopback(ip or "0"):
+            for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
+                if o.get(opt):
+                    out.append(Finding(
+                        "error", name,
+                        f"{what} on a port-25 MX: other mail servers cannot deliver to you",
+                        "use it on submission (587) or smtps (465) only", f"{key}.{opt}"))
+
+
+def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Finding]:
+    """Every finding for the configured services, errors and warnings."""
+    if rendered is None:
+        from qmailkit.services.render import render
+
+        rendered = render(config)
+    out: list[Finding] = []
+    for name, r in rendered.items():
+        _system_findings(name, r, out)
+    _port_findings(rendered, out)
+    _policy_findings(config, rendered, out)
+    return out
