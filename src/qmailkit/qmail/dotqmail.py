@@ -1,0 +1,159 @@
+"""``.qmail`` files: which extensions a home directory answers, and what a file does.
+
+qmail-local delivers ``ext`` for a user with home H and dash D by reading
+``H/.qmail{D}{ext}`` (the extension lower-cased, ``.`` written as ``:``);
+failing that ``H/.qmail{D}{prefix}default`` for every prefix of ext that ends
+at a ``-``, longest first; then ``H/.qmail{D}default``.  No file found means
+"no mailbox here by that name" (for a non-empty ext).
+
+Only what the validrcptto list needs is decided here: whether a file bounces
+every message (``|bouncesaying TEXT`` or ``|exit 100``), runs vdelivermail
+(and whether unknown mailboxes bounce), runs fastforward, or delivers.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from enum import Enum
+
+from qmailkit.errors import QmailkitError, os_error
+
+DEFAULT = "default"
+
+
+class Kind(Enum):
+    DELIVER = "deliver"  # mailbox, maildir, forward or a program: the address exists
+    BOUNCE = "bounce"  # every message bounces
+    VPOP_LIST = "vdelivermail bounce-no-mailbox"  # only existing mailboxes are valid
+    VPOP_CATCHALL = "vdelivermail catch-all"  # unknown mailboxes go somewhere
+    FASTFORWARD = "fastforward"  # the aliases in a fastforward cdb
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    kind: Kind
+    path: str
+    cdb: str | None = None  # fastforward's database
+    passthrough: bool = False  # fastforward -p: unknown names fall through to later lines
+    fallback: Kind | None = None  # with -p: what the lines after fastforward do
+
+
+def _argv(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()
+
+
+def _classify_command(command: str, path: str) -> Delivery | None:
+    argv = _argv(command)
+    if not argv:
+        return None
+    prog = os.path.basename(argv[0])
+    if prog == "bouncesaying" and len(argv) == 2:
+        return Delivery(Kind.BOUNCE, path)  # with a program after the text it is conditional
+    if prog == "exit" and argv[1:] == ["100"]:
+        return Delivery(Kind.BOUNCE, path)
+    if prog == "vdelivermail":
+        # vdelivermail '' bounce-no-mailbox (or 'delete', which drops unknown
+        # names silently: they must be refused at RCPT time all the more).
+        target = argv[2] if len(argv) > 2 else ""
+        if target in ("bounce-no-mailbox", "delete") or "bounce-no-mailbox" in command:
+            return Delivery(Kind.VPOP_LIST, path)
+        return Delivery(Kind.VPOP_CATCHALL, path)
+    if prog == "fastforward":
+        passthrough = False
+        rest = argv[1:]
+        while rest and rest[0].startswith("-") and rest[0] != "-":
+            flags = rest.pop(0)[1:]
+            for flag in flags:
+                if flag == "p":
+                    passthrough = True
+                elif flag == "P":
+                    passthrough = False
+        db = rest[0] if rest else None
+        return Delivery(Kind.FASTFORWARD, path, cdb=db, passthrough=passthrough)
+    return Delivery(Kind.DELIVER, path)
+
+
+def classify_text(text: str, path: str) -> Delivery:
+    """What a .qmail file with this content does (see the module docstring)."""
+    first: Delivery | None = None
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("|"):
+            found = _classify_command(line[1:].strip(), path)
+            if found is None:
+                continue
+        else:
+            found = Delivery(Kind.DELIVER, path)  # ./Maildir/, /file, &addr, addr
+        if first is None:
+            if found.kind is not Kind.FASTFORWARD or not found.passthrough:
+                return found
+            first = found
+            continue
+        # fastforward -p passes unknown names on to this line.
+        return Delivery(first.kind, path, first.cdb, True, found.kind)
+    if first is not None:
+        return Delivery(first.kind, path, first.cdb, True, Kind.BOUNCE)
+    # An empty .qmail-EXT file delivers by the default (control/defaultdelivery).
+    return Delivery(Kind.DELIVER, path)
+
+
+def classify(path: str) -> Delivery:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(65536)
+    except OSError as err:
+        raise os_error(err, "cannot read .qmail file") from err
+    return classify_text(data.decode("utf-8", "surrogateescape"), path)
+
+
+@dataclass(slots=True)
+class HomeFiles:
+    """The ``.qmail{dash}*`` files of one home directory, by extension (``:`` turned into ``.``)."""
+
+    home: str
+    dash: str
+    names: dict[str, str]  # extension -> file name
+    base: str | None  # ".qmail" itself, if present
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.home, name)
+
+
+def list_home(home: str, dash: str = "-") -> HomeFiles:
+    """Read the directory once; QmailkitError naming it if it cannot be read."""
+    try:
+        entries = os.listdir(home)
+    except FileNotFoundError:
+        raise QmailkitError("home directory does not exist", path=home) from None
+    except OSError as err:
+        raise os_error(err, "cannot list home directory") from err
+    prefix = ".qmail" + dash
+    names: dict[str, str] = {}
+    base = None
+    for name in entries:
+        if not name.startswith(".qmail"):
+            continue
+        if name == ".qmail":
+            base = name
+            continue
+        if not dash or not name.startswith(prefix):
+            continue
+        ext = name[len(prefix):]
+        # qmail-local lower-cases the extension before it looks for the file,
+        # so a file name with capitals is never used.
+        if not ext or ext != ext.lower():
+            continue
+        names[ext.replace(":", ".")] = name
+    return HomeFiles(home, dash, names, base)
+
+
+def is_default(ext: str, delimiter: str = "-") -> bool:
+    """True for ``default`` and ``PREFIX-default`` (a wildcard extension)."""
+    return ext == DEFAULT or (ext.endswith(DEFAULT) and ext[: -len(DEFAULT)].endswith(delimiter))

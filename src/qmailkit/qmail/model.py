@@ -1,0 +1,680 @@
+"""The qmail configuration gathered into the addresses it accepts, each with its source.
+
+``build(Options)`` reads the configuration the way qmail, vpopmail and
+fastforward do and returns ``Recipients``: for every domain in rcpthosts /
+morercpthosts.cdb, the validrcptto keys (``local@domain``,
+``prefix-default@domain``, ``@domain``) with their value (empty = accept,
+``-`` = explicit reject) and the file that produced them.
+
+Which addresses exist (qmail-send, qmail-lspawn, qmail-getpw, qmail-local):
+
+* a domain in ``control/locals`` (or ``control/me`` without locals) is
+  delivered locally: users/cdb (or users/assign) entries first, then system
+  accounts (``user`` and ``user-EXT`` from their ``.qmail-EXT`` files), then
+  the alias user (``~alias/.qmail-NAME``; a fastforward ``.qmail-default``);
+* a domain in ``control/virtualdomains`` (``domain:PREPEND``) turns
+  ``x@domain`` into the local name ``PREPEND-x``, delivered by whoever owns
+  that name (users/cdb wildcard, e.g. vpopmail's ``+domain-``; a system user;
+  else the alias user); ``user@domain:PREPEND`` entries name one address;
+* a domain in ``control/smtproutes`` is relayed: the addresses in
+  ``SMTPROUTES_DIR/DOMAIN`` if that file exists, else ``@domain``.
+
+Every name is lower-cased (ASCII only, as qmail-smtpd does) and appears once;
+when two sources give the same key, the one qmail would use wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qmailkit.errors import InputError, QmailkitError, os_error
+from qmailkit.qmail import assign as assign_mod
+from qmailkit.qmail import control
+from qmailkit.qmail.dotqmail import (
+    Delivery,
+    HomeFiles,
+    Kind,
+    classify,
+    classify_text,
+    is_default,
+    list_home,
+)
+from qmailkit.qmail.validrcptto import fold
+
+ENC = "utf-8"
+ERRS = "surrogateescape"
+ACCEPT = b""
+REJECT = b"-"
+
+Origin = tuple[bytes, str]  # (value, source)
+
+
+def _b(text: str) -> bytes:
+    return fold(text).encode(ENC, ERRS)
+
+
+@dataclass
+class Options:
+    qmail_home: Path = Path("/var/qmail")
+    vpopmail_home: Path | None = None  # default: ~vpopmail from the passwd file
+    passwd: Path = Path("/etc/passwd")
+    uid_min: int = 500
+    uid_max: int = 65000
+    uid_ignore: frozenset[int] = frozenset()
+    skip_alias: bool = False  # -n: leave out the alias user
+    smtproutes_dir: Path | None = None
+    exclude: frozenset[str] = frozenset()
+    qmail_ext: bool | None = None  # vpopmail built with --enable-qmail-ext; None: detect
+    vpopmail_sql: bool | None = None  # None: use vuserinfo/valias when a domain has no vpasswd
+    delimiter: str = "-"
+
+
+@dataclass
+class Recipients:
+    """The result: per domain, key -> (value, source); plus warnings for the admin."""
+
+    tables: dict[bytes, dict[bytes, Origin]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self.tables.values())
+
+    def records(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) in the canonical order: domains sorted, then keys sorted."""
+        for domain in sorted(self.tables):
+            table = self.tables[domain]
+            for key in sorted(table):
+                yield key, table[key][0]
+
+    def explain(self) -> Iterator[tuple[bytes, bytes, str]]:
+        for domain in sorted(self.tables):
+            table = self.tables[domain]
+            for key in sorted(table):
+                value, source = table[key]
+                yield key, value, source
+
+    def get(self, key: bytes) -> bytes | None:
+        """A value by key (the ``get`` that validrcptto.lookup wants)."""
+        at = key.rfind(b"@")
+        table = self.tables.get(key[at + 1:]) if at >= 0 else None
+        if table is None:
+            return None
+        origin = table.get(key)
+        return origin[0] if origin else None
+
+    def source(self, key: bytes) -> str | None:
+        at = key.rfind(b"@")
+        table = self.tables.get(key[at + 1:]) if at >= 0 else None
+        origin = table.get(key) if table else None
+        return origin[1] if origin else None
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    line: int
+
+
+def read_passwd(path: str | os.PathLike[str]) -> list[Account]:
+    """System accounts from a passwd(5) file; NIS ``+``/``-`` lines and comments are skipped."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as err:
+        raise os_error(err, "cannot read passwd file") from err
+    accounts = []
+    for number, raw in enumerate(data.decode(ENC, ERRS).split("\n"), 1):
+        raw = raw.rstrip("\r")
+        if not raw or raw[0] in "#+-":
+            continue
+        fields = raw.split(":")
+        if len(fields) < 6:
+            raise InputError(f"malformed passwd line: {len(fields)} fields, expected 7",
+                             path=path, line=number,
+                             hint="lines are name:password:uid:gid:gecos:home:shell")
+        for label, value in (("uid", fields[2]), ("gid", fields[3])):
+            if not (value.isascii() and value.isdigit()):
+                raise InputError(f"{label} {value!r} is not a number", path=path, line=number)
+        accounts.append(Account(fields[0], int(fields[2]), int(fields[3]), fields[5], number))
+    return accounts
+
+
+_QMAIL_EXT = re.compile(rb"^\s*#\s*define\s+QMAIL_EXT\s+1\b", re.MULTILINE)
+# A complete vpasswd line: name and six more colon-separated fields.
+_VPASSWD_LINE = re.compile(rb"^([^:\n]+)(?::[^:\n]*){5}:[^\n]*$", re.MULTILINE)
+_NONBLANK_LINE = re.compile(rb"^(?!\r?$)", re.MULTILINE)
+
+
+class _Builder:
+    def __init__(self, opts: Options) -> None:
+        self.o = opts
+        self.qhome = Path(opts.qmail_home)
+        self.control = self.qhome / "control"
+        self.delim = opts.delimiter
+        self.warnings: list[str] = []
+        self.problems: list[str] = []
+        self._homes: dict[tuple[str, str], HomeFiles | QmailkitError] = {}
+        self._deliveries: dict[str, Delivery] = {}
+        self._ff: dict[str, list[bytes]] = {}
+        self._accounts: list[Account] | None = None
+        self._by_name: dict[str, Account] | None = None
+        self._qmail_ext: bool | None = opts.qmail_ext
+
+    # -- small readers, cached ------------------------------------------------
+
+    def accounts(self) -> list[Account]:
+        if self._accounts is None:
+            self._accounts = read_passwd(self.o.passwd)
+            self._by_name = {}
+            for acct in self._accounts:
+                self._by_name.setdefault(acct.name, acct)
+        return self._accounts
+
+    def account(self, name: str) -> Account | None:
+        self.accounts()
+        assert self._by_name is not None
+        return self._by_name.get(name)
+
+    def alias_home(self) -> str:
+        acct = self.account("alias")
+        return acct.home if acct else str(self.qhome / "alias")
+
+    def vpopmail_home(self) -> Path:
+        if self.o.vpopmail_home is not None:
+            return Path(self.o.vpopmail_home)
+        acct = self.account("vpopmail")
+        return Path(acct.home) if acct else Path("/home/vpopmail")
+
+    def qmail_ext(self) -> bool:
+        if self._qmail_ext is None:
+            header = self.vpopmail_home() / "include" / "vpopmail_config.h"
+            try:
+                self._qmail_ext = bool(_QMAIL_EXT.search(header.read_bytes()))
+            except FileNotFoundError:
+                self._qmail_ext = False
+            except OSError as err:
+                raise os_error(err, "cannot read vpopmail's config header") from err
+        return self._qmail_ext
+
+    def home(self, home: str, dash: str) -> HomeFiles:
+        key = (home, dash)
+        found = self._homes.get(key)
+        if found is None:
+            try:
+                found = list_home(home, dash)
+            except QmailkitError as err:
+                found = err
+            self._homes[key] = found
+        if isinstance(found, QmailkitError):
+            raise found
+        return found
+
+    def delivery(self, path: str) -> Delivery:
+        found = self._deliveries.get(path)
+        if found is None:
+            found = self._deliveries[path] = classify(path)
+        return found
+
+    # -- the domains qmail-smtpd accepts ---------------------------------------
+
+    def received(self) -> dict[str, str]:
+        rcpthosts = self.control / "rcpthosts"
+        if not rcpthosts.exists():
+            raise InputError("control/rcpthosts is missing", path=rcpthosts,
+                             hint="without it qmail-smtpd accepts mail for every domain")
+        domains: dict[str, str] = {}
+        for number, value in control.read_control_numbered(rcpthosts):
+            domains.setdefault(fold(value), f"{rcpthosts}:{number}")
+        more = self.control / "morercpthosts.cdb"
+        if more.exists():
+            from qmailkit import cdb
+
+            with cdb.Reader(more) as reader:
+                for key in reader:
+                    name = fold(key.decode(ENC, ERRS))
+                    if not name:
+                        raise InputError("morercpthosts.cdb holds an empty domain", path=more,
+                                         hint="fix control/morercpthosts and run qmail-newmrh")
+                    domains.setdefault(name, str(more))
+        return domains
+
+    def read_map(self, name: str) -> tuple[Path, dict[str, tuple[str, str]]]:
+        """A ``key:value`` control file (virtualdomains, smtproutes): folded key -> (value, source)."""
+        path = self.control / name
+        out: dict[str, tuple[str, str]] = {}
+        for number, value in control.read_control_numbered(path):
+            key, sep, rest = value.partition(":")
+            if not sep:
+                raise InputError(f"no ':' in {value!r}", path=path, line=number,
+                                 hint=f"{name} lines are DOMAIN:VALUE")
+            out.setdefault(fold(key), (rest, f"{path}:{number}"))
+        return path, out
+
+    @staticmethod
+    def suffix_lookup(table: dict[str, tuple[str, str]], domain: str) -> tuple[str, str] | None:
+        """qmail's host lookup: the name, then each ``.suffix`` of it."""
+        if domain in table:
+            return table[domain]
+        for i, ch in enumerate(domain):
+            if ch == "." and domain[i:] in table:
+                return table[domain[i:]]
+        return None
+
+    # -- users/assign ----------------------------------------------------------
+
+    def assignments(self) -> tuple[list[assign_mod.Assignment], str]:
+        users = self.qhome / "users"
+        db = users / "cdb"
+        text = users / "assign"
+        if db.exists():
+            if text.exists() and text.stat().st_mtime > db.stat().st_mtime:
+                self.warnings.append(f"{text} is newer than {db}: run qmail-newu "
+                                     "(qmail uses users/cdb, so this list does too)")
+            entries, _chars = assign_mod.read_cdb(db)
+            return entries, str(db)
+        if text.exists():
+            self.warnings.append(f"{db} is missing: qmail ignores {text} until qmail-newu runs")
+            return assign_mod.read(text), str(text)
+        return [], ""
+
+    # -- one delivery target: a home directory, a dash and an extension prefix --
+
+    def target_entries(
+        self, home: str, dash: str, ext: str, q: str, domain: str, what: str
+    ) -> list[tuple[str, bytes, str]]:
+        """The local-part keys (``""`` = the whole domain) one target answers.
+
+        ``ext`` is the part of the extension fixed by the mapping (vpopmail: "");
+        ``q`` is the part of the local name in front of what becomes the rest
+        of the extension (system user bob: "bob-"; vpopmail domain: "").
+        """
+        files = self.home(home, dash)
+        exact: list[tuple[str, bytes, str]] = []
+        wild: list[tuple[str, bytes, str]] = []
+        catch: tuple[str, str] | None = None  # (wildcard prefix, file name)
+        for e, name in files.names.items():
+            if is_default(e, self.delim):
+                w = e[: -len("default")]
+                if len(w) > len(ext) and w.startswith(ext):
+                    value = self._value(files.path(name))
+                    wild.append((q + w[len(ext):] + "default", value, files.path(name)))
+                elif ext.startswith(w) and (catch is None or len(w) > len(catch[0])):
+                    catch = (w, name)
+            elif len(e) > len(ext) and e.startswith(ext):
+                exact.append((q + e[len(ext):], self._value(files.path(name)), files.path(name)))
+        out = exact + wild
+        if catch is not None:
+            out.extend(self._catch_all(files, catch, ext, q, domain, what))
+        return out
+
+    def _value(self, path: str) -> bytes:
+        return REJECT if self.delivery(path).kind is Kind.BOUNCE else ACCEPT
+
+    def _whole(self, q: str) -> str:
+        return q + "default" if q else ""
+
+    def _catch_all(
+        self, files: HomeFiles, catch: tuple[str, str], ext: str, q: str, domain: str, what: str
+    ) -> list[tuple[str, bytes, str]]:
+        w, name = catch
+        path = files.path(name)
+        d = self.delivery(path)
+        whole = self._whole(q)
+        where = f"{what} ({path})"
+        if d.kind is Kind.BOUNCE:
+            return [(whole, REJECT, path)]
+        if d.kind is Kind.VPOP_LIST:
+            return self._mailboxes(files.home, q, domain, path)
+        if d.kind is Kind.FASTFORWARD and w == ext and d.cdb:
+            out = self._fastforward(files.home, d, q, domain)
+            if d.passthrough and d.fallback not in (None, Kind.BOUNCE):
+                self.warnings.append(f"{where}: every address is accepted (fastforward -p "
+                                     "passes unknown names on)")
+                out.append((whole, ACCEPT, path))
+            return out
+        self.warnings.append(f"{where}: every address {q}*@{domain} is accepted (catch-all)")
+        return [(whole, ACCEPT, path)]
+
+    def _fastforward(
+        self, home: str, d: Delivery, q: str, domain: str
+    ) -> list[tuple[str, bytes, str]]:
+        assert d.cdb is not None
+        db = d.cdb if os.path.isabs(d.cdb) else os.path.join(home, d.cdb)
+        keys = self._ff.get(db)
+        if keys is None:
+            from qmailkit import cdb
+
+            if not os.path.exists(db):
+                raise QmailkitError(f"fastforward database named in {d.path} is missing",
+                                    path=db, hint="run newaliases or setforward")
+            with cdb.Reader(db) as reader:
+                keys = self._ff[db] = [k[1:].lower() for k in reader if k[:1] == b":"]
+        src = f"{db} (fastforward in {d.path})"
+        dom = _b(domain)
+        out = []
+        for key in keys:
+            local, at, host = key.rpartition(b"@")
+            if not at:
+                continue
+            if (host == dom or host == b"") and (local or host):
+                name = local.decode(ENC, ERRS)
+                out.append((q + name if name else self._whole(q), ACCEPT, src))
+        return out
+
+    def _mailboxes(
+        self, domain_dir: str, q: str, domain: str, path: str
+    ) -> list[tuple[str, bytes, str]]:
+        names, source = self.vpopmail_users(domain_dir, domain)
+        out = [(q + n, ACCEPT, source) for n in names]
+        if self.qmail_ext():
+            out.extend((q + n + self.delim + "default", ACCEPT, source + " (QMAIL_EXT)")
+                       for n in names)
+        return out
+
+    # -- vpopmail ----------------------------------------------------------------
+
+    def vpopmail_users(self, domain_dir: str, domain: str) -> tuple[list[str], str]:
+        """Mailbox names of a vpopmail domain (lower-cased), and their source."""
+        text = os.path.join(domain_dir, "vpasswd")
+        use_sql = self.o.vpopmail_sql
+        if use_sql is not True:
+            try:
+                with open(text, "rb") as fh:
+                    data = fh.read()
+            except FileNotFoundError:
+                data = None
+            except OSError as err:
+                raise os_error(err, "cannot read vpasswd") from err
+            if data is not None:
+                return self._vpasswd_names(data, text), text
+            db = os.path.join(domain_dir, "vpasswd.cdb")
+            if os.path.exists(db):
+                from qmailkit.qmail.vpopmail import read_vpasswd_cdb
+
+                return [fold(e.name) for e in read_vpasswd_cdb(db)], db
+            if use_sql is False:
+                raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb",
+                                 path=domain_dir)
+        return self._sql_users(domain)
+
+    @staticmethod
+    def _vpasswd_names(data: bytes, path: str) -> list[str]:
+        data = data.lower()
+        names = _VPASSWD_LINE.findall(data)
+        if len(names) != len(_NONBLANK_LINE.findall(data)):
+            from qmailkit.qmail.vpopmail import read_vpasswd
+
+            read_vpasswd(path)  # raises with the line number
+        return [n.decode(ENC, ERRS) for n in names]
+
+    def _vpopmail_program(self, name: str, *args: str) -> str:
+        prog = self.vpopmail_home() / "bin" / name
+        if not prog.exists():
+            raise QmailkitError(f"vpopmail program {name} not found", path=prog,
+                                hint="a SQL vpopmail needs it; or give --vpopmail-home")
+        try:
+            done = subprocess.run([str(prog), *args], capture_output=True, timeout=300,
+                                  check=False)
+        except OSError as err:
+            raise os_error(err, f"cannot run {name}") from err
+        except subprocess.TimeoutExpired:
+            raise QmailkitError(f"{name} {' '.join(args)} took more than 300 s",
+                                path=prog) from None
+        if done.returncode != 0:
+            msg = done.stderr.decode(ENC, "replace").strip().splitlines()
+            raise QmailkitError(f"{name} {' '.join(args)} failed with exit code "
+                                f"{done.returncode}" + (f": {msg[-1]}" if msg else ""), path=prog)
+        return done.stdout.decode(ENC, ERRS)
+
+    def _sql_users(self, domain: str) -> tuple[list[str], str]:
+        names = []
+        out = self._vpopmail_program("vuserinfo", "-D", domain)
+        for line in out.splitlines():
+            if line.startswith("name:"):
+                names.append(fold(line[5:].strip()))
+        aliases = self._vpopmail_program("valias", "-s", domain)
+        for line in aliases.splitlines():
+            left = line.split("->", 1)[0].strip()
+            local = left.rpartition("@")[0] if "@" in left else left
+            if local:
+                names.append(fold(local))
+        return names, f"vuserinfo -D {domain}; valias -s {domain}"
+
+    # -- building ----------------------------------------------------------------
+
+    def run(self) -> Recipients:
+        received = self.received()
+        locals_path, local_list = control.locals_file(self.qhome)
+        local_set = set(local_list)
+        vd_path, vdoms = self.read_map("virtualdomains")
+        sr_path, routes = self.read_map("smtproutes")
+
+        kinds: dict[str, tuple[str, str]] = {}  # domain -> (kind, detail)
+        for domain, src in received.items():
+            if domain.startswith("."):
+                self.problems.append(
+                    f"{domain} ({src}) is a wildcard entry: validrcptto.cdb cannot express "
+                    "\"every subdomain\"; list the subdomains in rcpthosts instead")
+                continue
+            vd = self.suffix_lookup(vdoms, domain)
+            if vd is not None and not vd[0]:
+                vd = None  # "domain:" exempts a domain from a wildcard entry
+            route = self.suffix_lookup(routes, domain)
+            if route is not None and domain == "":
+                route = None
+            is_local = domain in local_set
+            if is_local and vd is not None:
+                self.problems.append(f"{domain} is in both {locals_path} and {vd[1]}: "
+                                     "remove it from one of them")
+            if route is not None and (is_local or vd is not None):
+                where = str(locals_path) if is_local else vd[1]  # type: ignore[index]
+                self.problems.append(f"{domain} is in both {where} and {route[1]}: "
+                                     "a relayed domain cannot also be delivered here")
+            if is_local:
+                kinds[domain] = ("local", str(locals_path))
+            elif vd is not None:
+                kinds[domain] = ("virtual", vd[0])
+            elif route is not None:
+                kinds[domain] = ("relay", route[1])
+            else:
+                self.problems.append(
+                    f"{domain} ({src}) is accepted but nothing handles it: it is not in "
+                    f"{locals_path}, {vd_path} or {sr_path}")
+        if self.problems:
+            raise InputError("cannot build the list of valid recipients:\n  "
+                             + "\n  ".join(self.problems),
+                             hint="nothing was written")
+
+        result = Recipients(warnings=self.warnings)
+        entries, assign_src = self.assignments() if kinds else ([], "")
+        prepends = {fold(v[0]) + self.delim for k, v in vdoms.items() if "@" not in k and v[0]}
+        local_common: list[tuple[str, bytes, str]] | None = None
+        for domain in sorted(kinds):
+            kind, detail = kinds[domain]
+            if kind == "local":
+                if local_common is None:
+                    local_common = self.local_entries(entries, assign_src, prepends)
+                found = local_common + self.alias_entries(domain)
+            elif kind == "virtual":
+                found = self.virtual_entries(domain, detail, entries, assign_src)
+            else:
+                found = self.relay_entries(domain, detail)
+            result.tables[_b(domain)] = self._table(found, domain)
+
+        # Single addresses from virtualdomains (user@domain:prepend) come first
+        # in qmail-send's lookup, so they win over anything else.
+        for key, (prepend, src) in vdoms.items():
+            _local, at, domain = key.rpartition("@")
+            if not at or not prepend or domain not in kinds:
+                continue
+            table = result.tables.setdefault(_b(domain), {})
+            table[_b(key)] = (ACCEPT, src)
+
+        for address in self.o.exclude:
+            key = _b(address)
+            at = key.rfind(b"@")
+            table = result.tables.get(key[at + 1:]) if at >= 0 else None
+            if table is not None:
+                table.pop(key, None)
+        for domain in sorted(kinds):
+            if not result.tables.get(_b(domain)):
+                self.warnings.append(f"{domain}: no valid address found; all mail to it "
+                                     "will be rejected")
+        return result
+
+    def _table(self, found: list[tuple[str, bytes, str]], domain: str) -> dict[bytes, Origin]:
+        suffix = "@" + domain
+        table: dict[bytes, Origin] = {}
+        for local, value, source in found:
+            key = _b(local + suffix)
+            if key not in table:
+                table[key] = (value, source)
+        return table
+
+    # local domains
+
+    def local_entries(
+        self, entries: list[assign_mod.Assignment], assign_src: str, prepends: set[str]
+    ) -> list[tuple[str, bytes, str]]:
+        out: list[tuple[str, bytes, str]] = []
+        wild_prefixes = []
+        for entry in entries:
+            local = fold(entry.local)
+            src = f"{assign_src}:{entry.line}" if entry.line else assign_src
+            if not entry.wildcard:
+                if not any(local.startswith(p) for p in prepends):
+                    out.append((local, ACCEPT, src))
+                continue
+            if local in prepends:
+                continue  # vpopmail's +domain- entries serve virtual domains
+            wild_prefixes.append((local, entry, src))
+        for local, entry, src in wild_prefixes:
+            try:
+                got = self.target_entries(entry.home, entry.dash, fold(entry.ext), local,
+                                          "", f"users/assign +{local}")
+            except QmailkitError as err:
+                self.warnings.append(f"{src}: skipped: {err}")
+                continue
+            out.extend(got)
+        shadow = entries
+        ignore = self.o.uid_ignore
+        default_delivery: Delivery | None = None
+        for acct in self.accounts():
+            if acct.uid == 0 or acct.uid in ignore:
+                continue
+            if not (self.o.uid_min <= acct.uid <= self.o.uid_max):
+                continue
+            name = acct.name
+            if name == "alias":
+                continue  # its names are the alias entries below
+            if name != name.lower() or not name:
+                continue  # qmail-getpw never delivers to a name with capitals
+            if shadow and assign_mod.lookup(shadow, name) is not None:
+                continue  # users/assign wins over the system account
+            src = f"{self.o.passwd}:{acct.line}"
+            try:
+                files = self.home(acct.home, "-")
+            except QmailkitError as err:
+                self.warnings.append(f"{src}: user {name} skipped: {err}")
+                continue
+            if files.base is not None:
+                value = self._value(files.path(files.base))
+            else:
+                if default_delivery is None:
+                    default_delivery = self._default_delivery()
+                value = REJECT if default_delivery.kind is Kind.BOUNCE else ACCEPT
+            out.append((name, value, src))
+            out.extend(self.target_entries(acct.home, "-", "", name + self.delim, "",
+                                           f"user {name}"))
+        return out
+
+    def _default_delivery(self) -> Delivery:
+        path = self.control / "defaultdelivery"
+        lines = control.read_control(path)
+        return classify_text("\n".join(lines), str(path)) if lines else Delivery(
+            Kind.DELIVER, str(path))
+
+    def alias_entries(self, domain: str) -> list[tuple[str, bytes, str]]:
+        if self.o.skip_alias:
+            return []
+        try:
+            return self.target_entries(self.alias_home(), "-", "", "", domain, "alias user")
+        except QmailkitError as err:
+            self.warnings.append(f"alias user skipped: {err}")
+            return []
+
+    # virtual domains
+
+    def virtual_entries(
+        self, domain: str, prepend: str, entries: list[assign_mod.Assignment], assign_src: str
+    ) -> list[tuple[str, bytes, str]]:
+        prefix = fold(prepend) + self.delim
+        out: list[tuple[str, bytes, str]] = []
+        for entry in entries:  # exact users/assign names under this prefix
+            local = fold(entry.local)
+            if not entry.wildcard and local.startswith(prefix) and len(local) > len(prefix):
+                src = f"{assign_src}:{entry.line}" if entry.line else assign_src
+                out.append((local[len(prefix):], ACCEPT, src))
+        home, dash, ext, what = self.resolve_prefix(prefix, entries)
+        if what == "alias user" and self.o.skip_alias:
+            return out
+        if what == "alias user" and fold(prepend) != "alias":
+            self.warnings.append(f"{domain}: nobody owns {prefix}*, so the alias user "
+                                 "delivers it")
+        out.extend(self.target_entries(home, dash, ext, "", domain, f"{domain} ({what})"))
+        return out
+
+    def resolve_prefix(
+        self, prefix: str, entries: list[assign_mod.Assignment]
+    ) -> tuple[str, str, str, str]:
+        """Who delivers local names starting with ``prefix``: (home, dash, ext, description)."""
+        if entries:
+            chars = assign_mod.wildchars(entries).decode(ENC, ERRS).lower()
+            wild = {fold(e.local): e for e in reversed(entries) if e.wildcard}
+            for end in range(len(prefix), -1, -1):
+                if end and prefix[end - 1] not in chars:
+                    continue
+                entry = wild.get(prefix[:end])
+                if entry is not None:
+                    ext = fold(entry.ext) + prefix[end:]
+                    return entry.home, entry.dash, ext, f"users/assign +{entry.local}"
+        # qmail-getpw: the longest user name that is the prefix up to a delimiter.
+        cut = len(prefix) - len(self.delim)
+        while cut > 0:
+            name = prefix[:cut]
+            acct = self.account(name)
+            if name == "alias" or (acct is not None and acct.uid != 0 and name == name.lower()):
+                home = acct.home if acct else self.alias_home()
+                return home, "-", prefix[cut + len(self.delim):], f"user {name}"
+            cut = prefix.rfind(self.delim, 0, cut)
+        return self.alias_home(), "-", prefix, "alias user"
+
+    # relayed domains
+
+    def relay_entries(self, domain: str, source: str) -> list[tuple[str, bytes, str]]:
+        if self.o.smtproutes_dir is not None:
+            path = Path(self.o.smtproutes_dir) / domain
+            if path.exists():
+                out = []
+                for number, raw in enumerate(
+                        path.read_bytes().decode(ENC, ERRS).split("\n"), 1):
+                    name = raw.split("#", 1)[0].split("@", 1)[0].strip()
+                    if name:
+                        out.append((fold(name), ACCEPT, f"{path}:{number}"))
+                return out
+        self.warnings.append(f"{domain} is relayed ({source}) and has no mailbox list: "
+                             "every address is accepted")
+        return [("", ACCEPT, source)]
+
+
+def build(opts: Options) -> Recipients:
+    """Read the configuration and return every valid recipient key with its source."""
+    return _Builder(opts).run()
