@@ -7,11 +7,22 @@ A label is ``@`` followed by 24 lower-case hex digits: 16 for the TAI64 second,
 which is 37 s since 2017 — 27 s ahead of the daemontools convention.
 
 Everything here works on bytes: log lines may hold anything.
+
+What counts as a label (and is converted) is what daemontools' ``tai64nlocal``
+converts correctly: ``@``, exactly 24 lower-case hex digits, nanoseconds at most
+999999999, not followed by another hex digit, and a time ``localtime`` can
+render with a year of at least 1.  Everything else — upper-case hex, short or
+long labels, nanoseconds out of range, absurd years — is left as it is (the C
+tool crashes or prints garbage on those).
 """
 
 from __future__ import annotations
 
+import re
+import sys
 import time
+from array import array
+from binascii import unhexlify
 
 #: daemontools and runit: label = 2^62 + 10 + Unix seconds
 LABEL_OFFSET = (1 << 62) + 10
@@ -22,9 +33,32 @@ TAI_OFFSET = (1 << 62) + 37
 LABEL_LEN = 25
 _HEX = b"0123456789abcdef"
 
+# 8 hex digits of at most 0x3b9ac9ff (999999999), as a regular expression, so
+# that out-of-range nanoseconds are rejected by the same C-speed scan.
+_NANOS = (
+    rb"(?:[0-2][0-9a-f]|3[0-9a])[0-9a-f]{6}"
+    rb"|3b(?:[0-8][0-9a-f]|9[0-9])[0-9a-f]{4}"
+    rb"|3b9a(?:[0-9ab][0-9a-f]|c[0-8])[0-9a-f]{2}"
+    rb"|3b9ac9[0-9a-f]{2}"
+)
+_LABEL_BODY = rb"@([0-9a-f]{16})(" + _NANOS + rb")(?![0-9a-f])"
+#: a convertible label at the start of a line (groups: 16 hex seconds, 8 hex nanoseconds)
+LABEL_RE = re.compile(_LABEL_BODY)
+# the same after a newline: splitting a block on it yields [text, sec, nano, text, ...]
+_LINE_LABEL_RE = re.compile(rb"\n" + _LABEL_BODY)
+
+# 4-byte unsigned array type code, for decoding all nanoseconds of a block at once
+_U32 = next(code for code in "ILH" if array(code).itemsize == 4)
+_SWAP = sys.byteorder == "little"
+
+# "00." .. "60." (60 occurs in time zones that count leap seconds, like right/UTC)
+_SECONDS = [b"%02d." % sec for sec in range(61)]
+# Beyond this many cached seconds the cache starts afresh (about 3 MB).
+_CACHE_LIMIT = 20_000
+
 
 def is_label(data: bytes) -> bool:
-    """True if ``data`` starts with a well-formed label (``@`` + 24 lower-case hex)."""
+    """True if ``data`` starts with ``@`` + 24 lower-case hex digits."""
     return (
         len(data) >= LABEL_LEN
         and data[0] == 0x40
@@ -53,37 +87,129 @@ def now_label(offset: int = LABEL_OFFSET) -> bytes:
     return encode(ns // 1_000_000_000, ns % 1_000_000_000, offset)
 
 
+class _SecondCache(dict):
+    """16 hex digits of a label's second → ``b"\\nYYYY-MM-DD HH:MM:SS."`` (None: unrenderable).
+
+    A miss in a log read in time order fills the whole local minute at once
+    (60 entries made by C-level maps), so a million lines cost about as many
+    ``localtime`` calls as they span minutes.
+    """
+
+    def __init__(self, offset: int) -> None:
+        super().__init__()
+        self.offset = offset
+        self.last_miss = -(1 << 70)
+
+    def __missing__(self, hex16: bytes) -> bytes | None:
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        label_seconds = int(hex16, 16)
+        unix = label_seconds - self.offset
+        try:
+            tm = time.localtime(unix)
+        except (OverflowError, OSError, ValueError):
+            tm = None
+        if tm is None or tm.tm_year < 1:  # the C tool crashes or prints garbage
+            self[hex16] = None
+            return None
+        minute = b"\n%d-%02d-%02d %02d:%02d:" % tm[:5]
+        if 0 <= unix - self.last_miss <= 300:  # in time order: fill the minute
+            self._fill_minute(label_seconds - tm.tm_sec, unix - tm.tm_sec, tm[:5], minute)
+        self.last_miss = unix
+        value = minute + _SECONDS[tm.tm_sec]
+        self[hex16] = value
+        return value
+
+    def _fill_minute(self, label_start: int, unix_start: int, ymdhm: tuple, minute: bytes) -> None:
+        # Only if the 60 seconds from the minute's start are one plain local
+        # minute: no change of UTC offset and no leap second inside it.
+        try:
+            first, last = time.localtime(unix_start), time.localtime(unix_start + 59)
+        except (OverflowError, OSError, ValueError):
+            return
+        if first[:6] != (*ymdhm, 0) or last[:6] != (*ymdhm, 59):
+            return
+        keys = map(b"%016x".__mod__, range(label_start, label_start + 60))
+        self.update(zip(keys, map(minute.__add__, _SECONDS[:60])))
+
+
 class LocalTime:
     """Local-time rendering of labels, like daemontools' ``tai64nlocal``.
 
-    Log lines come in time order, so the formatted second is cached: most
-    lines cost one dict lookup.  The time zone is read once (TZ honoured).
+    The time zone is read once (TZ honoured).  Formatted seconds are cached,
+    since log lines come in time order.  ``convert_lines`` converts a whole
+    block of lines at C speed; ``convert`` and ``date`` handle one line.
     """
 
     def __init__(self, offset: int = LABEL_OFFSET) -> None:
         time.tzset()
         self.offset = offset
-        self._seconds: dict[bytes, bytes] = {}
+        self._cache = _SecondCache(offset)
 
     def second(self, hex16: bytes) -> bytes:
-        """``YYYY-MM-DD HH:MM:SS.`` for the 16 hex digits of a label's second."""
-        text = self._seconds.get(hex16)
-        if text is None:
-            if len(self._seconds) > 4096:
-                self._seconds.clear()
-            tm = time.localtime(int(hex16, 16) - self.offset)
-            text = b"%d-%02d-%02d %02d:%02d:%02d." % tm[:6]
-            self._seconds[hex16] = text
-        return text
+        """``YYYY-MM-DD HH:MM:SS.`` for the 16 hex digits of a label's second.
+
+        Raises ValueError for a second ``localtime`` cannot render.
+        """
+        prefix = self._cache[hex16]
+        if prefix is None:
+            raise ValueError(f"label second {hex16!r} is out of range")
+        return prefix[1:]
 
     def convert(self, line: bytes) -> bytes:
-        """The line with a leading well-formed label replaced by local time; else unchanged."""
-        if not is_label(line) or line[17:LABEL_LEN] > b"3b9ac9ff":
+        """The line with a leading label replaced by local time; else unchanged."""
+        match = LABEL_RE.match(line)
+        if match is None:
             return line
-        return self.second(line[1:17]) + b"%09d" % int(line[17:LABEL_LEN], 16) + line[LABEL_LEN:]
+        prefix = self._cache[match[1]]
+        if prefix is None:
+            return line
+        return b"%s%09d%s" % (prefix[1:], int(match[2], 16), line[LABEL_LEN:])
 
     def date(self, line: bytes) -> bytes | None:
         """The local ``YYYY-MM-DD`` of a line's label, or None for a line without one."""
-        if not is_label(line):
+        match = LABEL_RE.match(line)
+        if match is None:
             return None
-        return self.second(line[1:17])[:-10]  # years before 1000 or after 9999 are not 4 digits
+        prefix = self._cache[match[1]]
+        if prefix is None:
+            return None
+        return prefix[1:-10]  # years before 1000 or after 9999 are not 4 digits
+
+    def convert_lines(self, data: bytes) -> bytes:
+        """``data`` (whole lines, the last may lack its newline) with every label converted."""
+        return self.convert_block(b"\n" + data)[1:]
+
+    def convert_block(self, block: bytes) -> bytes:
+        """Convert the labels that follow a newline in ``block``.
+
+        The text before the block's first newline is left alone: it is the
+        middle of a line, or the caller puts a newline in front.  A label at
+        the very end of the block is converted, so cut blocks before a newline.
+        """
+        parts = _LINE_LABEL_RE.split(block)  # [text, sec, nano, text, sec, nano, text...]
+        count = len(parts) // 3
+        if not count:
+            return block
+        seconds = parts[1::3]
+        nanos = array(_U32, unhexlify(b"".join(parts[2::3])))
+        if _SWAP:
+            nanos.byteswap()
+        parts[1::3] = map(self._cache.__getitem__, seconds)
+        parts[2::3] = nanos.tolist()
+        try:
+            return (b"%s" + b"%s%09d%s" * count) % tuple(parts)
+        except TypeError:  # a None prefix: a second localtime cannot render
+            return self._convert_parts_slowly(parts, seconds)
+
+    @staticmethod
+    def _convert_parts_slowly(parts: list, seconds: list[bytes]) -> bytes:
+        out = [parts[0]]
+        for i, hex16 in enumerate(seconds):
+            prefix, nanos, text = parts[3 * i + 1 : 3 * i + 4]
+            if prefix is None:
+                out.append(b"\n@%s%08x" % (hex16, nanos))  # unchanged
+            else:
+                out.append(b"%s%09d" % (prefix, nanos))
+            out.append(text)
+        return b"".join(out)
