@@ -1,0 +1,477 @@
+"""The services config file: one TOML file describing every supervised service.
+
+    [supervisor]            kind, scan_dir, service_root, log_user, log_size, log_count
+    [system]                qmail_home, vpopmail_home, courier_prefix, path
+    [services.NAME]         type, profile, and the options of that type
+
+Validation is strict: an unknown key, a value of the wrong type or an impossible
+value raises ``InputError`` naming the file, the line (best effort: tomllib does
+not report positions, so the line is found by a small scan of the text) and the
+key as ``services.mx.port``, with a hint.  Every service type declares its options
+in its module under ``qmailkit.services.types``; this module only applies them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from qmailkit.errors import InputError
+
+DEFAULT_PATH = "/etc/qmailkit/qmailkit.toml"
+KINDS = ("daemontools", "runit", "s6")
+DEFAULT_SCAN_DIR = {"daemontools": "/service", "runit": "/etc/service", "s6": "/run/service"}
+
+# multilog accepts sizes 4096..16777215 and at least 2 files; keep the same limits for all.
+MIN_LOG_SIZE, MAX_LOG_SIZE = 4096, 16777215
+MIN_LOG_COUNT = 2
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")
+_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+
+
+# --------------------------------------------------------------------------------------------
+# Option declarations (used by the service type modules)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a service type.
+
+    ``kind`` is one of str, int, bool, list (of strings), env (table of variables).
+    ``default`` is a value, ``None`` (not set: nothing exported) or a callable taking
+    the ``System`` settings (for defaults such as ``$qmail_home/control/me``).
+    ``var`` is the original script's variable, shown in docs and in the run script.
+    """
+
+    kind: str
+    default: Any
+    doc: str
+    var: str = ""
+    min: int | None = None
+    max: int | None = None
+    choices: tuple[str, ...] | None = None
+    # extra check on a set value: returns an error message and a hint, or None
+    check: Callable[[Any], tuple[str, str] | None] | None = None
+    empty_ok: bool = True  # for str: "" allowed (usually meaning "off")
+
+
+def check_listen_ip(value: str) -> tuple[str, str] | None:
+    if value in ("", "0"):
+        return None
+    try:
+        ipaddress.ip_address(value)
+        return None
+    except ValueError:
+        pass
+    if _HOST_RE.match(value):
+        return None
+    return (f"not an IP address: {value!r}", 'use an address such as "192.0.2.25", or "0" for all')
+
+
+def check_user(value: str) -> tuple[str, str] | None:
+    if value == "" or _USER_RE.match(value):
+        return None
+    return (f"not a user name: {value!r}", "give an account name such as qmaild")
+
+
+def check_abs_path(value: str) -> tuple[str, str] | None:
+    if value == "" or value.startswith("/"):
+        return None
+    return (f"not an absolute path: {value!r}", "start the path with /")
+
+
+def check_program(value: str) -> tuple[str, str] | None:
+    """A program: an absolute path or a bare name looked up in the service's path."""
+    if value == "" or value.startswith("/") or "/" not in value:
+        return None
+    return (
+        f"a program must be a bare name or an absolute path: {value!r}",
+        "write /full/path/to/program, or just its name to look it up in path",
+    )
+
+
+def check_zone(value: str) -> tuple[str, str] | None:
+    # rblsmtpd takes "zone" or "zone:message"; the zone is what must look like a name.
+    zone = value.split(":", 1)[0]
+    if _HOST_RE.match(zone):
+        return None
+    return (f"not a DNS zone: {value!r}", 'use a zone name such as "zen.spamhaus.org"')
+
+
+# Options every service has, whatever its type.
+COMMON_OPTIONS: dict[str, Option] = {
+    "path": Option(
+        "list",
+        lambda system: list(system.path),
+        "PATH for the service (searched for every program given as a bare name)",
+        "PATH",
+        check=check_abs_path,
+    ),
+    "env": Option(
+        "env",
+        lambda system: {},
+        "extra environment variables, exported and logged before the command",
+    ),
+    "softlimit": Option(
+        "int",
+        0,
+        "memory limit in bytes (softlimit -m); 0 = none",
+        min=0,
+    ),
+    "log_user": Option("str", None, "user the logger runs as (default: [supervisor] log_user)",
+                       check=check_user, empty_ok=False),
+    "log_size": Option("int", None, "bytes per log file (default: [supervisor] log_size)",
+                       min=MIN_LOG_SIZE, max=MAX_LOG_SIZE),
+    "log_count": Option("int", None, "log files kept, as multilog n (default: [supervisor])",
+                        min=MIN_LOG_COUNT),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# The loaded config
+
+
+@dataclass(frozen=True)
+class Supervisor:
+    kind: str
+    scan_dir: str
+    service_root: str
+    log_user: str
+    log_size: int
+    log_count: int
+
+
+@dataclass(frozen=True)
+class System:
+    qmail_home: str
+    vpopmail_home: str
+    courier_prefix: str
+    path: tuple[str, ...]
+
+
+@dataclass
+class Service:
+    """One ``[services.NAME]`` table, validated, with every default filled in."""
+
+    name: str
+    type: str
+    profile: str | None
+    options: dict[str, Any]  # every option of the type, effective value (None = not set)
+    explicit: frozenset[str] = frozenset()  # options written in the file
+    dir: str = ""  # service_root/name
+    log_user: str = ""
+    log_size: int = 0
+    log_count: int = 0
+
+
+@dataclass
+class Config:
+    path: str
+    supervisor: Supervisor
+    system: System
+    services: dict[str, Service] = field(default_factory=dict)
+    text: str = ""
+
+    def line_of(self, key: str) -> int | None:
+        return _locate(self.text, key)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate the config file at ``path``."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise InputError(
+            "config file not found", path=path,
+            hint="create it (see examples/qmailkit.toml) or pass --config",
+        ) from None
+    except OSError as err:
+        raise InputError(f"cannot read config: {err.strerror}", path=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise InputError("not valid UTF-8", path=path, line=line) from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str = "<string>") -> Config:
+    """Validate config ``text``; ``path`` is used in messages and run-script headers."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        msg = str(err)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", msg)
+        line = int(m.group(1)) if m else None
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg) if m else msg
+        if m is None and "end of document" in msg:
+            line = text.count("\n") + 1
+        raise InputError(f"TOML syntax error: {msg}", path=path, line=line,
+                         hint="see https://toml.io for the syntax") from None
+    v = _Validator(text, path)
+    return v.config(data)
+
+
+class _Validator:
+    def __init__(self, text: str, path: str) -> None:
+        self.text = text
+        self.path = path
+
+    def fail(self, key: str, message: str, hint: str | None = None) -> InputError:
+        return InputError(f"{key}: {message}", path=self.path, line=_locate(self.text, key),
+                          hint=hint)
+
+    # -- generic checks -------------------------------------------------------------------
+    def unknown(self, key: str, table: Mapping[str, Any], known: Mapping[str, Any] | set[str],
+                what: str) -> None:
+        for k in table:
+            if k not in known:
+                close = _closest(k, known)
+                hint = f"did you mean {close}?" if close else f"known keys of {what}: " + \
+                    ", ".join(sorted(known))
+                raise self.fail(f"{key}.{k}" if key else k, "unknown key", hint)
+
+    def table(self, key: str, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(key, f"expected a table, got {_tname(value)}",
+                            f"write it as [{key}]")
+        return value
+
+    def value(self, key: str, opt: Option, value: Any) -> Any:
+        kind = opt.kind
+        if kind == "str":
+            if not isinstance(value, str):
+                raise self.fail(key, f"expected a string, got {_tname(value)}",
+                                'put the value in double quotes')
+            self.no_nul(key, value)
+            if not opt.empty_ok and value == "":
+                raise self.fail(key, "must not be empty")
+            if opt.choices is not None and value not in opt.choices:
+                raise self.fail(key, f"{value!r} is not one of " + ", ".join(opt.choices))
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.fail(key, f"expected an integer, got {_tname(value)}",
+                                "write a number without quotes")
+            if opt.min is not None and value < opt.min:
+                raise self.fail(key, f"{value} is too small", f"the minimum is {opt.min}")
+            if opt.max is not None and value > opt.max:
+                raise self.fail(key, f"{value} is too large", f"the maximum is {opt.max}")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise self.fail(key, f"expected true or false, got {_tname(value)}",
+                                "write true or false without quotes")
+        elif kind == "list":
+            if isinstance(value, str):
+                raise self.fail(key, "expected a list of strings, got a string",
+                                f'write it as ["{value}"]')
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise self.fail(key, f"expected a list of strings, got {_tname(value)}",
+                                'write it as ["a", "b"]')
+            for x in value:
+                self.no_nul(key, x)
+                if x == "":
+                    raise self.fail(key, "empty string in the list", "remove it")
+            value = list(value)
+        elif kind == "env":
+            if not isinstance(value, dict):
+                raise self.fail(key, f"expected a table of variables, got {_tname(value)}",
+                                'write it as { NAME = "value" }')
+            out: dict[str, str] = {}
+            for name, v in value.items():
+                sub = f"{key}.{name}"
+                if not _ENV_NAME_RE.match(name):
+                    raise self.fail(sub, "not a valid environment variable name",
+                                    "use letters, digits and _ and do not start with a digit")
+                if isinstance(v, bool):
+                    v = "1" if v else "0"
+                elif isinstance(v, int):
+                    v = str(v)
+                elif not isinstance(v, str):
+                    raise self.fail(sub, f"expected a string or number, got {_tname(v)}")
+                self.no_nul(sub, v)
+                out[name] = v
+            value = out
+        else:  # pragma: no cover - a bug in a type module
+            raise AssertionError(f"unknown option kind {kind!r}")
+        if opt.check is not None:
+            for item in (value if kind == "list" else [value]):
+                problem = opt.check(item) if kind in ("str", "list") else opt.check(value)
+                if problem is not None:
+                    raise self.fail(key, problem[0], problem[1])
+        return value
+
+    def no_nul(self, key: str, value: str) -> None:
+        if "\0" in value:
+            raise self.fail(key, "contains a NUL character",
+                            "programs cannot receive NUL in arguments or environment")
+
+    # -- the sections --------------------------------------------------------------------
+    def config(self, data: dict[str, Any]) -> Config:
+        self.unknown("", data, {"supervisor", "system", "services"}, "the top level")
+        sup = self.supervisor(self.table("supervisor", data.get("supervisor", {})))
+        system = self.system(self.table("system", data.get("system", {})))
+        services_raw = self.table("services", data.get("services", {}))
+        if not services_raw:
+            raise InputError("no services configured", path=self.path,
+                             hint='add a table such as [services.mx] with type = "qmail-smtpd"')
+        cfg = Config(path=self.path, supervisor=sup, system=system, text=self.text)
+        for name, table in services_raw.items():
+            cfg.services[name] = self.service(name, table, sup, system)
+        return cfg
+
+    def supervisor(self, t: dict[str, Any]) -> Supervisor:
+        opts = {
+            "kind": Option("str", "daemontools", "", choices=KINDS),
+            "scan_dir": Option("str", None, "", check=check_abs_path, empty_ok=False),
+            "service_root": Option("str", "/var/qmail/supervise", "", check=check_abs_path,
+                                   empty_ok=False),
+            "log_user": Option("str", "qmaill", "", check=check_user, empty_ok=False),
+            "log_size": Option("int", 1048576, "", min=MIN_LOG_SIZE, max=MAX_LOG_SIZE),
+            "log_count": Option("int", 1024, "", min=MIN_LOG_COUNT),
+        }
+        self.unknown("supervisor", t, opts, "[supervisor]")
+        v = {k: (self.value(f"supervisor.{k}", o, t[k]) if k in t else o.default)
+             for k, o in opts.items()}
+        if v["scan_dir"] is None:
+            v["scan_dir"] = DEFAULT_SCAN_DIR[v["kind"]]
+        return Supervisor(**v)
+
+    def system(self, t: dict[str, Any]) -> System:
+        opts = {
+            "qmail_home": Option("str", "/var/qmail", "", check=check_abs_path, empty_ok=False),
+            "vpopmail_home": Option("str", "/home/vpopmail", "", check=check_abs_path,
+                                    empty_ok=False),
+            "courier_prefix": Option("str", "/usr/lib/courier-imap", "", check=check_abs_path,
+                                     empty_ok=False),
+            "path": Option("list", None, "", check=check_abs_path),
+        }
+        self.unknown("system", t, opts, "[system]")
+        v = {k: (self.value(f"system.{k}", o, t[k]) if k in t else o.default)
+             for k, o in opts.items()}
+        if v["path"] is None:
+            v["path"] = [v["qmail_home"] + "/bin", "/usr/local/bin", "/usr/bin", "/bin"]
+        v["path"] = tuple(v["path"])
+        return System(**v)
+
+    def service(self, name: str, t: Any, sup: Supervisor, system: System) -> Service:
+        from qmailkit.services.types import TYPES
+
+        key = f"services.{name}"
+        t = self.table(key, t)
+        if not _NAME_RE.match(name):
+            raise self.fail(key, "not a usable service directory name",
+                            "use letters, digits, '.', '_' and '-', starting with a letter "
+                            "or digit")
+        if "type" not in t:
+            raise self.fail(key, "missing type",
+                            "add type = one of " + ", ".join(f'"{n}"' for n in TYPES))
+        stype = t["type"]
+        if not isinstance(stype, str) or stype not in TYPES:
+            raise self.fail(f"{key}.type", f"unknown service type {stype!r}",
+                            "use one of " + ", ".join(TYPES))
+        mod = TYPES[stype]
+        profiles: dict[str, dict[str, Any]] = getattr(mod, "PROFILES", {})
+        profile = t.get("profile", getattr(mod, "DEFAULT_PROFILE", None))
+        if "profile" in t:
+            if not profiles:
+                raise self.fail(f"{key}.profile", f"type {stype} has no profiles",
+                                "remove the profile key")
+            if not isinstance(profile, str) or profile not in profiles:
+                raise self.fail(f"{key}.profile", f"unknown profile {profile!r}",
+                                f"{stype} profiles: " + ", ".join(profiles))
+        elif profiles and profile is None:
+            raise self.fail(key, "missing profile",
+                            f"add profile = one of " + ", ".join(f'"{p}"' for p in profiles))
+        options: dict[str, Option] = {**COMMON_OPTIONS, **mod.OPTIONS}
+        self.unknown(key, t, {"type", "profile", *options}, f"a {stype} service")
+        overrides = profiles.get(profile, {}) if profile else {}
+        values: dict[str, Any] = {}
+        for oname, opt in options.items():
+            if oname in t:
+                values[oname] = self.value(f"{key}.{oname}", opt, t[oname])
+            else:
+                d = overrides.get(oname, opt.default)
+                values[oname] = d(system) if callable(d) else d
+        svc = Service(
+            name=name, type=stype, profile=profile, options=values,
+            explicit=frozenset(k for k in t if k in options),
+            dir=sup.service_root.rstrip("/") + "/" + name,
+            log_user=values["log_user"] or sup.log_user,
+            log_size=values["log_size"] or sup.log_size,
+            log_count=values["log_count"] or sup.log_count,
+        )
+        validate = getattr(mod, "validate", None)
+        if validate is not None:
+            problem = validate(svc, system)
+            if problem is not None:
+                okey, message, hint = problem
+                raise self.fail(f"{key}.{okey}" if okey else key, message, hint)
+        return svc
+
+
+def _tname(value: Any) -> str:
+    return {
+        str: "a string", int: "an integer", float: "a number with a fraction",
+        bool: "a boolean", list: "a list", dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _closest(word: str, known: Any) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
+    return m[0] if m else None
+
+
+_HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY_RE = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+
+def _split_dotted(key: str) -> list[str]:
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", key)
+    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+def _locate(text: str, key: str) -> int | None:
+    """Best-effort line number of dotted ``key`` (its assignment, or its table header)."""
+    want = key.split(".")
+    header_line: int | None = None
+    current: list[str] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _HEADER_RE.match(line)
+        if m and not _KEY_RE.match(line):
+            current = _split_dotted(m.group(1))
+            if current == want:
+                header_line = n
+            continue
+        m = _KEY_RE.match(line)
+        if m:
+            full = current + _split_dotted(m.group(1))
+            if full == want:
+                return n
+            # an inline table or a table-valued key containing the wanted key
+            if len(full) < len(want) and want[: len(full)] == full:
+                rest = want[len(full)]
+                if re.search(r"[{,]\s*(%s|\"%s\")\s*=" % (re.escape(rest), re.escape(rest)),
+                             line):
+                    return n
+    if header_line is not None:
+        return header_line
+    # fall back to the nearest enclosing table
+    if len(want) > 1:
+        return _locate(text, ".".join(want[:-1]))
+    return None

@@ -1,0 +1,475 @@
+"""qmail-smtpd under tcpserver (or sslserver): the original service-qmail-smtpd-run.
+
+Every variable of the original script is an option (its name is in ``var``); the
+run script checks at start what the original checked (listen address set, user
+known, host name known, certificate, rules cdb, checkpassword program), exports
+only the variables that are set, logs the command line and execs
+
+    [softlimit -m N] tcpserver|sslserver -e -vR -l LOCAL -c MAX -u UID -g GID [-x CDB] IP PORT
+        [fixcrio] [rblsmtpd -t0 -a ZONE... -r ZONE...] [greylist] [recordio]
+        qmail-smtpd [LOCAL CHECKPW TRUE]
+
+Profiles: ``mx`` (port 25), ``submission`` (587: AUTH required, FORCE_TLS, no RBL,
+greylisting, greet delay, SPF, MAIL FROM check), ``smtps`` (465 under sslserver,
+AUTH required, the same relaxations), ``local`` (127.0.0.1: RELAYCLIENT, no RBL,
+no rules, no AUTH).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qmailkit.services import render as R
+from qmailkit.services.config import (
+    Config,
+    Option,
+    Service,
+    System,
+    check_abs_path,
+    check_listen_ip,
+    check_program,
+    check_user,
+    check_zone,
+)
+from qmailkit.services.shell import Var, Word
+
+
+def _home(sub: str):
+    return lambda system: system.qmail_home + sub
+
+
+def _vpop(sub: str):
+    return lambda system: system.vpopmail_home + sub
+
+
+OPTIONS: dict[str, Option] = {
+    # -- basic -------------------------------------------------------------------------------
+    "ip": Option("str", "", 'address to listen on; "0" = all; empty = refuse to start', "IP",
+                 check=check_listen_ip),
+    "port": Option("int", 25, "TCP port", "PORT", min=1, max=65535),
+    "hostname": Option("str", "", "local host name (tcpserver -l and the AUTH host name); "
+                       "empty = first line of control/me at start", "LOCAL",
+                       check=lambda v: None if "\n" not in v else ("contains a newline", "")),
+    "user": Option("str", "qmaild", "account qmail-smtpd runs as", "QUSER", check=check_user,
+                   empty_ok=False),
+    "maxconn": Option("int", 50, "maximum simultaneous connections (tcpserver -c)", "MAX",
+                      min=1),
+    "rules": Option("str", "/etc/tcp/smtp.cdb", "tcprules cdb (tcpserver -x); empty = none",
+                    "SMTP_CDB", check=check_abs_path),
+    "rules_source": Option("str", None, "rules text compiled into rules by services apply; "
+                           "default: rules without .cdb; empty = do not compile",
+                           check=check_abs_path),
+    "ssl": Option("bool", False, "run under sslserver -e (SMTPS)", "SSL"),
+    "tls_cert": Option("str", _home("/control/servercert.pem"),
+                       "PEM certificate and key: CERTFILE under SSL, else TLS_SERVER_CERT for "
+                       "STARTTLS; empty = no TLS", "SSL_CERT", check=check_abs_path),
+    "relay_client": Option("bool", False, 'export RELAYCLIENT="" (relaying for every client: '
+                           "only for a loopback address)", "RELAYCLIENT"),
+    # -- programs before qmail-smtpd ---------------------------------------------------------
+    "fixcrio": Option("str", "fixcrio", "fixcrio program in front of the chain; empty = none",
+                      "FIXCRIO", check=check_program),
+    "rblsmtpd": Option("str", "rblsmtpd", "rblsmtpd program; empty = no RBL checks",
+                       "RBLSMTPD_PROG", check=check_program),
+    "rbl_allow": Option("list", [], "allow-list zones (rblsmtpd -a)", "RBL_GOOD",
+                        check=check_zone),
+    "rbl_block": Option("list", ["sbl.spamhaus.org", "xbl.spamhaus.org"],
+                        "block-list zones (rblsmtpd -r)", "RBL_BAD", check=check_zone),
+    "greylist": Option("str", "", "greylisting program (e.g. /var/qmail/bin/jgreylist); "
+                       "empty = none", "GREYLIST", check=check_program),
+    "greylist_dir": Option("str", _home("/jgreylist"), "greylist data directory",
+                           "JGREYLIST_DIR", check=check_abs_path),
+    "greylist_norev": Option("bool", None, "greylist clients without reverse DNS only",
+                             "JGREYLIST_NOREV"),
+    "greylist_by_ip": Option("bool", False, "greylist by IP instead of class C",
+                             "JGREYLIST_BY_IP"),
+    "greylist_holdtime": Option("int", 120, "seconds a new client is held off",
+                                "JGREYLIST_HOLDTIME", min=0),
+    "greylist_log": Option("bool", True, "log greylisting decisions", "JGREYLIST_LOG"),
+    "greylist_log_pid": Option("bool", None, "add the pid to greylist log lines",
+                               "JGREYLIST_LOG_PID"),
+    "greylist_log_smtp": Option("bool", None, "log the SMTP dialogue of greylisted clients",
+                                "JGREYLIST_LOG_SMTP"),
+    "greylist_timeout": Option("int", 60, "seconds before a greylisted client is dropped",
+                               "JGREYLIST_TIMEOUT", min=0),
+    "greylist_limit": Option("int", None, "greylist limit", "JGREYLIST_LIMIT", min=0),
+    "recordio": Option("str", "", "recordio program (logs the whole dialogue); empty = none",
+                       "RECORDIO", check=check_program),
+    # -- qmail-smtpd -------------------------------------------------------------------------
+    "smtpd": Option("str", "qmail-smtpd", "the SMTP daemon", "SMTPD", check=check_program,
+                    empty_ok=False),
+    "greeting": Option("str", "Mail server ready", "greeting text", "SMTPGREETING"),
+    "greet_delay": Option("int", 5, "seconds before the greeting", "GREETDELAY", min=0),
+    "drop_pre_greet": Option("bool", True, "drop clients that talk before the greeting",
+                             "DROP_PRE_GREET"),
+    "force_tls": Option("bool", False, "refuse MAIL FROM before STARTTLS", "FORCE_TLS"),
+    "deny_tls": Option("bool", False, "never offer STARTTLS", "DENY_TLS"),
+    "mfcheck": Option("int", 3, "MAIL FROM domain must exist (0 off, 1 check, >1 also log)",
+                      "MFCHECK", min=0),
+    "maxrcpt": Option("int", None, "recipients per message (0 = unlimited; 1..99 count as 100)",
+                      "MAXRCPT", min=0),
+    "relayrej": Option("bool", None, "reject RCPT with several @, or % or ! before @",
+                       "RELAYREJ"),
+    "log_mail": Option("bool", True, "log every accepted MAIL FROM", "QMAILSMTPD_LOG_MAIL"),
+    "log_rcpt": Option("bool", True, "log every accepted RCPT TO", "QMAILSMTPD_LOG_RCPT"),
+    "help_version": Option("bool", None, "HELP shows the patch version",
+                           "QMAILSMTPD_HELP_VERSION"),
+    # -- AUTH --------------------------------------------------------------------------------
+    "auth": Option("bool", True, "offer SMTP AUTH (over TLS unless allow_insecure_auth)",
+                   "AUTH"),
+    "require_auth": Option("bool", False, "refuse MAIL FROM before AUTH", "REQUIRE_AUTH"),
+    "allow_insecure_auth": Option("bool", False, "offer AUTH without TLS",
+                                  "ALLOW_INSECURE_AUTH"),
+    "auth_cdb": Option("str", "", "auth.cdb for AUTH instead of checkpassword; empty = use "
+                       "checkpassword", "AUTH_CDB", check=check_abs_path),
+    "checkpassword": Option("str", _vpop("/bin/vchkpw"), "checkpassword program for AUTH",
+                            "CHECKPW", check=check_program),
+    "checkpassword_true": Option("str", "/bin/true", "program checkpassword runs on success",
+                                 "TRUE", check=check_program, empty_ok=False),
+    "auth_set": Option("env", lambda system: {}, "variables set after a successful AUTH (AUTH_SET_NAME)",
+                       "AUTH_SET_*"),
+    "auth_unset": Option("list", [], "variables removed after a successful AUTH "
+                         "(AUTH_UNSET_NAME)", "AUTH_UNSET_*"),
+    # -- validrcptto -------------------------------------------------------------------------
+    "validrcptto_cdb": Option("str", _home("/control/validrcptto.cdb"),
+                              "valid recipients cdb; empty = accept every recipient",
+                              "VALIDRCPTTO_CDB", check=check_abs_path),
+    "validrcptto_limit": Option("int", 10, "bad recipients before hanging up; 0 = never",
+                                "VALIDRCPTTO_LIMIT", min=0),
+    "validrcptto_log": Option("int", 2, "validrcptto logging 0/1/2", "VALIDRCPTTO_LOG",
+                              min=0, max=2),
+    # -- SPF ---------------------------------------------------------------------------------
+    "spf": Option("int", 3, "SPF behaviour 0 (off) .. 6 (strictest)", "SPFBEHAVIOR",
+                  min=0, max=6),
+    "spf_log": Option("bool", True, "log each SPF result", "SPF_LOG"),
+    "spf_block_plus_all": Option("bool", True, "treat +all like -all", "SPF_BLOCK_PLUS_ALL"),
+    # -- DomainKeys --------------------------------------------------------------------------
+    "domainkeys": Option("bool", False, "sign/verify with qmail-dk (needs the DK patch)",
+                         "DOMAINKEYS"),
+    "qmail_dk": Option("str", _home("/bin/qmail-dk"), "the qmail-dk program", "",
+                       check=check_abs_path, empty_ok=False),
+    "dkverify": Option("str", "", "DomainKeys verification letters", "DKVERIFY"),
+    "dksign": Option("str", "", "DomainKeys signing key for everyone", "DKSIGN"),
+    # -- after qmail-smtpd -------------------------------------------------------------------
+    "qmailqueue": Option("str", "", "qmail-queue replacement (e.g. /var/qmail/bin/simscan); "
+                         "empty = qmail-queue", "QMAILQUEUE", check=check_abs_path),
+    "simscan_nop0fcheck": Option("bool", True, "simscan: skip the p0f check (exported only "
+                                 "with qmailqueue)", "NOP0FCHECK"),
+    "simscan_debug": Option("int", None, "simscan debug level", "SIMSCAN_DEBUG", min=0),
+    "simscan_debug_files": Option("int", None, "simscan: keep work files", "SIMSCAN_DEBUG_FILES",
+                                  min=0),
+    # -- tcpserver limits patch --------------------------------------------------------------
+    "maxload": Option("int", None, "refuse connections above this load average x100",
+                      "MAXLOAD", min=1),
+    "maxconnip": Option("int", None, "connections per client IP", "MAXCONNIP", min=1),
+    "maxconnc": Option("int", None, "connections per class C network", "MAXCONNC", min=1),
+    "diemsg": Option("str", None, "text for refused connections", "DIEMSG"),
+    "diemsg_maxload": Option("str", None, "text when maxload is hit", "DIEMSG_MAXLOAD"),
+    "diemsg_maxconnip": Option("str", None, "text when maxconnip is hit", "DIEMSG_MAXCONNIP"),
+    "diemsg_maxconnc": Option("str", None, "text when maxconnc is hit", "DIEMSG_MAXCONNC"),
+}
+
+_CLIENT = {  # what a port only for authenticated clients turns off
+    "fixcrio": "",
+    "rblsmtpd": "",
+    "greylist": "",
+    "greet_delay": 0,
+    "drop_pre_greet": False,
+    "mfcheck": 0,
+    "spf": 0,
+    "require_auth": True,
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "mx": {},
+    "submission": {**_CLIENT, "port": 587, "force_tls": True},
+    "smtps": {**_CLIENT, "port": 465, "ssl": True},
+    "local": {
+        "ip": "127.0.0.1",
+        "relay_client": True,
+        "rblsmtpd": "",
+        "rules": "",
+        "auth": False,
+        "greet_delay": 0,
+        "drop_pre_greet": False,
+    },
+}
+DEFAULT_PROFILE = "mx"
+
+# The variables exported when set, in the original script's order: (option, variable).
+EXPORTS: list[tuple[str, str]] = [
+    ("ssl", "SSL"),
+    ("maxload", "MAXLOAD"),
+    ("maxconnip", "MAXCONNIP"),
+    ("maxconnc", "MAXCONNC"),
+    ("diemsg", "DIEMSG"),
+    ("diemsg_maxload", "DIEMSG_MAXLOAD"),
+    ("diemsg_maxconnip", "DIEMSG_MAXCONNIP"),
+    ("diemsg_maxconnc", "DIEMSG_MAXCONNC"),
+    ("greeting", "SMTPGREETING"),
+    ("greet_delay", "GREETDELAY"),
+    ("drop_pre_greet", "DROP_PRE_GREET"),
+    ("force_tls", "FORCE_TLS"),
+    ("deny_tls", "DENY_TLS"),
+    ("mfcheck", "MFCHECK"),
+    ("maxrcpt", "MAXRCPT"),
+    ("relayrej", "RELAYREJ"),
+    ("log_mail", "QMAILSMTPD_LOG_MAIL"),
+    ("log_rcpt", "QMAILSMTPD_LOG_RCPT"),
+    ("help_version", "QMAILSMTPD_HELP_VERSION"),
+    ("require_auth", "REQUIRE_AUTH"),
+    ("allow_insecure_auth", "ALLOW_INSECURE_AUTH"),
+    ("validrcptto_cdb", "VALIDRCPTTO_CDB"),
+    ("validrcptto_limit", "VALIDRCPTTO_LIMIT"),
+    ("validrcptto_log", "VALIDRCPTTO_LOG"),
+    ("spf", "SPFBEHAVIOR"),
+    ("spf_log", "SPF_LOG"),
+    ("spf_block_plus_all", "SPF_BLOCK_PLUS_ALL"),
+]
+
+GREYLIST_EXPORTS: list[tuple[str, str]] = [
+    ("greylist_dir", "JGREYLIST_DIR"),
+    ("greylist_norev", "JGREYLIST_NOREV"),
+    ("greylist_by_ip", "JGREYLIST_BY_IP"),
+    ("greylist_holdtime", "JGREYLIST_HOLDTIME"),
+    ("greylist_log", "JGREYLIST_LOG"),
+    ("greylist_log_pid", "JGREYLIST_LOG_PID"),
+    ("greylist_log_smtp", "JGREYLIST_LOG_SMTP"),
+    ("greylist_timeout", "JGREYLIST_TIMEOUT"),
+    ("greylist_limit", "JGREYLIST_LIMIT"),
+]
+
+
+def env_value(value: Any) -> str | None:
+    """How an option value is exported: booleans as 1/0, nothing for unset or empty."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    return value or None
+
+
+def default_rules_source(rules: str) -> str:
+    return rules[: -len(".cdb")] if rules.endswith(".cdb") else ""
+
+
+def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
+    o = svc.options
+    if o["force_tls"] and o["deny_tls"]:
+        return ("force_tls", "force_tls and deny_tls together refuse every client",
+                "set at most one of them")
+    if o["force_tls"] and not o["ssl"] and not o["tls_cert"]:
+        return ("force_tls", "force_tls needs a certificate for STARTTLS",
+                "set tls_cert, or force_tls = false")
+    if o["ssl"] and not o["tls_cert"]:
+        return ("tls_cert", "ssl = true needs a certificate", "set tls_cert to the PEM file")
+    if o["require_auth"] and not o["auth"]:
+        return ("require_auth", "require_auth without auth refuses every client",
+                "set auth = true, or require_auth = false")
+    if o["auth"] and not o["auth_cdb"] and not o["checkpassword"]:
+        return ("auth", "auth needs auth_cdb or a checkpassword program",
+                "set auth_cdb or checkpassword, or auth = false")
+    if o["rules_source"] and not o["rules"]:
+        return ("rules_source", "rules_source is set but rules (the cdb) is empty",
+                "set rules to the cdb path tcpserver should read")
+    for name in o["auth_unset"]:
+        if not _valid_env_name(name):
+            return ("auth_unset", f"not a variable name: {name!r}",
+                    "use letters, digits and _")
+    return None
+
+
+def _valid_env_name(name: str) -> bool:
+    import re
+
+    return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
+
+
+def build(svc: Service, config: Config) -> R.Built:
+    o = svc.options
+    k = lambda name: R.key(svc, name)  # noqa: E731
+    home = config.system.qmail_home
+    checks = R.Checks(users=[o["user"]])
+    s = R.start(svc, config, OPTIONS)
+
+    # Where and as whom.
+    s.comment("Where to listen and as whom (the original refuses to start without IP).")
+    s.assign("IP", o["ip"])
+    s.fatal_unless('[ -n "$IP" ]', f"ip is not set: set {k('ip')} in {config.path}")
+    if not o["ip"]:
+        checks.warnings.append((k("ip"), "no listen address: the service will not start",
+                                'set ip, e.g. "0" for all addresses'))
+    s.assign("QUSER", o["user"])
+    s.line('QUID=$(id -u "$QUSER") && QGID=$(id -g "$QUSER") ||')
+    s.line(f'\tfatal "unknown user $QUSER: create it or change {k("user")}"')
+    if o["hostname"]:
+        s.assign("LOCAL", o["hostname"])
+    else:
+        me = f"{home}/control/me"
+        s.comment("The host name: first line of control/me.")
+        s.line(f"LOCAL=$(head -n 1 {R._quote(me)} 2>/dev/null)")
+        s.fatal_unless('[ -n "$LOCAL" ]',
+                       f"no host name: {me} is missing or empty; set {k('hostname')}")
+    s.blank()
+
+    s.comment("Without control/rcpthosts qmail-smtpd relays for everyone: create it empty.")
+    rcpthosts = f"{home}/control/rcpthosts"
+    qr = R._quote(rcpthosts)
+    s.line(f"if [ ! -e {qr} ]; then")
+    s.line(f"\techo {R._quote('warning: ' + rcpthosts + ' was missing; created it empty')}")
+    s.line(f"\t: > {qr} && chmod 644 {qr}")
+    s.line("fi")
+    s.blank()
+
+    # TLS.
+    cert = o["tls_cert"]
+    if o["ssl"]:
+        server: list[Word] = ["sslserver", "-e"]
+        checks.programs.append(("sslserver", k("ssl")))
+        s.comment("SMTPS: sslserver does TLS; the certificate and key are in one PEM file.")
+        s.fatal_unless(f"[ -r {R._quote(cert)} ]", f"certificate {cert} is missing or unreadable")
+        checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", None, True))
+    else:
+        server = ["tcpserver"]
+        checks.programs.append(("tcpserver", "tcpserver"))
+        if cert and not o["deny_tls"]:
+            checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True))
+            if o["force_tls"]:
+                s.fatal_unless(f"[ -r {R._quote(cert)} ]",
+                               f"certificate {cert} is missing or unreadable (force_tls needs "
+                               "it)")
+            else:
+                s.line(f"[ -r {R._quote(cert)} ] ||")
+                s.line(f"\techo {R._quote(f'warning: certificate {cert} is missing: no STARTTLS')}")
+    # Rules.
+    rules = o["rules"]
+    rules_pair = None
+    if rules:
+        s.fatal_unless(f"[ -r {R._quote(rules)} ]",
+                       f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
+        checks.files.append(R.FileCheck(rules, k("rules"), "rules", o["user"]))
+        source = o["rules_source"]
+        if source is None:
+            source = default_rules_source(rules)
+        if source:
+            rules_pair = (source, rules)
+    # AUTH.
+    auth_args: list[Word] = []
+    if o["auth"]:
+        if o["auth_cdb"]:
+            s.fatal_unless(f"[ -r {R._quote(o['auth_cdb'])} ]",
+                           f"auth cdb {o['auth_cdb']} is missing: build it with mkauth")
+            checks.files.append(R.FileCheck(o["auth_cdb"], k("auth_cdb"), "auth_cdb", o["user"],
+                                            True))
+        else:
+            cp, true = o["checkpassword"], o["checkpassword_true"]
+            s.fatal_unless(f"command -v {R._quote(cp)} >/dev/null",
+                           f"checkpassword program {cp} not found")
+            s.fatal_unless(f"command -v {R._quote(true)} >/dev/null",
+                           f"program {true} not found")
+            checks.programs.append((cp, k("checkpassword")))
+            checks.programs.append((true, k("checkpassword_true")))
+            auth_args = [Var("LOCAL"), cp, true]
+        if not o["ssl"] and (not cert or o["deny_tls"]) and not o["allow_insecure_auth"]:
+            checks.warnings.append((k("auth"), "AUTH is never offered: there is no TLS",
+                                    "set tls_cert, or auth = false"))
+    if o["allow_insecure_auth"] and o["auth"]:
+        checks.warnings.append((k("allow_insecure_auth"),
+                                "AUTH is offered without TLS: passwords cross in clear",
+                                "set allow_insecure_auth = false"))
+    # DomainKeys.
+    if o["domainkeys"]:
+        dk = o["qmail_dk"]
+        s.fatal_unless(f"[ -x {R._quote(dk)} ]",
+                       f"domainkeys = true but {dk} is missing: install the DK patch")
+        checks.programs.append((dk, k("qmail_dk")))
+    if o["validrcptto_cdb"]:
+        checks.files.append(R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"),
+                                        "validrcptto_cdb", o["user"]))
+    if o["relay_client"] and not R.is_loopback(o["ip"]):
+        checks.warnings.append((k("relay_client"),
+                                "RELAYCLIENT for every client on a non-loopback address: an "
+                                "open relay", "set relay_client = false and allow relaying "
+                                'per client in the tcp rules (RELAYCLIENT="")'))
+    if "RELAYCLIENT" in o["env"] and not R.is_loopback(o["ip"]):
+        checks.warnings.append((k("env.RELAYCLIENT"),
+                                "RELAYCLIENT for every client on a non-loopback address: an "
+                                "open relay", "remove it and set it per client in the tcp rules"))
+    if o["port"] == 25 and svc.profile == "mx":
+        for opt in ("force_tls", "require_auth"):
+            if o[opt]:
+                checks.warnings.append((k(opt), f"{opt} on a port-25 MX refuses mail from "
+                                        "other servers", f"set {opt} = false here; use a "
+                                        "submission service for clients"))
+
+    # Environment.
+    s.blank()
+    s.comment("The environment qmail-smtpd and its helpers read (only what is set).")
+    if o["relay_client"]:
+        s.setenv("RELAYCLIENT", "")
+    if o["ssl"]:
+        s.setenv("CERTFILE", cert)
+        s.setenv("KEYFILE", "")
+        s.setenv("DHFILE", "")
+    elif cert:
+        s.setenv("TLS_SERVER_CERT", cert)
+    exports = list(EXPORTS)
+    if o["greylist"]:
+        exports[8:8] = GREYLIST_EXPORTS
+    for opt, var in exports:
+        value = env_value(o[opt])
+        if value is not None:
+            s.setenv(var, value)
+    if o["auth"] and o["auth_cdb"]:
+        s.setenv("AUTH_CDB", o["auth_cdb"])
+    for name, value in o["auth_set"].items():
+        s.setenv(f"AUTH_SET_{name}", value)  # empty values too (the original dropped them)
+    for name in o["auth_unset"]:
+        s.setenv(f"AUTH_UNSET_{name}", "1")
+    queue = o["qmailqueue"]
+    if o["domainkeys"]:
+        if queue:
+            s.setenv("DKQUEUE", queue)
+        s.setenv("AUTH_UNSET_DKVERIFY", "1")
+        s.setenv("QMAILQUEUE", o["qmail_dk"])
+        if o["dkverify"]:
+            s.setenv("DKVERIFY", o["dkverify"])
+        if o["dksign"]:
+            s.setenv("DKSIGN", o["dksign"])
+    elif queue:
+        s.setenv("QMAILQUEUE", queue)
+    if queue:
+        for opt, var in (("simscan_nop0fcheck", "NOP0FCHECK"), ("simscan_debug", "SIMSCAN_DEBUG"),
+                         ("simscan_debug_files", "SIMSCAN_DEBUG_FILES")):
+            value = env_value(o[opt])
+            if value is not None:
+                s.setenv(var, value)
+    R.export_env(s, svc)
+
+    # The command.
+    words: list[Word] = [*server, "-vR", "-l", Var("LOCAL"), "-c", str(o["maxconn"]),
+                         "-u", Var("QUID"), "-g", Var("QGID")]
+    if rules:
+        words += ["-x", rules]
+    words += [Var("IP"), str(o["port"])]
+    if o["fixcrio"]:
+        words.append(o["fixcrio"])
+        checks.programs.append((o["fixcrio"], k("fixcrio")))
+    zones = [("-a", z) for z in o["rbl_allow"]] + [("-r", z) for z in o["rbl_block"]]
+    if o["rblsmtpd"] and zones:
+        words += [o["rblsmtpd"], "-t0"]
+        for flag, zone in zones:
+            words += [flag, zone]
+        checks.programs.append((o["rblsmtpd"], k("rblsmtpd")))
+    for opt in ("greylist", "recordio"):
+        if o[opt]:
+            words.append(o[opt])
+            checks.programs.append((o[opt], k(opt)))
+    words.append(o["smtpd"])
+    checks.programs.append((o["smtpd"], k("smtpd")))
+    words += auth_args
+    R.common_checks(svc, checks)
+    s.command(R.wrap(svc, words))
+    return R.Built(run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules_pair,
+                   user=o["user"])
