@@ -333,8 +333,14 @@ def _rescan(kind: str, scan_dir: Path) -> None:
 
 
 def _compile_rules(src: Path, cdb: Path) -> None:
-    from qmailkit import tcprules
+    try:
+        from qmailkit import tcprules
+    except ImportError:  # TEMPORARY until qmailkit.tcprules lands
+        import subprocess
 
+        with open(src, "rb") as fh:
+            subprocess.run(["tcprules", str(cdb), str(cdb) + ".tmp"], stdin=fh, check=True)
+        return
     tcprules.compile_file(src, cdb)
 
 

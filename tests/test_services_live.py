@@ -1,0 +1,256 @@
+"""Generated service trees under real svscan, runsvdir and s6-svscan, with a real tcpserver.
+
+The mail programs are stand-ins (qmailkit.demo.standins) that record their argv
+and environment; tcpserver, the supervisors, the loggers, setuidgid/chpst/
+s6-setuidgid are the real ones.  Each test checks what a client sees, what the
+stand-in was started with, and that the run script's logged command line went
+through the real logger and equals what was exec'd.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import free_port, need, wait_for
+
+from qmailkit import supervisor
+from qmailkit.demo import standins
+from qmailkit.errors import InputError
+from qmailkit.services import apply as ap
+from qmailkit.services import config as cfgmod
+
+pytest_plugins = ["services_helpers"]
+
+NOBODY = 65534
+LOGGER = {"daemontools": ["multilog", "setuidgid"], "runit": ["svlogd", "chpst"],
+          "s6": ["s6-log", "s6-setuidgid"]}
+
+
+class Server:
+    """A sandbox: stand-ins, qmail control files, rules, and a config for them."""
+
+    def __init__(self, pub: Path, kind: str) -> None:
+        need("tcpserver", *LOGGER[kind])
+        self.pub, self.kind = pub, kind
+        self.bin, self.records = pub / "bin", pub / "records"
+        standins.install(self.bin, self.records)
+        control = pub / "qmail" / "control"
+        control.mkdir(parents=True)
+        (control / "me").write_text("mx.example.org\n")
+        (control / "rcpthosts").write_text("example.org\n")
+        (pub / "tcp").mkdir()
+        (pub / "tcp" / "smtp").write_text(
+            '127.0.0.1:allow,RELAYCLIENT="",RULEVAR="a b \'c\'"\n:allow\n')
+        (pub / "scan").mkdir()
+        self.mx_port, self.local_port = free_port(), free_port()
+        self.extra_mx = ""
+
+    def text(self) -> str:
+        p = self.pub
+        return f"""
+[supervisor]
+kind = "{self.kind}"
+scan_dir = "{p}/scan"
+service_root = "{p}/services"
+log_user = "nobody"
+log_size = 4096
+log_count = 3
+
+[system]
+qmail_home = "{p}/qmail"
+path = ["{self.bin}", "/usr/bin", "/bin"]
+
+[services.send]
+type = "qmail-send"
+default_delivery = "./Maildir/"
+
+[services.mx]
+type = "qmail-smtpd"
+profile = "mx"
+ip = "127.0.0.1"
+port = {self.mx_port}
+user = "nobody"
+rules = "{p}/tcp/smtp.cdb"
+greet_delay = 0
+checkpassword = "checkpassword"
+env = {{ ODD = "it's a \\"test\\" $HOME `x`" }}
+{self.extra_mx}
+
+[services.local]
+type = "qmail-smtpd"
+profile = "local"
+port = {self.local_port}
+hostname = "localhost"
+user = "nobody"
+tls_cert = ""
+"""
+
+    def config(self):
+        path = self.pub / "qmailkit.toml"
+        path.write_text(self.text())
+        return cfgmod.load(path)
+
+    def dir(self, name: str) -> Path:
+        return self.pub / "services" / name
+
+
+def smtp_session(port: int) -> tuple[bytes, bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        f = s.makefile("rwb")
+        greeting = f.readline()
+        f.write(b"QUIT\r\n")
+        f.flush()
+        return greeting, f.readline()
+
+
+def connect_when_up(port: int) -> tuple[bytes, bytes]:
+    def attempt():
+        try:
+            return smtp_session(port)
+        except OSError:
+            return None
+
+    return wait_for(attempt, 15, what=f"a server on port {port}")
+
+
+def logged_commands(service_dir: Path) -> list[list[str]]:
+    """The command lines the run script logged, read from the logger's current file."""
+    out = []
+    current = service_dir / "log" / "main" / "current"
+    if not current.exists():
+        return out
+    for line in current.read_text().splitlines():
+        _, sep, rest = line.partition("command-line: ")
+        if sep:
+            out.append(shlex.split(rest))
+    return out
+
+
+def cmdline(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return [a.decode() for a in fh.read().split(b"\0")[:-1]]
+
+
+def records(server: Server, prog: str) -> list[dict]:
+    return standins.read_records(str(server.records), prog)
+
+
+def check_mx(server: Server, sup) -> None:
+    """A client session on mx, the stand-in's argv/env, and the logged command line."""
+    greeting, bye = connect_when_up(server.mx_port)
+    assert greeting == b"220 mx.example.org ESMTP standin qmail-smtpd\r\n"
+    assert bye == b"221 mx.example.org\r\n"
+    rec = wait_for(lambda: records(server, "qmail-smtpd"), 10, what="qmail-smtpd record")[-1]
+    env = rec["env"]
+    assert (rec["uid"], rec["gid"]) == (NOBODY, NOBODY)
+    assert env["TCPREMOTEIP"] == "127.0.0.1" and env["TCPLOCALPORT"] == str(server.mx_port)
+    assert env["TCPLOCALHOST"] == "mx.example.org"
+    assert env["RELAYCLIENT"] == "" and env["RULEVAR"] == "a b 'c'"  # from the tcp rules
+    assert env["VALIDRCPTTO_CDB"] == f"{server.pub}/qmail/control/validrcptto.cdb"
+    assert env["SMTPGREETING"] == "Mail server ready" and env["GREETDELAY"] == "0"
+    assert env["SPFBEHAVIOR"] == "3" and env["MFCHECK"] == "3"
+    assert env["ODD"] == "it's a \"test\" $HOME `x`"
+    assert "REQUIRE_AUTH" in env and env["REQUIRE_AUTH"] == "0"
+    assert env["PATH"] == f"{server.bin}:/usr/bin:/bin"
+    assert rec["argv"][1:] == ["mx.example.org", "checkpassword", "/bin/true"]
+
+    mx = server.dir("mx")
+    pid = sup.status(mx).pid
+    run_argv = cmdline(pid)  # what the run script exec'd: tcpserver and its arguments
+    assert run_argv[0] == "tcpserver"
+    port_at = run_argv.index(str(server.mx_port))
+    assert run_argv[:port_at + 1] == [
+        "tcpserver", "-vR", "-l", "mx.example.org", "-c", "50", "-u", str(NOBODY),
+        "-g", str(NOBODY), "-x", f"{server.pub}/tcp/smtp.cdb", "127.0.0.1",
+        str(server.mx_port)]
+    chain = run_argv[port_at + 1:]
+    assert chain == ["fixcrio", "rblsmtpd", "-t0", "-r", "sbl.spamhaus.org", "-r",
+                     "xbl.spamhaus.org", "qmail-smtpd", "mx.example.org", "checkpassword",
+                     "/bin/true"]
+    # every stand-in of the chain saw exactly its part of that command line
+    fix = next(r for r in records(server, "fixcrio") if r["pid"] == rec["pid"])
+    assert fix["argv"][1:] == chain[1:]
+    # the logged command line went through the real logger and equals argv
+    wait_for(lambda: run_argv in logged_commands(mx), 10, what="command line in log/main")
+    log = (mx / "log" / "main" / "current").read_text()
+    assert 'SMTPGREETING="Mail server ready"\n' in log
+    assert "standin qmail-smtpd: pid" in log  # the daemon's stderr reached the log too
+    main = (mx / "log" / "main").stat()
+    assert (main.st_uid, main.st_gid) == (NOBODY, NOBODY)
+
+
+@pytest.mark.parametrize("kind", ["daemontools", "runit", "s6"])
+def test_smtp_services_under_real_supervisor(pubdir, scan, kind):
+    server = Server(pubdir, kind)
+    config = server.config()
+    tree = scan(kind, pubdir / "scan")
+    result = ap.apply(config)
+    assert ("mx", "rules") in {(c.service, c.action) for c in result.changes}
+    assert (pubdir / "tcp" / "smtp.cdb").exists()
+    sup = supervisor.get(kind)
+    for name in ("send", "mx", "local"):
+        tree.wait_up(server.dir(name))
+    check_mx(server, sup)
+
+    # local profile: RELAYCLIENT for everyone on the loopback, no rules, no RBL, no AUTH
+    greeting, bye = connect_when_up(server.local_port)
+    assert (greeting, bye) == (b"220 localhost ESMTP standin qmail-smtpd\r\n",
+                               b"221 localhost\r\n")
+    rec = [r for r in records(server, "qmail-smtpd")
+           if r["env"].get("TCPLOCALPORT") == str(server.local_port)][-1]
+    assert rec["env"]["RELAYCLIENT"] == "" and "RULEVAR" not in rec["env"]
+    assert rec["argv"][1:] == []
+    local_argv = cmdline(sup.status(server.dir("local")).pid)
+    assert "-x" not in local_argv and "rblsmtpd" not in local_argv
+
+    # qmail-send: qmail-start as root with the default delivery, logging to stdout
+    start = wait_for(lambda: records(server, "qmail-start"), 10, what="qmail-start")[-1]
+    assert start["argv"][1:] == ["./Maildir/"] and start["uid"] == 0
+    assert start["cwd"] == str(server.dir("send"))
+    wait_for(lambda: [["qmail-start", "./Maildir/"]] == logged_commands(server.dir("send")),
+             10, what="send's command line in its log")
+
+
+def test_apply_again_and_restart_only_what_changed(pubdir, scan):
+    """runit: a second apply is a no-op; one changed option restarts exactly that service;
+    a hand-edited run script is not overwritten."""
+    server = Server(pubdir, "runit")
+    tree = scan("runit", pubdir / "scan")
+    ap.apply(server.config())
+    sup = supervisor.get("runit")
+    for name in ("send", "mx", "local"):
+        tree.wait_up(server.dir(name))
+    pids = {n: sup.status(server.dir(n)).pid for n in ("send", "mx", "local", "mx/log")}
+
+    again = ap.apply(server.config())
+    assert again.changes == [] and again.restarted == []
+
+    server.extra_mx = 'greeting = "Welcome"'
+    result = ap.apply(server.config())
+    assert [(c.service, c.action, c.path) for c in result.changes] == [("mx", "update", "run")]
+    assert result.restarted == ["mx"]
+    wait_for(lambda: sup.status(server.dir("mx")).pid not in (None, pids["mx"]), 10,
+             what="mx restarted")
+    tree.remember()
+    for name in ("send", "local", "mx/log"):
+        assert sup.status(server.dir(name)).pid == pids[name], name
+    connect_when_up(server.mx_port)
+    rec = records(server, "qmail-smtpd")[-1]
+    assert rec["env"]["SMTPGREETING"] == "Welcome"
+
+    # an admin edits local/run by hand; the next apply refuses to overwrite it
+    run = server.dir("local") / "run"
+    edited = run.read_bytes().replace(b"exec 2>&1", b"exec 2>&1\necho hand-edited")
+    run.write_bytes(edited)
+    server.extra_mx = 'greeting = "Welcome again"'
+    server.text = (lambda t=server.text: t().replace('hostname = "localhost"',
+                                                    'hostname = "localhost.test"'))
+    mx_pid = sup.status(server.dir("mx")).pid
+    with pytest.raises(InputError, match="not overwritten: local/run"):
+        ap.apply(server.config())
+    assert run.read_bytes() == edited
+    assert b"Welcome again" not in (server.dir("mx") / "run").read_bytes()
+    assert sup.status(server.dir("mx")).pid == mx_pid
