@@ -1,0 +1,507 @@
+"""auth.cdb (mkauth, ``qmailkit auth build|check``): sources, format, safety, read back by tinycdb."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import need
+
+from qmailkit import auth
+from qmailkit.errors import InputError, LockBusy
+
+# Hashes made by openssl (an independent crypt implementation):
+#   openssl passwd -6 -salt saltsalt secret / -1 -salt abcdefgh hunter2 / -5 -salt pepper letmein
+SHA512_SECRET = ("$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y"
+                 "77vwPZN.Pq.H91p5hVO1")
+MD5_HUNTER2 = "$1$abcdefgh$vhxKZ/s1ygZHyCEDPyqtQ/"
+SHA256_LETMEIN = "$5$pepper$If6JKmFOzlLMEwzeO2WIXbexlEXIxugXv5fM1Qc1AE/"
+
+
+def make_tree(root: Path) -> dict[str, Path]:
+    """A qmail + vpopmail tree with system account files, in ``root``."""
+    qmail = root / "qmail"
+    vp = root / "vpopmail" / "domains"
+    com, net, lists = vp / "example.com", vp / "0" / "example.net", root / "lists"
+    for d in (qmail / "users", qmail / "control", com, net, lists):
+        d.mkdir(parents=True)
+    (qmail / "users" / "assign").write_text(
+        f"=joe:joe:1000:1000:/home/joe:-::\n"
+        f"+example.com-:example.com:89:89:{com}:-::\n"
+        f"+alias.example-:example.com:89:89:{com}:-::\n"
+        f"+example.net-:example.net:89:89:{net}:-::\n"
+        f"+list-:ezmlm:77:77:{lists}:-::\n"
+        f".\n"
+    )
+    (com / "vpasswd").write_text(
+        f"alice:{SHA512_SECRET}:1:0:Alice:{com}/alice:NOQUOTA:secret\n"
+        f"Bob:{MD5_HUNTER2}:1:0:Bob:{com}/bob:NOQUOTA\n"
+        f"locked:!{SHA512_SECRET}:1:0:Locked:{com}/locked:NOQUOTA\n"
+        f"nopass::1:0:No password:{com}/nopass:NOQUOTA\n"
+        f"starred:*:1:0:Star:{com}/starred:NOQUOTA\n"
+        f"nosmtp:{SHA512_SECRET}:1:2048:No SMTP:{com}/nosmtp:NOQUOTA\n"
+    )
+    # example.net has only vpasswd.cdb (key name, value the rest of the line).
+    write_cdb_with_tinycdb(net / "vpasswd.cdb", [
+        (b"dave", f"{SHA256_LETMEIN}:1:0:Dave:{net}/dave:NOQUOTA".encode()),
+    ])
+    passwd = root / "passwd"
+    passwd.write_text(
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+        "joe:x:1000:1000:Joe:/home/joe:/bin/sh\n"
+        "ann:x:1001:1001:Ann:/home/ann:/bin/sh\n"
+        "gone:x:1002:1002:Gone:/home/gone:/bin/sh\n"
+        "sam:x:70000:70000:Sam:/home/sam:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    shadow = root / "shadow"
+    shadow.write_text(
+        f"root:{SHA512_SECRET}:19000:0:99999:7:::\n"
+        "daemon:*:19000:0:99999:7:::\n"
+        f"joe:{MD5_HUNTER2}:19000:0:99999:7:::\n"
+        f"ann:{SHA256_LETMEIN}:19000:0:99999:7::20000:\n"
+        "gone:!:19000:0:99999:7:::\n"
+        f"sam:{SHA512_SECRET}:19000:0:99999:7:::\n"
+        "nobody:*:19000:0:99999:7:::\n"
+    )
+    return {"qmail": qmail, "passwd": passwd, "shadow": shadow, "com": com, "net": net}
+
+
+def write_cdb_with_tinycdb(path: Path, records) -> None:
+    (cdb_prog,) = need("cdb")
+    text = b"".join(b"+%d,%d:%s->%s\n" % (len(k), len(v), k, v) for k, v in records) + b"\n"
+    subprocess.run([cdb_prog, "-c", str(path)], input=text, check=True)
+
+
+def tinycdb_get(path: Path, key: str) -> bytes | None:
+    (cdb_prog,) = need("cdb")
+    proc = subprocess.run([cdb_prog, "-q", "--", str(path), key], capture_output=True,
+                          check=False)
+    if proc.returncode == 100:
+        return None
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def tinycdb_dump(path: Path) -> list[tuple[bytes, bytes]]:
+    (cdb_prog,) = need("cdb")
+    out = subprocess.run([cdb_prog, "-d", str(path)], capture_output=True, check=True).stdout
+    records, pos = [], 0
+    while out[pos:pos + 1] == b"+":
+        head, _, _rest = out[pos + 1:].partition(b":")
+        klen, dlen = (int(x) for x in head.split(b","))
+        start = pos + 1 + len(head) + 1
+        key = out[start:start + klen]
+        value = out[start + klen + 2:start + klen + 2 + dlen]
+        records.append((key, value))
+        pos = start + klen + 2 + dlen + 1
+    return records
+
+
+def run_cli(*args: str, stdin: str | None = None, prog: str = "qmailkit"):
+    if prog == "mkauth":
+        cmd = [sys.executable, "-c", ("import sys; from qmailkit.cli.auth import mkauth_main; "
+               "sys.exit(mkauth_main())"), *args]
+    else:
+        cmd = [sys.executable, "-m", "qmailkit", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, input=stdin or "", check=False)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return make_tree(tmp_path)
+
+
+VPOP_LOGINS = {
+    "alice@alias.example": SHA512_SECRET,
+    "alice@example.com": SHA512_SECRET,
+    "bob@alias.example": MD5_HUNTER2,
+    "bob@example.com": MD5_HUNTER2,
+    "dave@example.net": SHA256_LETMEIN,
+}
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+def test_vpopmail_logins(tree):
+    found = auth.collect(auth.Sources(qmail_home=tree["qmail"]))
+    assert {(k.decode(), v.decode()) for k, v in found.records()} == set(VPOP_LOGINS.items())
+    # Sorted by key.
+    assert [k for k, _ in found.records()] == sorted(k for k, _ in found.records())
+    skipped = {(s.login, s.reason) for s in found.skipped}
+    assert skipped == {
+        (f"{u}@{d}", why)
+        for d in ("example.com", "alias.example")
+        for u, why in [("locked", "locked or empty password hash"),
+                       ("nopass", "locked or empty password hash"),
+                       ("starred", "locked or empty password hash"),
+                       ("nosmtp", "vpopmail NO_SMTP flag set")]
+    }
+    assert any("lists has no vpasswd or vpasswd.cdb" in n for n in found.notes)
+    source = {login.login: login.source for login in found.logins}
+    assert source["alice@example.com"] == f"{tree['com']}/vpasswd:1"
+    assert source["dave@example.net"] == f"{tree['net']}/vpasswd.cdb"
+
+
+def test_system_accounts_in_uid_window(tree):
+    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], vpopmail=False,
+                                      shadow=tree["shadow"], passwd=tree["passwd"]))
+    # root (uid 0), daemon (uid 1), sam (70000) and nobody (65534) are outside 500-65000;
+    # gone is locked; ann's account expiry (day 20000) becomes PASSWORD_EXPIRES.
+    assert found.records() == [
+        (b"ann", f'{SHA256_LETMEIN},PASSWORD_EXPIRES="1728000000"'.encode()),
+        (b"joe", MD5_HUNTER2.encode()),
+    ]
+    skipped = {s.login: s.reason for s in found.skipped}
+    assert skipped["gone"] == "locked or empty password hash"
+    assert skipped["root"].endswith("with a uid in 500-65000")
+    assert set(skipped) == {"root", "daemon", "gone", "sam", "nobody"}
+
+
+def test_uid_window_options_never_uid_zero(tree):
+    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], vpopmail=False,
+                                      shadow=tree["shadow"], passwd=tree["passwd"],
+                                      min_uid=0, max_uid=100000))
+    assert [k for k, _ in found.records()] == [b"ann", b"joe", b"sam"]
+
+
+def test_exclusions(tree):
+    found = auth.collect(auth.Sources(
+        qmail_home=tree["qmail"], shadow=tree["shadow"], passwd=tree["passwd"],
+        exclude=["@alias.example", "Bob@Example.com", "joe"],
+    ))
+    assert [k for k, _ in found.records()] == [b"alice@example.com", b"ann", b"dave@example.net"]
+    skipped = {(s.login, s.reason) for s in found.skipped}
+    assert ("@alias.example", "domain excluded") in skipped
+    assert ("bob@example.com", "excluded") in skipped
+    assert ("joe", "excluded") in skipped
+
+
+def test_settings_file(tree, tmp_path):
+    settings = tmp_path / "auth-settings"
+    settings.write_text(
+        "# per-login settings\n"
+        "@example.com  MAXRCPT=50 DATABYTES=1000\n"
+        'alice@example.com  DATABYTES=2000 QMAILSMTPD_LOG_MAIL="1"  # bigger\n'
+        "joe  PASSWORD_EXPIRES=2027-01-01 RELAYREJ=\n"
+        "ann  PASSWORD_EXPIRES=2026-06-01T12:00:00+02:00\n"
+        "nobody@example.org  MAXRCPT=1\n"
+    )
+    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], shadow=tree["shadow"],
+                                      passwd=tree["passwd"], settings=settings))
+    records = dict(found.records())
+    # Domain settings first, the login's own override them in place.
+    assert records[b"alice@example.com"] == (
+        f'{SHA512_SECRET},MAXRCPT="50",DATABYTES="2000",QMAILSMTPD_LOG_MAIL="1"'.encode())
+    assert records[b"bob@example.com"] == f'{MD5_HUNTER2},MAXRCPT="50",DATABYTES="1000"'.encode()
+    assert records[b"bob@alias.example"] == MD5_HUNTER2.encode()
+    assert records[b"joe"] == f'{MD5_HUNTER2},PASSWORD_EXPIRES="1798761600",RELAYREJ=""'.encode()
+    # The settings file wins over the shadow expiry date.
+    assert records[b"ann"] == f'{SHA256_LETMEIN},PASSWORD_EXPIRES="1780308000"'.encode()
+    assert f"{settings}:6: nobody@example.org matches no login" in found.notes
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("joe\n", 1, "no VAR=value after 'joe'"),
+        ("# c\njoe DATA BYTES=1\n", 2, "'DATA' is not VAR=value"),
+        ("joe 1X=2\n", 1, "'1X=2' is not VAR=value"),
+        ('joe X="a,b"\n', 1, "the value of X contains"),
+        ("joe X='say \"hi\"'\n", 1, "the value of X contains"),
+        ('joe X="unterminated\n', 1, "cannot split the line"),
+        ("joe PASSWORD_EXPIRES=tomorrow\n", 1, "PASSWORD_EXPIRES 'tomorrow' is not"),
+        ("X=1 Y=2\n", 1, "not a login or @domain"),
+        ("@ X=1\n", 1, "is neither a login nor @domain"),
+    ],
+)
+def test_bad_settings(text, line, message):
+    with pytest.raises(InputError) as exc:
+        auth.parse_settings(text, "/etc/auth-settings")
+    assert exc.value.path == "/etc/auth-settings" and exc.value.line == line
+    assert message in exc.value.message
+
+
+def test_bad_vpasswd_line_names_file_and_line(tree):
+    with open(tree["com"] / "vpasswd", "a") as fh:
+        fh.write("broken:line\n")
+    with pytest.raises(InputError) as exc:
+        auth.collect(auth.Sources(qmail_home=tree["qmail"]))
+    assert str(exc.value).startswith(f"{tree['com']}/vpasswd:7: malformed vpasswd line")
+
+
+def test_missing_assign_means_no_vpopmail(tmp_path):
+    found = auth.collect(auth.Sources(qmail_home=tmp_path))
+    assert found.logins == [] and found.notes == [
+        f"{tmp_path}/users/assign: missing, so no vpopmail domains"]
+
+
+# --------------------------------------------------------------------------- crypt
+
+
+@pytest.mark.parametrize(
+    ("hash_", "good", "bad"),
+    [(SHA512_SECRET, "secret", "Secret"), (MD5_HUNTER2, "hunter2", "hunter3"),
+     (SHA256_LETMEIN, "letmein", "")],
+)
+def test_verify_against_openssl_hashes(hash_, good, bad):
+    assert auth.verify(good, hash_)
+    assert not auth.verify(bad, hash_)
+
+
+def test_locked_hashes_never_match():
+    assert not auth.verify("secret", "!" + SHA512_SECRET)
+    assert not auth.verify("", "")
+    assert not auth.verify("x", "*")
+    assert auth.crypt("x", "!nonsense") is None
+
+
+def test_parse_value():
+    entry = auth.parse_value("joe", b'$1$x$y,A="1",B=""')
+    assert entry.hash == "$1$x$y" and entry.env == (("A", "1"), ("B", ""))
+    with pytest.raises(InputError, match="is not HASH"):
+        auth.parse_value("joe", b"$1$x$y,A=1")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def test_write_mode_0640_read_back_by_tinycdb(tree, tmp_path):
+    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], shadow=tree["shadow"],
+                                      passwd=tree["passwd"]))
+    target = tree["qmail"] / "control" / "auth.cdb"
+    result = auth.write_cdb(target, found.records())
+    assert result.written and result.reason == "created" and result.count == 7
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert tinycdb_get(target, "alice@example.com") == SHA512_SECRET.encode()
+    assert tinycdb_get(target, "joe") == MD5_HUNTER2.encode()
+    assert tinycdb_get(target, "ann") == f'{SHA256_LETMEIN},PASSWORD_EXPIRES="1728000000"'.encode()
+    assert tinycdb_get(target, "root") is None
+    assert tinycdb_get(target, "locked@example.com") is None
+    assert tinycdb_dump(target) == found.records()
+    assert sorted(os.listdir(target.parent)) == [".auth.cdb.lock", "auth.cdb"]
+
+
+def test_unchanged_leaves_file_and_mtime(tree):
+    records = auth.collect(auth.Sources(qmail_home=tree["qmail"])).records()
+    target = tree["qmail"] / "control" / "auth.cdb"
+    auth.write_cdb(target, records)
+    os.utime(target, (1_000_000_000, 1_000_000_000))
+    inode = target.stat().st_ino
+    result = auth.write_cdb(target, list(reversed(records)), only_if_changed=True)
+    assert not result.written and result.reason == "unchanged"
+    assert target.stat().st_mtime == 1_000_000_000 and target.stat().st_ino == inode
+    # Without only_if_changed it is rewritten.
+    assert auth.write_cdb(target, records).written
+
+
+def test_unchanged_records_but_wrong_mode_is_fixed(tree):
+    records = auth.collect(auth.Sources(qmail_home=tree["qmail"])).records()
+    target = tree["qmail"] / "control" / "auth.cdb"
+    auth.write_cdb(target, records)
+    os.chmod(target, 0o644)
+    result = auth.write_cdb(target, records, only_if_changed=True)
+    assert result.written and result.reason.startswith("rewritten")
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_changed_records_replace(tree):
+    records = auth.collect(auth.Sources(qmail_home=tree["qmail"])).records()
+    target = tree["qmail"] / "control" / "auth.cdb"
+    auth.write_cdb(target, records)
+    result = auth.write_cdb(target, records + [(b"zed@example.com", b"$1$a$b")],
+                            only_if_changed=True)
+    assert result.written and result.reason == "replaced" and result.old_count == 5
+    assert tinycdb_get(target, "zed@example.com") == b"$1$a$b"
+
+
+def test_empty_refused_unless_forced(tmp_path):
+    target = tmp_path / "auth.cdb"
+    with pytest.raises(InputError, match="refusing to write an empty auth.cdb"):
+        auth.write_cdb(target, [])
+    assert not target.exists()
+    assert auth.write_cdb(target, [], force=True).written
+    assert tinycdb_dump(target) == []
+
+
+def test_shrink_guard(tmp_path):
+    target = tmp_path / "auth.cdb"
+    ten = [(b"user%d" % i, b"$1$a$b") for i in range(10)]
+    auth.write_cdb(target, ten)
+    before = target.read_bytes()
+    with pytest.raises(InputError) as exc:
+        auth.write_cdb(target, ten[:7])
+    assert exc.value.message == "would shrink from 10 to 7 logins (30 % fewer, limit 20 %)"
+    assert target.read_bytes() == before
+    assert auth.write_cdb(target, ten[:8]).written  # 20 % is allowed
+    assert auth.write_cdb(target, ten[:4], max_shrink=0.5).written
+    assert auth.write_cdb(target, ten[:1], force=True).written
+
+
+def test_world_writable_directory_refused(tmp_path):
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o777)
+    with pytest.raises(InputError) as exc:
+        auth.write_cdb(public / "auth.cdb", [(b"a", b"$1$a$b")])
+    assert exc.value.path == str(public) and "world-writable" in exc.value.message
+    assert os.listdir(public) == []
+
+
+def test_mode_for_others_refused(tmp_path):
+    with pytest.raises(InputError, match="gives other users access"):
+        auth.write_cdb(tmp_path / "auth.cdb", [(b"a", b"$1$a$b")], mode=0o644)
+    assert os.listdir(tmp_path) == []
+    auth.write_cdb(tmp_path / "auth.cdb", [(b"a", b"$1$a$b")], mode=0o600)
+    assert stat.S_IMODE((tmp_path / "auth.cdb").stat().st_mode) == 0o600
+
+
+def test_concurrent_run_locked_out(tmp_path):
+    from qmailkit.fsutil import locked
+
+    target = tmp_path / "auth.cdb"
+    with locked(tmp_path / ".auth.cdb.lock"), pytest.raises(LockBusy) as exc:
+        auth.write_cdb(target, [(b"a", b"$1$a$b")])
+    assert "another mkauth run holds the lock" in str(exc.value)
+    assert not target.exists()
+
+
+def test_corrupt_old_file_needs_force(tmp_path):
+    target = tmp_path / "auth.cdb"
+    target.write_bytes(b"garbage")
+    with pytest.raises(InputError) as exc:
+        auth.write_cdb(target, [(b"a", b"$1$a$b")])
+    assert "use --force" in str(exc.value)
+    assert target.read_bytes() == b"garbage"
+    assert auth.write_cdb(target, [(b"a", b"$1$a$b")], force=True).written
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_mkauth_command_end_to_end(tree, tmp_path):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    args = ["--qmail-home", str(tree["qmail"]), "--shadow", str(tree["shadow"]),
+            "--passwd", str(tree["passwd"]), "-c", str(target)]
+    proc = run_cli(*args, prog="mkauth")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{target}: created: 7 logins\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert tinycdb_get(target, "bob@example.com") == MD5_HUNTER2.encode()
+    mtime = target.stat().st_mtime_ns
+    proc = run_cli("auth", "build", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{target}: unchanged (7 logins), left alone\n"
+    assert target.stat().st_mtime_ns == mtime
+
+
+def test_build_prints_lines_and_cdbmake(tree):
+    (cdb_prog,) = need("cdb")
+    base = ["auth", "build", "--qmail-home", str(tree["qmail"]), "--exclude", "@alias.example"]
+    proc = run_cli(*base)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (f"alice@example.com {SHA512_SECRET}\nbob@example.com {MD5_HUNTER2}\n"
+                           f"dave@example.net {SHA256_LETMEIN}\n")
+    proc = run_cli(*base, "-m")
+    made = tree["qmail"] / "from-cdbmake.cdb"
+    subprocess.run([cdb_prog, "-c", str(made)], input=proc.stdout.encode(), check=True)
+    assert tinycdb_get(made, "dave@example.net") == SHA256_LETMEIN.encode()
+
+
+def test_build_debug_says_what_was_left_out(tree):
+    proc = run_cli("auth", "build", "-d", "--qmail-home", str(tree["qmail"]), "--shadow",
+                   str(tree["shadow"]), "--passwd", str(tree["passwd"]))
+    assert proc.returncode == 0
+    err = proc.stderr.splitlines()
+    assert (f"skipped: locked@example.com (locked or empty password hash) from "
+            f"{tree['com']}/vpasswd:3") in err
+    assert f"skipped: nosmtp@example.com (vpopmail NO_SMTP flag set) from {tree['com']}/vpasswd:6" \
+        in err
+    assert f"skipped: gone (locked or empty password hash) from {tree['shadow']}:5" in err
+    assert f"login: alice@example.com from {tree['com']}/vpasswd:1" in err
+
+
+def test_build_errors_write_nothing(tree, tmp_path):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    (tree["qmail"] / "users" / "assign").write_text("=joe:joe:1000:1000:/home/joe:-::\n")
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target))
+    assert proc.returncode == 100
+    assert proc.stderr == (f"qmailkit auth: fatal: {tree['qmail']}/users/assign:1: missing the "
+                           'terminating line "." (users/assign must end with a line holding a '
+                           "single dot)\n")
+    assert os.listdir(target.parent) == []
+
+
+def test_build_empty_refused_by_command(tmp_path):
+    target = tmp_path / "auth.cdb"
+    proc = run_cli("auth", "build", "--qmail-home", str(tmp_path), "-c", str(target))
+    assert proc.returncode == 100
+    assert "refusing to write an empty auth.cdb" in proc.stderr
+    assert not target.exists()
+
+
+def test_build_world_writable_refused_before_reading(tmp_path):
+    public = tmp_path / "public"
+    public.mkdir()
+    public.chmod(0o1777)
+    proc = run_cli("auth", "build", "--qmail-home", str(tmp_path / "nowhere"), "-c",
+                   str(public / "auth.cdb"))
+    assert proc.returncode == 100
+    assert proc.stderr.startswith(f"qmailkit auth: fatal: {public}: directory is world-writable")
+    assert os.listdir(public) == []
+
+
+def test_check_command(tree, tmp_path):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    settings = tmp_path / "settings"
+    settings.write_text("bob@example.com PASSWORD_EXPIRES=1000000000\nalice@example.com X=1\n")
+    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], settings=settings))
+    auth.write_cdb(target, found.records())
+    check = ["auth", "check", "--cdb", str(target)]
+    proc = run_cli(*check, "alice@example.com", stdin="secret\n")
+    assert (proc.returncode, proc.stdout) == (0, (f'alice@example.com: present in {target}; '
+                                              'sets X="1"\nalice@example.com: password matches\n'))
+    proc = run_cli(*check, "alice@example.com", stdin="wrong\n")
+    assert proc.returncode == 1
+    assert proc.stdout.endswith("alice@example.com: password does not match\n")
+    proc = run_cli(*check, "bob@example.com", stdin="hunter2\n")
+    assert proc.returncode == 1
+    assert proc.stdout.endswith("password matches, but it expired at 2001-09-09 01:46:40 UTC "
+                                "(AUTH fails)\n")
+    proc = run_cli(*check, "Alice@example.com", stdin="secret\n")
+    assert (proc.returncode, proc.stdout) == (2, f"Alice@example.com: not in {target}\n")
+    proc = run_cli(*check, "--no-password", "dave@example.net")
+    assert (proc.returncode, proc.stdout) == (0, f"dave@example.net: present in {target}\n")
+
+
+def test_check_reads_password_with_getpass_on_a_terminal(tree, monkeypatch, capsys):
+    import argparse
+
+    from qmailkit.cli import auth as cli_auth
+
+    target = tree["qmail"] / "control" / "auth.cdb"
+    auth.write_cdb(target, auth.collect(auth.Sources(qmail_home=tree["qmail"])).records())
+    prompts = []
+
+    class Tty:
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Tty())
+    monkeypatch.setattr("getpass.getpass", lambda prompt: prompts.append(prompt) or "letmein")
+    args = argparse.Namespace(cdb=str(target), user="dave@example.net", no_password=False)
+    assert cli_auth._check(args) == 0
+    assert prompts == ["Password for dave@example.net: "]
+    assert capsys.readouterr().out.endswith("dave@example.net: password matches\n")
+
+
+def test_check_missing_cdb(tmp_path):
+    proc = run_cli("auth", "check", "--cdb", str(tmp_path / "none.cdb"), "--no-password", "x")
+    assert proc.returncode == 111
+    assert str(tmp_path / "none.cdb") in proc.stderr
