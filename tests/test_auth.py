@@ -505,3 +505,55 @@ def test_check_missing_cdb(tmp_path):
     proc = run_cli("auth", "check", "--cdb", str(tmp_path / "none.cdb"), "--no-password", "x")
     assert proc.returncode == 111
     assert str(tmp_path / "none.cdb") in proc.stderr
+
+
+def test_owner_and_group(tree):
+    import grp
+
+    target = tree["qmail"] / "control" / "auth.cdb"
+    group = "mail" if os.geteuid() == 0 else str(os.getgid())
+    gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
+                   "--group", group)
+    assert proc.returncode == 0, proc.stderr
+    st = target.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), gid, 0o640)
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
+                   "--owner", "no-such-user-here")
+    assert proc.returncode == 100
+    assert proc.stderr == "qmailkit auth: fatal: no such user: no-such-user-here\n"
+
+
+def test_mode_option_refuses_bits_for_others(tree):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
+                   "--mode", "0644")
+    assert proc.returncode == 100
+    assert "mode 0644 gives other users access to password hashes" in proc.stderr
+    assert not target.exists()
+
+
+def test_installed_mkauth_alias():
+    # scripts/test installs the package (pip -e), which creates the alias next to python.
+    mkauth = Path(sys.executable).parent / "mkauth"
+    proc = subprocess.run([str(mkauth), "--help"], capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith("usage: mkauth ")
+
+
+def test_missing_libcrypt_is_a_clear_error(monkeypatch):
+    import ctypes
+    import ctypes.util
+
+    from qmailkit.errors import QmailkitError
+
+    def no_lib(name, *a, **k):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(auth, "_libcrypt", None)
+    monkeypatch.setattr(ctypes, "CDLL", no_lib)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    with pytest.raises(QmailkitError) as exc:
+        auth.verify("secret", SHA512_SECRET)
+    assert str(exc.value) == ("cannot load libcrypt (libcrypt.so.1) to check passwords "
+                              "(install libcrypt1 (Debian/Ubuntu) or libxcrypt)")
+    assert exc.value.exit_code == 111
