@@ -557,3 +557,14 @@ def test_missing_libcrypt_is_a_clear_error(monkeypatch):
     assert str(exc.value) == ("cannot load libcrypt (libcrypt.so.1) to check passwords "
                               "(install libcrypt1 (Debian/Ubuntu) or libxcrypt)")
     assert exc.value.exit_code == 111
+
+
+def test_settings_match_logins_without_regard_to_case(tmp_path):
+    passwd, shadow, settings = tmp_path / "passwd", tmp_path / "shadow", tmp_path / "settings"
+    passwd.write_text("Kim:x:1500:1500:Kim:/home/kim:/bin/sh\n")
+    shadow.write_text(f"Kim:{MD5_HUNTER2}:19000::::::\n")
+    settings.write_text("KIM MAXRCPT=5\n")
+    found = auth.collect(auth.Sources(qmail_home=tmp_path, vpopmail=False, shadow=shadow,
+                                      passwd=passwd, settings=settings))
+    # The key keeps the login's own spelling; the settings still apply.
+    assert found.records() == [(b"Kim", f'{MD5_HUNTER2},MAXRCPT="5"'.encode())]

@@ -312,8 +312,9 @@ def collect(src: Sources) -> Collected:
     per_who: dict[str, list[Setting]] = {}
     for setting in settings:
         per_who.setdefault(setting.who, []).append(setting)
+    folded_logins = {login.lower() for login in by_login}
     for who, items in per_who.items():
-        hit = who[1:] in domains if who.startswith("@") else who in by_login
+        hit = who[1:] in domains if who.startswith("@") else who in folded_logins
         if not hit:
             result.notes.append(f"{src.settings}:{items[0].line}: {who} matches no login")
 
@@ -323,7 +324,7 @@ def collect(src: Sources) -> Collected:
         domain = login.rpartition("@")[2] if "@" in login else None
         for setting in per_who.get("@" + domain, []) if domain else []:
             env[setting.name] = setting.value
-        for setting in per_who.get(login, []):
+        for setting in per_who.get(login.lower(), []):
             env[setting.name] = setting.value
         result.logins.append(Login(login, entry.hash, tuple(env.items()), entry.source))
     return result
