@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qmailkit.errors import InputError
+from qmailkit.services.shell import SCRIPT_VARIABLES, SHELL_VARIABLES
 
 DEFAULT_PATH = "/etc/qmailkit/qmailkit.toml"
 KINDS = ("daemontools", "runit", "s6")
@@ -261,7 +262,8 @@ class _Validator:
             if not opt.empty_ok and value == "":
                 raise self.fail(key, "must not be empty")
             if opt.choices is not None and value not in opt.choices:
-                raise self.fail(key, f"{value!r} is not one of " + ", ".join(opt.choices))
+                raise self.fail(key, f"unknown value {value!r}",
+                                "use one of " + ", ".join(opt.choices))
         elif kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self.fail(key, f"expected an integer, got {_tname(value)}",
@@ -296,6 +298,11 @@ class _Validator:
                 if not _ENV_NAME_RE.match(name):
                     raise self.fail(sub, "not a valid environment variable name",
                                     "use letters, digits and _ and do not start with a digit")
+                if key.endswith(".env") and (name in SCRIPT_VARIABLES or name in
+                                             SHELL_VARIABLES or name.startswith("_qk_")):
+                    raise self.fail(sub, "reserved: the run script or the shell uses this "
+                                    "variable", "set it with the service's own option, see "
+                                    "docs/services-config.md")
                 if isinstance(v, bool):
                     v = "1" if v else "0"
                 elif isinstance(v, int):
@@ -395,7 +402,7 @@ class _Validator:
                                 f"{stype} profiles: " + ", ".join(profiles))
         elif profiles and profile is None:
             raise self.fail(key, "missing profile",
-                            f"add profile = one of " + ", ".join(f'"{p}"' for p in profiles))
+                            "add profile = one of " + ", ".join(f'"{p}"' for p in profiles))
         options: dict[str, Option] = {**COMMON_OPTIONS, **mod.OPTIONS}
         self.unknown(key, t, {"type", "profile", *options}, f"a {stype} service")
         overrides = profiles.get(profile, {}) if profile else {}
@@ -406,6 +413,10 @@ class _Validator:
             else:
                 d = overrides.get(oname, opt.default)
                 values[oname] = d(system) if callable(d) else d
+        if "rules_source" in values and values["rules_source"] is None:
+            # the rules text next to the cdb, as tcprules users keep it: smtp.cdb ← smtp
+            rules = values.get("rules") or ""
+            values["rules_source"] = rules[:-4] if rules.endswith(".cdb") else ""
         svc = Service(
             name=name, type=stype, profile=profile, options=values,
             explicit=frozenset(k for k in t if k in options),
@@ -466,8 +477,8 @@ def _locate(text: str, key: str) -> int | None:
             # an inline table or a table-valued key containing the wanted key
             if len(full) < len(want) and want[: len(full)] == full:
                 rest = want[len(full)]
-                if re.search(r"[{,]\s*(%s|\"%s\")\s*=" % (re.escape(rest), re.escape(rest)),
-                             line):
+                name = re.escape(rest)
+                if re.search(r'[{,]\s*(' + name + '|"' + name + r'")\s*=', line):
                     return n
     if header_line is not None:
         return header_line

@@ -83,7 +83,7 @@ def render(config: Config) -> dict[str, RenderedService]:
         files.update(log_files)
         if svc.log_user not in checks.users:
             checks.users.append(svc.log_user)
-        checks.programs.extend((p, f"supervisor.kind") for p in log_programs)
+        checks.programs.extend((p, "supervisor.kind") for p in log_programs)
         out[name] = RenderedService(
             name=name, type=svc.type, dir=svc.dir, files=files, dirs=log_dirs,
             log_owner=svc.log_user, rules=built.rules, checks=checks, listen=built.listen,
@@ -217,8 +217,6 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
         checks.files.append(FileCheck(rules, key(svc, "rules"), "rules", user or None))
         words += ["-x", rules]
         source = o["rules_source"]
-        if source is None:
-            source = rules[:-4] if rules.endswith(".cdb") else ""
         if source:
             rules_pair = (source, rules)
     checks.programs.append(("tcpserver", "tcpserver"))

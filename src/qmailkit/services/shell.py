@@ -75,6 +75,16 @@ class Raw:
 
 Word = str | Var | Split | Raw
 
+# Variables the run scripts use themselves, and those the shell gives a meaning:
+# the env table may not set them (it would change the command, not just its environment).
+SCRIPT_VARIABLES = frozenset({
+    "IP", "LOCAL", "QUSER", "QUID", "QGID", "SUSER", "SUID", "SGID", "DELIVERY",
+})
+SHELL_VARIABLES = frozenset({
+    "PATH", "IFS", "ENV", "CDPATH", "PS1", "PS2", "PS4", "OPTIND", "OPTARG", "PPID", "LINENO",
+    "PWD", "OLDPWD", "HOME",
+})
+
 
 def word(w: Word) -> str:
     return quote(w) if isinstance(w, str) else w.word()
@@ -96,27 +106,27 @@ setenv() {
 
 # show_command ARGS: log the command line, each argument quoted for sh when needed.
 show_command() {
-	line=command-line:
-	for arg in "$@"; do
-		case $arg in
+	_qk_line=command-line:
+	for _qk_arg in "$@"; do
+		case $_qk_arg in
 		'' | *[!A-Za-z0-9_./:=@%+,-]*)
-			quoted=
-			rest=$arg
+			_qk_quoted=
+			_qk_rest=$_qk_arg
 			while :; do
-				case $rest in
+				case $_qk_rest in
 				*\'*)
-					quoted=$quoted${rest%%\'*}"'\\''"
-					rest=${rest#*\'}
+					_qk_quoted=$_qk_quoted${_qk_rest%%\'*}"'\\''"
+					_qk_rest=${_qk_rest#*\'}
 					;;
 				*) break ;;
 				esac
 			done
-			arg="'$quoted$rest'"
+			_qk_arg="'$_qk_quoted$_qk_rest'"
 			;;
 		esac
-		line="$line $arg"
+		_qk_line="$_qk_line $_qk_arg"
 	done
-	printf '%s\n' "$line"
+	printf '%s\n' "$_qk_line"
 }
 """
 

@@ -22,6 +22,7 @@ from qmailkit.services.config import (
     Config,
     Option,
     Service,
+    System,
     check_abs_path,
     check_listen_ip,
 )
@@ -62,12 +63,19 @@ PROFILES: dict[str, dict[str, Any]] = {p: {"port": port} for p, (_, _, port) in 
 DEFAULT_PROFILE = None  # the profile must be given
 
 
+def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
+    o = svc.options
+    for d, sub in _DIRS.items():  # the original's bindir=${exec_prefix}/bin etc.
+        if o[d] is None:
+            o[d] = f"{o['prefix']}/{sub}"
+    return None
+
+
 def build(svc: Service, config: Config) -> R.Built:
     o = svc.options
-    k = lambda name: R.key(svc, name)  # noqa: E731
+    k = lambda name: R.key(svc, name)
     proto, ssl, _ = _KINDS[svc.profile or "imap"]
-    prefix = o["prefix"]
-    dirs = {d: o[d] or f"{prefix}/{sub}" for d, sub in _DIRS.items()}
+    dirs = {d: o[d] for d in _DIRS}
     daemon = f"{proto}d"  # imapd / pop3d: program and config file
     conf_files = [f"{dirs['sysconfdir']}/{daemon}"]
     if ssl:

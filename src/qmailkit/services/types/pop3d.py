@@ -44,7 +44,7 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
 
 def build(svc: Service, config: Config) -> R.Built:
     o = svc.options
-    k = lambda name: R.key(svc, name)  # noqa: E731
+    k = lambda name: R.key(svc, name)
     checks = R.Checks()
     s = R.start(svc, config, OPTIONS)
     tcp, rules = R.tcp_setup(s, svc, config, checks)

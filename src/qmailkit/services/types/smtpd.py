@@ -288,7 +288,7 @@ def _valid_env_name(name: str) -> bool:
 
 def build(svc: Service, config: Config) -> R.Built:
     o = svc.options
-    k = lambda name: R.key(svc, name)  # noqa: E731
+    k = lambda name: R.key(svc, name)
     home = config.system.qmail_home
     checks = R.Checks(users=[o["user"]])
     s = R.start(svc, config, OPTIONS)
@@ -350,8 +350,6 @@ def build(svc: Service, config: Config) -> R.Built:
                        f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
         checks.files.append(R.FileCheck(rules, k("rules"), "rules", o["user"]))
         source = o["rules_source"]
-        if source is None:
-            source = default_rules_source(rules)
         if source:
             rules_pair = (source, rules)
     # AUTH.
@@ -387,21 +385,21 @@ def build(svc: Service, config: Config) -> R.Built:
     if o["validrcptto_cdb"]:
         checks.files.append(R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"),
                                         "validrcptto_cdb", o["user"]))
+    def warn(option: str, message: str, fix: str) -> None:
+        checks.warnings.append((k(option), message, fix))
+
     if o["relay_client"] and not R.is_loopback(o["ip"]):
-        checks.warnings.append((k("relay_client"),
-                                "RELAYCLIENT for every client on a non-loopback address: an "
-                                "open relay", "set relay_client = false and allow relaying "
-                                'per client in the tcp rules (RELAYCLIENT="")'))
+        warn("relay_client", "RELAYCLIENT for every client on a non-loopback address: an open "
+             "relay", 'set relay_client = false and allow relaying per client in the tcp rules '
+             '(RELAYCLIENT="")')
     if "RELAYCLIENT" in o["env"] and not R.is_loopback(o["ip"]):
-        checks.warnings.append((k("env.RELAYCLIENT"),
-                                "RELAYCLIENT for every client on a non-loopback address: an "
-                                "open relay", "remove it and set it per client in the tcp rules"))
+        warn("env.RELAYCLIENT", "RELAYCLIENT for every client on a non-loopback address: an "
+             "open relay", "remove it and set it per client in the tcp rules")
     if o["port"] == 25 and svc.profile == "mx":
         for opt in ("force_tls", "require_auth"):
             if o[opt]:
-                checks.warnings.append((k(opt), f"{opt} on a port-25 MX refuses mail from "
-                                        "other servers", f"set {opt} = false here; use a "
-                                        "submission service for clients"))
+                warn(opt, f"{opt} on a port-25 MX refuses mail from other servers",
+                     f"set {opt} = false here; use a submission service for clients")
 
     # Environment.
     s.blank()

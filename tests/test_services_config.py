@@ -1,0 +1,279 @@
+"""The services config: defaults, profiles, and every validation error (message, key, line)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from qmailkit.errors import InputError
+from qmailkit.services import config
+from qmailkit.services.types import TYPES
+
+MX = '[services.mx]\ntype = "qmail-smtpd"\n'
+
+
+def load_error(text: str) -> InputError:
+    with pytest.raises(InputError) as info:
+        config.loads(text, "/etc/q.toml")
+    assert info.value.exit_code == 100
+    return info.value
+
+
+# --------------------------------------------------------------------------------------------
+# Defaults and profiles
+
+
+def test_defaults_of_an_empty_supervisor_table():
+    cfg = config.loads(MX, "/etc/q.toml")
+    assert cfg.path == "/etc/q.toml"
+    sup = cfg.supervisor
+    assert (sup.kind, sup.scan_dir, sup.service_root) == (
+        "daemontools", "/service", "/var/qmail/supervise")
+    assert (sup.log_user, sup.log_size, sup.log_count) == ("qmaill", 1048576, 1024)
+    assert cfg.system.qmail_home == "/var/qmail"
+    assert cfg.system.path == ("/var/qmail/bin", "/usr/local/bin", "/usr/bin", "/bin")
+    mx = cfg.services["mx"]
+    assert (mx.name, mx.type, mx.profile, mx.dir) == (
+        "mx", "qmail-smtpd", "mx", "/var/qmail/supervise/mx")
+    assert (mx.log_user, mx.log_size, mx.log_count) == ("qmaill", 1048576, 1024)
+
+
+def test_scan_dir_default_follows_the_kind():
+    for kind, scan in (("runit", "/etc/service"), ("s6", "/run/service")):
+        cfg = config.loads(f'[supervisor]\nkind = "{kind}"\n' + MX)
+        assert cfg.supervisor.scan_dir == scan
+
+
+def test_original_defaults_of_qmail_smtpd():
+    o = config.loads(MX).services["mx"].options
+    assert o["ip"] == "" and o["port"] == 25 and o["user"] == "qmaild" and o["maxconn"] == 50
+    assert o["rules"] == "/etc/tcp/smtp.cdb" and o["rules_source"] == "/etc/tcp/smtp"
+    assert o["rbl_block"] == ["sbl.spamhaus.org", "xbl.spamhaus.org"] and o["rbl_allow"] == []
+    assert o["greeting"] == "Mail server ready"
+    assert (o["greet_delay"], o["drop_pre_greet"], o["mfcheck"], o["spf"]) == (5, True, 3, 3)
+    assert o["tls_cert"] == "/var/qmail/control/servercert.pem"
+    assert o["validrcptto_cdb"] == "/var/qmail/control/validrcptto.cdb"
+    assert (o["validrcptto_limit"], o["validrcptto_log"]) == (10, 2)
+    assert o["checkpassword"] == "/home/vpopmail/bin/vchkpw"
+    assert o["auth"] is True and o["require_auth"] is False and o["maxrcpt"] is None
+
+
+def test_system_homes_move_the_defaults():
+    cfg = config.loads('[system]\nqmail_home = "/opt/qmail"\nvpopmail_home = "/opt/vpop"\n' + MX)
+    o = cfg.services["mx"].options
+    assert o["tls_cert"] == "/opt/qmail/control/servercert.pem"
+    assert o["checkpassword"] == "/opt/vpop/bin/vchkpw"
+    assert o["path"] == ["/opt/qmail/bin", "/usr/local/bin", "/usr/bin", "/bin"]
+
+
+@pytest.mark.parametrize("profile, expect", [
+    ("submission", {"port": 587, "force_tls": True, "require_auth": True, "rblsmtpd": "",
+                    "greylist": "", "greet_delay": 0, "drop_pre_greet": False, "spf": 0,
+                    "fixcrio": "", "mfcheck": 0, "ssl": False}),
+    ("smtps", {"port": 465, "ssl": True, "require_auth": True, "rblsmtpd": "", "spf": 0,
+               "force_tls": False, "greet_delay": 0}),
+    ("local", {"ip": "127.0.0.1", "port": 25, "relay_client": True, "rblsmtpd": "",
+               "rules": "", "rules_source": "", "auth": False}),
+    ("mx", {"port": 25, "force_tls": False, "require_auth": False, "rblsmtpd": "rblsmtpd",
+            "relay_client": False}),
+])
+def test_smtpd_profiles(profile, expect):
+    o = config.loads(MX + f'profile = "{profile}"\n').services["mx"].options
+    assert {k: o[k] for k in expect} == expect
+
+
+def test_explicit_options_beat_the_profile():
+    svc = config.loads(MX + 'profile = "submission"\nport = 2525\nspf = 2\n').services["mx"]
+    assert svc.options["port"] == 2525 and svc.options["spf"] == 2
+    assert svc.explicit == {"port", "spf"}
+
+
+def test_per_service_log_settings_override_the_supervisor():
+    svc = config.loads(MX + 'log_user = "nobody"\nlog_count = 10\n').services["mx"]
+    assert (svc.log_user, svc.log_size, svc.log_count) == ("nobody", 1048576, 10)
+
+
+def test_courier_dirs_follow_the_prefix():
+    cfg = config.loads('[services.imap]\ntype = "courier-imap"\nprofile = "imapssl"\n'
+                       'prefix = "/opt/courier"\nsysconfdir = "/etc/courier"\n')
+    o = cfg.services["imap"].options
+    assert (o["bindir"], o["sbindir"], o["libexecdir"], o["sysconfdir"], o["port"]) == (
+        "/opt/courier/bin", "/opt/courier/sbin", "/opt/courier/libexec", "/etc/courier", 993)
+
+
+def test_other_types_defaults():
+    cfg = config.loads(
+        '[services.p]\ntype = "courierpassd"\n[services.v]\ntype = "vpopmaild"\n'
+        '[services.a]\ntype = "courierauthd"\n[services.pop]\ntype = "qmail-pop3d"\n'
+        'profile = "pop3s"\n[services.send]\ntype = "qmail-send"\n')
+    s = cfg.services
+    assert (s["p"].options["ip"], s["p"].options["port"], s["p"].options["user"]) == (
+        "127.0.0.1", 106, "")
+    assert (s["v"].options["ip"], s["v"].options["port"], s["v"].options["user"]) == (
+        "127.0.0.1", 8900, "vpopmail")
+    assert s["v"].options["program"] == "/home/vpopmail/bin/vpopmaild"
+    assert s["a"].options["ip"] == "127.0.0.1"
+    assert (s["pop"].options["port"], s["pop"].options["ssl"]) == (995, True)
+    assert s["send"].options["default_delivery"] is None
+    assert list(s) == ["p", "v", "a", "pop", "send"]  # file order kept
+
+
+def test_env_values_numbers_and_booleans_become_strings():
+    svc = config.loads(MX + 'env = { DATABYTES = 20000000, NOBADHELO = true, X = "" }\n')
+    assert svc.services["mx"].options["env"] == {"DATABYTES": "20000000", "NOBADHELO": "1",
+                                                 "X": ""}
+
+
+def test_every_type_is_registered_with_options_and_build():
+    for name, mod in TYPES.items():
+        assert callable(mod.build), name
+        for oname, opt in mod.OPTIONS.items():
+            assert opt.doc, (name, oname)
+            assert opt.kind in ("str", "int", "bool", "list", "env"), (name, oname)
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: every one names the file, the line, the key and says what to do
+
+
+ERRORS = [
+    # (config text, line, message, hint fragment)
+    ('[services.mx]\ntype = "qmail-smtpd"\nport = \n', 3,
+     "TOML syntax error: Invalid value", "toml.io"),
+    ('[services.mx\ntype = "qmail-smtpd"\n', 1, "TOML syntax error", "toml.io"),
+    ('foo = 1\n' + MX, 1, "foo: unknown key", "services, supervisor, system"),
+    (MX + 'prot = 25\n', 3, "services.mx.prot: unknown key", "did you mean port?"),
+    (MX + 'port = "25x"\n', 3, "services.mx.port: expected an integer, got a string",
+     "without quotes"),
+    (MX + 'port = 25.0\n', 3, "services.mx.port: expected an integer, got a number with a "
+     "fraction", "without quotes"),
+    (MX + 'port = 70000\n', 3, "services.mx.port: 70000 is too large", "maximum is 65535"),
+    (MX + 'port = 0\n', 3, "services.mx.port: 0 is too small", "minimum is 1"),
+    (MX + 'maxconn = true\n', 3, "services.mx.maxconn: expected an integer, got a boolean",
+     None),
+    (MX + 'auth = "yes"\n', 3, "services.mx.auth: expected true or false, got a string",
+     "true or false"),
+    (MX + 'greeting = 5\n', 3, "services.mx.greeting: expected a string, got an integer",
+     "double quotes"),
+    (MX + 'greeting = "a\\u0000b"\n', 3, "services.mx.greeting: contains a NUL character",
+     None),
+    (MX + 'rbl_block = "zen.spamhaus.org"\n', 3,
+     "services.mx.rbl_block: expected a list of strings, got a string",
+     '["zen.spamhaus.org"]'),
+    (MX + 'rbl_block = ["zen", 3]\n', 3,
+     "services.mx.rbl_block: expected a list of strings, got a list", None),
+    (MX + 'rbl_block = ["bad zone"]\n', 3, "services.mx.rbl_block: not a DNS zone", None),
+    (MX + 'rbl_allow = [""]\n', 3, "services.mx.rbl_allow: empty string in the list", None),
+    (MX + 'ip = "1.2.3.4 5"\n', 3, "services.mx.ip: not an IP address", '"0" for all'),
+    (MX + 'user = "qmail d"\n', 3, "services.mx.user: not a user name", None),
+    (MX + 'user = ""\n', 3, "services.mx.user: must not be empty", None),
+    (MX + 'rules = "etc/tcp.cdb"\n', 3, "services.mx.rules: not an absolute path",
+     "start the path with /"),
+    (MX + 'smtpd = "bin/qmail-smtpd"\n', 3,
+     "services.mx.smtpd: a program must be a bare name or an absolute path", None),
+    (MX + 'spf = 7\n', 3, "services.mx.spf: 7 is too large", "maximum is 6"),
+    (MX + 'validrcptto_log = -1\n', 3, "services.mx.validrcptto_log: -1 is too small", None),
+    (MX + 'env = { "1X" = "a" }\n', 3, "services.mx.env.1X: not a valid environment variable "
+     "name", None),
+    (MX + 'env = { IP = "a" }\n', 3, "services.mx.env.IP: reserved", "own option"),
+    (MX + 'env = { PATH = "/bin" }\n', 3, "services.mx.env.PATH: reserved", None),
+    (MX + 'env = { IFS = "x" }\n', 3, "services.mx.env.IFS: reserved", None),
+    (MX + 'env = "A=b"\n', 3, "services.mx.env: expected a table of variables, got a string",
+     None),
+    (MX + '[services.mx.env]\nA = "a"\nB = [1]\n', 5,
+     "services.mx.env.B: expected a string or number, got a list", None),
+    (MX + 'auth_set = { "bad-name" = "1" }\n', 3,
+     "services.mx.auth_set.bad-name: not a valid environment variable name", None),
+    (MX + 'auth_unset = ["A B"]\n', 3, "services.mx.auth_unset: not a variable name", None),
+    ('[services.mx]\nport = 25\n', 1, "services.mx: missing type", '"qmail-smtpd"'),
+    ('[services.mx]\ntype = "smtpd"\n', 2, "services.mx.type: unknown service type 'smtpd'",
+     "qmail-smtpd"),
+    ('[services.mx]\ntype = 1\n', 2, "services.mx.type: unknown service type 1", None),
+    (MX + 'profile = "sub"\n', 3, "services.mx.profile: unknown profile 'sub'", "submission"),
+    ('[services.s]\ntype = "qmail-send"\nprofile = "mx"\n', 3,
+     "services.s.profile: type qmail-send has no profiles", "remove"),
+    ('[services.imap]\ntype = "courier-imap"\n', 1, "services.imap: missing profile",
+     '"imapssl"'),
+    ('[services."a b"]\ntype = "qmail-smtpd"\n', 1,
+     "services.a b: not a usable service directory name", None),
+    ('[services]\nmx = 3\n', 2, "services.mx: expected a table, got an integer", None),
+    ('services = 3\n', 1, "services: expected a table, got an integer", None),
+    ('[supervisor]\nkind = "systemd"\n' + MX, 2, "supervisor.kind: unknown value 'systemd'",
+     "daemontools, runit, s6"),
+    ('[supervisor]\nlog_size = 10\n' + MX, 2, "supervisor.log_size: 10 is too small",
+     "4096"),
+    ('[supervisor]\nlog_size = 16777216\n' + MX, 2, "supervisor.log_size: 16777216 is too large",
+     None),
+    ('[supervisor]\nlog_count = 1\n' + MX, 2, "supervisor.log_count: 1 is too small", None),
+    ('[supervisor]\nscan_dir = "service"\n' + MX, 2, "supervisor.scan_dir: not an absolute "
+     "path", None),
+    ('[supervisor]\nlogsize = 1\n' + MX, 2, "supervisor.logsize: unknown key",
+     "did you mean log_size?"),
+    ('[system]\npath = ["bin"]\n' + MX, 2, "system.path: not an absolute path", None),
+    ('[system]\nqmail_home = ""\n' + MX, 2, "system.qmail_home: must not be empty", None),
+    ('[supervisor]\n', None, "no services configured", "[services.mx]"),
+    (MX + 'force_tls = true\ndeny_tls = true\n', 3,
+     "services.mx.force_tls: force_tls and deny_tls together refuse every client", None),
+    (MX + 'force_tls = true\ntls_cert = ""\n', 3,
+     "services.mx.force_tls: force_tls needs a certificate", None),
+    (MX + 'profile = "smtps"\ntls_cert = ""\n', 4,
+     "services.mx.tls_cert: ssl = true needs a certificate", None),
+    (MX + 'require_auth = true\nauth = false\n', 3,
+     "services.mx.require_auth: require_auth without auth refuses every client", None),
+    (MX + 'checkpassword = ""\n', 1,
+     "services.mx.auth: auth needs auth_cdb or a checkpassword program", None),
+    (MX + 'rules = ""\nrules_source = "/etc/tcp/smtp"\n', 4,
+     "services.mx.rules_source: rules_source is set but rules (the cdb) is empty", None),
+    (MX + 'log_count = 1\n', 3, "services.mx.log_count: 1 is too small", None),
+    ('[services.p]\ntype = "qmail-pop3d"\nprofile = "pop3s"\ntls_cert = ""\n', 4,
+     "services.p.tls_cert: ssl = true needs a certificate", None),
+    ('[services.i]\ntype = "courier-imap"\nprofile = "imap"\nmaxprocs = 0\n', 4,
+     "services.i.maxprocs: 0 is too small", None),
+    ('[services.v]\ntype = "vpopmaild"\nuser = "a:b"\n', 3, "services.v.user: not a user name",
+     None),
+]
+
+
+@pytest.mark.parametrize("text, line, message, hint", ERRORS,
+                         ids=[e[2][:50] for e in ERRORS])
+def test_errors(text, line, message, hint):
+    err = load_error(text)
+    assert err.path == "/etc/q.toml"
+    assert err.line == line
+    assert err.message.startswith(message), err.message
+    if hint is not None:
+        assert err.hint and hint in err.hint, err.hint
+    assert str(err).startswith(f"/etc/q.toml:{line}: " if line else "/etc/q.toml: ")
+
+
+def test_error_line_found_under_a_dotted_header_and_inline_table():
+    text = '[supervisor]\nkind = "runit"\n\n[services.mx]\ntype = "qmail-smtpd"\n' \
+           'ip = "0"\n\n[services.mx.env]\nGOOD = "1"\n"2BAD" = "x"\n'
+    assert load_error(text).line == 10
+    text = MX + 'ip = "0"\nenv = { A = "1", IFS = "2" }\n'
+    assert load_error(text).line == 4
+
+
+def test_load_reads_a_file(tmp_path):
+    p = tmp_path / "q.toml"
+    p.write_text('[supervisor]\nkind = "s6"\n' + MX)
+    cfg = config.load(p)
+    assert cfg.path == str(p) and cfg.supervisor.kind == "s6"
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(InputError) as info:
+        config.load(tmp_path / "none.toml")
+    assert info.value.message == "config file not found"
+    assert info.value.path == str(tmp_path / "none.toml")
+    assert "--config" in info.value.hint
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_bad_utf8_names_the_line(tmp_path):
+    p = tmp_path / "q.toml"
+    p.write_bytes(MX.encode() + b'greeting = "\xff"\n')
+    with pytest.raises(InputError) as info:
+        config.load(p)
+    assert (info.value.message, info.value.line) == ("not valid UTF-8", 3)
