@@ -577,23 +577,30 @@ class _Builder:
                 continue  # its names are the alias entries below
             if name != name.lower() or not name:
                 continue  # qmail-getpw never delivers to a name with capitals
-            if shadow and assign_mod.lookup(shadow, name) is not None:
-                continue  # users/assign wins over the system account
+            # users/assign wins over the system account: for the name itself if
+            # any entry matches it, for its extensions if a wildcard covers "name-".
+            base_taken = bool(shadow) and assign_mod.lookup(shadow, name) is not None
+            ext_entry = assign_mod.lookup(shadow, name + self.delim) if shadow else None
+            ext_taken = ext_entry is not None and ext_entry.wildcard
+            if base_taken and ext_taken:
+                continue
             src = f"{self.o.passwd}:{acct.line}"
             try:
                 files = self.home(acct.home, "-")
             except QmailkitError as err:
                 self.warnings.append(f"{src}: user {name} skipped: {err}")
                 continue
-            if files.base is not None:
-                value = self._value(files.path(files.base))
-            else:
-                if default_delivery is None:
-                    default_delivery = self._default_delivery()
-                value = REJECT if default_delivery.kind is Kind.BOUNCE else ACCEPT
-            out.append((name, value, src))
-            out.extend(self.target_entries(acct.home, "-", "", name + self.delim, "",
-                                           f"user {name}"))
+            if not base_taken:
+                if files.base is not None:
+                    value = self._value(files.path(files.base))
+                else:
+                    if default_delivery is None:
+                        default_delivery = self._default_delivery()
+                    value = REJECT if default_delivery.kind is Kind.BOUNCE else ACCEPT
+                out.append((name, value, src))
+            if not ext_taken:
+                out.extend(self.target_entries(acct.home, "-", "", name + self.delim, "",
+                                               f"user {name}"))
         return out
 
     def _default_delivery(self) -> Delivery:
