@@ -6,10 +6,13 @@ import pytest
 
 from qmailkit import cdb
 from qmailkit.errors import InputError
-from qmailkit.qmail.control import locals_file, read_control, read_control_line, \
-    read_control_numbered
-from qmailkit.qmail.vpopmail import VpasswdEntry, read_domain_users, read_vpasswd, \
-    read_vpasswd_cdb
+from qmailkit.qmail.control import (
+    locals_file,
+    read_control,
+    read_control_line,
+    read_control_numbered,
+)
+from qmailkit.qmail.vpopmail import VpasswdEntry, read_domain_users, read_vpasswd, read_vpasswd_cdb
 
 
 def test_control_strips_trailing_blanks_comments_and_empty_lines(tmp_path):
