@@ -197,8 +197,9 @@ class Stats(NamedTuple):
     min_key: int
     max_key: int
     slots: int
-    # probes[n] = records found after n+1 probes (last entry: that many or more)
-    probes: tuple[int, ...]
+    # distances[d] = records stored d slots after their hash's home slot
+    # (d = 0..9; the last entry counts all of 10 and more, like cdb -s's ">9")
+    distances: tuple[int, ...]
 
 
 def stats(path: str | os.PathLike[str]) -> Stats:
@@ -218,7 +219,7 @@ def stats(path: str | os.PathLike[str]) -> Stats:
             if key not in seen:
                 seen.add(key)
                 unique += 1
-        probes = [0] * 10
+        distances = [0] * 11
         mm = reader._mm
         for tpos, nslots in reader._tables:
             for slot in range(nslots):
@@ -227,7 +228,7 @@ def stats(path: str | os.PathLike[str]) -> Stats:
                     continue
                 home = (h >> 8) % nslots
                 distance = (slot - home) % nslots
-                probes[min(distance, 9)] += 1
+                distances[min(distance, 10)] += 1
         return Stats(
             records,
             unique,
@@ -237,5 +238,5 @@ def stats(path: str | os.PathLike[str]) -> Stats:
             kmin,
             kmax,
             sum(n for _, n in reader._tables),
-            tuple(probes),
+            tuple(distances),
         )

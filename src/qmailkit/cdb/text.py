@@ -1,0 +1,276 @@
+"""cdb's text formats: cdbmake input (``+KLEN,DLEN:KEY->DATA`` lines, a blank
+line at the end), cdbmake-12 style ``KEY VALUE`` lines, and dumps.
+
+Parsers stream: they read the input in chunks and yield ``(keys, values)``
+batches, so memory stays bounded however large the input.  A chunk is first
+parsed in bulk (split, then checked exactly); any chunk the bulk path cannot
+prove right is parsed record by record, which also finds the line of an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from qmailkit.errors import QmailkitError
+
+CHUNK = 1 << 20
+# The error exit of cdbmake for malformed input is 111, and qmailkit keeps it.
+MALFORMED_EXIT = 111
+
+_HEAD = re.compile(rb"\+(\d+),(\d+)")
+_ARROW = b"\x01"  # stands in for "->" while splitting; inputs holding it take the slow path
+_DELIMS_ONLY = bytes(b for b in range(256) if b not in b":\n\x01")
+_TO_ARROW = bytes.maketrans(b":\n", _ARROW * 2)
+
+Batch = tuple[list[bytes], list[bytes]]
+
+
+def _bulk_records(region: bytes, heads_seen: dict[bytes, tuple[int, int]]) -> Batch | None:
+    """Parse ``region`` (whole one-line records) in bulk, or None if it cannot be proved exact.
+
+    The bulk path needs every record on one line with no ":" or "->" in keys or
+    data.  It checks that the delimiters come exactly as ``: -> \\n`` on every
+    line and that every ``+KLEN,DLEN`` matches the lengths found; then the
+    split is the parse.
+    """
+    if _ARROW in region:
+        return None
+    lines = region.count(b"\n")
+    marked = region.replace(b"->", _ARROW)
+    if marked.translate(None, _DELIMS_ONLY) != b":\x01\n" * lines:
+        return None
+    tokens = marked.translate(_TO_ARROW).split(_ARROW)
+    heads, keys, values = tokens[0:-1:3], tokens[1::3], tokens[2::3]
+    for head in set(heads).difference(heads_seen):
+        match = _HEAD.fullmatch(head)
+        if match is None:
+            return None
+        heads_seen[head] = (int(match[1]), int(match[2]))
+    lengths = list(map(heads_seen.__getitem__, heads))
+    if list(zip(map(len, keys), map(len, values), strict=True)) != lengths:
+        return None
+    return keys, values
+
+
+class _Input:
+    """A byte stream with look-ahead, counting lines as it is consumed."""
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.buf = b""
+        self.pos = 0
+        self.base = 0  # offset in the whole input of buf[0]
+        self.line = 1
+        self.eof = False
+
+    @property
+    def offset(self) -> int:
+        return self.base + self.pos
+
+    def fill(self) -> bool:
+        """Read another chunk; False at end of input."""
+        if self.eof:
+            return False
+        data = self.stream.read(CHUNK)
+        if not data:
+            self.eof = True
+            return False
+        self.buf = self.buf[self.pos :] + data
+        self.base += self.pos
+        self.pos = 0
+        return True
+
+    def take(self, count: int) -> bytes | None:
+        """The next ``count`` bytes, or None if the input ends first."""
+        while len(self.buf) - self.pos < count:
+            if not self.fill():
+                return None
+        data = self.buf[self.pos : self.pos + count]
+        self.pos += count
+        self.line += data.count(b"\n")
+        return data
+
+
+def _malformed(inp: _Input, line: int, record: int, what: str) -> QmailkitError:
+    return QmailkitError(
+        f"record {record}: {what}",
+        path=inp.name,
+        line=line,
+        hint="cdbmake input is +KLEN,DLEN:KEY->DATA lines ending with a blank line",
+        exit_code=MALFORMED_EXIT,
+    )
+
+
+def _exact_record(inp: _Input, record: int, max_size: int) -> tuple[bytes, bytes] | None:
+    """Parse one record exactly; None at the closing blank line."""
+    line = inp.line
+    first = inp.take(1)
+    if first is None:
+        raise _malformed(inp, line, record, "input ends without the closing blank line")
+    if first == b"\n":
+        return None
+    if first != b"+":
+        raise _malformed(inp, line, record, f"expected '+' or a blank line, found {first!r}")
+    lengths = []
+    for name, stop in (("key length", b","), ("data length", b":")):
+        digits = b""
+        while True:
+            ch = inp.take(1)
+            if ch is None:
+                raise _malformed(inp, line, record, f"input ends inside the {name}")
+            if ch == stop:
+                break
+            if not ch.isdigit() or len(digits) > 10:
+                raise _malformed(inp, line, record, f"bad {name} {digits + ch!r}")
+            digits += ch
+        if not digits:
+            raise _malformed(inp, line, record, f"missing {name}")
+        lengths.append(int(digits))
+    klen, dlen = lengths
+    if klen + dlen > max_size:
+        raise _malformed(inp, line, record, f"record of {klen + dlen} bytes is too large")
+    key = inp.take(klen)
+    if key is None:
+        raise _malformed(inp, line, record, f"input ends inside the {klen}-byte key")
+    arrow = inp.take(2)
+    if arrow is None:
+        raise _malformed(inp, line, record, "input ends after the key")
+    if arrow != b"->":
+        raise _malformed(inp, line, record, "expected '->' after the key (is KLEN right?)")
+    value = inp.take(dlen)
+    if value is None:
+        raise _malformed(inp, line, record, f"input ends inside the {dlen}-byte data")
+    end = inp.take(1)
+    if end is None:
+        raise _malformed(inp, line, record, "input ends right after the data")
+    if end != b"\n":
+        raise _malformed(inp, line, record, "expected a newline after the data (is DLEN right?)")
+    return key, value
+
+
+def parse_cdbmake(stream: BinaryIO, name: str, max_size: int = 0xFFFFFFFF) -> Iterator[Batch]:
+    """Records of cdbmake input, in batches; errors (exit 111) give record and line."""
+    inp = _Input(stream, name)
+    heads_seen: dict[bytes, tuple[int, int]] = {}
+    record = 1
+    slow_until = 0  # input offset: after the bulk path fails on a region, go exact past it
+    while True:
+        if inp.offset >= slow_until:
+            end = inp.buf.rfind(b"\n", inp.pos)
+            if end < 0 or end == inp.pos:
+                # no whole line buffered, or the blank line: read more or go exact
+                if end < 0 and inp.fill():
+                    continue
+            else:
+                blank = inp.buf.find(b"\n\n", inp.pos, end + 1)
+                stop = blank + 1 if blank >= 0 else end + 1
+                region = inp.buf[inp.pos : stop]
+                batch = _bulk_records(region, heads_seen)
+                if batch is not None:
+                    inp.pos = stop
+                    inp.line += len(batch[0])
+                    record += len(batch[0])
+                    yield batch
+                    continue
+                slow_until = inp.base + stop
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        done = False
+        while not done and (inp.offset < slow_until or not keys):
+            found = _exact_record(inp, record, max_size)
+            if found is None:
+                done = True
+                break
+            keys.append(found[0])
+            values.append(found[1])
+            record += 1
+        if keys:
+            yield keys, values
+        if done:
+            return
+
+
+def parse_lines(stream: BinaryIO, name: str) -> Iterator[Batch]:
+    """``KEY`` or ``KEY VALUE`` lines (cdbmake-12 style).
+
+    The key is the first whitespace-separated field, the value the rest of the
+    line after the whitespace that follows it (cdbmake-12 kept only the second
+    field).  Blank lines and lines starting with ``#`` are skipped.
+    """
+    rest = b""
+    while True:
+        data = stream.read(CHUNK)
+        chunk = rest + data
+        if data:
+            cut = chunk.rfind(b"\n") + 1
+            chunk, rest = chunk[:cut], chunk[cut:]
+        else:
+            rest = b""
+        if chunk:
+            yield _lines_batch(chunk)
+        if not data:
+            return
+
+
+def _lines_batch(chunk: bytes) -> Batch:
+    lines = chunk.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    # Bulk path: plain keys, one per line (a list of addresses).
+    if (
+        b" " not in chunk
+        and b"\t" not in chunk
+        and b"\r" not in chunk
+        and b"\v" not in chunk
+        and b"\f" not in chunk
+        and b"\n#" not in chunk
+        and b"\n\n" not in chunk
+        and not chunk.startswith((b"#", b"\n"))
+    ):
+        return lines, [b""] * len(lines)
+    keys, values = [], []
+    for line in lines:
+        fields = line.split(None, 1)
+        if not fields or fields[0].startswith(b"#"):
+            continue
+        keys.append(fields[0])
+        values.append(fields[1].rstrip() if len(fields) > 1 else b"")
+    return keys, values
+
+
+def dump(records: Iterable[tuple[bytes, bytes]], out: BinaryIO, batch: int = 4096) -> None:
+    """Write records in cdbmake format with the closing blank line (same bytes as cdbdump)."""
+    pending: list[bytes] = []
+    for key, value in records:
+        pending.append(b"+%d,%d:%s->%s\n" % (len(key), len(value), key, value))
+        if len(pending) >= batch:
+            out.write(b"".join(pending))
+            pending.clear()
+    pending.append(b"\n")
+    out.write(b"".join(pending))
+
+
+def build(
+    path: str,
+    stream: BinaryIO,
+    name: str = "standard input",
+    *,
+    lines: bool = False,
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+) -> int:
+    """Build the cdb ``path`` from cdbmake input (or ``KEY VALUE`` lines) on ``stream``.
+
+    ``path`` is replaced atomically, and only if the whole input is good.
+    Returns the number of records.
+    """
+    from qmailkit import cdb
+
+    with cdb.make(path, mode=mode, owner=owner) as writer:
+        batches = parse_lines(stream, name) if lines else parse_cdbmake(stream, name, cdb.MAX_SIZE)
+        for keys, values in batches:
+            writer.add_many(keys, values)
+    return writer.count

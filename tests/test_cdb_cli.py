@@ -1,0 +1,189 @@
+"""``qmailkit cdb make/dump/get/stats`` against tinycdb's ``cdb`` and freecdb's tools."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from cdb_helpers import cdbmake_input, freecdb_make, generated_records, tinycdb_make
+from conftest import need
+
+from qmailkit.cdb import text
+
+QMAILKIT = [sys.executable, "-m", "qmailkit"]
+
+
+def qk(*args, input: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*QMAILKIT, *map(str, args)], input=input, capture_output=True, check=False
+    )
+
+
+def dir_listing(path):
+    return sorted(os.listdir(path))
+
+
+@pytest.mark.parametrize("seed,count", [(21, 0), (22, 1), (23, 500), (24, 5000)])
+def test_make_is_byte_identical_and_tools_read_each_other(tmp_path, seed, count):
+    cdb_tool, cdbdump, cdbget = need("cdb", "cdbdump", "cdbget")
+    records = generated_records(seed, count)
+    source = cdbmake_input(records)
+    ours = tmp_path / "ours.cdb"
+    proc = qk("cdb", "make", ours, input=source)
+    assert proc.returncode == 0 and proc.stderr == b""
+    assert ours.read_bytes() == tinycdb_make(tmp_path / "tiny.cdb", records)
+    assert ours.read_bytes() == freecdb_make(tmp_path / "free.cdb", records)
+    # our dump of their file, their dumps of ours: all the very input we gave
+    assert qk("cdb", "dump", tmp_path / "free.cdb").stdout == source
+    assert subprocess.run([cdb_tool, "-d", ours], capture_output=True, check=False).stdout == source
+    with open(ours, "rb") as fh:
+        assert (
+            subprocess.run([cdbdump], stdin=fh, capture_output=True, check=False).stdout == source
+        )
+    # lookups: ours on their file, theirs on ours
+    for key in {k for k, _ in records[:40] if b"\0" not in k and k and not k.startswith(b"-")}:
+        first = next(v for k, v in records if k == key)
+        every = [v for k, v in records if k == key]
+        got = qk("cdb", "get", tmp_path / "tiny.cdb", os.fsdecode(key))
+        assert (got.returncode, got.stdout) == (0, first)
+        got = qk("cdb", "get", "--all", tmp_path / "tiny.cdb", os.fsdecode(key))
+        assert got.stdout == b"".join(v + b"\n" for v in every)
+        with open(ours, "rb") as fh:
+            theirs = subprocess.run([cdbget, key], stdin=fh, capture_output=True, check=False)
+        assert theirs.stdout == first
+        theirs = subprocess.run([cdb_tool, "-q", "--", ours, key], capture_output=True, check=False)
+        assert theirs.stdout == b"".join(every)
+
+
+def test_make_bulk_and_exact_paths_agree_on_awkward_input(tmp_path):
+    # Keys and data with ':', '->', newlines, '\x01' and long runs of plain records mixed.
+    records = [(b"user%d@example.com" % i, b"") for i in range(3000)]
+    records += [(b"a:b", b"c->d"), (b"x\ny", b"\n"), (b"\x01", b"\x01\x01"), (b"", b"")]
+    records += [(b"k%d" % i, b"v%d" % i) for i in range(3000)]
+    ours = tmp_path / "ours.cdb"
+    proc = qk("cdb", "make", ours, input=cdbmake_input(records) + b"ignored after the end")
+    assert proc.returncode == 0, proc.stderr
+    assert ours.read_bytes() == tinycdb_make(tmp_path / "tiny.cdb", records)
+
+
+def test_parser_with_tiny_chunks_matches(monkeypatch):
+    # Chunk edges fall inside records, numbers and the closing blank line.
+    records = generated_records(31, 300) + [(b"plain%d" % i, b"") for i in range(300)]
+    source = cdbmake_input(records)
+    for chunk in (1, 3, 64, 1000):
+        monkeypatch.setattr(text, "CHUNK", chunk)
+        got = [
+            r
+            for keys, values in text.parse_cdbmake(io.BytesIO(source), "x")
+            for r in zip(keys, values, strict=True)
+        ]
+        assert got == records
+
+
+MALFORMED = [
+    (b"+1,1:a->b\n", 2, 2, "input ends without the closing blank line"),
+    (b"", 1, 1, "input ends without the closing blank line"),
+    (b"+1,1:a->b\n+x,1:a->b\n\n", 2, 2, "bad key length b'x'"),
+    (b"+1,1:a->b\n-1,1:a->b\n\n", 2, 2, "expected '+' or a blank line, found b'-'"),
+    (b"+3,1:a->b\n\n", 1, 1, "expected '->' after the key (is KLEN right?)"),
+    (b"+1,3:a->b\n", 1, 1, "input ends inside the 3-byte data"),
+    (b"+1,3:a->b\n\n", 1, 1, "input ends right after the data"),
+    (b"+1,3:a", 1, 1, "input ends after the key"),
+    (b"+1,0:a->b\n\n", 1, 1, "expected a newline after the data (is DLEN right?)"),
+    (b"+,1:->b\n\n", 1, 1, "missing key length"),
+    (b"+1,1:a->\n+1,1:b->c\n\n", 1, 1, "expected a newline after the data"),
+    (b"+2,2:a\n->b\n\n+1", 4, 2, "input ends inside the key length"),
+    (b"+1,1a->b\n\n", 1, 1, "bad data length b'1a'"),
+]
+
+
+@pytest.mark.parametrize("source,line,record,what", MALFORMED)
+def test_malformed_input_exit_111_names_line_and_leaves_file(tmp_path, source, line, record, what):
+    (cdb_tool,) = need("cdb")
+    target = tmp_path / "db.cdb"
+    target.write_bytes(b"old contents")
+    proc = qk("cdb", "make", target, input=source)
+    assert proc.returncode == 111
+    message = proc.stderr.decode()
+    assert message.startswith(
+        f"qmailkit cdb: fatal: standard input:{line}: record {record}: {what}"
+    ), message
+    assert target.read_bytes() == b"old contents"
+    assert dir_listing(tmp_path) == ["db.cdb"]
+    # tinycdb agrees that it is malformed (cdbmake takes a missing length as 0)
+    real = subprocess.run(
+        [cdb_tool, "-c", tmp_path / "c.cdb"], input=source, capture_output=True, check=False
+    )
+    assert real.returncode != 0
+
+
+def test_make_lines(tmp_path):
+    source = (
+        b"# valid recipients\n"
+        b"alice@example.com\n"
+        b"\n"
+        b"bob@example.com  some value\twith tabs  \n"
+        b"   carol@example.com 1\n"
+        b"dave@example.com"  # no final newline
+    )
+    ours = tmp_path / "ours.cdb"
+    assert qk("cdb", "make", "--lines", ours, input=source).returncode == 0
+    expected = [
+        (b"alice@example.com", b""),
+        (b"bob@example.com", b"some value\twith tabs"),
+        (b"carol@example.com", b"1"),
+        (b"dave@example.com", b""),
+    ]
+    assert ours.read_bytes() == tinycdb_make(tmp_path / "tiny.cdb", expected)
+
+
+def test_make_lines_bulk(tmp_path):
+    keys = [b"user%d@example%d.org" % (i, i % 7) for i in range(20000)]
+    ours = tmp_path / "ours.cdb"
+    assert qk("cdb", "make", "--lines", ours, input=b"\n".join(keys) + b"\n").returncode == 0
+    assert ours.read_bytes() == tinycdb_make(tmp_path / "tiny.cdb", [(k, b"") for k in keys])
+
+
+def test_make_mode(tmp_path):
+    ours = tmp_path / "ours.cdb"
+    assert qk("cdb", "make", "--mode", "600", ours, input=b"\n").returncode == 0
+    assert ours.stat().st_mode & 0o777 == 0o600
+
+
+def test_get_absent_key_exits_100_silently(tmp_path):
+    path = tmp_path / "db.cdb"
+    qk("cdb", "make", path, input=b"+1,1:a->b\n\n")
+    proc = qk("cdb", "get", path, "nope")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (100, b"", b"")
+
+
+def test_dump_and_get_of_a_broken_file(tmp_path):
+    path = tmp_path / "broken.cdb"
+    path.write_bytes(b"\0" * 100)
+    for args in (("dump", path), ("get", path, "a"), ("stats", path)):
+        proc = qk("cdb", *args)
+        assert proc.returncode == 100
+        assert proc.stderr.decode().startswith(f"qmailkit cdb: fatal: {path}: not a valid cdb")
+    proc = qk("cdb", "dump", tmp_path / "missing.cdb")
+    assert proc.returncode == 111 and b"missing.cdb" in proc.stderr
+
+
+def test_stats_agree_with_tinycdb(tmp_path):
+    (cdb_tool,) = need("cdb")
+    path = tmp_path / "db.cdb"
+    records = generated_records(41, 4000)
+    tinycdb_make(path, records)
+    theirs = subprocess.run(
+        [cdb_tool, "-s", path], capture_output=True, text=True, check=False
+    ).stdout
+    ours = qk("cdb", "stats", path).stdout.decode()
+    assert f"records:      {len(records)}\n" in ours
+    assert re.search(r"number of records: (\d+)", theirs)[1] == str(len(records))
+    their_distances = re.findall(r"^ (d\d|>9):\s+(\d+)", theirs, re.MULTILINE)
+    assert their_distances and len(their_distances) == 11
+    expected = " ".join(f"{name}:{count}" for name, count in their_distances)
+    assert f"distances:    {expected}\n" in ours
