@@ -141,7 +141,7 @@ def records(server: Server, prog: str) -> list[dict]:
 def check_mx(server: Server, sup) -> None:
     """A client session on mx, the stand-in's argv/env, and the logged command line."""
     greeting, bye = connect_when_up(server.mx_port)
-    assert greeting == b"220 mx.example.org ESMTP standin qmail-smtpd\r\n"
+    assert greeting == b"220 Mail server ready ESMTP standin\r\n"
     assert bye == b"221 mx.example.org\r\n"
     rec = wait_for(lambda: records(server, "qmail-smtpd"), 10, what="qmail-smtpd record")[-1]
     env = rec["env"]
@@ -197,7 +197,7 @@ def test_smtp_services_under_real_supervisor(pubdir, scan, kind):
 
     # local profile: RELAYCLIENT for everyone on the loopback, no rules, no RBL, no AUTH
     greeting, bye = connect_when_up(server.local_port)
-    assert (greeting, bye) == (b"220 localhost ESMTP standin qmail-smtpd\r\n",
+    assert (greeting, bye) == (b"220 Mail server ready ESMTP standin\r\n",
                                b"221 localhost\r\n")
     rec = [r for r in records(server, "qmail-smtpd")
            if r["env"].get("TCPLOCALPORT") == str(server.local_port)][-1]
@@ -237,7 +237,7 @@ def test_apply_again_and_restart_only_what_changed(pubdir, scan):
     tree.remember()
     for name in ("send", "local", "mx/log"):
         assert sup.status(server.dir(name)).pid == pids[name], name
-    connect_when_up(server.mx_port)
+    assert connect_when_up(server.mx_port)[0] == b"220 Welcome ESMTP standin\r\n"
     rec = records(server, "qmail-smtpd")[-1]
     assert rec["env"]["SMTPGREETING"] == "Welcome"
 

@@ -92,10 +92,12 @@ def _dialogue(greeting: str, quit_words: tuple[str, ...], bye: str, other: str) 
 
 
 def smtpd(prog: str) -> None:
+    # like jms1's qmail-smtpd: SMTPGREETING replaces control/smtpgreeting
     host = os.environ.get("TCPLOCALHOST") or "standin"
+    greeting = os.environ.get("SMTPGREETING") or host
     print(f"standin {prog}: pid {os.getpid()} from {os.environ.get('TCPREMOTEIP', '?')}",
           file=sys.stderr, flush=True)
-    _dialogue(f"220 {host} ESMTP standin {prog}\r\n", ("QUIT",), f"221 {host}\r\n",
+    _dialogue(f"220 {greeting} ESMTP standin\r\n", ("QUIT",), f"221 {host}\r\n",
               "250 ok\r\n")
 
 

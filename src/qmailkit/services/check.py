@@ -175,42 +175,68 @@ def _loopback(ip: str) -> bool:
         return False
 
 
-def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding]) -> None:
-    """The security mistakes the original scripts warned about, for qmail-smtpd services."""
+def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding]) -> set[str]:
+    """The dangerous mistakes, as errors, for qmail-smtpd services; returns the keys covered."""
+    covered: set[str] = set()
+
+    def error(name: str, key: str, message: str, hint: str) -> None:
+        out.append(Finding("error", name, message, hint, key))
+        covered.add(key)
+
     for name, svc in config.services.items():
         if svc.type != "qmail-smtpd" or name not in rendered:
             continue
         o = svc.options
         key = f"services.{name}"
-        listen = rendered[name].listen
-        ip, port = listen if listen else (str(o.get("ip", "")), int(o.get("port") or 0))
-        relay = "RELAYCLIENT" in o.get("env", {}) or bool(o.get("relayclient"))
-        rules = o.get("rules") or o.get("tcp_rules")
-        if relay and ip and not _loopback(ip) and not rules:
-            out.append(Finding(
-                "error", name,
-                f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
-                "set it only for your own networks in the tcp rules "
-                '(e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on 127.0.0.1', key))
-        tls = bool(o.get("ssl")) or bool(o.get("tls_cert")) and not o.get("deny_tls")
-        if o.get("auth") and o.get("allow_insecure_auth"):
-            out.append(Finding(
-                "warning", name, "AUTH is offered on connections without TLS: passwords "
-                "cross the network in clear text",
-                "remove allow_insecure_auth (clients must STARTTLS first)",
-                f"{key}.allow_insecure_auth"))
-        elif o.get("auth") and not tls:
-            out.append(Finding(
-                "warning", name, "AUTH is configured but TLS is not: qmail-smtpd will not offer "
-                "AUTH on a clear-text connection", "set tls_cert, or ssl = true",
-                f"{key}.auth"))
+        ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
+        if ip and not _loopback(ip):
+            if o.get("relay_client"):
+                error(name, f"{key}.relay_client",
+                      f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
+                      "set relay_client = false and allow relaying per network in the tcp "
+                      'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on 127.0.0.1')
+            if "RELAYCLIENT" in o.get("env", {}):
+                error(name, f"{key}.env.RELAYCLIENT",
+                      f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
+                      "remove it from env and set RELAYCLIENT per network in the tcp rules")
+            for line in _relay_for_all(o):
+                error(name, f"{key}.rules_source",
+                      f"open relay: {line[0]}:{line[1]}: this rule gives RELAYCLIENT to every "
+                      f"client on {ip}:{port}",
+                      'allow relaying only for your networks, e.g. 192.0.2.:allow,RELAYCLIENT=""')
         if port == 25 and not _loopback(ip or "0"):
             for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
                 if o.get(opt):
-                    out.append(Finding(
-                        "error", name,
-                        f"{what} on a port-25 MX: other mail servers cannot deliver to you",
-                        "use it on submission (587) or smtps (465) only", f"{key}.{opt}"))
+                    error(name, f"{key}.{opt}",
+                          f"{what} on a port-25 MX: other mail servers cannot deliver to you",
+                          f"set {opt} = false here; use a submission (587) or smtps (465) "
+                          "service for your users")
+    return covered
+
+
+def _relay_for_all(o: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(rules file, line) of catch-all rules that set RELAYCLIENT."""
+    rules = o.get("rules") or ""
+    source = o.get("rules_source")
+    if source is None and rules.endswith(".cdb"):
+        source = rules[:-4]
+    if not rules or not source or not os.path.exists(source):
+        return []
+    try:
+        from qmailkit import tcprules
+
+        parsed = tcprules.parse(Path(source).read_text("utf-8", "replace"), source)
+    except Exception:  # noqa: BLE001 - a broken rules file is reported by apply
+        return []
+    found = []
+    for rule in parsed:
+        address = getattr(rule, "address", getattr(rule, "key", None))
+        env = getattr(rule, "env", None) or getattr(rule, "variables", None) or {}
+        action = getattr(rule, "action", "allow")
+        if address in ("", b"") and action != "deny" and (
+                "RELAYCLIENT" in env or b"RELAYCLIENT" in env):
+            found.append((source, getattr(rule, "line", 0)))
+    return found
 
 
 def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Finding]:
@@ -223,5 +249,6 @@ def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Findin
     for name, r in rendered.items():
         _system_findings(name, r, out)
     _port_findings(rendered, out)
-    _policy_findings(config, rendered, out)
-    return out
+    covered = _policy_findings(config, rendered, out)
+    # render's own warnings about the same keys are reported above, as errors
+    return [f for f in out if not (f.level == "warning" and f.key in covered)]

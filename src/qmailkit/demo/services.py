@@ -1,0 +1,345 @@
+"""Demo part "services": a whole mail server from one config file.
+
+Renders send, mx, submission, smtps, imap, imapssl, pop3ssl and vpopmaild into
+the sandbox, checks and applies them and, when daemontools is installed, runs
+the stack under svscan with stand-in mail programs (qmailkit.demo.standins):
+``services status``, an SMTP greeting, the log, a one-option change that
+restarts only that service.  Everything started is stopped by PID before the
+part ends.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from qmailkit.demo import standins
+
+SERVICES = ("send", "mx", "submission", "smtps", "imap", "imapssl", "pop3ssl", "vpopmaild")
+
+COURIER_CONF = {
+    "imapd": 'MAXDAEMONS=40\nMAXPERIP=4\nMAILDIRPATH=Maildir\nTCPDOPTS="-nodnslookup '
+             '-noidentlookup"\nIMAPDSTARTTLS=YES\n',
+    "imapd-ssl": "TLS_CERTFILE={cert}\n",
+    "pop3d": 'MAXDAEMONS=40\nMAXPERIP=4\nMAILDIRPATH=Maildir\nTCPDOPTS="-nodnslookup '
+             '-noidentlookup"\nPOP3DSTARTTLS=YES\n',
+    "pop3d-ssl": "TLS_CERTFILE={cert}\n",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sample_config(base: Path, ports: dict[str, int], user: str) -> str:
+    """The demo's qmailkit.toml: every path inside ``base``, every port on 127.0.0.1."""
+    q = base / "qmail"
+    return f"""# qmailkit demo: a whole mail server (stand-in programs, loopback ports)
+[supervisor]
+kind = "daemontools"
+scan_dir = "{base}/service"
+service_root = "{base}/supervise"
+log_user = "{user}"
+log_size = 65536
+log_count = 5
+
+[system]
+qmail_home = "{q}"
+vpopmail_home = "{base}/vpopmail"
+courier_prefix = "{base}/courier"
+path = ["{base}/bin", "/usr/local/bin", "/usr/bin", "/bin"]
+
+[services.send]
+type = "qmail-send"
+
+[services.mx]
+type = "qmail-smtpd"
+profile = "mx"
+ip = "127.0.0.1"
+port = {ports["mx"]}
+user = "{user}"
+rules = "{base}/tcp/smtp.cdb"
+greet_delay = 0
+rbl_block = ["zen.spamhaus.org"]
+
+[services.submission]
+type = "qmail-smtpd"
+profile = "submission"
+ip = "127.0.0.1"
+port = {ports["submission"]}
+user = "{user}"
+rules = ""
+auth_cdb = "{q}/control/auth.cdb"
+
+[services.smtps]
+type = "qmail-smtpd"
+profile = "smtps"
+ip = "127.0.0.1"
+port = {ports["smtps"]}
+user = "{user}"
+rules = ""
+auth_cdb = "{q}/control/auth.cdb"
+
+[services.imap]
+type = "courier-imap"
+profile = "imap"
+ip = "127.0.0.1"
+port = {ports["imap"]}
+
+[services.imapssl]
+type = "courier-imap"
+profile = "imapssl"
+ip = "127.0.0.1"
+port = {ports["imapssl"]}
+
+[services.pop3ssl]
+type = "courier-imap"
+profile = "pop3ssl"
+ip = "127.0.0.1"
+port = {ports["pop3ssl"]}
+
+[services.vpopmaild]
+type = "vpopmaild"
+port = {ports["vpopmaild"]}
+user = "{user}"
+"""
+
+
+def build_sandbox(base: Path) -> dict[str, int]:
+    """Stand-ins, qmail control files, Courier config, rules; returns the ports chosen."""
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o755)
+    records = base / "records"
+    standins.install(base / "bin", records)
+    courier = base / "courier"
+    standins.install(courier / "bin", records, ("imapd", "pop3d", "couriertls"))
+    standins.install(courier / "sbin", records, ("imaplogin", "pop3login"))
+    standins.install(courier / "libexec", records, ("couriertcpd",))
+    standins.install(base / "vpopmail" / "bin", records, ("vpopmaild", "vchkpw"))
+    control = base / "qmail" / "control"
+    control.mkdir(parents=True, exist_ok=True)
+    cert = control / "servercert.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n(demo)\n-----END CERTIFICATE-----\n")
+    os.chmod(cert, 0o640)
+    if os.geteuid() == 0:
+        os.chown(cert, 0, _nobody()[1])
+    (control / "me").write_text("mail.example.org\n")
+    (control / "rcpthosts").write_text("example.org\n")
+    (control / "defaultdelivery").write_text("./Maildir/\n")
+    for name in ("auth.cdb", "validrcptto.cdb"):  # built by mkauth/mkvalidrcptto really
+        (control / name).write_bytes(_empty_cdb())
+        os.chmod(control / name, 0o640)
+        if os.geteuid() == 0:
+            os.chown(control / name, 0, _nobody()[1])
+    etc = courier / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    for name, text in COURIER_CONF.items():
+        (etc / name).write_text(text.format(cert=cert))
+    (base / "tcp").mkdir(exist_ok=True)
+    (base / "tcp" / "smtp").write_text(
+        '# relaying for this host only; everyone else may deliver to us\n'
+        '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n')
+    (base / "service").mkdir(exist_ok=True)
+    return {name: _free_port() for name in SERVICES if name != "send"}
+
+
+def _empty_cdb() -> bytes:
+    # 256 empty hash tables, each (pos=2048, len=0): a valid cdb with no records
+    return ((2048).to_bytes(4, "little") + (0).to_bytes(4, "little")) * 256
+
+
+def _nobody() -> tuple[int, int]:
+    import pwd
+
+    pw = pwd.getpwnam("nobody")
+    return pw.pw_uid, pw.pw_gid
+
+
+def run(sandbox: Path, say: Callable[[str], None]) -> None:
+    from qmailkit.services import apply as ap
+    from qmailkit.services import check as ck
+    from qmailkit.services import config as cfgmod
+    from qmailkit.services import render as rd
+
+    base = sandbox
+    ports = build_sandbox(base)
+    user = "nobody"
+    path = base / "qmailkit.toml"
+    path.write_text(sample_config(base, ports, user))
+    config = cfgmod.load(path)
+    say(f"One config file, {path.name}, describes {len(config.services)} services: "
+        + ", ".join(config.services) + ".")
+
+    rendered = rd.render(config)
+    out = base / "rendered"
+    written = ap.export(rendered, out)
+    say(f"qmailkit services render --out {out.name}: {len(written)} files. The end of mx/run:")
+    lines = rendered["mx"].files["run"][0].decode().splitlines()
+    tail = lines[next(i for i, t in enumerate(lines) if t.startswith("setenv SMTPGREETING")):]
+    for line in tail:
+        say("    " + line)
+
+    result = ap.apply(config, rendered)
+    say(f"qmailkit services apply: {len(result.changes)} changes "
+        f"({sum(c.action == 'new-service' for c in result.changes)} new services, tcp rules "
+        f"compiled, {sum(c.action == 'link' for c in result.changes)} linked into "
+        f"{config.supervisor.scan_dir})")
+    again = ap.apply(config)
+    say(f"apply again: {len(again.changes)} changes (it is idempotent)")
+
+    findings = ck.check(config, rendered)
+    say(f"qmailkit services check: {sum(f.level == 'error' for f in findings)} error(s), "
+        f"{sum(f.level == 'warning' for f in findings)} warning(s)")
+    for f in findings:
+        say("    " + f.describe())
+
+    if shutil.which("svscan") is None or shutil.which("tcpserver") is None:
+        say("daemontools or ucspi-tcp is not installed: not starting the services.")
+        return
+    _run_stack(base, config, ports, say)
+
+
+def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], None]) -> None:
+    from qmailkit import supervisor
+    from qmailkit.services import apply as ap
+    from qmailkit.services import config as cfgmod
+    from qmailkit.services import status as st
+
+    sup = supervisor.get("daemontools")
+    scan = Path(config.supervisor.scan_dir)
+    svscan = subprocess.Popen(["svscan", str(scan)], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    say(f"Started svscan on {scan} (pid {svscan.pid}).")
+    started: set[int] = set()
+    try:
+        _wait(lambda: all(r.state == "up" for r in st.collect(config)), 20)
+        started |= _descendants(svscan.pid)
+        say("qmailkit services status:")
+        for line in st.format_table(st.collect(config)).splitlines():
+            say("    " + line)
+        greeting = _greeting(ports["mx"])
+        say(f"An SMTP client on mx (127.0.0.1:{ports['mx']}) is greeted with: {greeting}")
+        greeting = _greeting(ports["imap"])
+        say(f"An IMAP client on imap (127.0.0.1:{ports['imap']}) is greeted with: {greeting}")
+        mx_dir = Path(config.supervisor.service_root) / "mx"
+        current = mx_dir / "log" / "main" / "current"
+        _wait(lambda: b"command-line:" in _read(current), 10)
+        say("mx/log/main/current (multilog, as the log user) starts:")
+        for line in _read(current).decode("utf-8", "replace").splitlines()[:4]:
+            say("    " + line)
+        old_pids = {r.name: r.pid for r in st.collect(config)}
+        path = Path(config.path)
+        path.write_text(path.read_text().replace("greet_delay = 0\n",
+                                                 'greet_delay = 0\ngreeting = "Hello from the '
+                                                 'demo"\n', 1))
+        result = ap.apply(cfgmod.load(path))
+        say("Changed the greeting of mx in the config; apply says: "
+            + "; ".join(c.describe() for c in result.changes)
+            + "; restarted " + ", ".join(result.restarted))
+        _wait(lambda: _pids(config)["mx"] not in (None, old_pids["mx"]), 10)
+        started |= _descendants(svscan.pid)
+        new_pids = {r.name: r.pid for r in st.collect(config)}
+        same = [n for n in old_pids if n != "mx" and old_pids[n] == new_pids[n]]
+        say(f"mx has a new pid ({old_pids['mx']} -> {new_pids['mx']}); the other "
+            f"{len(same)} services and loggers kept theirs.")
+        say(f"mx now greets: {_greeting(ports['mx'])}")
+    finally:
+        started |= _descendants(svscan.pid)
+        _stop(svscan, config, sup, started)
+        say("Stopped svscan and every supervise, service and logger it started.")
+
+
+def _pids(config) -> dict[str, int | None]:
+    from qmailkit.services import status as st
+
+    return {r.name: r.pid for r in st.collect(config)}
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _greeting(port: int) -> str:
+    def attempt():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                line = s.makefile("rb").readline()
+                return line.decode("utf-8", "replace").strip()
+        except OSError:
+            return None
+
+    return _wait(attempt, 10) or "(no answer)"
+
+
+def _wait(pred, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                continue
+            if int(data[data.rindex(b")") + 2:].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for kid in _children(todo.pop()):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return False
+    return data[data.rindex(b")") + 2:].split()[0] != b"Z"
+
+
+def _stop(svscan: subprocess.Popen, config, sup, started: set[int]) -> None:
+    """svscan has no 'stop all': TERM it, then tell each supervise to stop and exit (dx)."""
+    if svscan.poll() is None:
+        svscan.send_signal(signal.SIGTERM)
+        svscan.wait(10)
+    root = Path(config.supervisor.service_root)
+    for name in config.services:
+        for d in (root / name, root / name / "log"):
+            if sup.is_supervised(d):
+                sup.control(d, "dx")
+    _wait(lambda: not any(_alive(p) for p in started), 10)
+    for pid in started:
+        if _alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
