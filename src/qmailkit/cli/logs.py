@@ -12,6 +12,7 @@ _TAI_HELP = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     _register_tai64n_commands(sub)
+    _register_convert_multilog(sub)
 
 
 # -- tai64nlocal, tai64n -------------------------------------------------------------------
@@ -67,3 +68,227 @@ def _tai64n(args: argparse.Namespace) -> int:
 
     tai64n(0, 1, offset=_offset(args))
     return 0
+
+
+# -- convert-multilog ---------------------------------------------------------------------
+
+_CONVERT_DESCRIPTION = """\
+For each service directory under the scan directory, convert every rotated log file in
+SERVICE/log/main (@*.s and @*.u, oldest first; never current, never *.done) like tai64nlocal,
+append each line to LOGDIR/SERVICE.YYYY-MM-DD by its local date, then delete the input (or
+rename it FILE.done with -r). Lines without a label go to the file of the line before them.
+Crash-safe: a run killed at any moment, a full disk or an unwritable day file loses no line
+and writes none twice; the next run finishes or redoes the interrupted file. One service's
+failure is reported and the others go on.
+"""
+
+_CONVERT_EPILOG = """\
+environment:
+  QMAILKIT_CONVERT_EXCLUDE  service names to skip, separated by spaces or commas
+                            (added to --exclude)
+  TZ                        the time zone of the dates (default /etc/localtime)
+
+exit codes:
+  0    every service converted
+  100  bad usage
+  111  a service failed (the summary says which file and why), or the run could not start
+       (log directory missing or not writable, another run holds the lock)
+
+See docs/convert-multilog.md.
+"""
+
+
+def _add_convert_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-a", "--alarm", action="store_true",
+                   help="first make each log service rotate a non-empty current (ALRM through "
+                        "its supervisor) and wait for the new @ file, so it is converted too")
+    p.add_argument("-r", "--rename", action="store_true",
+                   help="rename converted inputs to FILE.done instead of deleting them")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print what is done (Reading, Adding to, Closing, ...) on stderr")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print no per-service summary unless a service failed (for cron)")
+    p.add_argument("--service-dir", metavar="DIR", default="/service",
+                   help="the scan directory holding the service directories (default /service)")
+    p.add_argument("--log-dir", metavar="DIR", default="/var/log",
+                   help="where the SERVICE.YYYY-MM-DD files go (default /var/log); its "
+                        ".convert-multilog/ sub-directory holds the lock and the journals")
+    p.add_argument("--exclude", metavar="NAME", action="append", default=[],
+                   help="skip this service (name under the scan directory); repeatable")
+    p.add_argument("--supervisor", choices=("daemontools", "runit", "s6"),
+                   help="who supervises the log services, for -a (default: detect)")
+    p.add_argument("--syslog", action="store_true",
+                   help="also send the messages to syslog (ident convert-multilog, facility "
+                        "user, priority info)")
+    p.add_argument("--mode", metavar="OCTAL", default="0640",
+                   help="mode of new day files (default 0640)")
+    p.add_argument("--owner", metavar="USER[:GROUP]",
+                   help="owner of new day files when run as root (default root, group adm "
+                        "if it exists, else root)")
+    p.add_argument("--tai", action="store_true",
+                   help="labels are s6-log's real TAI (2^62 + 37 + Unix time), not "
+                        "daemontools/runit labels (2^62 + 10)")
+    p.add_argument("--jobs", metavar="N", type=int, default=0,
+                   help="services converted at once, one process each (default: one per CPU)")
+    p.add_argument("--wait", metavar="SECONDS", type=float, default=0.0,
+                   help="wait this long for another run to finish (default: exit 111 at once)")
+    p.add_argument("--alarm-timeout", metavar="SECONDS", type=float, default=10.0,
+                   help="with -a, how long to wait for the rotated file (default 10)")
+    p.set_defaults(func=_convert_multilog)
+
+
+def _register_convert_multilog(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert-multilog",
+        help="move rotated multilog files into dated, readable LOGDIR/SERVICE.YYYY-MM-DD files",
+        description=_CONVERT_DESCRIPTION,
+        epilog=_CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_convert_options(p)
+
+
+def convert_multilog_main(argv=None) -> int:
+    """The installed ``convert-multilog`` alias: the same as ``qmailkit convert-multilog``."""
+    import sys
+
+    from qmailkit.cli import run
+
+    p = argparse.ArgumentParser(
+        prog="convert-multilog",
+        description=_CONVERT_DESCRIPTION,
+        epilog=_CONVERT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_convert_options(p)
+    args = p.parse_args(argv)
+    code = run(args.func, args, "convert-multilog")
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _owner(spec: str | None) -> tuple[int, int] | None:
+    import grp
+    import pwd
+
+    from qmailkit.errors import InputError
+
+    if spec is None:
+        try:
+            return 0, grp.getgrnam("adm").gr_gid
+        except KeyError:
+            return 0, 0
+    user, _, group = spec.partition(":")
+    try:
+        pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        raise InputError(f"--owner: no user {user!r}") from None
+    gid = pw.pw_gid
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
+        except KeyError:
+            raise InputError(f"--owner: no group {group!r}") from None
+    return pw.pw_uid, gid
+
+
+def _convert_multilog(args: argparse.Namespace) -> int:
+    import os
+    import re
+    import sys
+    from pathlib import Path
+
+    from qmailkit import logconvert
+    from qmailkit.errors import InputError
+
+    try:
+        mode = int(args.mode, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise InputError(f"--mode: {args.mode!r} is not an octal file mode like 0640")
+    if args.jobs < 0:
+        raise InputError("--jobs: must be 0 (one per CPU) or more")
+    exclude = set(args.exclude)
+    exclude.update(n for n in re.split(r"[\s,]+", os.environ.get("QMAILKIT_CONVERT_EXCLUDE", ""))
+                   if n)
+    opts = logconvert.Options(
+        service_dir=Path(args.service_dir),
+        log_dir=Path(args.log_dir),
+        rename=args.rename,
+        alarm=args.alarm,
+        supervisor=args.supervisor,
+        exclude=frozenset(exclude),
+        mode=mode,
+        owner=_owner(args.owner) if os.geteuid() == 0 else None,
+        tai=args.tai,
+        alarm_timeout=args.alarm_timeout,
+        jobs=args.jobs,
+        wait=args.wait,
+    )
+
+    syslog = None
+    if args.syslog:
+        import syslog
+
+        syslog.openlog("convert-multilog", syslog.LOG_PID, syslog.LOG_USER)
+    show_progress = sys.stdout.isatty() and not args.verbose
+    bar = _Progress(sys.stdout) if show_progress else None
+
+    def log(msg: str) -> None:
+        if args.verbose:
+            print(f"convert-multilog: {msg}", file=sys.stderr, flush=True)
+        if syslog is not None:
+            syslog.syslog(syslog.LOG_INFO, msg)
+
+    result = logconvert.convert_all(
+        opts, log,
+        progress=bar.advance if bar else None,
+        total=bar.start if bar else None,
+    )
+    if bar:
+        bar.finish()
+    for service in result.services:
+        line = service.summary()
+        if syslog is not None:
+            syslog.syslog(syslog.LOG_INFO if service.ok else syslog.LOG_ERR, line)
+        if not service.ok:
+            print(f"convert-multilog: {line}", file=sys.stderr)
+        elif not args.quiet:
+            print(line)
+        for warning in service.warnings:
+            print(f"convert-multilog: warning: {service.name}: {warning}", file=sys.stderr)
+    return 0 if result.ok else 111
+
+
+class _Progress:
+    """A one-line progress indication on a terminal, for runs with much to read."""
+
+    THRESHOLD = 32 << 20
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.total = 0
+        self.done = 0
+        self.shown = -1.0
+        self.active = False
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.active = total >= self.THRESHOLD
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if not self.active:
+            return
+        share = min(1.0, self.done / self.total)
+        if share - self.shown >= 0.01:
+            self.shown = share
+            self.stream.write(f"\rconverting: {share:4.0%} of {self.total >> 20} MB")
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.active:
+            self.stream.write("\r" + " " * 40 + "\r")
+            self.stream.flush()
