@@ -57,7 +57,7 @@ def build(root: Path, lines: int, services: int = 3, file_bytes: int = 1 << 20) 
             buf.append(line)
             size += len(line)
             if size >= file_bytes - 2000 or i == per - 1:
-                (main / ("@%016x%08x.s" % (s + OFFSET, ns + 1))).write_bytes(b"".join(buf))
+                (main / f"@{s + OFFSET:016x}{ns + 1:08x}.s").write_bytes(b"".join(buf))
                 buf, size = [], 0
         dirs.append(main)
     return dirs
