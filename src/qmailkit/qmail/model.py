@@ -612,11 +612,11 @@ class _Builder:
     def alias_entries(self, domain: str) -> list[tuple[str, bytes, str]]:
         if self.o.skip_alias:
             return []
-        try:
-            return self.target_entries(self.alias_home(), "-", "", "", domain, "alias user")
-        except QmailkitError as err:
-            self.warnings.append(f"alias user skipped: {err}")
+        home = self.alias_home()
+        if not os.path.isdir(home):
+            self.warnings.append(f"{home}: the alias user's home does not exist; skipped")
             return []
+        return self.target_entries(home, "-", "", "", domain, "alias user")
 
     # virtual domains
 

@@ -1,0 +1,415 @@
+"""The qmail model: every source of valid recipients, with exact key sets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from rcpt_helpers import VDELIVER_CATCHALL, Tree
+
+from qmailkit import cdb
+from qmailkit.errors import InputError, QmailkitError
+from qmailkit.qmail.model import Options, build
+from qmailkit.qmail.validrcptto import lookup
+
+
+def keys(tree: Tree, **kw) -> dict[str, str]:
+    """key -> value ('' or '-') of a build of ``tree``."""
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd,
+                        vpopmail_home=tree.vpopmail, **kw))
+    return {k.decode(): v.decode() for k, v in rec.records()}
+
+
+@pytest.fixture
+def tree(tmp_path) -> Tree:
+    return Tree(tmp_path)
+
+
+def local_tree(tree: Tree) -> Tree:
+    tree.ctl("rcpthosts", "example.com")
+    tree.ctl("locals", "example.com")
+    return tree
+
+
+# -- local domains: system accounts ---------------------------------------------------------
+
+def test_system_users_in_the_uid_window(tree):
+    local_tree(tree)
+    tree.user("low", 499)
+    tree.user("first", 500)
+    tree.user("last", 65000)
+    tree.user("high", 65001)
+    tree.user("toor", 0)
+    tree.user("skipme", 1234)
+    tree.user("Capital", 1235)  # qmail-getpw never delivers to a name with capitals
+    assert keys(tree, uid_ignore=frozenset({1234})) == {
+        "first@example.com": "", "last@example.com": ""}
+    assert "low@example.com" in keys(tree, uid_min=100)
+    assert "toor@example.com" not in keys(tree, uid_min=0)
+
+
+def test_system_user_dot_qmail_extensions(tree):
+    local_tree(tree)
+    tree.user("bob", 1000, {
+        ".qmail": "./Maildir/\n",
+        ".qmail-lists": "./Maildir/.lists/\n",
+        ".qmail-www:example:org": "./Maildir/\n",  # ':' stands for '.'
+        ".qmail-news-default": "./Maildir/\n",
+        ".qmail-spam": "|bouncesaying 'no spam here'\n",
+        ".qmail-old": "# gone\n|exit 100\n",
+        ".qmail-cond": "|bouncesaying 'not you' condredirect x\n",  # conditional: delivers
+        ".qmail-Upper": "./Maildir/\n",  # qmail-local looks for lower-case names only
+        ".qmailrc": "not a dot-qmail file\n",
+    })
+    assert keys(tree) == {
+        "bob@example.com": "", "bob-lists@example.com": "", "bob-www.example.org@example.com": "",
+        "bob-news-default@example.com": "", "bob-spam@example.com": "-",
+        "bob-old@example.com": "-", "bob-cond@example.com": ""}
+
+
+def test_user_default_and_bouncing_dot_qmail(tree):
+    local_tree(tree)
+    tree.user("carl", 1001, {".qmail-default": "./Maildir/\n"})
+    tree.user("dora", 1002, {".qmail": "|bouncesaying 'left the company'\n"})
+    assert keys(tree) == {"carl@example.com": "", "carl-default@example.com": "",
+                          "dora@example.com": "-"}
+
+
+def test_defaultdelivery_decides_users_without_dot_qmail(tree):
+    local_tree(tree)
+    tree.user("eve", 1003)
+    tree.user("fay", 1004, {".qmail": "./Maildir/\n"})
+    tree.ctl("defaultdelivery", "|bouncesaying 'no local delivery here'")
+    assert keys(tree) == {"eve@example.com": "-", "fay@example.com": ""}
+
+
+def test_user_without_home_is_skipped_with_a_warning(tree):
+    local_tree(tree)
+    tree.user("gone", 1005, make_home=False)
+    tree.user("here", 1006)
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert [k for k, _ in rec.records()] == [b"here@example.com"]
+    assert any("user gone skipped" in w and "does not exist" in w for w in rec.warnings)
+
+
+def test_malformed_passwd_names_the_line(tree):
+    local_tree(tree)
+    tree.accounts.append("broken:x:12ab:1::/h:/bin/sh")
+    tree.write_passwd()
+    with pytest.raises(InputError) as err:
+        keys(tree)
+    assert str(err.value) == f"{tree.passwd}:4: uid '12ab' is not a number"
+
+
+def test_me_is_the_local_domain_without_locals(tree):
+    tree.ctl("rcpthosts", "mail.example.com")
+    tree.ctl("me", "mail.example.com")
+    tree.user("bob", 1000)
+    assert keys(tree) == {"bob@mail.example.com": ""}
+
+
+# -- the alias user and fastforward ----------------------------------------------------------
+
+def test_alias_files_and_fastforward(tree):
+    tree.ctl("rcpthosts", "example.com", "example.net")
+    tree.ctl("locals", "example.com", "example.net")
+    tree.user("bob", 1000)
+    tree.alias_file(".qmail-postmaster")
+    tree.alias_file(".qmail-mailer-daemon")
+    tree.alias_file(".qmail-www:admin")
+    tree.alias_file(".qmail-noreply", "|bouncesaying 'do not reply'\n")
+    db = tree.setforward(
+        "info@example.com: bob@example.com;\n"
+        "Sales@: bob@example.com;\n"
+        "other@elsewhere.org: bob@example.com;\n")
+    tree.alias_file(".qmail-default", f"| fastforward -d {db}\n")
+    common = {"bob": "", "postmaster": "", "mailer-daemon": "", "www.admin": "", "noreply": "-",
+              "sales": ""}
+    want = {f"{k}@example.com": v for k, v in common.items()}
+    want |= {f"{k}@example.net": v for k, v in common.items()}
+    want["info@example.com"] = ""
+    assert keys(tree) == want
+    # -n leaves the alias user out
+    assert keys(tree, skip_alias=True) == {"bob@example.com": "", "bob@example.net": ""}
+
+
+def test_fastforward_domain_catch_all_and_relative_cdb(tree):
+    local_tree(tree)
+    tree.setforward("@example.com: someone@example.org;\n", name="var-qmail/alias/fwd.cdb")
+    tree.alias_file(".qmail-default", "|fastforward -d fwd.cdb\n")
+    assert keys(tree) == {"@example.com": ""}
+
+
+def test_alias_default_that_is_not_fastforward_is_a_catch_all(tree):
+    local_tree(tree)
+    tree.alias_file(".qmail-default", "&catchall@example.org\n")
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert {k: v for k, v in rec.records()} == {b"@example.com": b""}
+    assert any("catch-all" in w for w in rec.warnings)
+
+
+def test_missing_fastforward_cdb_is_an_error(tree):
+    local_tree(tree)
+    tree.alias_file(".qmail-default", "| fastforward -d /nonexistent/aliases.cdb\n")
+    with pytest.raises(QmailkitError, match="fastforward database named in .*is missing"):
+        keys(tree)
+
+
+def test_alias_domain_from_virtualdomains(tree):
+    tree.ctl("rcpthosts", "virt.example")
+    tree.ctl("virtualdomains", "virt.example:alias")
+    tree.alias_file(".qmail-postmaster")
+    db = tree.setforward("billing@virt.example: joe@example.org;\n")
+    tree.alias_file(".qmail-default", f"| fastforward -d {db}\n")
+    assert keys(tree) == {"postmaster@virt.example": "", "billing@virt.example": ""}
+
+
+# -- users/assign ------------------------------------------------------------------------------
+
+def test_users_cdb_entries_win_over_system_users(tree):
+    local_tree(tree)
+    other = tree.root / "other"
+    other.mkdir()
+    (other / ".qmail-ext").write_text("./Maildir/\n")
+    tree.user("bob", 1000, {".qmail-mine": "./Maildir/\n"})
+    tree.user("carl", 1001, {".qmail-mine": "./Maildir/\n"})
+    tree.assign_lines += [f"=bob:x:2000:2000:{other}:-::",  # only "bob" itself
+                          f"+carl-:x:2000:2000:{other}:-::"]  # every carl-EXT
+    tree.write_assign()
+    assert keys(tree) == {"bob@example.com": "", "bob-mine@example.com": "",
+                          "carl@example.com": "", "carl-ext@example.com": ""}
+
+
+def test_users_assign_without_cdb_is_used_with_a_warning(tree):
+    local_tree(tree)
+    tree.assign_lines.append(f"=joe:x:2000:2000:{tree.root}:-::")
+    tree.write_assign(compile_cdb=False)
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert [k for k, _ in rec.records()] == [b"joe@example.com"]
+    assert any("qmail-newu" in w for w in rec.warnings)
+
+
+# -- virtual domains and vpopmail -------------------------------------------------------------
+
+def vpop_tree(tree: Tree) -> Tree:
+    tree.ctl("rcpthosts", "bounce.example", "catch.example")
+    tree.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example")
+    tree.vdomain("bounce.example", ["alice", "Bob"], files={
+        ".qmail-sales": "&alice@bounce.example\n",
+        ".qmail-list": "|ezmlm-send '/home/vpopmail/domains/bounce.example/list'\n",
+        ".qmail-list-default": "|ezmlm-manage '/home/vpopmail/domains/bounce.example/list'\n",
+        ".qmail-gone": "|bouncesaying 'gone fishing'\n",
+        ".qmail-bob": "&alice@bounce.example\n",  # an alias for an existing mailbox
+    })
+    tree.vdomain("catch.example", ["carol"], default=VDELIVER_CATCHALL)
+    tree.write_assign()
+    return tree
+
+
+VPOP_KEYS = {
+    "alice@bounce.example": "", "bob@bounce.example": "", "sales@bounce.example": "",
+    "list@bounce.example": "", "list-default@bounce.example": "", "gone@bounce.example": "-",
+    "@catch.example": "",
+}
+
+
+def test_vpopmail_bounce_no_mailbox_lists_mailboxes_catch_all_gives_domain(tree):
+    vpop_tree(tree)
+    assert keys(tree) == VPOP_KEYS
+
+
+def test_vpopmail_ezmlm_list_addresses_are_accepted(tree):
+    vpop_tree(tree)
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
+    for address in ("list-subscribe@bounce.example", "list-return-42-a=b.c@bounce.example"):
+        assert lookup(address, rec.get).key == b"list-default@bounce.example"
+    assert not lookup("gone@bounce.example", rec.get).accept
+    assert not lookup("nobody@bounce.example", rec.get).accept
+
+
+def test_vpopmail_qmail_ext_from_config_header_or_option(tree):
+    vpop_tree(tree)
+    ext = {"alice-default@bounce.example": "", "bob-default@bounce.example": ""}
+    assert keys(tree, qmail_ext=True) == VPOP_KEYS | ext
+    header = tree.vpopmail / "include" / "vpopmail_config.h"
+    tree.write(header, "/* vpopmail */\n#define QMAIL_EXT 1\n")
+    assert keys(tree) == VPOP_KEYS | ext
+    assert keys(tree, qmail_ext=False) == VPOP_KEYS
+    tree.write(header, "/* #define QMAIL_EXT 1 */\n")
+    assert keys(tree) == VPOP_KEYS
+
+
+def test_vpopmail_vpasswd_cdb_when_no_text_file(tree):
+    tree.ctl("rcpthosts", "cdb.example")
+    tree.ctl("virtualdomains", "cdb.example:cdb.example")
+    ddir = tree.vdomain("cdb.example", [], vpasswd=False)
+    cdb.write(ddir / "vpasswd.cdb", [(b"Zed", b"h:1:0::/d/zed:NOQUOTA")])
+    tree.write_assign()
+    assert keys(tree) == {"zed@cdb.example": ""}
+
+
+def test_vpopmail_sql_backend_asks_vuserinfo_and_valias(tree):
+    tree.ctl("rcpthosts", "sql.example")
+    tree.ctl("virtualdomains", "sql.example:sql.example")
+    tree.vdomain("sql.example", [], vpasswd=False)
+    tree.write_assign()
+    bindir = tree.vpopmail / "bin"
+    # vpopmail is not packaged for Debian; these stand in for its two programs' output.
+    tree.write(bindir / "vuserinfo", '#!/bin/sh\n[ "$1 $2" = "-D sql.example" ] || exit 1\n'
+               'printf "name: Amy\\npasswd: x\\nname: ben\\n"\n')
+    tree.write(bindir / "valias", '#!/bin/sh\n[ "$1 $2" = "-s sql.example" ] || exit 1\n'
+               'echo "info@sql.example -> &amy@sql.example"\n')
+    os.chmod(bindir / "vuserinfo", 0o755)
+    os.chmod(bindir / "valias", 0o755)
+    assert keys(tree) == {"amy@sql.example": "", "ben@sql.example": "", "info@sql.example": ""}
+    os.chmod(bindir / "valias", 0o644)
+    (bindir / "valias").write_text("#!/bin/sh\necho 'valias: db down' >&2\nexit 3\n")
+    os.chmod(bindir / "valias", 0o755)
+    with pytest.raises(QmailkitError, match="valias -s sql.example failed with exit code 3: "
+                       "valias: db down"):
+        keys(tree)
+
+
+def test_malformed_vpasswd_names_file_and_line(tree):
+    vpop_tree(tree)
+    vpasswd = tree.vpopmail / "domains" / "bounce.example" / "vpasswd"
+    vpasswd.write_text("alice:x:1:0::/d:NOQUOTA\nbroken-line\n")
+    with pytest.raises(InputError) as err:
+        keys(tree)
+    assert str(err.value).startswith(f"{vpasswd}:2: malformed vpasswd line")
+
+
+def test_virtual_domain_delivered_by_a_system_user(tree):
+    tree.ctl("rcpthosts", "joe.example")
+    tree.ctl("virtualdomains", "joe.example:joe-web")
+    tree.user("joe", 1000, {".qmail-web-info": "./Maildir/\n", ".qmail-web-list-default": "x\n",
+                            ".qmail-other": "./Maildir/\n"})
+    assert keys(tree) == {"info@joe.example": "", "list-default@joe.example": ""}
+
+
+def test_virtualdomains_single_addresses_and_wildcards(tree):
+    tree.ctl("rcpthosts", "one.example", "sub.wild.example")
+    tree.ctl("virtualdomains", "Boss@one.example:joe", ".wild.example:wild", "one.example:one")
+    tree.user("joe", 1000)
+    tree.alias_file(".qmail-one-info")
+    tree.alias_file(".qmail-wild-info")
+    assert keys(tree) == {"boss@one.example": "", "info@one.example": "",
+                          "info@sub.wild.example": ""}
+
+
+# -- relayed domains ----------------------------------------------------------------------------
+
+def test_smtproutes_domains_with_and_without_a_list(tree):
+    tree.ctl("rcpthosts", "listed.example", "open.example")
+    tree.ctl("smtproutes", ":smarthost.example", "listed.example:10.0.0.2",
+             "open.example:10.0.0.3:2525")
+    routes = tree.root / "routes"
+    tree.write(routes / "listed.example", "# mailboxes behind the gateway\nAnn\n"
+               "bo@listed.example  # trailing comment\n\n")
+    assert keys(tree, smtproutes_dir=routes) == {
+        "ann@listed.example": "", "bo@listed.example": "", "@open.example": ""}
+
+
+# -- domains, safety, sources --------------------------------------------------------------------
+
+def test_morercpthosts_cdb_domains_count(tree):
+    tree.ctl("rcpthosts", "example.com")
+    tree.ctl("locals", "example.com", "more.example")
+    cdb.write(tree.control / "morercpthosts.cdb", [(b"more.example", b"")])
+    tree.user("bob", 1000)
+    assert keys(tree) == {"bob@example.com": "", "bob@more.example": ""}
+
+
+def test_unhandled_domain_is_an_error_naming_domain_and_files(tree):
+    tree.ctl("rcpthosts", "example.com", "Forgotten.example")
+    tree.ctl("locals", "example.com")
+    with pytest.raises(InputError) as err:
+        keys(tree)
+    text = str(err.value)
+    assert "forgotten.example" in text and "is accepted but nothing handles it" in text
+    assert f"{tree.control}/rcpthosts:2" in text
+    assert f"{tree.control}/locals" in text and f"{tree.control}/virtualdomains" in text
+    assert err.value.exit_code == 100
+
+
+def test_domain_in_locals_and_virtualdomains_is_an_error(tree):
+    tree.ctl("rcpthosts", "example.com")
+    tree.ctl("locals", "example.com")
+    tree.ctl("virtualdomains", "# comment", "example.com:example.com")
+    with pytest.raises(InputError, match=r"example.com is in both .*/control/locals and "
+                       r".*/control/virtualdomains:2"):
+        keys(tree)
+
+
+def test_domain_in_smtproutes_and_delivered_here_is_an_error(tree):
+    tree.ctl("rcpthosts", "example.com")
+    tree.ctl("locals", "example.com")
+    tree.ctl("smtproutes", "example.com:10.1.1.1")
+    with pytest.raises(InputError, match=r"example.com is in both .*/control/locals and "
+                       r".*/control/smtproutes:1"):
+        keys(tree)
+
+
+def test_wildcard_rcpthosts_entry_is_an_error(tree):
+    tree.ctl("rcpthosts", ".example.com")
+    tree.ctl("virtualdomains", ".example.com:x")
+    with pytest.raises(InputError, match=r"\.example\.com .* is a wildcard entry"):
+        keys(tree)
+
+
+def test_missing_rcpthosts_is_an_error(tree):
+    with pytest.raises(InputError, match="control/rcpthosts is missing"):
+        keys(tree)
+
+
+def test_virtualdomains_line_without_colon(tree):
+    tree.ctl("rcpthosts", "example.com")
+    tree.ctl("virtualdomains", "example.com")
+    with pytest.raises(InputError) as err:
+        keys(tree)
+    assert str(err.value).startswith(f"{tree.control}/virtualdomains:1: no ':' in")
+
+
+def test_missing_virtual_domain_directory_is_an_error(tree):
+    tree.ctl("rcpthosts", "lost.example")
+    tree.ctl("virtualdomains", "lost.example:lost.example")
+    tree.assign_lines.append(f"+lost.example-:lost.example:89:89:{tree.root}/nowhere:-::")
+    tree.write_assign()
+    with pytest.raises(QmailkitError, match="nowhere: home directory does not exist"):
+        keys(tree)
+
+
+def test_everything_lower_cased_and_once_with_sources(tree):
+    tree.ctl("rcpthosts", "EXAMPLE.com", "example.com")
+    tree.ctl("locals", "Example.COM")
+    tree.user("bob", 1000)
+    tree.alias_file(".qmail-bob")  # same key as the system user: the user wins
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert list(rec.explain()) == [(b"bob@example.com", b"", f"{tree.passwd}:4")]
+
+
+def test_exclude(tree):
+    vpop_tree(tree)
+    got = keys(tree, exclude=frozenset({"Sales@Bounce.example", "@catch.example"}))
+    assert got == {k: v for k, v in VPOP_KEYS.items()
+                   if k not in ("sales@bounce.example", "@catch.example")}
+
+
+def test_full_tree_exact_key_set(tree):
+    """The demo's kind of tree: everything at once."""
+    tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "virt.example")
+    tree.ctl("locals", "example.com")
+    tree.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example",
+             "virt.example:alias")
+    tree.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n"})
+    tree.alias_file(".qmail-postmaster")
+    db = tree.setforward("info@example.com: bob@example.com;\nhelp@virt.example: bob;\n")
+    tree.alias_file(".qmail-default", f"|fastforward -d {db}\n")
+    vpop_tree(tree)
+    tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "virt.example")
+    tree.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example",
+             "virt.example:alias")
+    assert keys(tree) == VPOP_KEYS | {
+        "bob@example.com": "", "bob-spam@example.com": "-", "postmaster@example.com": "",
+        "info@example.com": "", "postmaster@virt.example": "", "help@virt.example": ""}
+
