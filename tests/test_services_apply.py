@@ -224,8 +224,19 @@ def test_lock_keeps_a_second_apply_out(tmp_path, monkeypatch):
 def test_export_writes_only_the_tree(tmp_path):
     out = tmp_path / "out"
     written = ap.export({"mx": svc(), "send": svc()}, out)
-    assert written == ["mx/log/run", "mx/run", "send/log/run", "send/run"]
+    assert written == ["mx/run", "mx/log/run", "send/run", "send/log/run"]
     assert (out / "mx/log/main").is_dir()
     assert stat.S_IMODE((out / "mx/run").stat().st_mode) == 0o755
     assert not (out / "mx" / ap.STATE_FILE).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_missing_scan_directory_is_an_error(tmp_path):
+    cfg = config(tmp_path)
+    (tmp_path / "scan").rmdir()
+    with pytest.raises(InputError) as exc:
+        ap.apply(cfg, {"mx": svc()})
+    assert str(exc.value) == (
+        f"{tmp_path}/scan: scan directory does not exist (create it and start the scanner "
+        "(svscan, runsvdir or s6-svscan) on it, or set supervisor.scan_dir)")
+    assert not (tmp_path / "services/mx").exists()

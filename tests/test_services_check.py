@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,89 @@ def test_ports_taken_twice():
 def test_render_warnings_are_passed_on():
     out = check(Cfg(), {"mx": rendered(warnings=[("services.mx.x", "odd", "fix")])})
     assert [f.describe() for f in out] == ["warning: mx: odd [services.mx.x] (fix)"]
+
+
+# -- policy, from real configs ------------------------------------------------------------
+
+
+def load(tmp_path: Path, services: str):
+    from qmailkit.services import config
+
+    text = f"""
+[supervisor]
+scan_dir = "{tmp_path}/scan"
+service_root = "{tmp_path}/services"
+log_user = "nobody"
+[system]
+qmail_home = "{tmp_path}/qmail"
+{services}
+"""
+    return config.loads(text, str(tmp_path / "q.toml"))
+
+
+def policy(tmp_path: Path, services: str) -> list[str]:
+    return [f.describe() for f in check(load(tmp_path, services))
+            if "open relay" in f.message or "port-25" in f.message]
+
+
+def test_open_relay_by_relay_client(tmp_path):
+    assert policy(tmp_path, """
+[services.mx]
+type = "qmail-smtpd"
+ip = "192.0.2.25"
+relay_client = true
+""") == [
+        ("error: mx: open relay: RELAYCLIENT is set for every client on 192.0.2.25:25 "
+        "[services.mx.relay_client] (set relay_client = false and allow relaying per network "
+        'in the tcp rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on 127.0.0.1)')]
+    # the same on the loopback is the local profile: fine
+    assert policy(tmp_path, '[services.l]\ntype = "qmail-smtpd"\nprofile = "local"\n') == []
+
+
+def test_open_relay_by_env_table(tmp_path):
+    out = policy(tmp_path, """
+[services.mx]
+type = "qmail-smtpd"
+ip = "0"
+env = { RELAYCLIENT = "" }
+""")
+    assert out == [("error: mx: open relay: env sets RELAYCLIENT for every client on 0:25 "
+                   "[services.mx.env.RELAYCLIENT] (remove it from env and set RELAYCLIENT per "
+                   "network in the tcp rules)")]
+
+
+def test_force_tls_and_require_auth_on_port_25(tmp_path):
+    out = policy(tmp_path, """
+[services.mx]
+type = "qmail-smtpd"
+ip = "0"
+force_tls = true
+require_auth = true
+[services.sub]
+type = "qmail-smtpd"
+profile = "submission"
+ip = "0"
+""")
+    assert out == [
+        ("error: mx: FORCE_TLS on a port-25 MX: other mail servers cannot deliver to you "
+        "[services.mx.force_tls] (set force_tls = false here; use a submission (587) or smtps "
+        "(465) service for your users)"),
+        ("error: mx: REQUIRE_AUTH on a port-25 MX: other mail servers cannot deliver to you "
+        "[services.mx.require_auth] (set require_auth = false here; use a submission (587) or "
+        "smtps (465) service for your users)"),
+    ]
+
+
+def test_auth_without_tls_is_a_warning(tmp_path):
+    cfg = load(tmp_path, """
+[services.sub]
+type = "qmail-smtpd"
+profile = "submission"
+ip = "0"
+force_tls = false
+tls_cert = ""
+allow_insecure_auth = true
+""")
+    warnings = [f.describe() for f in check(cfg) if f.level == "warning"]
+    assert ("warning: sub: AUTH is offered without TLS: passwords cross in clear "
+            "[services.sub.allow_insecure_auth] (set allow_insecure_auth = false)") in warnings

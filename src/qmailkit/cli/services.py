@@ -84,13 +84,18 @@ def render(args: argparse.Namespace) -> int:
         return 0
     out = sys.stdout
     for name, svc in rendered.items():
-        for rel, (data, mode) in sorted(svc.files.items()):
+        for rel, (data, mode) in sorted(svc.files.items(), key=file_order):
             out.write(f"==> {name}/{rel} ({mode:04o}) <==\n")
             out.write(data.decode("utf-8", "replace"))
             if not data.endswith(b"\n"):
                 out.write("\n")
             out.write("\n")
     return 0
+
+
+def file_order(item: tuple[str, object]) -> tuple[int, str]:
+    """run first, then log/run, then deeper files."""
+    return item[0].count("/"), item[0]
 
 
 def apply(args: argparse.Namespace) -> int:

@@ -211,6 +211,11 @@ def _all_dirs(svc: Any) -> list[str]:
 
 
 def _plan_link(name: str, sdir: Path, scan_dir: Path, changes: list[Change]) -> None:
+    if not scan_dir.is_dir():
+        raise InputError(
+            "scan directory does not exist", path=scan_dir,
+            hint="create it and start the scanner (svscan, runsvdir or s6-svscan) on it, "
+                 "or set supervisor.scan_dir")
     if scan_dir.resolve() == sdir.parent.resolve():
         return  # the service directories live in the scan directory itself
     link = scan_dir / name
@@ -454,7 +459,8 @@ def export(rendered: Mapping[str, Any], out: str | os.PathLike[str]) -> list[str
             sdir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise os_error(err, "cannot create directory") from err
-        for rel, (data, mode) in sorted(svc.files.items()):
+        for rel, (data, mode) in sorted(svc.files.items(),
+                                        key=lambda item: (item[0].count("/"), item[0])):
             atomic_write(sdir / rel, data, mode=mode)
             written.append(f"{name}/{rel}")
     return written
