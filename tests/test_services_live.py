@@ -9,6 +9,7 @@ through the real logger and equals what was exec'd.
 
 from __future__ import annotations
 
+import os
 import shlex
 import socket
 from pathlib import Path
@@ -254,3 +255,37 @@ def test_apply_again_and_restart_only_what_changed(pubdir, scan):
     assert run.read_bytes() == edited
     assert b"Welcome again" not in (server.dir("mx") / "run").read_bytes()
     assert sup.status(server.dir("mx")).pid == mx_pid
+
+
+def _processes_in(directory: Path) -> list[int]:
+    """Processes whose working directory is inside ``directory``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd.startswith(str(directory) + "/"):
+                found.append(int(entry.name))
+    return found
+
+
+def test_demo_runs_the_stack_and_stops_everything(pubdir):
+    need("svscan", "tcpserver", "multilog", "setuidgid")
+    from qmailkit.demo import services as demo
+
+    lines: list[str] = []
+    demo.run(pubdir, lines.append)
+    text = "\n".join(lines)
+    assert "qmailkit services check: 0 error(s), 0 warning(s)" in lines
+    assert "apply again: 0 changes (it is idempotent)" in lines
+    status = lines[lines.index("qmailkit services status:") + 1:][:17]
+    assert [ln.split()[:2] for ln in status[1:]] == [
+        [name, "up"] for svc in demo.SERVICES for name in (svc, f"{svc}/log")]
+    assert "greeted with: 220 Mail server ready ESMTP standin" in text
+    assert "greeted with: * OK [CAPABILITY IMAP4rev1] standin imaplogin ready." in text
+    assert "the other 15 services and loggers kept theirs." in text
+    assert "mx now greets: 220 Hello from the demo ESMTP standin" in text
+    assert lines[-1] == "Stopped svscan and every supervise, service and logger it started."
+    wait_for(lambda: not _processes_in(pubdir), 10, what="demo processes gone")
