@@ -240,3 +240,16 @@ def test_missing_scan_directory_is_an_error(tmp_path):
         f"{tmp_path}/scan: scan directory does not exist (create it and start the scanner "
         "(svscan, runsvdir or s6-svscan) on it, or set supervisor.scan_dir)")
     assert not (tmp_path / "services/mx").exists()
+
+
+def test_new_log_user_gets_the_log_directory(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("only root gives log/main to the log user")
+    cfg = config(tmp_path)
+    ap.apply(cfg, {"mx": svc(log_owner="root")})
+    main = tmp_path / "services/mx/log/main"
+    (main / "current").write_text("old logger\n")
+    result = ap.apply(cfg, {"mx": svc(log_owner="nobody")})
+    assert [(c.action, c.path) for c in result.changes] == [("owner", "log/main")]
+    for p in (main, main / "current"):
+        assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534)

@@ -72,10 +72,10 @@ def test_dry_run_apply_and_apply_again(tmp_path):
     r = qk("apply", "--dry-run", config=cfg)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert "would new-service send  (" + f"{tmp_path}/services/send)" in lines
-    assert "would create      local/run" in lines
-    assert f"would link        local  ({tmp_path}/scan/local -> {tmp_path}/services/local)" \
-        in lines
+    assert f"new-service send  ({tmp_path}/services/send)" in lines
+    assert "create      local/run" in lines
+    assert f"link        local  ({tmp_path}/scan/local -> {tmp_path}/services/local)" in lines
+    assert lines[-1] == "dry run: nothing was changed"
     assert "+++ b/local/run\n" in r.stdout
     assert not (tmp_path / "services").exists()
 
@@ -102,8 +102,10 @@ def test_hand_edit_refused_with_exit_100(tmp_path):
         "replace it)\n")
     assert run.read_text().endswith("# mine\n")
     r = qk("apply", "--dry-run", config=cfg)
-    assert r.returncode == 0 and "would edited      local/run  (edited by hand since the last " \
-        "apply)" in r.stdout
+    assert r.returncode == 0
+    assert "edited      local/run  (edited by hand since the last apply)" in r.stdout
+    assert r.stdout.endswith("dry run: nothing was changed\nnote: the files marked 'edited' "
+                             "were changed by hand; apply needs --force to replace them\n")
     r = qk("apply", "--force", config=cfg)
     assert r.returncode == 0 and "edited      local/run" in r.stdout
     assert "SMTPGREETING hi" in run.read_text()

@@ -108,18 +108,19 @@ def apply(args: argparse.Namespace) -> int:
     if not result.changes:
         print("nothing to change")
         return 0
-    prefix = "would " if args.dry_run else ""
     for change in result.changes:
-        print(prefix + change.describe())
+        print(change.describe())
     if not args.quiet:
         for change in result.changes:
             if change.diff:
                 sys.stdout.write(change.diff)
     for target in result.restarted:
         print(f"restarted {target}")
-    if args.dry_run and any(c.action == "edited" for c in result.changes):
-        print("note: files marked 'edited' were changed by hand; apply needs --force to "
-              "replace them", file=sys.stderr)
+    if args.dry_run:
+        print("dry run: nothing was changed")
+        if any(c.action == "edited" for c in result.changes):
+            print("note: the files marked 'edited' were changed by hand; apply needs --force "
+                  "to replace them")
     return 0
 
 

@@ -281,7 +281,9 @@ def _write_service(name: str, svc: Any, sdir: Path, todo: list[Change],
         d = sdir / rel
         d.mkdir(parents=True, exist_ok=True)
         if rel == LOG_DIR and log_owner is not None:
-            os.chown(d, *log_owner)
+            st = d.stat()
+            if (st.st_uid, st.st_gid) != log_owner:
+                _chown_tree(d, log_owner)
     actions = {c.path: c.action for c in todo if c.service == name}
     for rel, (data, mode) in sorted(svc.files.items()):
         action = actions.get(rel)
@@ -297,6 +299,15 @@ def _write_service(name: str, svc: Any, sdir: Path, todo: list[Change],
     if state != _safe_state(sdir):
         body = json.dumps({"files": dict(sorted(state.items()))}, indent=1) + "\n"
         atomic_write(sdir / STATE_FILE, body.encode(), mode=0o644)
+
+
+def _chown_tree(top: Path, owner: tuple[int, int]) -> None:
+    """Give the log directory and what the old logger left in it (current, lock, state,
+    rotated files) to the log user, so that the new logger can write there."""
+    os.chown(top, *owner)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in dirnames + filenames:
+            os.chown(os.path.join(dirpath, n), *owner, follow_symlinks=False)
 
 
 def _safe_state(sdir: Path) -> dict[str, str]:
@@ -364,11 +375,11 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
     root_dir = _root_of(config, root)
     scan_dir = Path(config.supervisor.scan_dir)
     result = ApplyResult()
-    for name, src, _cdb in _rules_pairs(rendered):
-        if not src.exists():
+    for name, src, cdb in _rules_pairs(rendered):
+        if not src.exists() and not cdb.exists():
             result.warnings.append(
-                f"{name}: tcp rules file {src} does not exist; the service will not start "
-                "until it (and its cdb) is there")
+                f"{name}: neither the tcp rules file {src} nor its cdb exists; the service "
+                "will not start until they do")
 
     if dry_run:
         result.changes = plan(config, rendered, root_dir)
