@@ -1,0 +1,242 @@
+"""validrcptto.cdb builds end to end: mkvalidrcptto / qmailkit rcpt, read back with tinycdb."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rcpt_helpers import VDELIVER_CATCHALL, Tree, cdb_dump_keys, cdb_query, mtime_ns
+
+from qmailkit import rcpt
+from qmailkit.errors import InputError, LockBusy
+from qmailkit.qmail.model import Options
+
+MKVALIDRCPTTO = Path(sys.executable).parent / "mkvalidrcptto"
+
+
+@pytest.fixture
+def tree(tmp_path) -> Tree:
+    t = Tree(tmp_path / "t")
+    t.ctl("rcpthosts", "example.com", "bounce.example", "catch.example")
+    t.ctl("locals", "example.com")
+    t.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example")
+    t.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n"})
+    t.alias_file(".qmail-postmaster")
+    t.vdomain("bounce.example", ["alice", "ann", "amy", "al"], files={
+        ".qmail-list": "|ezmlm-send list\n", ".qmail-list-default": "|ezmlm-manage list\n"})
+    t.vdomain("catch.example", ["carol"], default=VDELIVER_CATCHALL)
+    t.write_assign()
+    return t
+
+
+ALL = {
+    "bob@example.com": b"", "bob-spam@example.com": b"-", "postmaster@example.com": b"",
+    "alice@bounce.example": b"", "ann@bounce.example": b"", "amy@bounce.example": b"",
+    "al@bounce.example": b"", "list@bounce.example": b"", "list-default@bounce.example": b"",
+    "@catch.example": b"",
+}
+
+
+def run(tree: Tree, *args: str, prog: list[str] | None = None) -> subprocess.CompletedProcess:
+    cmd = prog or [sys.executable, "-m", "qmailkit", "rcpt", "build"]
+    return subprocess.run([*cmd, "--qmail-home", str(tree.qmail), "--passwd", str(tree.passwd),
+                           "--vpopmail-home", str(tree.vpopmail), *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_c_writes_a_cdb_tinycdb_reads(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    done = run(tree, "-q", "-c", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"qmailkit rcpt build: {out}: wrote 10 keys\n"
+    assert done.stderr == ""
+    assert cdb_dump_keys(out) == ALL
+    assert cdb_query(out, "bob-spam@example.com") == b"-"
+    assert cdb_query(out, "nobody@example.com") is None
+    assert os.stat(out).st_mode & 0o777 == 0o644
+
+
+def test_c_leaves_an_unchanged_file_alone_and_rewrites_a_changed_one(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    assert run(tree, "-q", "-c", str(out)).returncode == 0
+    os.utime(out, ns=(1_000_000_000, 1_000_000_000))
+    done = run(tree, "-q", "-c", str(out))
+    assert done.returncode == 0
+    assert done.stdout == f"qmailkit rcpt build: {out}: unchanged (10 keys), file left alone\n"
+    assert mtime_ns(out) == 1_000_000_000
+    tree.alias_file(".qmail-abuse")
+    done = run(tree, "-q", "-c", str(out))
+    assert done.stdout == f"qmailkit rcpt build: {out}: wrote 11 keys (was 10)\n"
+    assert mtime_ns(out) != 1_000_000_000
+    assert cdb_dump_keys(out) == ALL | {"abuse@example.com": b""}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_same_records_in_another_order_count_as_unchanged(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    lines = "".join(f"+{len(k)},{len(v)}:{k}->{v.decode()}\n" for k, v in
+                    sorted(ALL.items(), reverse=True)) + "\n"
+    subprocess.run(["cdb", "-c", str(out)], input=lines.encode(), check=True)
+    os.utime(out, ns=(5_000_000_000, 5_000_000_000))
+    assert "unchanged" in run(tree, "-q", "-c", str(out)).stdout
+    assert mtime_ns(out) == 5_000_000_000
+
+
+def test_value_change_alone_counts_as_a_change(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    run(tree, "-q", "-c", str(out))
+    (tree.root / "home" / "bob" / ".qmail-spam").write_text("./Maildir/\n")
+    assert "wrote 10 keys (was 10)" in run(tree, "-q", "-c", str(out)).stdout
+    assert cdb_query(out, "bob-spam@example.com") == b""
+
+
+def test_plain_and_cdbmake_output(tree, tmp_path):
+    done = run(tree, "-q")
+    assert done.returncode == 0
+    want_order = sorted(k for k in ALL if k.endswith("@bounce.example")) + ["@catch.example"] + \
+        sorted(k for k in ALL if k.endswith("@example.com"))
+    assert done.stdout.splitlines() == [k + (" -" if ALL[k] else "") for k in want_order]
+    made = run(tree, "-q", "-m")
+    assert made.stdout.endswith("\n\n")
+    db = tmp_path / "from-m.cdb"
+    subprocess.run(["cdb", "-c", str(db)], input=made.stdout.encode(), check=True)
+    assert cdb_dump_keys(db) == ALL
+
+
+def test_explain_and_debug_name_the_sources(tree):
+    done = run(tree, "-q", "--explain")
+    rows = {line.split("\t")[0]: line.split("\t")[1:] for line in done.stdout.splitlines()}
+    assert rows["bob-spam@example.com"] == ["reject", f"{tree.root}/home/bob/.qmail-spam"]
+    assert rows["bob@example.com"] == ["accept", f"{tree.passwd}:4"]
+    assert rows["alice@bounce.example"] == [
+        "accept", f"{tree.vpopmail}/domains/bounce.example/vpasswd"]
+    debug = run(tree, "-d")
+    assert f"debug: postmaster@example.com\taccept\t{tree.alias}/.qmail-postmaster\n" \
+        in debug.stderr
+    assert "warning: catch.example" in debug.stderr and "catch-all" in debug.stderr
+
+
+def test_unhandled_domain_writes_nothing(tree, tmp_path):
+    tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "stray.example")
+    out = tmp_path / "validrcptto.cdb"
+    done = run(tree, "-c", str(out))
+    assert done.returncode == 100
+    assert "qmailkit rcpt: fatal: cannot build the list of valid recipients:" in done.stderr
+    assert "stray.example" in done.stderr and "nothing handles it" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+    # only the (empty) lock file that keeps two runs apart
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "validrcptto.cdb.lock"]
+
+
+def test_empty_set_refused_without_force(tmp_path):
+    tree = Tree(tmp_path / "t")
+    tree.ctl("rcpthosts", "example.com")
+    tree.ctl("locals", "example.com")
+    out = tmp_path / "validrcptto.cdb"
+    done = run(tree, "-q", "-c", str(out))
+    assert done.returncode == 100
+    assert "no valid recipients found: an empty validrcptto.cdb rejects all mail" in done.stderr
+    assert not out.exists()
+    done = run(tree, "-q", "-c", str(out), "--force")
+    assert done.returncode == 0 and "wrote 0 keys" in done.stdout
+    assert out.stat().st_size == 2048
+
+
+def test_shrink_guard(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    run(tree, "-q", "-c", str(out))
+    before = out.read_bytes()
+    # alice stays; ann, amy and al go: 10 -> 7 keys, 30 % fewer
+    vpasswd = tree.vpopmail / "domains" / "bounce.example" / "vpasswd"
+    vpasswd.write_text(vpasswd.read_text().split("\n", 1)[0] + "\n")
+    done = run(tree, "-q", "-c", str(out))
+    assert done.returncode == 100
+    assert "the new list has 7 keys, 3 fewer than the 10 in the existing file" in done.stderr
+    assert out.read_bytes() == before
+    assert run(tree, "-q", "-c", str(out), "--max-shrink", "30").returncode == 0
+    assert len(cdb_dump_keys(out)) == 7
+
+
+def test_force_overrides_the_shrink_guard(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    run(tree, "-q", "-c", str(out))
+    (tree.vpopmail / "domains" / "bounce.example" / "vpasswd").write_text("")
+    assert run(tree, "-q", "-c", str(out)).returncode == 100
+    assert run(tree, "-q", "-c", str(out), "--force").returncode == 0
+    assert set(cdb_dump_keys(out)) == set(ALL) - {
+        "alice@bounce.example", "ann@bounce.example", "amy@bounce.example", "al@bounce.example"}
+
+
+def test_existing_file_that_is_not_a_cdb(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    out.write_bytes(b"not a cdb")
+    done = run(tree, "-q", "-c", str(out))
+    assert done.returncode == 100
+    assert f"{out}: the existing file is not a cdb" in done.stderr
+    assert out.read_bytes() == b"not a cdb"
+
+
+def test_concurrent_runs_are_locked_out(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    with rcpt.lock(out):
+        done = run(tree, "-q", "-c", str(out))
+        assert done.returncode == 111
+        assert "another build of this file holds the lock" in done.stderr
+        assert not out.exists()
+        with pytest.raises(LockBusy), rcpt.lock(out):
+            pass
+
+
+def test_write_cdb_library_refusals_leave_no_temp(tree, tmp_path):
+    opts = Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail)
+    rec = rcpt.build(opts)
+    out = tmp_path / "v.cdb"
+    first = rcpt.write_cdb(out, rec)
+    assert (first.written, first.keys, first.previous) == (True, 10, None)
+    again = rcpt.write_cdb(out, rec)
+    assert (again.written, again.previous) == (False, 10)
+    with pytest.raises(InputError, match="directory for the cdb does not exist"):
+        rcpt.write_cdb(tmp_path / "no" / "v.cdb", rec)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "v.cdb"]  # no temp left
+
+
+def test_mkvalidrcptto_alias(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    done = run(tree, "-q", "-c", str(out), prog=[str(MKVALIDRCPTTO)])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"mkvalidrcptto: {out}: wrote 10 keys\n"
+    assert cdb_dump_keys(out) == ALL
+    bad = run(tree, "-c", str(out), "--max-shrink", "120", prog=[str(MKVALIDRCPTTO)])
+    assert bad.returncode == 100 and "mkvalidrcptto: fatal: --max-shrink 120" in bad.stderr
+
+
+def check(tree: Tree, *args: str) -> subprocess.CompletedProcess:
+    return run(tree, *args, prog=[sys.executable, "-m", "qmailkit", "rcpt", "check"])
+
+
+@pytest.mark.parametrize(("address", "rc", "text"), [
+    ("Alice@Bounce.Example", 0, "accept: Alice@Bounce.Example: key 'alice@bounce.example'"),
+    ("list-subscribe@bounce.example", 0, "key 'list-default@bounce.example'"),
+    ("nobody@bounce.example", 1, "reject: nobody@bounce.example: no key matched"),
+    ("bob-spam@example.com", 1, "key 'bob-spam@example.com' has a value starting with '-'"),
+    ("whoever@catch.example", 0, "key '@catch.example'"),
+])
+def test_check_from_cdb_and_live_agree(tree, tmp_path, address, rc, text):
+    out = tmp_path / "validrcptto.cdb"
+    run(tree, "-q", "-c", str(out))
+    from_cdb = check(tree, address, "--cdb", str(out))
+    live = check(tree, address)
+    assert (from_cdb.returncode, live.returncode) == (rc, rc)
+    assert text in from_cdb.stdout and text in live.stdout
+    if rc == 0 or "value" in text:
+        assert "(from " in live.stdout
+
+
+def test_check_verbose_lists_keys_tried(tree):
+    done = check(tree, "-v", "x-y-z@example.com")
+    assert done.stdout.splitlines()[1] == (
+        "tried: x-y-z@example.com x-y-default@example.com x-default@example.com @example.com")
