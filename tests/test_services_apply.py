@@ -253,3 +253,18 @@ def test_new_log_user_gets_the_log_directory(tmp_path):
     assert [(c.action, c.path) for c in result.changes] == [("owner", "log/main")]
     for p in (main, main / "current"):
         assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534)
+
+
+def test_service_root_may_be_the_scan_directory(tmp_path):
+    """runit's /etc/sv style aside, some put service dirs straight into the scan dir: then
+    nothing is linked and each new directory appears whole (built under a dot-name)."""
+    cfg = config(tmp_path)
+    cfg.supervisor.service_root = cfg.supervisor.scan_dir
+    stale = tmp_path / "scan" / ".mx.qmailkit-new"
+    stale.mkdir()
+    (stale / "run").write_text("half\n")
+    result = ap.apply(cfg, {"mx": svc()})
+    assert "link" not in {c.action for c in result.changes}
+    assert sorted(p.name for p in (tmp_path / "scan").iterdir()) == [ap.LOCK_FILE, "mx"]
+    assert not (tmp_path / "scan" / "mx").is_symlink()
+    assert (tmp_path / "scan/mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"

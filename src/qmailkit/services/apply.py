@@ -301,6 +301,27 @@ def _write_service(name: str, svc: Any, sdir: Path, todo: list[Change],
         atomic_write(sdir / STATE_FILE, body.encode(), mode=0o644)
 
 
+def _create_service(name: str, svc: Any, sdir: Path, todo: list[Change],
+                    log_owner: tuple[int, int] | None) -> None:
+    """Build a new service directory under a dot-name, then rename it into place.
+
+    Scanners ignore names starting with a dot, so even when the service root is the scan
+    directory itself, no supervisor ever sees a half-made service (a log/ without log/run).
+    """
+    tmp = sdir.parent / f".{sdir.name}.qmailkit-new"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)  # left by an interrupted apply (we hold the lock)
+    try:
+        tmp.mkdir(mode=0o755)
+        _write_service(name, svc, tmp, todo, log_owner)
+        os.rename(tmp, sdir)
+        fsync_dir(sdir.parent)
+    except OSError as err:
+        raise os_error(err, "cannot create the service directory") from err
+
+
 def _chown_tree(top: Path, owner: tuple[int, int]) -> None:
     """Give the log directory and what the old logger left in it (current, lock, state,
     rotated files) to the log user, so that the new logger can write there."""
@@ -408,7 +429,10 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
             mine = [c for c in todo if c.service == name]
             if not mine:
                 continue
-            _write_service(name, svc, sdir, todo, _log_ids(svc))
+            if any(c.action == "new-service" for c in mine):
+                _create_service(name, svc, sdir, todo, _log_ids(svc))
+            else:
+                _write_service(name, svc, sdir, todo, _log_ids(svc))
         for _name, src, cdb in _rules_pairs(rendered):
             if _rules_stale(src, cdb):
                 _compile_rules(src, cdb)
