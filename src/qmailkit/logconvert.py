@@ -619,6 +619,8 @@ class _ServiceRun:
             self.result.files += 1
             self.result.lines += nlines
         fsutil.fsync_dir(self.logdir.path)
+        # forget the names: a later file of the same name must not count as converted
+        self.journal.write({"last": self.last})
 
     def sync(self) -> None:
         """Make the batch's appends durable."""

@@ -1,0 +1,482 @@
+"""convert-multilog on generated trees: exact bytes, continuations, options, failures."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import need
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from logs_helpers import (
+    OFFSET,
+    day_files,
+    expected_outputs,
+    label,
+    lines_between,
+    run_cli,
+    service,
+    write_rotated,
+)
+
+from qmailkit import logconvert, tai64n
+from qmailkit.logconvert import Converter, Options, convert_all
+
+T0 = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC
+DAY = 86_400 * 10**9
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def tree(tmp_path: Path, services: dict[str, list[list[bytes]]]):
+    sdir, ldir = tmp_path / "service", tmp_path / "log"
+    ldir.mkdir(parents=True)
+    inputs = {}
+    for name, chunks in services.items():
+        paths = write_rotated(service(sdir, name), chunks)
+        inputs[name] = [p.read_bytes() for p in paths]
+    return sdir, ldir, inputs
+
+
+def opts(sdir: Path, ldir: Path, **kw) -> Options:
+    return Options(service_dir=sdir, log_dir=ldir, **kw)
+
+
+def expected_all(inputs: dict[str, list[bytes]], tz: str | None = None) -> dict[str, bytes]:
+    want: dict[str, bytes] = {}
+    for name, datas in inputs.items():
+        want.update(expected_outputs(name, datas, tz))
+    return want
+
+
+# -- exact bytes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"])
+def test_exact_bytes_against_tai64nlocal_in_several_zones(tmp_path, tz):
+    need("tai64nlocal")
+    # three days around the 2023-11-05 US DST change; two services, several files each
+    start = T0 - 10 * DAY
+    a = lines_between(start, start + 3 * DAY, 3000, seed=1)
+    b = lines_between(start, start + 3 * DAY, 1000, seed=2, text=b"smtp %% \x00 \xff bytes")
+    sdir, ldir, inputs = tree(tmp_path, {
+        "qmail-send": [a[:1000], a[1000:2200], a[2200:]],
+        "smtpd": [b[:10], b[10:]],
+    })
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), "--jobs", "2",
+                  env={"TZ": tz})
+    assert res.returncode == 0, res.stderr
+    assert day_files(ldir) == expected_all(inputs, tz)
+    assert len(day_files(ldir)) >= 6
+    assert not list((sdir / "smtpd" / "log" / "main").iterdir())  # inputs removed
+    out = res.stdout.decode()
+    assert "qmail-send: 3 files, 3000 lines into" in out
+    assert "smtpd: 2 files, 1000 lines into" in out
+
+
+def test_sequential_and_parallel_give_the_same_files(tmp_path, utc):
+    a = lines_between(T0, T0 + 2 * DAY, 2000, seed=3)
+    results = []
+    for jobs in (1, 3):
+        base = tmp_path / f"j{jobs}"
+        sdir, ldir, _ = tree(base, {"x": [a[:700], a[700:]], "y": [a[:5]], "z": [a[5:9]]})
+        res = convert_all(opts(sdir, ldir, jobs=jobs))
+        assert res.ok
+        results.append(day_files(ldir))
+    assert results[0] == results[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.integers(0, 2**34), st.integers(0, 999_999_999),
+              st.binary(max_size=12).filter(lambda b: b"\n" not in b)),
+    st.binary(max_size=40).filter(lambda b: b"\n" not in b),
+), min_size=1, max_size=40))
+def test_bulk_conversion_equals_localtime_line_by_line(items):
+    """The bulk path and tai64n.LocalTime agree on every line, ordinary or not."""
+    lines = []
+    for item in items:
+        if isinstance(item, tuple):
+            s, ns, text = item
+            lines.append(b"@%016x%08x " % (s + OFFSET, ns) + text)
+        else:
+            lines.append(item)
+    conv = Converter()
+    local = tai64n.LocalTime()
+    runs = conv.convert(b"\n".join(lines) + b"\n")
+    got = b"".join(text for _, text, _ in runs)
+    assert got == b"".join(local.convert(line) + b"\n" for line in lines)
+    assert sum(n for _, _, n in runs) == len(lines)
+    dates = [d for d, _, n in runs for _ in range(n)]
+    assert dates == [local.date(line) if local.convert(line) is not line else None
+                     for line in lines]
+
+
+def test_last_line_without_newline_gets_one(tmp_path, utc):
+    sdir, ldir = tmp_path / "s", tmp_path / "l"
+    ldir.mkdir()
+    main = service(sdir, "x")
+    (main / "@400000006553f10000000000.u").write_bytes(label(T0) + b" cut off")
+    assert convert_all(opts(sdir, ldir)).ok
+    assert day_files(ldir) == {"x.2023-11-14": b"2023-11-14 22:13:20.000000000 cut off\n"}
+
+
+# -- continuation lines -----------------------------------------------------------------------
+
+
+def test_continuations_follow_the_previous_line_across_files(tmp_path, utc):
+    before = label(T0 + 100 * 10**9) + b" last line of the 14th"
+    after = label(T0 + 2 * 3600 * 10**9) + b" first line of the 15th"
+    sdir, ldir, _ = tree(tmp_path, {"x": [[before], [b"tail of a split line", after]]})
+    assert convert_all(opts(sdir, ldir)).ok
+    assert day_files(ldir) == {
+        "x.2023-11-14": b"2023-11-14 22:15:00.000000000 last line of the 14th\n"
+                        b"tail of a split line\n",
+        "x.2023-11-15": b"2023-11-15 00:13:20.000000000 first line of the 15th\n",
+    }
+
+
+def test_leading_continuations_go_with_the_first_dated_line(tmp_path, utc):
+    first = label(T0 + 2 * 3600 * 10**9) + b" dated"
+    sdir, ldir, _ = tree(tmp_path, {"x": [[b"", b"orphan 1", b"orphan 2", first]]})
+    assert convert_all(opts(sdir, ldir)).ok
+    assert day_files(ldir) == {
+        "x.2023-11-15": b"\norphan 1\norphan 2\n2023-11-15 00:13:20.000000000 dated\n"
+    }
+
+
+def test_service_logging_without_t_loses_nothing(tmp_path, utc):
+    """The original dropped every line of such a service; we file them by rotation date."""
+    sdir, ldir = tmp_path / "s", tmp_path / "l"
+    ldir.mkdir()
+    main = service(sdir, "plain")
+    day1 = (main / (label(T0).decode() + ".s"))
+    day1.write_bytes(b"no label 1\nno label 2\n")
+    day2 = (main / (label(T0 + DAY).decode() + ".s"))
+    day2.write_bytes(b"no label 3\n")
+    odd = main / "@odd-name.s"  # not a label: its mtime decides
+    odd.write_bytes(b"no label 4\n")
+    os.utime(odd, (T0 // 10**9 + 2 * 86400, T0 // 10**9 + 2 * 86400))
+    res = convert_all(opts(sdir, ldir))
+    assert res.ok and res.services[0].lines == 4
+    assert day_files(ldir) == {
+        "plain.2023-11-14": b"no label 1\nno label 2\n",
+        "plain.2023-11-15": b"no label 3\n",
+        "plain.2023-11-16": b"no label 4\n",
+    }
+
+
+def test_continuation_state_carries_over_to_the_next_run(tmp_path, utc):
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" a"]]})
+    assert convert_all(opts(sdir, ldir)).ok
+    main = sdir / "x" / "log" / "main"
+    (main / (label(T0 + 3 * DAY).decode() + ".s")).write_bytes(
+        b"split tail\n" + label(T0 + 3 * DAY) + b" b\n")
+    assert convert_all(opts(sdir, ldir)).ok
+    assert day_files(ldir)["x.2023-11-14"] == b"2023-11-14 22:13:20.000000000 a\nsplit tail\n"
+
+
+# -- what is read, what is left ---------------------------------------------------------------
+
+
+def test_only_rotated_files_are_read_and_r_keeps_them_as_done(tmp_path, utc):
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" one"], [label(T0 + 10**9) + b" two"]]})
+    main = sdir / "x" / "log" / "main"
+    (main / "current").write_bytes(label(T0) + b" current is never read\n")
+    (main / "@400000006553f10000000000.s.done").write_bytes(b"old done\n")
+    for other in ("lock", "state", "newstate", "config", "processed"):
+        (main / other).write_bytes(b"")
+    before = sorted(p.name for p in main.iterdir() if p.name.endswith(".s"))
+    res = run_cli("-rv", "--service-dir", str(sdir), "--log-dir", str(ldir), env={"TZ": "UTC"})
+    assert res.returncode == 0, res.stderr
+    assert day_files(ldir) == {
+        "x.2023-11-14": b"2023-11-14 22:13:20.000000000 one\n2023-11-14 22:13:21.000000000 two\n"
+    }
+    names = sorted(p.name for p in main.iterdir())
+    assert [n for n in names if n.endswith(".s.done")] == sorted(
+        [n + ".done" for n in before] + ["@400000006553f10000000000.s.done"])
+    assert (main / "current").read_bytes().endswith(b"never read\n")
+    err = res.stderr.decode()
+    for msg in ("Starting", f"Reading {main}/{before[0]}", f"Adding to {ldir}/x.2023-11-14",
+                f"Closing {ldir}/x.2023-11-14 (2 lines added)",
+                f"Done reading {main}/{before[1]} (1 lines read) (renamed)", "Done"):
+        assert f"convert-multilog: {msg}" in err, msg
+    # nothing left to do: a second run changes nothing
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
+    assert res.returncode == 0 and b"x: 0 files, 0 lines into 0 day files" in res.stdout
+
+
+def test_exclude_by_option_and_environment(tmp_path, utc):
+    one = [[label(T0) + b" x"]]
+    sdir, ldir, _ = tree(tmp_path, {"a": one, "b": one, "c": one, "d": one})
+    (sdir / "no-log-here").mkdir()
+    res = run_cli("-v", "--service-dir", str(sdir), "--log-dir", str(ldir), "--exclude", "a",
+                  env={"QMAILKIT_CONVERT_EXCLUDE": "b, c"})
+    assert res.returncode == 0, res.stderr
+    assert sorted(day_files(ldir)) == ["d.2023-11-14"]
+    assert f"Skipping {sdir}/a".encode() in res.stderr
+    assert f"No log/main directory under {sdir}/no-log-here".encode() in res.stderr
+    assert (sdir / "a" / "log" / "main").iterdir().__next__()  # input kept
+
+
+def test_gzipped_rotated_files_are_read(tmp_path, utc):
+    import gzip
+
+    sdir, ldir = tmp_path / "s", tmp_path / "l"
+    ldir.mkdir()
+    main = service(sdir, "x")
+    (main / (label(T0).decode() + ".s")).write_bytes(gzip.compress(label(T0) + b" zipped\n"))
+    assert convert_all(opts(sdir, ldir)).ok
+    assert day_files(ldir) == {"x.2023-11-14": b"2023-11-14 22:13:20.000000000 zipped\n"}
+
+
+def test_new_files_get_the_mode_and_existing_files_are_appended(tmp_path, utc):
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" new"]]})
+    (ldir / "x.2023-11-14").write_bytes(b"already here\n")
+    os.chmod(ldir / "x.2023-11-14", 0o600)
+    (sdir / "y" / "log" / "main").mkdir(parents=True)
+    write_rotated(sdir / "y" / "log" / "main", [[label(T0) + b" y"]])
+    res = run_cli("--mode", "0604", "--service-dir", str(sdir), "--log-dir", str(ldir))
+    assert res.returncode == 0, res.stderr
+    assert (ldir / "x.2023-11-14").read_bytes().startswith(b"already here\n2023")
+    assert stat.S_IMODE((ldir / "x.2023-11-14").stat().st_mode) == 0o600
+    assert stat.S_IMODE((ldir / "y.2023-11-14").stat().st_mode) == 0o604
+    if os.geteuid() == 0:
+        write_rotated(sdir / "y" / "log" / "main", [[label(T0 + 2 * DAY) + b" y"]])
+        res = run_cli("--owner", "nobody:nogroup", "--service-dir", str(sdir),
+                      "--log-dir", str(ldir))
+        assert res.returncode == 0, res.stderr
+        st_ = (ldir / "y.2023-11-16").stat()
+        assert (st_.st_uid, stat.S_IMODE(st_.st_mode)) == (65534, 0o640)
+
+
+def test_default_mode_is_0640(tmp_path, utc):
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" new"]]})
+    assert convert_all(opts(sdir, ldir)).ok
+    assert stat.S_IMODE((ldir / "x.2023-11-14").stat().st_mode) == 0o640
+
+
+# -- malformed input --------------------------------------------------------------------------
+
+MALFORMED = [
+    b"@short 123",
+    b"@400000006553f100000000004A upper-case hex",
+    b"@4000000065 short label",
+    b"@400000006553f1003b9aca00 nanoseconds too big",
+    b"@400000006553f10000000000",  # a label and nothing else
+    b"@400000006553f10000000000x glued text",
+    b"@400000006553f10000000000\ttab",
+    b"@ffffffffffffffff00000000 year out of range",
+    b"\x00\xff\xfe binary \r with CR",
+    b"@",
+    b"",
+    b"2023-11-14 22:13:20 already a date, no label",
+]
+
+
+def test_malformed_corpus_passes_through_unchanged_and_nothing_is_lost(tmp_path, utc):
+    lines = [label(T0) + b" good"] + MALFORMED + [label(T0 + DAY) + b" good again"]
+    sdir, ldir, _ = tree(tmp_path, {"x": [lines]})
+    res = convert_all(opts(sdir, ldir))
+    assert res.ok, res.services[0].error
+    assert res.services[0].lines == len(lines)
+    local = tai64n.LocalTime()
+
+    def conv(line):
+        try:
+            return local.convert(line)
+        except (OverflowError, ValueError, OSError):
+            return line
+
+    every = b"".join(sorted(day_files(ldir).values(), key=len))
+    for line in lines:
+        assert conv(line) + b"\n" in every
+    assert sum(v.count(b"\n") for v in day_files(ldir).values()) == len(lines)
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_unwritable_day_file_fails_that_service_only(tmp_path, utc):
+    sdir, ldir, inputs = tree(tmp_path, {
+        "bad": [[label(T0) + b" one"], [label(T0 + DAY) + b" two"]],
+        "good": [[label(T0) + b" fine"]],
+    })
+    (ldir / "bad.2023-11-15").mkdir()  # a directory where the day file should go
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), "--jobs", "2")
+    assert res.returncode == 111
+    err = res.stderr.decode()
+    assert f"bad: 1 file, 1 line into 1 day file; FAILED: {ldir}/bad.2023-11-15: Is a directory" \
+        in err
+    assert "good: 1 file, 1 line into 1 day file" in res.stdout.decode()
+    main = sdir / "bad" / "log" / "main"
+    assert [p.read_bytes() for p in sorted(main.iterdir())] == [inputs["bad"][1]]  # kept
+    assert (ldir / "bad.2023-11-14").read_bytes() == b"2023-11-14 22:13:20.000000000 one\n"
+    os.rmdir(ldir / "bad.2023-11-15")
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
+    assert res.returncode == 0, res.stderr
+    assert day_files(ldir) == expected_all(inputs)
+
+
+def test_unwritable_log_dir_is_a_clear_error_and_touches_nothing(tmp_path):
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(tmp_path / "missing"))
+    assert res.returncode == 111
+    assert res.stderr.decode() == (
+        f"qmailkit convert-multilog: fatal: {tmp_path}/missing: the log directory does not exist "
+        "(create it or give --log-dir)\n")
+    if os.geteuid() == 0:  # root writes anywhere: make it a file system that refuses
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a read-only tmpfs here")
+        try:
+            res = run_cli("--service-dir", str(sdir), "--log-dir", str(ro))
+        finally:
+            subprocess.run(["umount", str(ro)], check=True)
+    else:
+        os.chmod(ldir, 0o500)
+        res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
+    assert res.returncode == 111
+    assert "cannot create the state directory" in res.stderr.decode()
+    assert len(list((sdir / "x" / "log" / "main").iterdir())) == 1
+
+
+def test_full_disk_keeps_input_and_rolls_back(tmp_path, monkeypatch, utc):
+    """ENOSPC in the middle of an append: nothing half-written, input kept, rerun exact."""
+    a = lines_between(T0, T0 + 2 * DAY, 3000, seed=5)
+    sdir, ldir, inputs = tree(tmp_path, {"x": [a[:1000], a[1000:2000], a[2000:]]})
+    (ldir / "x.2023-11-15").write_bytes(b"before\n")
+    real_write = os.write
+    budget = [50_000]
+
+    def full_write(fd, data):
+        if budget[0] <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = real_write(fd, bytes(data[: budget[0]]))
+        budget[0] -= n
+        return n
+
+    monkeypatch.setattr(logconvert.os, "write", full_write)
+    res = convert_all(opts(sdir, ldir, jobs=1))
+    monkeypatch.undo()
+    err = res.services[0].error
+    assert err and "No space left on device" in err and "free some space" in err
+    done = 3 - len(list((sdir / "x" / "log" / "main").iterdir()))
+    assert done == res.services[0].files < 3
+    want = expected_outputs("x", inputs["x"][:done])
+    got = day_files(ldir)
+    got["x.2023-11-15"] = got["x.2023-11-15"].removeprefix(b"before\n")
+    assert {k: v for k, v in got.items() if v} == want
+    assert convert_all(opts(sdir, ldir)).ok
+    final = day_files(ldir)
+    assert final["x.2023-11-15"].startswith(b"before\n")
+    final["x.2023-11-15"] = final["x.2023-11-15"][7:]
+    assert final == expected_all(inputs)
+
+
+def test_full_tmpfs(tmp_path, utc):
+    """A real full file system (a small tmpfs, as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    ldir = tmp_path / "small"
+    ldir.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(ldir)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        a = lines_between(T0, T0 + DAY, 12000, seed=6)
+        sdir = tmp_path / "s"
+        paths = write_rotated(service(sdir, "x"), [a[i:i + 2000] for i in range(0, 12000, 2000)])
+        inputs = [p.read_bytes() for p in paths]
+        res = convert_all(opts(sdir, ldir))
+        assert not res.ok and "No space left on device" in res.services[0].error
+        done = res.services[0].files
+        assert 0 < done < 6
+        assert day_files(ldir) == expected_outputs("x", inputs[:done])
+        left = sorted((sdir / "x" / "log" / "main").iterdir())
+        assert [p.read_bytes() for p in left] == inputs[done:]
+    finally:
+        subprocess.run(["umount", str(ldir)], check=True)
+
+
+def test_second_run_exits_while_the_first_holds_the_lock(tmp_path, utc):
+    from qmailkit import fsutil
+
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
+    sdir_state = logconvert.state_dir(ldir)
+    with fsutil.locked(sdir_state / "lock"):
+        res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
+        assert res.returncode == 111
+        assert res.stderr.decode() == (
+            f"qmailkit convert-multilog: fatal: {sdir_state}/lock: another convert-multilog holds the "
+            "lock (try again when it has finished)\n")
+        waiting = subprocess.Popen(
+            [*run_cli.__globals__["QMAILKIT"], "convert-multilog", "--wait", "30",
+             "--service-dir", str(sdir), "--log-dir", str(ldir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiting.wait(0.5)
+        assert day_files(ldir) == {}
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    assert list(day_files(ldir)) == ["x.2023-11-14"]
+
+
+def test_concurrent_runs_never_duplicate(tmp_path, utc):
+    a = lines_between(T0, T0 + 2 * DAY, 20000, seed=7)
+    sdir, ldir, inputs = tree(tmp_path, {
+        "x": [a[i:i + 2000] for i in range(0, 20000, 2000)], "y": [a[:3000]]})
+    procs = [subprocess.Popen(
+        [*run_cli.__globals__["QMAILKIT"], "convert-multilog", "--wait", "60",
+         "--service-dir", str(sdir), "--log-dir", str(ldir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    for p in procs:
+        p.communicate(timeout=60)
+        assert p.returncode == 0
+    assert day_files(ldir) == expected_all(inputs)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def test_help_documents_every_option():
+    res = run_cli("--help")
+    text = res.stdout.decode()
+    for word in ("-a,", "-r,", "-v,", "--service-dir", "--log-dir", "--exclude", "--supervisor",
+                 "--syslog", "--mode", "--owner", "--tai", "--jobs", "--wait",
+                 "QMAILKIT_CONVERT_EXCLUDE", "exit codes", "111"):
+        assert word in text, word
+
+
+def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
+    from qmailkit.cli.logs import convert_multilog_main
+
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
+    assert convert_multilog_main(["-q", "--service-dir", str(sdir), "--log-dir", str(ldir)]) == 0
+    assert list(day_files(ldir)) == ["x.2023-11-14"]
+    assert convert_multilog_main(["--mode", "999", "--log-dir", str(ldir)]) == 100
+    assert "--mode: '999' is not an octal file mode" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        convert_multilog_main(["-x"])
+    assert exc.value.code == 2
+
+
+def test_bad_service_dir_is_reported(tmp_path):
+    (tmp_path / "log").mkdir()
+    res = run_cli("--service-dir", str(tmp_path / "nope"), "--log-dir", str(tmp_path / "log"))
+    assert res.returncode == 111
+    assert b"nope: cannot read the service directory" in res.stderr
