@@ -330,28 +330,37 @@ def test_unwritable_day_file_fails_that_service_only(tmp_path, utc):
     assert day_files(ldir) == expected_all(inputs)
 
 
-def test_unwritable_log_dir_is_a_clear_error_and_touches_nothing(tmp_path):
+def test_unwritable_log_dir_is_a_clear_error_and_touches_nothing(tmp_path, monkeypatch):
     sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(tmp_path / "missing"))
     assert res.returncode == 111
     assert res.stderr.decode() == (
         f"qmailkit convert-multilog: fatal: {tmp_path}/missing: the log directory does not exist "
         "(create it or give --log-dir)\n")
-    if os.geteuid() == 0:  # root writes anywhere: make it a file system that refuses
-        ro = tmp_path / "ro"
-        ro.mkdir()
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
-                          capture_output=True).returncode != 0:
-            pytest.skip("cannot mount a read-only tmpfs here")
-        try:
-            res = run_cli("--service-dir", str(sdir), "--log-dir", str(ro))
-        finally:
-            subprocess.run(["umount", str(ro)], check=True)
-    else:
+    if os.geteuid() != 0:
         os.chmod(ldir, 0o500)
         res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
-    assert res.returncode == 111
-    assert "cannot create the state directory" in res.stderr.decode()
+        assert res.returncode == 111
+        assert "cannot create the state directory: Permission denied" in res.stderr.decode()
+    else:  # root writes anywhere: a read-only file system refuses it
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        if _mount(ro, "ro,size=64k"):
+            try:
+                res = run_cli("--service-dir", str(sdir), "--log-dir", str(ro))
+            finally:
+                subprocess.run(["umount", str(ro)], check=True)
+            assert res.returncode == 111
+            assert "cannot create the state directory: Read-only file system" \
+                in res.stderr.decode()
+        else:  # no mount here: the same refusal, injected
+            def refuse(self, *a, **kw):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+
+            monkeypatch.setattr(Path, "mkdir", refuse)
+            with pytest.raises(logconvert.QmailkitError, match="cannot create the state dir"):
+                convert_all(opts(sdir, ldir))
+            monkeypatch.undo()
     assert len(list((sdir / "x" / "log" / "main").iterdir())) == 1
 
 
@@ -388,29 +397,47 @@ def test_full_disk_keeps_input_and_rolls_back(tmp_path, monkeypatch, utc):
     assert final == expected_all(inputs)
 
 
-def test_full_tmpfs(tmp_path, utc):
-    """A real full file system (a small tmpfs, as root)."""
+def _mount(path: Path, options: str) -> bool:
+    """Mount a tmpfs (root only); False where this machine does not allow it."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        return False
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                         capture_output=True, check=False)
+    return res.returncode == 0
+
+
+def test_full_file_system(tmp_path, monkeypatch, utc):
+    """A really full file system (a 256 KiB tmpfs) where mount works, else injected ENOSPC."""
     ldir = tmp_path / "small"
     ldir.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(ldir)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+    mounted = _mount(ldir, "size=256k")
+    if not mounted:
+        real_write, left = os.write, [256 << 10]
+
+        def full_write(fd, data):
+            if left[0] <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            n = real_write(fd, bytes(data[: left[0]]))
+            left[0] -= n
+            return n
+
+        monkeypatch.setattr(logconvert.os, "write", full_write)
     try:
         a = lines_between(T0, T0 + DAY, 12000, seed=6)
         sdir = tmp_path / "s"
         paths = write_rotated(service(sdir, "x"), [a[i:i + 2000] for i in range(0, 12000, 2000)])
         inputs = [p.read_bytes() for p in paths]
-        res = convert_all(opts(sdir, ldir))
+        res = convert_all(opts(sdir, ldir, jobs=1))
+        monkeypatch.undo()
         assert not res.ok and "No space left on device" in res.services[0].error
         done = res.services[0].files
         assert 0 < done < 6
         assert day_files(ldir) == expected_outputs("x", inputs[:done])
-        left = sorted((sdir / "x" / "log" / "main").iterdir())
-        assert [p.read_bytes() for p in left] == inputs[done:]
+        left_files = sorted((sdir / "x" / "log" / "main").iterdir())
+        assert [p.read_bytes() for p in left_files] == inputs[done:]
     finally:
-        subprocess.run(["umount", str(ldir)], check=True)
+        if mounted:
+            subprocess.run(["umount", str(ldir)], check=True)
 
 
 def test_second_run_exits_while_the_first_holds_the_lock(tmp_path, utc):
@@ -431,7 +458,7 @@ def test_second_run_exits_while_the_first_holds_the_lock(tmp_path, utc):
         with pytest.raises(subprocess.TimeoutExpired):
             waiting.wait(0.5)
         assert day_files(ldir) == {}
-    out, err = waiting.communicate(timeout=30)
+    _out, err = waiting.communicate(timeout=30)
     assert waiting.returncode == 0, err
     assert list(day_files(ldir)) == ["x.2023-11-14"]
 
