@@ -28,7 +28,8 @@ class S6(Supervisor):
             path=service,
             supervised=True,
             up=up,
-            pid=pid or None,
+            # while finishing, the pid field still names the dead process (or ./finish)
+            pid=pid if up else None,
             seconds=self.seconds_since(raw[:12]),
             normally_up=normally_up,
             want=self._want(up, ord(want)),
