@@ -1,0 +1,339 @@
+"""tcpserver access rules: parse, compile (byte-identical to ucspi-tcp's
+``tcprules``) and explain which rule a connection matches.
+
+A rules line is ``ADDRESS:allow`` or ``ADDRESS:deny``, optionally followed by
+``,VAR="value"`` assignments (any character may quote the value).  ADDRESS is
+an IP (``1.2.3.4``), a prefix ending in a dot (``10.``), a range of the last
+named number (``1.2.3.4-7``, ``10.1-3.``), ``=host`` or ``=.domain``,
+``info@ip`` / ``info@=host``, or empty (the default).  Lines starting with
+``#``, blank lines and, as in tcprules, lines without a ``:`` are skipped.
+
+In the cdb, every key maps to ``D\\0`` for deny (nothing for allow), then
+``+VAR=value\\0`` per assignment.  tcpserver reads the cdb for every
+connection and tries keys in a fixed order (``lookup_keys``); the first key
+present decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from qmailkit.errors import InputError, QmailkitError, os_error
+
+# tcprules exits 100 when a line cannot be parsed; so do we.
+BAD_RULE_EXIT = 100
+_ULONG = 1 << 64  # tcprules reads range numbers as C unsigned longs (they wrap)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rules line and what it compiles to."""
+
+    line: int  # 1-based line in the source
+    text: bytes  # the line as tcprules sees it (trailing blanks removed)
+    address: bytes  # the left side, as written
+    allow: bool
+    env: tuple[tuple[bytes, bytes], ...]  # (name, value), in order
+    keys: tuple[bytes, ...]  # the cdb keys (a range expands to several, possibly none)
+
+    @property
+    def data(self) -> bytes:
+        """The cdb value tcprules stores for this rule."""
+        parts = [] if self.allow else [b"D\0"]
+        parts += [b"+%s=%s\0" % (name, value) for name, value in self.env]
+        return b"".join(parts)
+
+
+@dataclass
+class Rules:
+    """Parsed rules: the rules in order, and the lines tcprules would skip silently."""
+
+    path: str
+    rules: list[Rule] = field(default_factory=list)
+    ignored: list[tuple[int, bytes]] = field(default_factory=list)  # lines without ':'
+
+    def records(self) -> Iterable[tuple[bytes, bytes]]:
+        for rule in self.rules:
+            data = rule.data
+            for key in rule.keys:
+                yield key, data
+
+
+def _bad(path: str, line: int, text: bytes, what: str, hint: str | None = None) -> InputError:
+    if text.endswith(b"\r"):
+        hint = "the line ends in a carriage return: convert the file from DOS line endings"
+    shown = text.decode("utf-8", "backslashreplace").replace("\r", "\\r")
+    return InputError(
+        f"{what}: {shown}",
+        path=path,
+        line=line,
+        hint=hint or 'rules look like 1.2.3.:allow,VAR="value" or =host:deny',
+        exit_code=BAD_RULE_EXIT,
+    )
+
+
+def _range_number(digits: bytes) -> int | None:
+    """A range number as tcprules reads it: decimal digits (none means 0), wrapping at 2**64."""
+    if digits and not digits.isdigit():
+        return None
+    return int(digits or b"0") % _ULONG
+
+
+def _expand(address: bytes) -> tuple[bytes, ...] | None:
+    """The keys of ``address``: itself, or one per number of an ``A-B`` range (None: bad range)."""
+    if b"=" in address or b"@" in address:
+        return (address,)
+    dash = address.find(b"-")
+    if dash < 0:
+        return (address,)
+    left = address.rfind(b".", 0, dash) + 1  # the range covers the number the dash is in
+    right = address.find(b".", dash + 1)
+    if right < 0:
+        right = len(address)
+    bottom = _range_number(address[left:dash])
+    top = _range_number(address[dash + 1 : right])
+    if bottom is None or top is None:
+        return None
+    top = min(top, 255)
+    head, tail = address[:left], address[right:]
+    return tuple(b"%s%d%s" % (head, n, tail) for n in range(bottom, top + 1))
+
+
+def _parse_line(path: str, number: int, text: bytes, colon: int) -> Rule:
+    address = text[:colon]
+    rest = text[colon + 1 :]
+    if rest.startswith(b"deny"):
+        allow, pos = False, 4
+    elif rest.startswith(b"allow"):
+        allow, pos = True, 5
+    else:
+        found = rest.split(b",", 1)[0].decode("utf-8", "backslashreplace")
+        raise _bad(path, number, text, f"expected 'allow' or 'deny' after ':', found {found!r}")
+    env = []
+    while pos < len(rest):
+        if rest[pos : pos + 1] != b",":
+            junk = rest[pos : pos + 10].decode("utf-8", "backslashreplace")
+            raise _bad(
+                path,
+                number,
+                text,
+                f"expected ',VAR=\"value\"' after {rest[:pos].decode(errors='replace')!r}, "
+                f"found {junk!r}",
+                'no blanks are allowed between the parts of a rule; write ,VAR="value"',
+            )
+        equals = rest.find(b"=", pos)
+        if equals < 0:
+            raise _bad(path, number, text, f"no '=' in {rest[pos:].decode(errors='replace')!r}")
+        name = rest[pos + 1 : equals]
+        shown_name = name.decode(errors="replace")
+        if equals + 1 >= len(rest):
+            raise _bad(path, number, text, f"no value after '{shown_name}='")
+        quote = rest[equals + 1 : equals + 2]
+        close = rest.find(quote, equals + 2)
+        if close < 0:
+            raise _bad(
+                path,
+                number,
+                text,
+                f"the value of {shown_name} has no closing {quote.decode(errors='replace')!r}",
+            )
+        env.append((name, rest[equals + 2 : close]))
+        pos = close + 1
+    keys = _expand(address)
+    if keys is None:
+        raise _bad(
+            path,
+            number,
+            text,
+            f"bad address range {address.decode(errors='replace')!r}",
+            "a range is two decimal numbers around '-', as in 1.2.3.4-7 or 10.1-3.",
+        )
+    return Rule(number, text, address, allow, tuple(env), keys)
+
+
+def parse(text: bytes | str, path: str | os.PathLike[str] = "rules") -> Rules:
+    """Parse tcprules source; raises InputError (exit 100) naming the line of a bad rule."""
+    name = os.fspath(path)
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogateescape")
+    result = Rules(name)
+    lines = text.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, raw in enumerate(lines, 1):
+        if not raw or raw.startswith(b"#"):
+            continue
+        line = raw.rstrip(b" \t")
+        colon = line.find(b":")
+        if colon < 0:
+            if line:
+                result.ignored.append((number, line))
+            continue
+        result.rules.append(_parse_line(name, number, line, colon))
+    return result
+
+
+def _read(path: str | os.PathLike[str]) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as err:
+        raise os_error(err, "cannot read rules") from err
+
+
+def compile_source(rules_path: str | os.PathLike[str]) -> Rules:
+    """Read and parse a rules file (InputError naming the line of a bad rule)."""
+    return parse(_read(rules_path), rules_path)
+
+
+def compile_rules(
+    rules: Rules,
+    cdb_path: str | os.PathLike[str],
+    tmp_path: str | os.PathLike[str] | None = None,
+    mode: int = 0o644,
+) -> int:
+    """Write the cdb for parsed ``rules``; returns the number of keys.
+
+    With ``tmp_path`` the cdb is written there, fsync'd and renamed over
+    ``cdb_path`` (as tcprules does, and the temp is removed on failure);
+    without it a temp name of our own in the same directory is used.
+    """
+    from qmailkit import cdb
+
+    if tmp_path is None:
+        return cdb.write(cdb_path, rules.records(), mode=mode)
+    return _write_via(rules.records(), os.fspath(cdb_path), os.fspath(tmp_path), mode)
+
+
+def _write_via(records: Iterable[tuple[bytes, bytes]], target: str, tmp: str, mode: int) -> int:
+    from qmailkit.cdb import backend
+    from qmailkit.fsutil import fsync_dir
+
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        raise os_error(err, "cannot create temp file") from err
+    done = False
+    count = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            maker = backend.get().maker(fh)
+            for key, value in records:
+                maker.add(key, value)
+                count += 1
+            maker.finish()
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.rename(tmp, target)
+        done = True
+        fsync_dir(os.path.dirname(target) or ".")
+    except OSError as err:
+        raise os_error(err, f"cannot write {target}") from err
+    finally:
+        if not done:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    return count
+
+
+def compile_file(
+    rules_path: str | os.PathLike[str],
+    cdb_path: str | os.PathLike[str],
+    tmp_path: str | os.PathLike[str] | None = None,
+) -> Rules:
+    """Compile a rules file exactly like ``tcprules cdb tmp < rules``; returns the parsed rules.
+
+    On a bad rule nothing is written and the old cdb stays in place.
+    """
+    rules = compile_source(rules_path)
+    compile_rules(rules, cdb_path, tmp_path)
+    return rules
+
+
+# -- matching ---------------------------------------------------------------------------------
+
+
+def lookup_keys(ip: str, host: str | None = None, info: str | None = None) -> list[bytes]:
+    """The keys tcpserver tries for a connection, in its order (first found decides)."""
+    ipb = ip.encode()
+    hostb = host.encode() if host is not None else None
+    keys: list[bytes] = []
+    if info is not None:
+        keys.append(info.encode() + b"@" + ipb)
+        if hostb is not None:
+            keys.append(info.encode() + b"@=" + hostb)
+    keys.append(ipb)
+    if hostb is not None:
+        keys.append(b"=" + hostb)
+    keys += [ipb[:end] for end in range(len(ipb), 0, -1) if ipb[end - 1 : end] == b"."]
+    if hostb is not None:
+        keys += [b"=" + hostb[i:] for i in range(len(hostb)) if hostb[i : i + 1] == b"."]
+        keys.append(b"=")
+    keys.append(b"")
+    return keys
+
+
+@dataclass(frozen=True)
+class Match:
+    """What tcpserver does with a connection, and why."""
+
+    key: bytes | None  # the key found; None: no rule matched (tcpserver allows)
+    allow: bool
+    env: tuple[tuple[bytes, bytes], ...]  # variables set (tcpserver sets them even on deny)
+    rule: Rule | None  # the source rule, when explaining from rules
+    tried: tuple[bytes, ...]  # keys looked up, in order, up to the one found
+    data: bytes = b""  # the raw cdb value
+
+
+def decode_data(data: bytes) -> tuple[bool, tuple[tuple[bytes, bytes], ...]]:
+    """Read a rules value as tcpserver does: 'D' denies, '+VAR=value' sets a variable."""
+    allow = True
+    env = []
+    parts = data.split(b"\0")
+    for part in parts[:-1]:  # text after the last NUL is ignored, as by tcpserver
+        if part.startswith(b"D"):
+            allow = False
+        elif part.startswith(b"+") and b"=" in part:
+            name, _, value = part[1:].partition(b"=")
+            env.append((name, value))
+    return allow, tuple(env)
+
+
+def explain(
+    cdb_or_rules: str | os.PathLike[str] | Rules | Sequence[Rule],
+    ip: str,
+    host: str | None = None,
+    info: str | None = None,
+) -> Match:
+    """Which key (and, from rules, which line) a connection from ``ip`` matches."""
+    keys = lookup_keys(ip, host, info)
+    if isinstance(cdb_or_rules, (str, os.PathLike)):
+        from qmailkit import cdb
+
+        with cdb.Reader(cdb_or_rules) as reader:
+            for n, key in enumerate(keys):
+                data = reader.get(key)
+                if data is not None:
+                    allow, env = decode_data(data)
+                    return Match(key, allow, env, None, tuple(keys[: n + 1]), data)
+        return Match(None, True, (), None, tuple(keys))
+    rule_list = cdb_or_rules.rules if isinstance(cdb_or_rules, Rules) else cdb_or_rules
+    first: dict[bytes, Rule] = {}
+    for rule in rule_list:
+        for key in rule.keys:
+            first.setdefault(key, rule)  # cdb lookups return the first record of a key
+    for n, key in enumerate(keys):
+        rule = first.get(key)
+        if rule is not None:
+            return Match(key, rule.allow, rule.env, rule, tuple(keys[: n + 1]), rule.data)
+    return Match(None, True, (), None, tuple(keys))
+
+
+def check_ip(ip: str) -> None:
+    """Refuse something that is plainly not an IP address (tcprulescheck would just miss)."""
+    if not ip or any(c not in "0123456789.:abcdefABCDEF" for c in ip):
+        raise QmailkitError(f"not an IP address: {ip!r}", exit_code=100)
