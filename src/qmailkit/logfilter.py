@@ -50,14 +50,15 @@ def tai64nlocal(
     malformed ones pass unchanged.  One difference: a label that ends the
     input without a newline is converted (the C tool drops it).
     """
+    chunk = max(chunk, 64)  # a line's label and the byte after it fit in one chunk
     localtime = LocalTime(offset)
-    carry = b"\n"  # what follows the last newline seen; starts as if after one
-    first = True  # the newline put in front of the input is not output
+    carry = b""  # the start of a line whose end has not been read yet
+    at_line_start = True  # does ``carry`` (or the next read) start a line?
     while data := _read(infd, chunk):
         buf = carry + data
-        cut = buf.rfind(b"\n")
-        if cut > 0:
-            block, carry = buf[:cut], buf[cut:]  # the newline stays with its line's label
+        cut = buf.rfind(b"\n") + 1  # end of the last whole line; 0: none
+        if cut:
+            block, carry = buf[:cut], buf[cut:]
         elif len(buf) >= chunk:
             # A very long line: its start (label included) is all here; pass it
             # on now and the rest of the line as it comes.
@@ -65,16 +66,16 @@ def tai64nlocal(
         else:
             carry = buf
             continue
-        out = localtime.convert_block(block)
-        if first:
-            out, first = out[1:], False
-        if out:
-            _write(outfd, out)
-    out = localtime.convert_block(carry)
-    if first:
-        out = out[1:]
-    if out:
-        _write(outfd, out)
+        _write(outfd, _convert(localtime, block, at_line_start))
+        at_line_start = cut > 0
+    if carry:
+        _write(outfd, _convert(localtime, carry, at_line_start))
+
+
+def _convert(localtime: LocalTime, block: bytes, at_line_start: bool) -> bytes:
+    if at_line_start:
+        return localtime.convert_lines(block)
+    return localtime.convert_block(block)  # its first line's start went out before
 
 
 def _is_stream(fd: int) -> bool:
@@ -100,6 +101,7 @@ def tai64n(
     terminal) every line gets its own fresh time; otherwise all lines of one
     read share the time of that read.  Output is written after every read.
     """
+    chunk = max(chunk, 64)
     if per_line is None:
         per_line = _is_stream(outfd)
     at_line_start = True
