@@ -71,7 +71,7 @@ def run_script(shell: str, script: Path, workdir: Path, env: dict[str, str] | No
         Path(f"{dump}{suffix}").unlink(missing_ok=True)
     cmd = [shell, "--posix", str(script)] if shell == "bash" else [shell, str(script)]
     full_env = {"QK_DUMP": str(dump), "PATH": "/usr/bin:/bin", **(env or {})}
-    p = subprocess.run(cmd, cwd=workdir, env=full_env, stdout=subprocess.PIPE,
+    p = subprocess.run(cmd, cwd=workdir, env=full_env, stdout=subprocess.PIPE, check=False,
                        stderr=subprocess.STDOUT, timeout=30)
     argv = envd = None
     if Path(f"{dump}.argv").exists():

@@ -146,8 +146,8 @@ ERRORS = [
     (MX + 'prot = 25\n', 3, "services.mx.prot: unknown key", "did you mean port?"),
     (MX + 'port = "25x"\n', 3, "services.mx.port: expected an integer, got a string",
      "without quotes"),
-    (MX + 'port = 25.0\n', 3, "services.mx.port: expected an integer, got a number with a "
-     "fraction", "without quotes"),
+    (MX + 'port = 25.0\n', 3, ("services.mx.port: expected an integer, got a number with a "
+     "fraction"), "without quotes"),
     (MX + 'port = 70000\n', 3, "services.mx.port: 70000 is too large", "maximum is 65535"),
     (MX + 'port = 0\n', 3, "services.mx.port: 0 is too small", "minimum is 1"),
     (MX + 'maxconn = true\n', 3, "services.mx.maxconn: expected an integer, got a boolean",
@@ -174,8 +174,8 @@ ERRORS = [
      "services.mx.smtpd: a program must be a bare name or an absolute path", None),
     (MX + 'spf = 7\n', 3, "services.mx.spf: 7 is too large", "maximum is 6"),
     (MX + 'validrcptto_log = -1\n', 3, "services.mx.validrcptto_log: -1 is too small", None),
-    (MX + 'env = { "1X" = "a" }\n', 3, "services.mx.env.1X: not a valid environment variable "
-     "name", None),
+    (MX + 'env = { "1X" = "a" }\n', 3, ("services.mx.env.1X: not a valid environment variable "
+     "name"), None),
     (MX + 'env = { IP = "a" }\n', 3, "services.mx.env.IP: reserved", "own option"),
     (MX + 'env = { PATH = "/bin" }\n', 3, "services.mx.env.PATH: reserved", None),
     (MX + 'env = { IFS = "x" }\n', 3, "services.mx.env.IFS: reserved", None),
@@ -206,8 +206,8 @@ ERRORS = [
     ('[supervisor]\nlog_size = 16777216\n' + MX, 2, "supervisor.log_size: 16777216 is too large",
      None),
     ('[supervisor]\nlog_count = 1\n' + MX, 2, "supervisor.log_count: 1 is too small", None),
-    ('[supervisor]\nscan_dir = "service"\n' + MX, 2, "supervisor.scan_dir: not an absolute "
-     "path", None),
+    ('[supervisor]\nscan_dir = "service"\n' + MX, 2, ("supervisor.scan_dir: not an absolute "
+     "path"), None),
     ('[supervisor]\nlogsize = 1\n' + MX, 2, "supervisor.logsize: unknown key",
      "did you mean log_size?"),
     ('[system]\npath = ["bin"]\n' + MX, 2, "system.path: not an absolute path", None),

@@ -100,26 +100,34 @@ def key(svc: Service, option: str) -> str:
     return f"services.{svc.name}.{option}"
 
 
-def settings(svc: Service, options: dict[str, Option]) -> list[tuple[str, object, str]]:
-    """The header's table of effective settings: every option of the type, then the common ones."""
+def settings(svc: Service, options: dict[str, Option], hide: frozenset[str] = frozenset()
+             ) -> list[tuple[str, object, str]]:
+    """The header's table of effective settings: the type's options, then the common ones.
+
+    Options not set (None) and those in ``hide`` (irrelevant here, e.g. greylisting
+    settings while greylisting is off) are left out to keep the table readable.
+    """
     rows: list[tuple[str, object, str]] = []
     for name, opt in {**options, **COMMON_OPTIONS}.items():
-        if name == "env" or name.startswith("log_"):
-            continue
         value = svc.options[name]
-        if opt.kind == "list":
-            value = " ".join(value) if name != "path" else ":".join(value)
+        if name == "env" or name.startswith("log_") or name in hide or value is None:
+            continue
+        if name == "path":
+            value = ":".join(value)
+        elif opt.kind == "env" and not value:
+            continue
         rows.append((name, value, opt.var))
     for name, value in svc.options["env"].items():
         rows.append((f"env.{name}", value, ""))
     return rows
 
 
-def start(svc: Service, config: Config, options: dict[str, Option]) -> Script:
+def start(svc: Service, config: Config, options: dict[str, Option],
+          hide: frozenset[str] = frozenset()) -> Script:
     """A new run script: header, helper functions, stderr merged, PATH."""
     profile = f" (profile {svc.profile})" if svc.profile else ""
     script = Script(f'{svc.type} service "{svc.name}"{profile}', config.path,
-                    settings(svc, options))
+                    settings(svc, options, hide))
     script.line("exec 2>&1")
     script.line(f"PATH={_quote(':'.join(svc.options['path']))}")
     script.line("export PATH")

@@ -38,8 +38,19 @@ def comment_value(value: object) -> str:
         return str(value)
     if value is None:
         return "(not set)"
+    if isinstance(value, list):  # written as in the config file
+        return "[" + ", ".join(comment_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {comment_value(v)}" for k, v in value.items()) + " }"
     # json escapes newlines and other control characters, so the comment cannot end early
     return json.dumps(value, ensure_ascii=False)
+
+
+def one_line(text: str) -> str:
+    """``text`` for a log line: control characters (newlines...) written as escapes."""
+    if all(ch >= " " and ch != "\x7f" for ch in text):
+        return text
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 @dataclass(frozen=True)
@@ -173,7 +184,12 @@ class Script:
 
     def fatal_unless(self, test: str, message: str) -> None:
         """``test`` is a shell condition; when it fails the service does not start."""
-        self.lines.append(f"{test} || fatal {quote(message)}")
+        self.lines.append(f"{test} || fatal {quote(one_line(message))}")
+
+    def warn_unless(self, test: str, message: str) -> None:
+        """``test`` is a shell condition; when it fails a warning is logged."""
+        self.lines.append(f"{test} ||")
+        self.lines.append(f"\techo {quote('warning: ' + one_line(message))}")
 
     def command(self, words: Iterable[Word]) -> None:
         """Set the final command, log it, and exec it."""

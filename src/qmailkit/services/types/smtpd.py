@@ -12,7 +12,7 @@ only the variables that are set, logs the command line and execs
 Profiles: ``mx`` (port 25), ``submission`` (587: AUTH required, FORCE_TLS, no RBL,
 greylisting, greet delay, SPF, MAIL FROM check), ``smtps`` (465 under sslserver,
 AUTH required, the same relaxations), ``local`` (127.0.0.1: RELAYCLIENT, no RBL,
-no rules, no AUTH).
+no rules, no AUTH, no SPF).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from qmailkit.services.config import (
     check_user,
     check_zone,
 )
-from qmailkit.services.shell import Var, Word
+from qmailkit.services.shell import Var, Word, one_line
 
 
 def _home(sub: str):
@@ -189,6 +189,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rblsmtpd": "",
         "rules": "",
         "auth": False,
+        "spf": 0,
         "greet_delay": 0,
         "drop_pre_greet": False,
     },
@@ -286,12 +287,33 @@ def _valid_env_name(name: str) -> bool:
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
 
 
+def _hidden(o: dict[str, Any]) -> frozenset[str]:
+    """Options that do nothing with these settings, left out of the script's header."""
+    hide: set[str] = set()
+    if not o["greylist"]:
+        hide.update(opt for opt, _ in GREYLIST_EXPORTS)
+    if not o["domainkeys"]:
+        hide.update(("qmail_dk", "dkverify", "dksign"))
+    if not o["qmailqueue"]:
+        hide.update(("simscan_nop0fcheck", "simscan_debug", "simscan_debug_files"))
+    if not o["rblsmtpd"]:
+        hide.update(("rbl_allow", "rbl_block"))
+    if not o["auth"]:
+        hide.update(("auth_cdb", "checkpassword", "checkpassword_true", "auth_set", "auth_unset",
+                     "require_auth", "allow_insecure_auth"))
+    elif o["auth_cdb"]:
+        hide.update(("checkpassword", "checkpassword_true"))
+    if not o["rules"]:
+        hide.add("rules_source")
+    return frozenset(hide)
+
+
 def build(svc: Service, config: Config) -> R.Built:
     o = svc.options
     k = lambda name: R.key(svc, name)
     home = config.system.qmail_home
     checks = R.Checks(users=[o["user"]])
-    s = R.start(svc, config, OPTIONS)
+    s = R.start(svc, config, OPTIONS, _hidden(o))
 
     # Where and as whom.
     s.comment("Where to listen and as whom (the original refuses to start without IP).")
@@ -317,7 +339,7 @@ def build(svc: Service, config: Config) -> R.Built:
     rcpthosts = f"{home}/control/rcpthosts"
     qr = R._quote(rcpthosts)
     s.line(f"if [ ! -e {qr} ]; then")
-    s.line(f"\techo {R._quote('warning: ' + rcpthosts + ' was missing; created it empty')}")
+    s.line(f"\techo {R._quote('warning: ' + one_line(rcpthosts) + ' was missing; created it empty')}")
     s.line(f"\t: > {qr} && chmod 644 {qr}")
     s.line("fi")
     s.blank()
@@ -340,8 +362,8 @@ def build(svc: Service, config: Config) -> R.Built:
                                f"certificate {cert} is missing or unreadable (force_tls needs "
                                "it)")
             else:
-                s.line(f"[ -r {R._quote(cert)} ] ||")
-                s.line(f"\techo {R._quote(f'warning: certificate {cert} is missing: no STARTTLS')}")
+                s.warn_unless(f"[ -r {R._quote(cert)} ]",
+                              f"certificate {cert} is missing: no STARTTLS")
     # Rules.
     rules = o["rules"]
     rules_pair = None
