@@ -13,6 +13,7 @@ from cdb_helpers import cdbmake_input, freecdb_make, generated_records, tinycdb_
 from conftest import need
 
 from qmailkit.cdb import text
+from qmailkit.errors import QmailkitError
 
 QMAILKIT = [sys.executable, "-m", "qmailkit"]
 
@@ -78,7 +79,7 @@ def test_parser_with_tiny_chunks_matches(monkeypatch):
         monkeypatch.setattr(text, "CHUNK", chunk)
         got = [
             r
-            for keys, values in text.parse_cdbmake(io.BytesIO(source), "x")
+            for keys, values, _ in text.parse_cdbmake(io.BytesIO(source), "x")
             for r in zip(keys, values, strict=True)
         ]
         assert got == records
@@ -187,3 +188,19 @@ def test_stats_agree_with_tinycdb(tmp_path):
     assert their_distances and len(their_distances) == 11
     expected = " ".join(f"{name}:{count}" for name, count in their_distances)
     assert f"distances:    {expected}\n" in ours
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_build_size_limit_counts_bulk_records_exactly(tmp_path, monkeypatch, lines):
+    from qmailkit import cdb
+
+    keys = [b"user%04d@example.com" % i for i in range(2000)]
+    source = b"\n".join(keys) + b"\n" if lines else cdbmake_input([(k, b"") for k in keys])
+    exact = 2048 + sum(24 + len(k) for k in keys)
+    monkeypatch.setattr(cdb, "MAX_SIZE", exact)
+    assert text.build(str(tmp_path / "ok.cdb"), io.BytesIO(source), lines=lines) == len(keys)
+    assert (tmp_path / "ok.cdb").stat().st_size == exact
+    monkeypatch.setattr(cdb, "MAX_SIZE", exact - 1)
+    with pytest.raises(QmailkitError, match="format's limit"):
+        text.build(str(tmp_path / "big.cdb"), io.BytesIO(source), lines=lines)
+    assert sorted(os.listdir(tmp_path)) == ["ok.cdb"]

@@ -61,11 +61,18 @@ class Writer:
         self._grow(len(key) + len(value), 1)
         self._maker.add(key, value)
 
-    def add_many(self, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        """Add records from two equally long sequences of bytes, in bulk (fast path)."""
+    def add_many(
+        self, keys: Sequence[bytes], values: Sequence[bytes], nbytes: int | None = None
+    ) -> None:
+        """Add records from two equally long sequences of bytes, in bulk (fast path).
+
+        ``nbytes``, if the caller knows it, is the total length of keys and values.
+        """
         if len(keys) != len(values):
             raise ValueError("keys and values differ in length")
-        self._grow(sum(map(len, keys)) + sum(map(len, values)), len(keys))
+        if nbytes is None:
+            nbytes = sum(map(len, keys)) + sum(map(len, values))
+        self._grow(nbytes, len(keys))
         deque(map(self._maker.add, keys, values), maxlen=0)
 
 

@@ -1,7 +1,7 @@
 """cdb's text formats: cdbmake input (``+KLEN,DLEN:KEY->DATA`` lines, a blank
 line at the end), cdbmake-12 style ``KEY VALUE`` lines, and dumps.
 
-Parsers stream: they read the input in chunks and yield ``(keys, values)``
+Parsers stream: they read the input in chunks and yield ``(keys, values, nbytes)``
 batches, so memory stays bounded however large the input.  A chunk is first
 parsed in bulk (split, then checked exactly); any chunk the bulk path cannot
 prove right is parsed record by record, which also finds the line of an error.
@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from qmailkit.errors import QmailkitError
 
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 # The error exit of cdbmake for malformed input is 111, and qmailkit keeps it.
 MALFORMED_EXIT = 111
 
@@ -24,7 +24,8 @@ _ARROW = b"\x01"  # stands in for "->" while splitting; inputs holding it take t
 _DELIMS_ONLY = bytes(b for b in range(256) if b not in b":\n\x01")
 _TO_ARROW = bytes.maketrans(b":\n", _ARROW * 2)
 
-Batch = tuple[list[bytes], list[bytes]]
+# keys, values and (when known) their total length in bytes
+Batch = tuple[list[bytes], list[bytes], int | None]
 
 
 def _bulk_records(region: bytes, heads_seen: dict[bytes, tuple[int, int]]) -> Batch | None:
@@ -43,15 +44,26 @@ def _bulk_records(region: bytes, heads_seen: dict[bytes, tuple[int, int]]) -> Ba
         return None
     tokens = marked.translate(_TO_ARROW).split(_ARROW)
     heads, keys, values = tokens[0:-1:3], tokens[1::3], tokens[2::3]
-    for head in set(heads).difference(heads_seen):
+    distinct = set(heads)
+    for head in distinct.difference(heads_seen):
         match = _HEAD.fullmatch(head)
         if match is None:
             return None
         heads_seen[head] = (int(match[1]), int(match[2]))
-    lengths = list(map(heads_seen.__getitem__, heads))
-    if list(zip(map(len, keys), map(len, values), strict=True)) != lengths:
+    key_length = {head: heads_seen[head][0] for head in distinct}
+    key_lengths = list(map(len, keys))
+    if key_lengths != list(map(key_length.__getitem__, heads)):
         return None
-    return keys, values
+    nbytes = sum(key_lengths)
+    if any(heads_seen[head][1] for head in distinct):
+        value_length = {head: heads_seen[head][1] for head in distinct}
+        value_lengths = list(map(len, values))
+        if value_lengths != list(map(value_length.__getitem__, heads)):
+            return None
+        nbytes += sum(value_lengths)
+    elif any(values):  # every DLEN is 0 (a list of addresses): the values must be empty
+        return None
+    return keys, values, nbytes
 
 
 class _Input:
@@ -165,10 +177,14 @@ def parse_cdbmake(stream: BinaryIO, name: str, max_size: int = 0xFFFFFFFF) -> It
                 if end < 0 and inp.fill():
                     continue
             else:
-                blank = inp.buf.find(b"\n\n", inp.pos, end + 1)
-                stop = blank + 1 if blank >= 0 else end + 1
-                region = inp.buf[inp.pos : stop]
-                batch = _bulk_records(region, heads_seen)
+                stop = end + 1
+                batch = _bulk_records(inp.buf[inp.pos : stop], heads_seen)
+                if batch is None:
+                    # Perhaps only because the closing blank line is in the region.
+                    blank = inp.buf.find(b"\n\n", inp.pos, stop)
+                    if blank >= 0:
+                        stop = blank + 1
+                        batch = _bulk_records(inp.buf[inp.pos : stop], heads_seen)
                 if batch is not None:
                     inp.pos = stop
                     inp.line += len(batch[0])
@@ -188,7 +204,7 @@ def parse_cdbmake(stream: BinaryIO, name: str, max_size: int = 0xFFFFFFFF) -> It
             values.append(found[1])
             record += 1
         if keys:
-            yield keys, values
+            yield keys, values, None
         if done:
             return
 
@@ -230,7 +246,7 @@ def _lines_batch(chunk: bytes) -> Batch:
         and b"\n\n" not in chunk
         and not chunk.startswith((b"#", b"\n"))
     ):
-        return lines, [b""] * len(lines)
+        return lines, [b""] * len(lines), len(chunk) - chunk.count(b"\n")
     keys, values = [], []
     for line in lines:
         fields = line.split(None, 1)
@@ -238,7 +254,7 @@ def _lines_batch(chunk: bytes) -> Batch:
             continue
         keys.append(fields[0])
         values.append(fields[1].rstrip() if len(fields) > 1 else b"")
-    return keys, values
+    return keys, values, None
 
 
 def dump(records: Iterable[tuple[bytes, bytes]], out: BinaryIO, batch: int = 4096) -> None:
@@ -271,6 +287,6 @@ def build(
 
     with cdb.make(path, mode=mode, owner=owner) as writer:
         batches = parse_lines(stream, name) if lines else parse_cdbmake(stream, name, cdb.MAX_SIZE)
-        for keys, values in batches:
-            writer.add_many(keys, values)
+        for keys, values, nbytes in batches:
+            writer.add_many(keys, values, nbytes)
     return writer.count
