@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
-from pathlib import Path
-
 import shutil
+import subprocess
 import tempfile
+from pathlib import Path
 
 import pytest
 from conftest import CI, need
 from services_render_helpers import toml_str
 
 from qmailkit.services import config, render
+
 
 @pytest.fixture
 def pubdir():
