@@ -404,6 +404,7 @@ class _ServiceRun:
 
     def recover(self) -> None:
         """Finish or undo what an interrupted run left, as its journal says."""
+        fsutil.remove_stale_temps(self.journal.path)
         state = self.journal.read()
         self.last = state.get("last")
         names = state.get("inputs") or []

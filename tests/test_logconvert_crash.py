@@ -1,0 +1,111 @@
+"""Crash safety: convert-multilog killed with SIGKILL at random moments, then run again.
+
+Whatever the moment, the day files after the final run must equal the
+expected output exactly: no line lost, none written twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import need
+from logs_helpers import day_files, expected_outputs, label, lines_between, service, write_rotated
+from supervisors import descendants
+
+T0 = 1_700_000_000 * 10**9
+DAY = 86_400 * 10**9
+
+
+def build(root, seed):
+    inputs = {}
+    rng = random.Random(seed)
+    for k, name in enumerate(("qmail-send", "smtpd", "pop3d")):
+        a = lines_between(T0, T0 + 2 * DAY, 12000, seed=seed * 10 + k)
+        chunks = [a[i:i + 2000] for i in range(0, 12000, 2000)]
+        for chunk in chunks[1:]:  # a split line at the start of some files
+            if rng.random() < 0.5:
+                chunk.insert(0, b"continued %d" % rng.randrange(1000))
+        paths = write_rotated(service(root / "service", name), chunks,
+                              start_ns=T0 + 3 * DAY)
+        inputs[name] = [p.read_bytes() for p in paths]
+    (root / "log").mkdir()
+    return inputs
+
+
+@pytest.mark.parametrize("rename", [False, True])
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, rename):
+    need("tai64nlocal")
+    env = dict(os.environ, TZ="Europe/Berlin")
+    rng = random.Random(42 + rename)
+    pristine = tmp_path / "pristine"
+    inputs = build(pristine, seed=1)
+    want: dict[str, bytes] = {}
+    for name, datas in inputs.items():
+        want.update(expected_outputs(name, datas, "Europe/Berlin"))
+    argv = [sys.executable, "-m", "qmailkit", "convert-multilog", "-q", "--wait", "30"]
+    if rename:
+        argv.append("-r")
+    # how long a whole run takes here: the kills are spread over that time
+    calib = tmp_path / "calibration"
+    shutil.copytree(pristine, calib)
+    started = time.monotonic()
+    subprocess.run(argv + ["--service-dir", str(calib / "service"), "--log-dir",
+                           str(calib / "log")], env=env, check=True)
+    full = time.monotonic() - started
+    kills = 0
+    for round_ in range(5):
+        work = tmp_path / f"round{round_}"
+        shutil.copytree(pristine, work)
+        args = argv + ["--service-dir", str(work / "service"), "--log-dir", str(work / "log")]
+        for attempt in range(4):
+            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                proc.wait(timeout=rng.uniform(0.0, full))
+            except subprocess.TimeoutExpired:
+                workers = descendants(proc.pid)
+                if attempt % 2:
+                    proc.kill()  # the parent only: its workers must die with it
+                else:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the whole run
+                proc.wait()
+                kills += 1
+                for pid in workers:  # re-parented to the test (a subreaper): reap them
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+            proc.stderr.close()
+        final = subprocess.run(args, env=env, capture_output=True, check=False)
+        assert final.returncode == 0, final.stderr
+        assert day_files(work / "log") == want, f"round {round_}"
+        for name in inputs:
+            left = sorted(p.name for p in (work / "service" / name / "log" / "main").iterdir())
+            assert all(n.endswith(".done") for n in left) if rename else left == []
+            if rename:
+                assert len(left) == len(inputs[name])
+        stray = [n for n in os.listdir(work / "log" / ".convert-multilog")
+                 if n != "lock" and not n.endswith(".journal")]
+        assert stray == []
+        shutil.rmtree(work)
+    assert kills >= 5  # the first attempt of a round is nearly always interrupted
+
+
+def test_journal_names_are_forgotten_after_a_commit(tmp_path):
+    """A later input with a reused name is converted, not taken as already done."""
+    from qmailkit.logconvert import Options, convert_all
+
+    sdir, ldir = tmp_path / "s", tmp_path / "l"
+    ldir.mkdir()
+    main = service(sdir, "x")
+    write_rotated(main, [[label(T0) + b" one"]], start_ns=T0)
+    assert convert_all(Options(service_dir=sdir, log_dir=ldir)).ok
+    write_rotated(main, [[label(T0) + b" two"]], start_ns=T0)
+    assert convert_all(Options(service_dir=sdir, log_dir=ldir)).ok
+    assert sum(v.count(b"\n") for v in day_files(ldir).values()) == 2
