@@ -277,3 +277,48 @@ def test_load_bad_utf8_names_the_line(tmp_path):
     with pytest.raises(InputError) as info:
         config.load(p)
     assert (info.value.message, info.value.line) == ("not valid UTF-8", 3)
+
+
+# --------------------------------------------------------------------------------------------
+# The example and the documentation stay in step with the code
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_example_config_renders_a_full_server():
+    from qmailkit.services import render
+
+    cfg = config.load(os.path.join(ROOT, "examples", "qmailkit.toml"))
+    types = {name: (s.type, s.profile) for name, s in cfg.services.items()}
+    assert types == {
+        "qmail-send": ("qmail-send", None),
+        "qmail-smtpd": ("qmail-smtpd", "mx"),
+        "submission": ("qmail-smtpd", "submission"),
+        "smtps": ("qmail-smtpd", "smtps"),
+        "imap": ("courier-imap", "imap"),
+        "imapssl": ("courier-imap", "imapssl"),
+        "pop3ssl": ("courier-imap", "pop3ssl"),
+        "vpopmaild": ("vpopmaild", None),
+    }
+    rendered = render.render(cfg)
+    assert all(not r.checks.warnings for r in rendered.values())
+    ports = sorted(r.listen[1] for r in rendered.values() if r.listen)
+    assert ports == [25, 143, 465, 587, 993, 995, 8900]
+
+
+def test_docs_list_every_option_of_every_type():
+    with open(os.path.join(ROOT, "docs", "services-config.md"), encoding="utf-8") as f:
+        doc = f.read()
+    for tname, mod in TYPES.items():
+        start = doc.index(f'## `type = "{tname}"`')
+        end = doc.find("\n## ", start + 1)
+        section = doc[start:end]
+        for oname, opt in mod.OPTIONS.items():
+            assert f"| `{oname}` |" in section, (tname, oname)
+            if opt.var:
+                assert f"`{opt.var}`" in section, (tname, oname)
+        for profile in getattr(mod, "PROFILES", {}):
+            assert f"`{profile}`" in section, (tname, profile)
+    common = doc[doc.index("## Options every service has"):]
+    for oname in config.COMMON_OPTIONS:
+        assert f"| `{oname}` |" in common, oname

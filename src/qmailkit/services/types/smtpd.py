@@ -91,7 +91,8 @@ OPTIONS: dict[str, Option] = {
                                 "JGREYLIST_LOG_SMTP"),
     "greylist_timeout": Option("int", 60, "seconds before a greylisted client is dropped",
                                "JGREYLIST_TIMEOUT", min=0),
-    "greylist_limit": Option("int", None, "greylist limit", "JGREYLIST_LIMIT", min=0),
+    "greylist_limit": Option("int", None, "jgreylist's JGREYLIST_LIMIT (exported as given)",
+                             "JGREYLIST_LIMIT", min=0),
     "recordio": Option("str", "", "recordio program (logs the whole dialogue); empty = none",
                        "RECORDIO", check=check_program),
     # -- qmail-smtpd -------------------------------------------------------------------------
