@@ -258,6 +258,11 @@ def test_check_command_names_the_source_line(tmp_path):
     assert proc.returncode == 0
     assert b"rule 127.:\nset environment variable RELAYCLIENT=\nallow connection\n" == proc.stdout
     assert b"does not match" in proc.stderr and b"recompile" in proc.stderr
+    # a broken rules source: the cdb's answer, and a warning
+    rules.write_bytes(b"127.:allow\n10.:maybe\n")
+    proc = qk("tcprules", "check", tmp_path / "tcp.smtp.cdb", "127.0.0.1")
+    assert proc.returncode == 0 and proc.stdout.startswith(b"rule 127.:\n")
+    assert f"cannot say which line matched: {rules}:2: expected".encode() in proc.stderr
     # a broken cdb or a non-address
     (tmp_path / "bad.cdb").write_bytes(b"short")
     assert qk("tcprules", "check", tmp_path / "bad.cdb", "1.2.3.4").returncode == 100

@@ -77,6 +77,7 @@ def cmd_check(
     rules_path: str | None, cdb_path: str, ip: str, host: str | None = None, info: str | None = None
 ) -> int:
     from qmailkit import tcprules
+    from qmailkit.errors import InputError
 
     tcprules.check_ip(ip)
     found = tcprules.explain(cdb_path, ip, host, info)
@@ -91,8 +92,13 @@ def cmd_check(
     out.append("allow connection" if found.allow else "deny connection")
     if rules_path is None and cdb_path.endswith(".cdb") and os.path.isfile(cdb_path[:-4]):
         rules_path = cdb_path[:-4]
+    source = None
     if rules_path is not None:
-        source = tcprules.explain(tcprules.compile_source(rules_path), ip, host, info)
+        try:
+            source = tcprules.explain(tcprules.compile_source(rules_path), ip, host, info)
+        except InputError as err:  # the cdb's answer stands; the source cannot explain it
+            _say(f"warning: cannot say which line matched: {err}")
+    if source is not None:
         if (source.key, source.data) != (found.key, found.data):
             _say(
                 f"warning: {cdb_path} does not match {rules_path} (which gives "
