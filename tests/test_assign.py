@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qmailkit.errors import InputError
 from qmailkit.qmail import assign
@@ -151,3 +153,41 @@ def test_lookup_only_tries_prefixes_ending_at_a_wildchar():
     assert assign.lookup(entries, "abcd").uid == 1
     assert assign.lookup(entries, "ab-x").uid == 2
     assert assign.lookup(entries, "abx") is None
+
+
+# --------------------------------------------------------------------------- properties
+
+_text = st.binary(max_size=12).map(lambda b: b.replace(b":", b"").replace(b"\n", b"")
+                                   .replace(b"\0", b""))
+_entry = st.tuples(st.sampled_from([b"=", b"+"]), _text, _text,
+                   st.integers(0, 2**32), st.integers(0, 2**32), _text, _text, _text)
+
+
+@given(st.lists(_entry, max_size=8))
+def test_records_follow_the_format_for_any_valid_file(rows):
+    # An address starting with "." is fine: the kind character comes first on the line.
+    lines = [b"%s%s:%s:%d:%d:%s:%s:%s:" % row for row in rows]
+    data = b"".join(line + b"\n" for line in lines) + b".\n"
+    entries = assign.parse(data)
+    records = list(assign.records(entries))
+    assert len(records) == len(rows) + 1
+    chars = bytearray()
+    for (kind, name, user, uid, gid, home, dash, ext), (key, value) in zip(rows, records):
+        assert key == b"!" + name.lower() + (b"" if kind == b"+" else b"\0")
+        assert value == b"\0".join([user, b"%d" % uid, b"%d" % gid, home, dash, ext])
+        if kind == b"+" and name and name[-1] not in chars:
+            chars.append(name[-1])
+    assert records[-1] == (b"", bytes(chars))
+    back, back_chars = assign.from_records(records)
+    assert back_chars == bytes(chars)
+    assert [e.value() for e in back] == [e.value() for e in entries]
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_parse_or_give_input_error(data):
+    try:
+        entries = assign.parse(data, "users/assign")
+    except InputError as err:
+        assert err.path == "users/assign" and err.line >= 1
+    else:
+        list(assign.records(entries))
