@@ -568,3 +568,20 @@ def test_settings_match_logins_without_regard_to_case(tmp_path):
                                       passwd=passwd, settings=settings))
     # The key keeps the login's own spelling; the settings still apply.
     assert found.records() == [(b"Kim", f'{MD5_HUNTER2},MAXRCPT="5"'.encode())]
+
+
+def test_shrink_guard_from_the_command(tree):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    base = ["auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target)]
+    assert run_cli(*base).returncode == 0
+    before = target.read_bytes()
+    proc = run_cli(*base, "--exclude", "@alias.example")
+    assert proc.returncode == 100
+    assert proc.stderr == (f"qmailkit auth: fatal: {target}: would shrink from 5 to 3 logins "
+                           "(40 % fewer, limit 20 %) (check the sources, or use --max-shrink or "
+                           "--force)\n")
+    assert target.read_bytes() == before
+    proc = run_cli(*base, "--exclude", "@alias.example", "--max-shrink", "40%")
+    assert (proc.returncode, proc.stdout) == (0, f"{target}: replaced: 3 logins, was 5\n")
+    proc = run_cli(*base, "--max-shrink", "120")
+    assert proc.returncode == 2 and "not between 0 and 100: '120'" in proc.stderr
