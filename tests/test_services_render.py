@@ -603,13 +603,14 @@ def test_golden_log_run(kind):
 
 
 def test_header_lists_settings_and_original_names():
-    text = run_text(rendered(MX + 'ip = "0"\ngreeting = "hi\\nthere"\n'
-                             'env = { DATABYTES = "1" }\n')["mx"])
+    text = run_text(rendered(MX + 'ip = "0"\ngreeting = "hi there"\n'
+                             'env = { DATABYTES = "1", X = "a\\nexit 3" }\n')["mx"])
     head = text[: text.index("\nfatal() {")]
     assert '#   ip                  = "0"  [IP]\n' in head
-    assert '#   greeting            = "hi\\nthere"  [SMTPGREETING]\n' in head
+    assert '#   greeting            = "hi there"  [SMTPGREETING]\n' in head
     assert '#   rbl_block           = ["sbl.spamhaus.org", "xbl.spamhaus.org"]  [RBL_BAD]' in head
     assert '#   env.DATABYTES       = "1"\n' in head
+    assert '#   env.X               = "a\\nexit 3"\n' in head  # the newline stays escaped
     assert "greylist_dir" not in head  # irrelevant while greylisting is off
     assert all(line.startswith("#") for line in head.splitlines() if line)
 

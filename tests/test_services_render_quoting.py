@@ -23,7 +23,7 @@ text = st.lists(
     ),
     max_size=16,
 ).map("".join)
-line_text = text.filter(lambda s: "\n" not in s)
+line_text = text.filter(lambda s: "\n" not in s and "\r" not in s)
 filename = text.filter(lambda s: s not in ("", ".", "..") and "/" not in s
                        and len(s.encode()) < 200)
 zone = st.from_regex(r"[a-z][a-z0-9]{0,8}\.(org|net)", fullmatch=True)
@@ -48,7 +48,7 @@ def _files(d: Path, names: list[str]) -> list[str]:
 @SETTINGS
 @given(
     hostname=line_text.filter(bool),
-    greeting=text,
+    greeting=line_text,
     names=st.lists(filename, min_size=4, max_size=4),
     rbl=st.lists(st.tuples(zone, text), max_size=2),
     env=st.dictionaries(env_name, text, max_size=3),

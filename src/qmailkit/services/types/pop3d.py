@@ -17,7 +17,8 @@ OPTIONS: dict[str, Option] = {
     **{k: v for k, v in R.tcp_options("", 110, "").items() if k != "user"},
     "hostname": Option("str", "", "host name for qmail-popup and tcpserver -l; empty = first "
                        "line of control/me at start", "LOCAL",
-                       check=lambda v: None if "\n" not in v else ("contains a newline", "")),
+                       check=lambda v: ("contains a line break", "give one host name")
+                       if "\n" in v or "\r" in v else None),
     "ssl": Option("bool", False, "run under sslserver -e", ""),
     "tls_cert": Option("str", lambda system: system.qmail_home + "/control/servercert.pem",
                        "PEM certificate and key for sslserver", "CERTFILE", check=check_abs_path),

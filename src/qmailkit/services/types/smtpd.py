@@ -49,7 +49,8 @@ OPTIONS: dict[str, Option] = {
     "port": Option("int", 25, "TCP port", "PORT", min=1, max=65535),
     "hostname": Option("str", "", "local host name (tcpserver -l and the AUTH host name); "
                        "empty = first line of control/me at start", "LOCAL",
-                       check=lambda v: None if "\n" not in v else ("contains a newline", "")),
+                       check=lambda v: ("contains a line break", "give one host name")
+                       if "\n" in v or "\r" in v else None),
     "user": Option("str", "qmaild", "account qmail-smtpd runs as", "QUSER", check=check_user,
                    empty_ok=False),
     "maxconn": Option("int", 50, "maximum simultaneous connections (tcpserver -c)", "MAX",
@@ -98,7 +99,9 @@ OPTIONS: dict[str, Option] = {
     # -- qmail-smtpd -------------------------------------------------------------------------
     "smtpd": Option("str", "qmail-smtpd", "the SMTP daemon", "SMTPD", check=check_program,
                     empty_ok=False),
-    "greeting": Option("str", "Mail server ready", "greeting text", "SMTPGREETING"),
+    "greeting": Option("str", "Mail server ready", "greeting text", "SMTPGREETING",
+                       check=lambda v: ("contains a line break", "the greeting is one SMTP line")
+                       if "\n" in v or "\r" in v else None),
     "greet_delay": Option("int", 5, "seconds before the greeting", "GREETDELAY", min=0),
     "drop_pre_greet": Option("bool", True, "drop clients that talk before the greeting",
                              "DROP_PRE_GREET"),
