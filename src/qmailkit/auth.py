@@ -320,13 +320,15 @@ def collect(src: Sources) -> Collected:
 
     for login in sorted(by_login, key=lambda s: s.encode(_ENC, _ERRORS)):
         entry = by_login[login]
-        env = dict(derived.get(login, {}))
-        domain = login.rpartition("@")[2] if "@" in login else None
-        for setting in per_who.get("@" + domain, []) if domain else []:
-            env[setting.name] = setting.value
-        for setting in per_who.get(login.lower(), []):
-            env[setting.name] = setting.value
-        result.logins.append(Login(login, entry.hash, tuple(env.items()), entry.source))
+        if per_who or login in derived:
+            env = dict(derived.get(login, {}))
+            domain = login.rpartition("@")[2] if "@" in login else None
+            for setting in per_who.get("@" + domain, []) if domain else []:
+                env[setting.name] = setting.value
+            for setting in per_who.get(login.lower(), []):
+                env[setting.name] = setting.value
+            entry = Login(login, entry.hash, tuple(env.items()), entry.source)
+        result.logins.append(entry)
     return result
 
 
