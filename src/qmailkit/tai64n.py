@@ -178,19 +178,24 @@ class LocalTime:
 
     def convert_lines(self, data: bytes) -> bytes:
         """``data`` (whole lines, the last may lack its newline) with every label converted."""
-        return self.convert_block(b"\n" + data)[1:]
+        return self._convert_text(data, True)
 
     def convert_block(self, block: bytes) -> bytes:
         """Convert the labels that follow a newline in ``block``.
 
         The text before the block's first newline is left alone: it is the
-        middle of a line, or the caller puts a newline in front.  A label at
-        the very end of the block is converted, so cut blocks before a newline.
+        rest of a line whose start was converted before.  A label at the very
+        end of the block is converted, so cut blocks after a newline.
         """
-        parts = _LINE_LABEL_RE.split(block)  # [text, sec, nano, text, sec, nano, text...]
+        return self._convert_text(block, False)
+
+    def _convert_text(self, text: bytes, at_line_start: bool) -> bytes:
+        parts = _LINE_LABEL_RE.split(text)  # [text, sec, nano, text, sec, nano, text...]
+        if at_line_start:
+            parts[0] = self.convert(parts[0])
         count = len(parts) // 3
         if not count:
-            return block
+            return parts[0]
         seconds = parts[1::3]
         nanos = array(_U32, unhexlify(b"".join(parts[2::3])))
         if _SWAP:
