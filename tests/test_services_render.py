@@ -92,7 +92,7 @@ DELIVERY=$(cat /var/qmail/control/defaultdelivery 2>/dev/null)
 
 # The command, logged before it runs.
 set -- qmail-start "$DELIVERY"
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -118,8 +118,8 @@ fi
 [ -r /var/qmail/control/servercert.pem ] ||
 	echo 'warning: certificate /var/qmail/control/servercert.pem is missing: no STARTTLS'
 [ -r /etc/tcp/smtp.cdb ] || fatal 'rules cdb /etc/tcp/smtp.cdb is missing: compile it with qmailkit tcprules'
-command -v /home/vpopmail/bin/vchkpw >/dev/null || fatal 'checkpassword program /home/vpopmail/bin/vchkpw not found'
-command -v /bin/true >/dev/null || fatal 'program /bin/true not found'
+have /home/vpopmail/bin/vchkpw || fatal 'checkpassword program /home/vpopmail/bin/vchkpw not found'
+have /bin/true || fatal 'program /bin/true not found'
 
 # The environment qmail-smtpd and its helpers read (only what is set).
 setenv TLS_SERVER_CERT /var/qmail/control/servercert.pem
@@ -152,7 +152,7 @@ set -- tcpserver -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGID" -x /etc/tcp/smtp.cd
 	fixcrio rblsmtpd -t0 -a list.dnswl.org -r \
 	'zen.spamhaus.org:Listed, see https://www.spamhaus.org/' /var/qmail/bin/jgreylist qmail-smtpd \
 	"$LOCAL" /home/vpopmail/bin/vchkpw /bin/true
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -209,7 +209,7 @@ setenv DATABYTES 20000000
 # The command, logged before it runs.
 set -- softlimit -m 64000000 tcpserver -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGID" -x \
 	/etc/tcp/smtp.cdb "$IP" 587 qmail-smtpd
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -237,8 +237,8 @@ fi
 # SMTPS: sslserver does TLS; the certificate and key are in one PEM file.
 [ -r /var/qmail/control/servercert.pem ] || fatal 'certificate /var/qmail/control/servercert.pem is missing or unreadable'
 [ -r /etc/tcp/smtp.cdb ] || fatal 'rules cdb /etc/tcp/smtp.cdb is missing: compile it with qmailkit tcprules'
-command -v /home/vpopmail/bin/vchkpw >/dev/null || fatal 'checkpassword program /home/vpopmail/bin/vchkpw not found'
-command -v /bin/true >/dev/null || fatal 'program /bin/true not found'
+have /home/vpopmail/bin/vchkpw || fatal 'checkpassword program /home/vpopmail/bin/vchkpw not found'
+have /bin/true || fatal 'program /bin/true not found'
 [ -x /var/qmail/bin/qmail-dk ] || fatal 'domainkeys = true but /var/qmail/bin/qmail-dk is missing: install the DK patch'
 
 # The environment qmail-smtpd and its helpers read (only what is set).
@@ -271,7 +271,7 @@ setenv NOP0FCHECK 1
 # The command, logged before it runs.
 set -- sslserver -e -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGID" -x /etc/tcp/smtp.cdb "$IP" 465 \
 	qmail-smtpd "$LOCAL" /home/vpopmail/bin/vchkpw /bin/true
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -322,7 +322,7 @@ setenv SPF_BLOCK_PLUS_ALL 1
 
 # The command, logged before it runs.
 set -- tcpserver -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGID" "$IP" 25 fixcrio qmail-smtpd
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -357,7 +357,7 @@ setenv IMAP_TLS 1
 set -- /usr/lib/courier-imap/libexec/couriertcpd -address="$IP" -maxprocs="$MAXDAEMONS" \
 	-maxperip="$MAXPERIP" ${TCPDOPTS} 993 "$COURIERTLS" -server -tcpd \
 	/usr/lib/courier-imap/sbin/imaplogin /usr/lib/courier-imap/bin/imapd "$MAILDIRPATH"
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -386,7 +386,7 @@ setenv POP3_STARTTLS "$POP3DSTARTTLS"
 set -- /usr/lib/courier-imap/libexec/couriertcpd -address="$IP" -maxprocs="$MAXDAEMONS" \
 	-maxperip="$MAXPERIP" ${TCPDOPTS} 110 /usr/lib/courier-imap/sbin/pop3login \
 	/usr/lib/courier-imap/bin/pop3d "$MAILDIRPATH"
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -401,12 +401,12 @@ IP=0
 [ -r /etc/tcp/pop3.cdb ] || fatal 'rules cdb /etc/tcp/pop3.cdb is missing: compile it with qmailkit tcprules'
 LOCAL=$(head -n 1 /var/qmail/control/me 2>/dev/null)
 [ -n "$LOCAL" ] || fatal 'no host name: /var/qmail/control/me is missing or empty; set services.pop3d.hostname'
-command -v /home/vpopmail/bin/vchkpw >/dev/null || fatal 'checkpassword program /home/vpopmail/bin/vchkpw not found'
+have /home/vpopmail/bin/vchkpw || fatal 'checkpassword program /home/vpopmail/bin/vchkpw not found'
 
 # The command, logged before it runs.
 set -- tcpserver -vRH -l "$LOCAL" -c 40 -x /etc/tcp/pop3.cdb "$IP" 110 qmail-popup "$LOCAL" \
 	/home/vpopmail/bin/vchkpw qmail-pop3d Maildir
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -421,7 +421,7 @@ IP=127.0.0.1
 
 # The command, logged before it runs.
 set -- tcpserver -vRH -l 0 -c 40 "$IP" 106 courierpassd --stderr -s imap
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -439,7 +439,7 @@ SUID=$(id -u "$SUSER") && SGID=$(id -g "$SUSER") ||
 
 # The command, logged before it runs.
 set -- tcpserver -vRH -l 0 -c 40 -u "$SUID" -g "$SGID" "$IP" 8900 /home/vpopmail/bin/vpopmaild
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 ''',
@@ -462,6 +462,14 @@ fatal() {
 	echo "fatal: $*"
 	sleep 5
 	exit 1
+}
+
+# have PROGRAM: true if PROGRAM (a path, or a name looked up in PATH) can be run.
+have() {
+	case $1 in
+	*/*) [ -f "$1" ] && [ -x "$1" ] ;;
+	*) command -v "$1" >/dev/null 2>&1 ;;
+	esac
 }
 
 # setenv NAME VALUE: export a variable and log it as NAME="VALUE".
@@ -505,7 +513,7 @@ DELIVERY=$(cat /var/qmail/control/defaultdelivery 2>/dev/null)
 
 # The command, logged before it runs.
 set -- qmail-start "$DELIVERY"
-command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"
+have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
 '''
@@ -836,6 +844,8 @@ FATALS = [
      "fatal: rules cdb {box}/rules.cdb is missing: compile it with qmailkit tcprules"),
     ('checkpassword = "/nonexistent/vchkpw"', [],
      "fatal: checkpassword program /nonexistent/vchkpw not found"),
+    ('checkpassword = "{box}/cert.pem"', [],  # exists, but is not executable
+     "fatal: checkpassword program {box}/cert.pem not found"),
     ('checkpassword = "no-such-checkpw"', [], ("fatal: checkpassword program no-such-checkpw not "
      "found")),
     ('auth_cdb = "/nonexistent/auth.cdb"', [],
@@ -854,7 +864,7 @@ def test_smtpd_refuses_to_start(box, extra, remove, message):
     for rel in remove:
         (box / rel).unlink()
     for shell in SHELLS:
-        run = run_service(box, smtpd_config(box, extra), shell=shell)
+        run = run_service(box, smtpd_config(box, extra.format(box=box)), shell=shell)
         assert run.rc == 1, (shell, run.output)
         assert run.output.splitlines()[-1] == message.format(box=box), shell
         assert run.slept == ["5"], shell  # so the supervisor does not restart it in a loop

@@ -109,6 +109,14 @@ fatal() {
 	exit 1
 }
 
+# have PROGRAM: true if PROGRAM (a path, or a name looked up in PATH) can be run.
+have() {
+	case $1 in
+	*/*) [ -f "$1" ] && [ -x "$1" ] ;;
+	*) command -v "$1" >/dev/null 2>&1 ;;
+	esac
+}
+
 # setenv NAME VALUE: export a variable and log it as NAME="VALUE".
 setenv() {
 	export "$1=$2"
@@ -206,7 +214,7 @@ class Script:
                 line += " " + p
         body.append(line)
         self.lines.extend(body)
-        self.lines.append('command -v "$1" >/dev/null 2>&1 || fatal "program not found: $1"')
+        self.lines.append('have "$1" || fatal "program not found: $1"')
         self.lines.append('show_command "$@"')
         self.lines.append('exec "$@"')
 

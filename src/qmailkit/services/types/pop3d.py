@@ -57,7 +57,7 @@ def build(svc: Service, config: Config) -> R.Built:
         s.fatal_unless('[ -n "$LOCAL" ]',
                        f"no host name: {me} is missing or empty; set {k('hostname')}")
     cp = o["checkpassword"]
-    s.fatal_unless(f"command -v {R._quote(cp)} >/dev/null",
+    s.fatal_unless(f"have {R._quote(cp)}",
                    f"checkpassword program {cp} not found")
     checks.programs.append((cp, k("checkpassword")))
     server: list[Word]

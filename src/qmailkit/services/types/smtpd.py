@@ -388,9 +388,9 @@ def build(svc: Service, config: Config) -> R.Built:
                                             True))
         else:
             cp, true = o["checkpassword"], o["checkpassword_true"]
-            s.fatal_unless(f"command -v {R._quote(cp)} >/dev/null",
+            s.fatal_unless(f"have {R._quote(cp)}",
                            f"checkpassword program {cp} not found")
-            s.fatal_unless(f"command -v {R._quote(true)} >/dev/null",
+            s.fatal_unless(f"have {R._quote(true)}",
                            f"program {true} not found")
             checks.programs.append((cp, k("checkpassword")))
             checks.programs.append((true, k("checkpassword_true")))
