@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -132,3 +133,19 @@ def set_tz(monkeypatch, tz: str) -> None:
     """Set TZ for this process (undone, and re-read, by the ``restore_tz`` fixture)."""
     monkeypatch.setenv("TZ", tz)
     time.tzset()
+
+
+@contextlib.contextmanager
+def zone(tz: str):
+    """TZ=tz for this process inside the block (for hypothesis tests, where fixtures persist)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = tz
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
