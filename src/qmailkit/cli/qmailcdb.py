@@ -9,6 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
+
+# Importing typing at start-up costs time every command pays; only checkers need T.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 DEFAULT_QMAIL_HOME = "/var/qmail"
 # qmail-newu and qmail-newmrh use one exit code for every failure.
@@ -43,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     newmrh.set_defaults(func=_newmrh)
 
 
-def _as_failure(func):
+def _as_failure(func: Callable[[], T]) -> T:
     """Run func; any QmailkitError leaves with qmail-newu's single failure code."""
     from qmailkit.errors import QmailkitError
 
