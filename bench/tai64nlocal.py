@@ -28,8 +28,10 @@ MESSAGES = [
     b"tcpserver: status: 3/100",
     b"tcpserver: pid 12345 from 192.0.2.17",
     b"tcpserver: ok 12345 mail.example.org:192.0.2.1:25 :198.51.100.7::40312",
-    b"qmail-smtpd: pid 12345 from 198.51.100.7 HELO <mx.example.net> "
-    b"MAIL FROM:<a@example.net> RCPT TO:<b@example.org>",
+    (
+        b"qmail-smtpd: pid 12345 from 198.51.100.7 HELO <mx.example.net> "
+        b"MAIL FROM:<a@example.net> RCPT TO:<b@example.org>"
+    ),
     b"tcpserver: end 12345 status 0",
     b"delivery 4711: success: did_0+0+1/",
     b"status: local 0/10 remote 1/20",
@@ -53,7 +55,10 @@ def generate(path: Path, lines: int, seed: int = 1) -> None:
 
 def spawn(cmd: list[str], src: Path, env: dict[str, str]) -> int:
     with open(src, "rb") as stdin, open(os.devnull, "wb") as devnull:
-        actions = [(os.POSIX_SPAWN_DUP2, stdin.fileno(), 0), (os.POSIX_SPAWN_DUP2, devnull.fileno(), 1)]
+        actions = [
+            (os.POSIX_SPAWN_DUP2, stdin.fileno(), 0),
+            (os.POSIX_SPAWN_DUP2, devnull.fileno(), 1),
+        ]
         return os.posix_spawn(cmd[0], cmd, env, file_actions=actions)
 
 
@@ -125,14 +130,18 @@ def main() -> int:
         print(f"tai64nlocal (C)       {c_best:.3f} s")
         print(f"qmailkit tai64nlocal  {py_best:.3f} s")
         median = sorted(py_times)[args.runs // 2] / sorted(c_times)[args.runs // 2]
-        print(f"ratio                 {py_best / c_best:.2f}  (target <= 1.5; medians: {median:.2f})")
+        print(
+            f"ratio                 {py_best / c_best:.2f}  (target <= 1.5; medians: {median:.2f})"
+        )
         with open(big, "wb") as out:
             for _ in range(4):
                 with open(src, "rb") as piece:
                     shutil.copyfileobj(piece, out)
         rss1, rss4 = (peak_rss([QMAILKIT, "tai64nlocal"], f, env) for f in (src, big))
-        print(f"peak RSS              {rss1 / 1024:.1f} MiB on {args.lines:,} lines, "
-              f"{rss4 / 1024:.1f} MiB on {4 * args.lines:,} lines")
+        print(
+            f"peak RSS              {rss1 / 1024:.1f} MiB on {args.lines:,} lines, "
+            f"{rss4 / 1024:.1f} MiB on {4 * args.lines:,} lines"
+        )
     return 0
 
 

@@ -117,7 +117,7 @@ def good_lines(seed: int = 7, spread: int = 3000) -> list[bytes]:
 
 def run_c(data: bytes, tz: str, prog: str = "tai64nlocal") -> subprocess.CompletedProcess:
     env = dict(os.environ, TZ=tz)
-    return subprocess.run([prog], input=data, capture_output=True, env=env, timeout=60)
+    return subprocess.run([prog], input=data, capture_output=True, env=env, timeout=60, check=False)
 
 
 def run_ours(
@@ -125,7 +125,12 @@ def run_ours(
 ) -> subprocess.CompletedProcess:
     env = dict(os.environ, TZ=tz)
     return subprocess.run(
-        [QMAILKIT, command, *args], input=data, capture_output=True, env=env, timeout=60
+        [QMAILKIT, command, *args],
+        input=data,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
 
 

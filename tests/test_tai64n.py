@@ -89,7 +89,13 @@ def test_every_boundary_of_the_nanosecond_pattern():
 def test_convert_matches_an_independent_oracle_in_utc(seconds, nanos, text):
     when = datetime.fromtimestamp(seconds, UTC)
     expected = b"%d-%02d-%02d %02d:%02d:%02d.%09d" % (
-        when.year, when.month, when.day, when.hour, when.minute, when.second, nanos
+        when.year,
+        when.month,
+        when.day,
+        when.hour,
+        when.minute,
+        when.second,
+        nanos,
     )
     text = text.lstrip(b"0123456789abcdef")
     with zone("UTC"):

@@ -60,9 +60,7 @@ _CACHE_LIMIT = 20_000
 def is_label(data: bytes) -> bool:
     """True if ``data`` starts with ``@`` + 24 lower-case hex digits."""
     return (
-        len(data) >= LABEL_LEN
-        and data[0] == 0x40
-        and not data[1:LABEL_LEN].translate(None, _HEX)
+        len(data) >= LABEL_LEN and data[0] == 0x40 and not data[1:LABEL_LEN].translate(None, _HEX)
     )
 
 
