@@ -86,6 +86,29 @@ def test_exact_bytes_against_tai64nlocal_in_several_zones(tmp_path, tz):
     assert "smtpd: 2 files, 1000 lines into" in out
 
 
+EDGES = [
+    ("right/UTC", 1_483_228_800),  # the leap second at the end of 2016
+    ("Europe/Berlin", 1_698_541_200),  # 2023-10-29 03:00 CEST -> 02:00 CET
+    ("Australia/Lord_Howe", 1_680_445_800),  # a 30-minute DST change
+    ("Asia/Kathmandu", 1_700_000_000),  # UTC+5:45
+    ("Africa/Monrovia", 63_072_000),  # 1972: from UTC-0:44:30 to UTC
+    ("UTC", 0),  # 1970
+    ("Europe/Berlin", 2_147_483_647),  # 2038
+    ("America/New_York", 4_102_444_800),  # 2100
+]
+
+
+@pytest.mark.parametrize(("tz", "when"), EDGES)
+def test_exact_bytes_around_zone_changes_leap_seconds_and_epochs(tmp_path, tz, when):
+    need("tai64nlocal")
+    start = (when - 4000) * 10**9
+    a = lines_between(max(start, 0), (when + 4000) * 10**9, 800, seed=when % 1000)
+    sdir, ldir, inputs = tree(tmp_path, {"x": [a[:400], a[400:]]})
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), env={"TZ": tz})
+    assert res.returncode == 0, res.stderr
+    assert day_files(ldir) == expected_all(inputs, tz)
+
+
 def test_sequential_and_parallel_give_the_same_files(tmp_path, utc):
     a = lines_between(T0, T0 + 2 * DAY, 2000, seed=3)
     results = []
