@@ -143,7 +143,7 @@ def test_vpopmail_logins(tree):
                        ("starred", "locked or empty password hash"),
                        ("nosmtp", "vpopmail NO_SMTP flag set")]
     }
-    assert any("lists has no vpasswd or vpasswd.cdb" in n for n in found.notes)
+    assert any("lists has no vpasswd, vpasswd.cdb or vdelivermail" in n for n in found.notes)
     source = {login.login: login.source for login in found.logins}
     assert source["alice@example.com"] == f"{tree['com']}/vpasswd:1"
     assert source["dave@example.net"] == f"{tree['net']}/vpasswd.cdb"
@@ -585,3 +585,102 @@ def test_shrink_guard_from_the_command(tree):
     assert (proc.returncode, proc.stdout) == (0, f"{target}: replaced: 3 logins, was 5\n")
     proc = run_cli(*base, "--max-shrink", "120")
     assert proc.returncode == 2 and "not between 0 and 100: '120'" in proc.stderr
+
+
+VUSERINFO_OUTPUT = f"""\
+------------------------------------------
+name:   erin
+passwd: {SHA512_SECRET}
+clear passwd: secret
+comment/gecos: Erin
+uid:    1
+gid:    0
+flags:  0
+gecos: Erin
+limits: No user limits set.
+dir:       /home/vpopmail/domains/sql.example/erin
+quota:     NOQUOTA
+usage:     NOQUOTA
+last auth: Never logged in
+------------------------------------------
+name:   Frank
+passwd: {MD5_HUNTER2}
+comment/gecos: Frank
+uid:    1
+gid:    0
+flags:  2048
+limits:
+        smtp access is closed (*)
+        * = set by domain-wide limits
+dir:       /home/vpopmail/domains/sql.example/frank
+------------------------------------------
+name:   gina
+passwd: !{MD5_HUNTER2}
+uid:    1
+gid:    0
+dir:       /home/vpopmail/domains/sql.example/gina
+"""
+
+
+def make_sql_domain(root: Path, qmail: Path, output: str, exit_code: int = 0) -> Path:
+    """A SQL-backed vpopmail domain: no vpasswd, a vdelivermail .qmail-default, a vuserinfo."""
+    vphome = root / "vpopmail-sql"
+    domain_dir = vphome / "domains" / "sql.example"
+    domain_dir.mkdir(parents=True)
+    (domain_dir / ".qmail-default").write_text(
+        f"| {vphome}/bin/vdelivermail '' bounce-no-mailbox\n")
+    (vphome / "bin").mkdir()
+    (vphome / "output").write_text(output)
+    script = vphome / "bin" / "vuserinfo"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = -D ] && [ "$2" = sql.example ] || {{ echo "usage: $*" >&2; exit 1; }}\n'
+        f"cat {vphome}/output\n"
+        f"exit {exit_code}\n"
+    )
+    script.chmod(0o755)
+    assign = (qmail / "users" / "assign").read_text()
+    (qmail / "users" / "assign").write_text(
+        assign.replace(".\n", f"+sql.example-:sql.example:89:89:{domain_dir}:-::\n.\n"))
+    return vphome
+
+
+def test_sql_vpopmail_domain_through_vuserinfo(tree, tmp_path):
+    vphome = make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
+    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], vpopmail_home=vphome,
+                                      exclude=["@alias.example", "@example.com"]))
+    assert found.records() == [(b"dave@example.net", SHA256_LETMEIN.encode()),
+                               (b"erin@sql.example", SHA512_SECRET.encode())]
+    skipped = {(s.login, s.reason, s.source) for s in found.skipped}
+    what = f"{vphome}/bin/vuserinfo -D sql.example"
+    assert ("frank@sql.example", "vpopmail NO_SMTP flag set", what) in skipped
+    assert ("gina@sql.example", "locked or empty password hash", what) in skipped
+
+
+def test_sql_vuserinfo_found_through_passwd(tree, tmp_path):
+    vphome = make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
+    with open(tree["passwd"], "a") as fh:
+        fh.write(f"vpopmail:x:89:89::{vphome}:/bin/false\n")
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "--passwd",
+                   str(tree["passwd"]), "--exclude", "@alias.example")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == f"erin@sql.example {SHA512_SECRET}"
+
+
+def test_sql_vuserinfo_failure_writes_nothing(tree, tmp_path):
+    vphome = make_sql_domain(tmp_path, tree["qmail"], "", exit_code=111)
+    target = tree["qmail"] / "control" / "auth.cdb"
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "--vpopmail-home",
+                   str(vphome), "-c", str(target))
+    assert proc.returncode == 111
+    assert proc.stderr == (f"qmailkit auth: fatal: {vphome}/bin/vuserinfo -D sql.example "
+                           "failed with exit code 111\n")
+    assert not target.exists()
+
+
+def test_sql_domain_without_vpopmail_user(tree, tmp_path):
+    make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
+    with pytest.raises(InputError) as exc:
+        auth.collect(auth.Sources(qmail_home=tree["qmail"], passwd=tree["passwd"]))
+    assert str(exc.value) == (f"no vpopmail user in {tree['passwd']} to find vuserinfo "
+                              "(give --vpopmail-home)")

@@ -108,6 +108,7 @@ class Sources:
 
     qmail_home: Path = DEFAULT_QMAIL_HOME
     vpopmail: bool = True
+    vpopmail_home: Path | None = None  # for bin/vuserinfo; default: ~vpopmail from passwd
     shadow: Path | None = None
     passwd: Path = Path("/etc/passwd")
     min_uid: int = 500
@@ -223,11 +224,23 @@ class _Excluder:
         return login.lower() in self.logins
 
 
-def vpopmail_domains(qmail_home: Path) -> tuple[list[tuple[str, Path, str]], list[str]]:
-    """The vpopmail domains named in users/assign: (domain, directory, source) and notes.
+def _is_vdelivermail_dir(home: Path) -> bool:
+    """A domain directory whose .qmail-default runs vdelivermail (vpopmail with any backend)."""
+    try:
+        return b"vdelivermail" in (home / ".qmail-default").read_bytes()
+    except OSError:
+        return False
 
-    A wildcard entry ``+NAME-`` whose home holds ``vpasswd`` or ``vpasswd.cdb``
-    is a vpopmail domain NAME.  A missing users/assign means no domains.
+
+def vpopmail_domains(qmail_home: Path) -> tuple[list[tuple[str, Path, str, bool]], list[str]]:
+    """The vpopmail domains named in users/assign and notes on the entries that are not.
+
+    Each domain comes as (domain, directory, source, sql).  A wildcard entry
+    ``+NAME-`` whose home holds ``vpasswd`` or ``vpasswd.cdb`` is a vpopmail
+    domain NAME read from files; one whose home has neither but a
+    ``.qmail-default`` running vdelivermail is a domain of a SQL-backed
+    vpopmail (``sql`` True: ask ``vuserinfo -D``).  A missing users/assign
+    means no domains.
     """
     from qmailkit.qmail import assign
 
@@ -236,7 +249,7 @@ def vpopmail_domains(qmail_home: Path) -> tuple[list[tuple[str, Path, str]], lis
     if not path.exists():
         notes.append(f"{path}: missing, so no vpopmail domains")
         return [], notes
-    found: list[tuple[str, Path, str]] = []
+    found: list[tuple[str, Path, str, bool]] = []
     for entry in assign.read(path):
         if not entry.wildcard:
             continue
@@ -245,11 +258,91 @@ def vpopmail_domains(qmail_home: Path) -> tuple[list[tuple[str, Path, str]], lis
             notes.append(f"{where}: +{entry.local} is not a domain entry (no trailing '-')")
             continue
         home = Path(entry.home)
-        if not ((home / "vpasswd").exists() or (home / "vpasswd.cdb").exists()):
-            notes.append(f"{where}: {home} has no vpasswd or vpasswd.cdb, not a vpopmail domain")
-            continue
-        found.append((entry.local[:-1].lower(), home, where))
+        domain = entry.local[:-1].lower()
+        if (home / "vpasswd").exists() or (home / "vpasswd.cdb").exists():
+            found.append((domain, home, where, False))
+        elif _is_vdelivermail_dir(home):
+            found.append((domain, home, where, True))
+        else:
+            notes.append(f"{where}: {home} has no vpasswd, vpasswd.cdb or vdelivermail "
+                         ".qmail-default, not a vpopmail domain")
     return found, notes
+
+
+@dataclass(frozen=True)
+class SqlMailbox:
+    name: str
+    hash: str
+    flags: int
+
+
+def parse_vuserinfo(text: str, source: str) -> list[SqlMailbox]:
+    """Mailboxes from ``vuserinfo -D DOMAIN`` output (blocks of ``key: value`` lines).
+
+    Each block starts with ``name:``; ``passwd:`` is the hash; ``flags:`` (the
+    user's gid flags plus domain-wide limits, printed by newer vpopmail) or
+    else ``gid:`` gives the flag word.
+    """
+    boxes: list[SqlMailbox] = []
+    current: dict[str, str] = {}
+
+    def flush() -> None:
+        if not current:
+            return
+        flags_text = current.get("flags", current.get("gid", "0")) or "0"
+        if not flags_text.isdigit():
+            raise InputError(f"vuserinfo gave flags {flags_text!r} for {current['name']!r}, "
+                             "not a number", path=source)
+        boxes.append(SqlMailbox(current["name"], current.get("passwd", ""), int(flags_text)))
+
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep or key.startswith((" ", "\t")):
+            continue
+        key, value = key.strip(), value.strip()
+        if key == "name":
+            flush()
+            current = {"name": value}
+        elif current and key in ("passwd", "gid", "flags") and key not in current:
+            current[key] = value
+    flush()
+    return boxes
+
+
+def run_vuserinfo(vpopmail_home: Path, domain: str) -> tuple[str, str]:
+    """Run ``VPOPMAIL/bin/vuserinfo -D DOMAIN``; returns (output, a description of the source)."""
+    import subprocess
+
+    prog = vpopmail_home / "bin" / "vuserinfo"
+    what = f"{prog} -D {domain}"
+    if not prog.exists():
+        raise QmailkitError("vuserinfo not found: a SQL-backed vpopmail domain needs it",
+                            path=prog, hint="give --vpopmail-home, or --no-vpopmail")
+    try:
+        done = subprocess.run([str(prog), "-D", domain], capture_output=True, timeout=300,
+                              check=False)
+    except OSError as err:
+        raise os_error(err, "cannot run vuserinfo") from err
+    except subprocess.TimeoutExpired:
+        raise QmailkitError(f"{what} took more than 300 s") from None
+    if done.returncode != 0:
+        last = done.stderr.decode(_ENC, "replace").strip().splitlines()
+        raise QmailkitError(f"{what} failed with exit code {done.returncode}"
+                            + (f": {last[-1]}" if last else ""))
+    return done.stdout.decode(_ENC, _ERRORS), what
+
+
+def _vpopmail_home(src: Sources) -> Path:
+    """--vpopmail-home, else the home of the vpopmail user in the passwd file."""
+    from qmailkit.qmail import shadow
+
+    if src.vpopmail_home is not None:
+        return Path(src.vpopmail_home)
+    for account in shadow.read_passwd(src.passwd):
+        if account.name == "vpopmail":
+            return Path(account.home)
+    raise InputError(f"no vpopmail user in {src.passwd} to find vuserinfo",
+                     hint="give --vpopmail-home")
 
 
 def collect(src: Sources) -> Collected:
@@ -278,21 +371,29 @@ def collect(src: Sources) -> Collected:
     if src.vpopmail:
         found, notes = vpopmail_domains(Path(src.qmail_home))
         result.notes.extend(notes)
-        for domain, home, where in found:
+        for domain, home, where, sql in found:
             if excluder.domain(domain):
                 result.skipped.append(Skipped("@" + domain, "domain excluded", where))
                 continue
             domains.add(domain)
-            users_path, users = vpopmail.read_domain_users(home)
-            result.notes.append(f"{where}: vpopmail domain {domain}: {len(users)} mailboxes "
-                                f"in {users_path}")
-            for user in users:
-                login = f"{user.name.lower()}@{domain}"
-                source = f"{users_path}:{user.line}" if user.line else str(users_path)
-                if user.gid & VPOPMAIL_NO_SMTP:
+            if sql:
+                text, users_source = run_vuserinfo(_vpopmail_home(src), domain)
+                boxes = [(box.name, box.hash, box.flags, users_source)
+                         for box in parse_vuserinfo(text, users_source)]
+            else:
+                users_path, users = vpopmail.read_domain_users(home)
+                users_source = str(users_path)
+                boxes = [(user.name, user.hash, user.gid,
+                          f"{users_path}:{user.line}" if user.line else users_source)
+                         for user in users]
+            result.notes.append(f"{where}: vpopmail domain {domain}: {len(boxes)} mailboxes "
+                                f"from {users_source}")
+            for name, hash_, flags, source in boxes:
+                login = f"{name.lower()}@{domain}"
+                if flags & VPOPMAIL_NO_SMTP:
                     result.skipped.append(Skipped(login, "vpopmail NO_SMTP flag set", source))
                     continue
-                add(login, user.hash, source)
+                add(login, hash_, source)
 
     if src.shadow is not None:
         window = shadow.uids_in_window(shadow.read_passwd(src.passwd), src.min_uid, src.max_uid)

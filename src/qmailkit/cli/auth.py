@@ -52,6 +52,9 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                      "(default %(default)s)")
     src.add_argument("--no-vpopmail", dest="vpopmail", action="store_false",
                      help="leave out vpopmail mailboxes")
+    src.add_argument("--vpopmail-home", metavar="DIR",
+                     help="vpopmail's home, for bin/vuserinfo with a SQL backend (default: "
+                     "the vpopmail user's home in the passwd file)")
     src.add_argument("--shadow", metavar="FILE",
                      help="add system accounts from this shadow file (e.g. /etc/shadow)")
     src.add_argument("--passwd", metavar="FILE", default="/etc/passwd",
@@ -136,6 +139,7 @@ def _build(args: argparse.Namespace) -> int:
     sources = auth.Sources(
         qmail_home=Path(args.qmail_home),
         vpopmail=args.vpopmail,
+        vpopmail_home=Path(args.vpopmail_home) if args.vpopmail_home else None,
         shadow=Path(args.shadow) if args.shadow else None,
         passwd=Path(args.passwd),
         min_uid=args.min_uid,
