@@ -475,7 +475,7 @@ def test_check_command(tree, tmp_path):
     assert proc.stdout.endswith("password matches, but it expired at 2001-09-09 01:46:40 UTC "
                                 "(AUTH fails)\n")
     proc = run_cli(*check, "Alice@example.com", stdin="secret\n")
-    assert (proc.returncode, proc.stdout) == (2, f"Alice@example.com: not in {target}\n")
+    assert (proc.returncode, proc.stdout) == (100, f"Alice@example.com: not in {target}\n")
     proc = run_cli(*check, "--no-password", "dave@example.net")
     assert (proc.returncode, proc.stdout) == (0, f"dave@example.net: present in {target}\n")
 

@@ -10,7 +10,7 @@ DEFAULT_CDB = "/var/qmail/control/auth.cdb"
 
 # auth check exit codes (documented in docs/mkauth.md).
 EXIT_MISMATCH = 1
-EXIT_ABSENT = 2
+EXIT_ABSENT = 100  # like cdbget and "qmailkit cdb get" for a missing key
 
 BUILD_DESCRIPTION = (
     "Build the AUTH_CDB file of jms1's combined qmail-smtpd patch: key = the login as the "
