@@ -406,7 +406,8 @@ def collect(src: Sources) -> Collected:
                     f"not in {src.passwd} with a uid in {src.min_uid}-{src.max_uid}", source))
                 continue
             add(entry.name, entry.hash, source)
-            if entry.expires_at is not None and entry.name in by_login:
+            added = by_login.get(entry.name)
+            if entry.expires_at is not None and added is not None and added.source == source:
                 derived[entry.name] = {"PASSWORD_EXPIRES": str(entry.expires_at)}
 
     settings = read_settings(src.settings) if src.settings is not None else []
