@@ -530,3 +530,47 @@ def test_bad_service_dir_is_reported(tmp_path):
     res = run_cli("--service-dir", str(tmp_path / "nope"), "--log-dir", str(tmp_path / "log"))
     assert res.returncode == 111
     assert b"nope: cannot read the service directory" in res.stderr
+
+
+# -- compressing old day files ----------------------------------------------------------------
+
+
+def test_gzip_after_compresses_old_days_only(tmp_path, utc):
+    import gzip
+
+    from qmailkit.logconvert import gzip_old_days
+
+    for date in ("2023-11-10", "2023-11-13", "2023-11-14"):
+        (tmp_path / f"x.{date}").write_bytes(f"lines of {date}\n".encode())
+        os.chmod(tmp_path / f"x.{date}", 0o604)
+    (tmp_path / "xy.2023-11-10").write_bytes(b"another service\n")
+    done = gzip_old_days(tmp_path, "x", 1, today="2023-11-15")
+    assert done == ["x.2023-11-10", "x.2023-11-13"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "x.2023-11-10.gz", "x.2023-11-13.gz", "x.2023-11-14", "xy.2023-11-10"]
+    assert gzip.decompress((tmp_path / "x.2023-11-13.gz").read_bytes()) == b"lines of 2023-11-13\n"
+    assert stat.S_IMODE((tmp_path / "x.2023-11-13.gz").stat().st_mode) == 0o604
+    # a crash after the .gz was written but before the plain file was removed
+    (tmp_path / "x.2023-11-13").write_bytes(b"lines of 2023-11-13\n")
+    # late lines for an old day: appended as a second gzip member
+    (tmp_path / "x.2023-11-10").write_bytes(b"late line\n")
+    assert gzip_old_days(tmp_path, "x", 1, today="2023-11-15") == ["x.2023-11-10", "x.2023-11-13"]
+    assert gzip.decompress((tmp_path / "x.2023-11-13.gz").read_bytes()) == b"lines of 2023-11-13\n"
+    assert gzip.decompress((tmp_path / "x.2023-11-10.gz").read_bytes()) == \
+        b"lines of 2023-11-10\nlate line\n"
+    assert not (tmp_path / "x.2023-11-10").exists()
+
+
+def test_gzip_after_on_the_command_line(tmp_path, utc):
+    import gzip
+
+    sdir, ldir, inputs = tree(tmp_path, {"x": [lines_between(T0, T0 + DAY, 50)]})
+    res = run_cli("-v", "--gzip-after", "0", "--service-dir", str(sdir), "--log-dir", str(ldir))
+    assert res.returncode == 0, res.stderr
+    want = expected_all(inputs)
+    assert sorted(day_files(ldir)) == sorted(k + ".gz" for k in want)
+    for k, v in want.items():
+        assert gzip.decompress((ldir / (k + ".gz")).read_bytes()) == v
+    assert f"Compressing {ldir}/x.2023-11-14".encode() in res.stderr
+    res = run_cli("--gzip-after", "-1", "--log-dir", str(ldir))
+    assert res.returncode == 100 and b"--gzip-after: must be 0 or more days" in res.stderr

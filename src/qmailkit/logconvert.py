@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import pickle
+import re
 import selectors
 import signal
 import struct
@@ -247,6 +248,7 @@ class Options:
     alarm_timeout: float = 10.0
     jobs: int = 0  # worker processes; 0: one per CPU
     wait: float = 0.0  # seconds to wait for another run's lock
+    gzip_after: int | None = None  # compress day files older than this many days
 
 
 @dataclass
@@ -723,6 +725,13 @@ def convert_all(
             results = [convert_service(n, p, opts, log, progress) for n, p in services]
         else:
             results = _parallel(services, opts, jobs, log, progress)
+        if opts.gzip_after is not None:
+            for result in results:
+                if result.ok:  # a failed service may still have a roll-back to do
+                    try:
+                        gzip_old_days(opts.log_dir, result.name, opts.gzip_after, log=log)
+                    except (OSError, QmailkitError) as err:
+                        result.error = f"compressing: {err}"
         log("Done")
     return RunResult(results)
 
@@ -826,3 +835,80 @@ def _die_with_parent(parent: int) -> None:
         pass
     if os.getppid() != parent:  # it died before the prctl took effect
         os._exit(111)
+
+
+# --------------------------------------------------------------------------
+# Compressing old day files
+# --------------------------------------------------------------------------
+
+_DAY_NAME = re.compile(r"(?P<name>.+)\.(?P<date>\d{4}-\d{2}-\d{2})\Z")
+
+
+def gzip_old_days(
+    log_dir: Path, service: str, days: int, today: str | None = None, log: Log | None = None
+) -> list[str]:
+    """gzip ``LOGDIR/SERVICE.YYYY-MM-DD`` files more than ``days`` days old; the names done.
+
+    ``SERVICE.DATE.gz`` replaces the file atomically (same mode and owner),
+    then the plain file is removed.  If both exist (a crash in between, or
+    lines for an old day that arrived later), the plain file's content is
+    appended as a new gzip member unless the ``.gz`` already ends with it.
+    """
+    import datetime
+
+    log = log or _quiet
+    if today is None:
+        today = time.strftime("%Y-%m-%d")
+    limit = (datetime.date.fromisoformat(today) - datetime.timedelta(days=days)).isoformat()
+    done = []
+    for entry in sorted(os.listdir(log_dir)):
+        m = _DAY_NAME.match(entry)
+        if not m or m["name"] != service or m["date"] >= limit:
+            continue
+        plain = Path(log_dir) / entry
+        if not plain.is_file():
+            continue
+        packed = plain.with_name(entry + ".gz")
+        data = plain.read_bytes()
+        st_ = plain.stat()
+        if not (packed.exists() and _gz_ends_with(packed, data)):
+            log(f"Compressing {plain}")
+            old = packed.read_bytes() if packed.exists() else b""
+            fsutil.atomic_write(
+                packed,
+                old + _gzip_member(data, entry),
+                mode=stat_mode(st_.st_mode),
+                owner=(st_.st_uid, st_.st_gid) if os.geteuid() == 0 else None,
+            )
+        os.unlink(plain)
+        fsutil.fsync_dir(log_dir)
+        done.append(entry)
+    return done
+
+
+def stat_mode(mode: int) -> int:
+    return mode & 0o7777
+
+
+def _gzip_member(data: bytes, name: str) -> bytes:
+    import gzip
+    import io
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(filename=name, mode="wb", fileobj=buf, compresslevel=6, mtime=0) as gz:
+        gz.write(data)
+    return buf.getvalue()
+
+
+def _gz_ends_with(path: Path, tail: bytes) -> bool:
+    """True if the decompressed content of ``path`` ends with ``tail`` (streamed)."""
+    import gzip
+
+    keep = b""
+    try:
+        with gzip.open(path, "rb") as gz:
+            while block := gz.read(1 << 20):
+                keep = (keep + block)[-len(tail) :] if tail else b""
+    except (OSError, EOFError):
+        return False
+    return keep == tail

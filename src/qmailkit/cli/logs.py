@@ -134,6 +134,9 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
                    help="wait this long for another run to finish (default: exit 111 at once)")
     p.add_argument("--alarm-timeout", metavar="SECONDS", type=float, default=10.0,
                    help="with -a, how long to wait for the rotated file (default 10)")
+    p.add_argument("--gzip-after", metavar="DAYS", type=int,
+                   help="afterwards, gzip each converted service's day files more than DAYS "
+                        "days old (SERVICE.YYYY-MM-DD.gz)")
     p.set_defaults(func=_convert_multilog)
 
 
@@ -210,6 +213,8 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         raise InputError(f"--mode: {args.mode!r} is not an octal file mode like 0640")
     if args.jobs < 0:
         raise InputError("--jobs: must be 0 (one per CPU) or more")
+    if args.gzip_after is not None and args.gzip_after < 0:
+        raise InputError("--gzip-after: must be 0 or more days")
     exclude = set(args.exclude)
     exclude.update(n for n in re.split(r"[\s,]+", os.environ.get("QMAILKIT_CONVERT_EXCLUDE", ""))
                    if n)
@@ -226,6 +231,7 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         alarm_timeout=args.alarm_timeout,
         jobs=args.jobs,
         wait=args.wait,
+        gzip_after=args.gzip_after,
     )
 
     syslog = None
