@@ -574,3 +574,48 @@ def test_gzip_after_on_the_command_line(tmp_path, utc):
     assert f"Compressing {ldir}/x.2023-11-14".encode() in res.stderr
     res = run_cli("--gzip-after", "-1", "--log-dir", str(ldir))
     assert res.returncode == 100 and b"--gzip-after: must be 0 or more days" in res.stderr
+
+
+# -- messages: syslog, progress ---------------------------------------------------------------
+
+
+def test_syslog_gets_the_messages_and_the_summary(tmp_path, monkeypatch, utc, capsys):
+    import argparse
+    import syslog
+
+    from qmailkit.cli import logs as cli_logs
+
+    sent = []
+    monkeypatch.setattr(syslog, "openlog", lambda *a: sent.append(("open", a)))
+    monkeypatch.setattr(syslog, "syslog", lambda prio, msg: sent.append((prio, msg)))
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
+    parser = argparse.ArgumentParser()
+    cli_logs._add_convert_options(parser)
+    args = parser.parse_args(["--syslog", "--jobs", "1", "--service-dir", str(sdir),
+                              "--log-dir", str(ldir)])
+    assert args.func(args) == 0
+    assert sent[0] == ("open", ("convert-multilog", syslog.LOG_PID, syslog.LOG_USER))
+    msgs = [m for p, m in sent[1:]]
+    assert msgs[0] == "Starting" and msgs[-2] == "Done"
+    assert f"Closing {ldir}/x.2023-11-14 (1 lines added)" in msgs
+    assert sent[-1] == (syslog.LOG_INFO, "x: 1 file, 1 line into 1 day file")
+    assert capsys.readouterr().err == ""  # without -v nothing on stderr
+
+
+def test_progress_on_a_terminal_for_big_work():
+    import io
+
+    from qmailkit.cli.logs import _Progress
+
+    out = io.StringIO()
+    bar = _Progress(out)
+    bar.start(10 << 20)  # small work: no progress shown
+    bar.advance(5 << 20)
+    assert out.getvalue() == ""
+    bar = _Progress(out)
+    bar.start(64 << 20)
+    for _ in range(4):
+        bar.advance(16 << 20)
+    bar.finish()
+    assert out.getvalue().startswith("\rconverting:  25% of 64 MB\rconverting:  50% of 64 MB")
+    assert out.getvalue().endswith("\r" + " " * 40 + "\r")
