@@ -78,7 +78,7 @@ SERVICE/log/main (@*.s and @*.u, oldest first; never current, never *.done) like
 append each line to LOGDIR/SERVICE.YYYY-MM-DD by its local date, then delete the input (or
 rename it FILE.done with -r). Lines without a label go to the file of the line before them.
 Crash-safe: a run killed at any moment, a full disk or an unwritable day file loses no line
-and writes none twice; the next run finishes or redoes the interrupted file. One service's
+and writes none twice; the next run finishes or redoes the interrupted work. One service's
 failure is reported and the others go on.
 """
 
@@ -90,7 +90,8 @@ environment:
 
 exit codes:
   0    every service converted
-  100  bad usage
+  2    unknown option or missing option argument
+  100  bad option value (--mode, --owner, --jobs, --gzip-after)
   111  a service failed (the summary says which file and why), or the run could not start
        (log directory missing or not writable, another run holds the lock)
 
