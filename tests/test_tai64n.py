@@ -165,3 +165,26 @@ def test_year_before_1000_and_after_9999_like_the_c_tool(monkeypatch):
     )
     assert local.date(label(-30_610_224_000 - 86400, 5)) == b"999-12-31"
     assert local.date(label(253_402_300_800, 0)) == b"10000-01-01"
+
+
+@given(unix=st.integers(-(10**10), 10**10))
+def test_real_tai_round_trip(unix):
+    """tai_to_unix undoes TAI = Unix + TAI-UTC (10 s before 1972, +1 per leap second)."""
+    from qmailkit.tai64n import _LEAP_STARTS, tai_to_unix
+
+    tai_minus_utc = 10 + sum(1 for start in _LEAP_STARTS if start <= unix)
+    assert tai_to_unix(unix + tai_minus_utc) == (unix, False)
+
+
+def test_leap_seconds_are_marked():
+    from qmailkit.tai64n import tai_to_unix
+
+    assert tai_to_unix(1_483_228_800 + 36) == (1_483_228_800, True)  # 2016-12-31 23:59:60
+    assert tai_to_unix(1_483_228_800 + 37) == (1_483_228_800, False)
+    assert tai_to_unix(78_796_800 + 10) == (78_796_800, True)  # 1972-06-30 23:59:60
+    local = LocalTime(TAI_OFFSET)
+    assert local.second(b"%016x" % ((1 << 62) + 1_483_228_836))[-3:] == b"60."
+    assert local.date(b"@%016x00000000 x" % ((1 << 62) + 1_483_228_836)) in (
+        b"2016-12-31",
+        b"2017-01-01",  # east of Greenwich
+    )

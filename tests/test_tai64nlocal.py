@@ -226,3 +226,31 @@ def test_closed_pipe_exits_0_quietly(tmp_path):
 def test_plain_lines_are_untouched_in_bulk():
     data = b"\n".join(PLAIN_LINES * 1000) + b"\n"
     assert run_ours(data, "UTC").stdout == data
+
+
+def _s6_lines(seed: int) -> bytes:
+    """Real-TAI labels densely around every leap second, and spread over 1970..2100."""
+    import random
+
+    from qmailkit.tai64n import _LEAP_TAI
+
+    rng = random.Random(seed)
+    lines = []
+    for leap in _LEAP_TAI:
+        for tai in range(leap - 70, leap + 70):
+            lines.append(b"@%016x%08x s6 %d" % ((1 << 62) + tai, rng.randrange(10**9), tai))
+    for _ in range(3000):
+        tai = rng.randrange(0, 4_102_444_800)
+        lines.append(b"@%016x%08x spread" % ((1 << 62) + tai, rng.randrange(10**9)))
+    return b"\n".join(lines) + b"\n"
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York"])
+def test_tai_option_reads_leap_seconds_like_s6_tai64nlocal(tz):
+    """Before 2017 TAI-UTC was smaller; leap seconds print as :60, as s6-tai64nlocal does."""
+    need("s6-tai64nlocal")
+    data = _s6_lines(5)
+    expected = run_c(data, tz, prog="s6-tai64nlocal")
+    assert expected.returncode == 0
+    assert expected.stdout.count(b":60.") == 27
+    assert run_ours(data, tz, "--tai").stdout == expected.stdout

@@ -23,11 +23,24 @@ import sys
 import time
 from array import array
 from binascii import unhexlify
+from bisect import bisect_right
 
 #: daemontools and runit: label = 2^62 + 10 + Unix seconds
 LABEL_OFFSET = (1 << 62) + 10
-#: s6 writes real TAI: 2^62 + Unix seconds + 37 (TAI-UTC since 2017-01-01)
+#: s6 writes real TAI: 2^62 + Unix seconds + 37 (TAI-UTC since 2017-01-01; less before,
+#: see ``tai_to_unix``)
 TAI_OFFSET = (1 << 62) + 37
+
+# Unix times at which TAI-UTC grew from 10 s (1972-01-01) by one leap second, to 37 s
+# (2017-01-01); IERS has announced none since.  Same as the tz database's leap-seconds.list.
+_LEAP_STARTS = (
+    78796800, 94694400, 126230400, 157766400, 189302400, 220924800, 252460800, 283996800,
+    315532800, 362793600, 394329600, 425865600, 489024000, 567993600, 631152000, 662688000,
+    709948800, 741484800, 773020800, 820454400, 867715200, 915148800, 1136073600, 1230768000,
+    1341100800, 1435708800, 1483228800,
+)  # fmt: skip
+# the TAI second (label - 2^62) of each leap second itself, shown as 23:59:60 UTC
+_LEAP_TAI = tuple(start + 10 + i for i, start in enumerate(_LEAP_STARTS))
 
 #: length of ``@`` + 24 hex digits
 LABEL_LEN = 25
@@ -51,8 +64,8 @@ _LINE_LABEL_RE = re.compile(rb"\n" + _LABEL_BODY)
 _U32 = next(code for code in "ILH" if array(code).itemsize == 4)
 _SWAP = sys.byteorder == "little"
 
-# "00." .. "60." (60 occurs in time zones that count leap seconds, like right/UTC)
-_SECONDS = [b"%02d." % sec for sec in range(61)]
+# "00." .. "60." (60: a leap second, in real TAI or zones like right/UTC; 61 for safety)
+_SECONDS = [b"%02d." % sec for sec in range(62)]
 # Beyond this many cached seconds the cache starts afresh (about 3 MB).
 _CACHE_LIMIT = 20_000
 
@@ -79,6 +92,18 @@ def encode(seconds: int, nanos: int = 0, offset: int = LABEL_OFFSET) -> bytes:
     return b"@%016x%08x" % (seconds + offset, nanos)
 
 
+def tai_to_unix(tai: int) -> tuple[int, bool]:
+    """Unix time of a real-TAI label's second (``tai`` = label - 2^62), and whether it is a
+    leap second (then the Unix time is that of the midnight that follows it: ``23:59:60``).
+
+    Like s6-tai64nlocal: TAI-UTC is 10 s before 1972, then grows with each leap second.
+    """
+    passed = bisect_right(_LEAP_TAI, tai)
+    if passed and _LEAP_TAI[passed - 1] == tai:
+        return _LEAP_STARTS[passed - 1], True
+    return tai - 10 - passed, False
+
+
 def now_label(offset: int = LABEL_OFFSET) -> bytes:
     """The label for the current time."""
     ns = time.time_ns()
@@ -96,31 +121,43 @@ class _SecondCache(dict):
     def __init__(self, offset: int) -> None:
         super().__init__()
         self.offset = offset
+        self.real_tai = offset == TAI_OFFSET
         self.last_miss = -(1 << 70)
+
+    def unix(self, label_seconds: int) -> tuple[int, bool]:
+        """(Unix time, is a leap second) of a label's second."""
+        if self.real_tai:
+            return tai_to_unix(label_seconds - (1 << 62))
+        return label_seconds - self.offset, False
 
     def __missing__(self, hex16: bytes) -> bytes | None:
         if len(self) >= _CACHE_LIMIT:
             self.clear()
         label_seconds = int(hex16, 16)
-        unix = label_seconds - self.offset
+        unix, leap = self.unix(label_seconds)
         try:
-            tm = time.localtime(unix)
+            tm = time.localtime(unix - leap)  # a leap second: the second before, plus one
         except (OverflowError, OSError, ValueError):
             tm = None
         if tm is None or tm.tm_year < 1:  # the C tool crashes or prints garbage
             self[hex16] = None
             return None
         minute = b"\n%d-%02d-%02d %02d:%02d:" % tm[:5]
-        if 0 <= unix - self.last_miss <= 300:  # in time order: fill the minute
+        if not leap and 0 <= unix - self.last_miss <= 300:  # in time order: fill the minute
             self._fill_minute(label_seconds - tm.tm_sec, unix - tm.tm_sec, tm[:5], minute)
         self.last_miss = unix
-        value = minute + _SECONDS[tm.tm_sec]
+        value = minute + _SECONDS[tm.tm_sec + leap]
         self[hex16] = value
         return value
 
     def _fill_minute(self, label_start: int, unix_start: int, ymdhm: tuple, minute: bytes) -> None:
         # Only if the 60 seconds from the minute's start are one plain local
         # minute: no change of UTC offset and no leap second inside it.
+        if self.real_tai and (
+            self.unix(label_start) != (unix_start, False)
+            or self.unix(label_start + 59) != (unix_start + 59, False)
+        ):
+            return
         try:
             first, last = time.localtime(unix_start), time.localtime(unix_start + 59)
         except (OverflowError, OSError, ValueError):
@@ -134,7 +171,8 @@ class _SecondCache(dict):
 class LocalTime:
     """Local-time rendering of labels, like daemontools' ``tai64nlocal``.
 
-    The time zone is read once (TZ honoured).  Formatted seconds are cached,
+    With ``offset=TAI_OFFSET`` labels are real TAI and read with the leap
+    seconds, like s6-tai64nlocal.  The time zone is read once (TZ honoured).  Formatted seconds are cached,
     since log lines come in time order.  ``convert_lines`` converts a whole
     block of lines at C speed; ``convert`` and ``date`` handle one line.
     """
