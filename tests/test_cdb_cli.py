@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import io
 import os
-from collections import Counter
 import re
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 from cdb_helpers import cdbmake_input, freecdb_make, generated_records, tinycdb_make
