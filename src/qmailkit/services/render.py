@@ -18,7 +18,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from qmailkit.services.config import COMMON_OPTIONS, Config, Option, Service
-from qmailkit.services.shell import Script, Word
+from qmailkit.services.shell import Script, Var, Word, quote
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def start(svc: Service, config: Config, options: dict[str, Option],
     script = Script(f'{svc.type} service "{svc.name}"{profile}', config.path,
                     settings(svc, options, hide))
     script.line("exec 2>&1")
-    script.line(f"PATH={_quote(':'.join(svc.options['path']))}")
+    script.line(f"PATH={quote(':'.join(svc.options['path']))}")
     script.line("export PATH")
     script.blank()
     return script
@@ -167,10 +167,6 @@ def is_loopback(ip: str) -> bool:
         return False
 
 
-def _quote(value: str) -> str:
-    from qmailkit.services.shell import quote
-
-    return quote(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,8 +196,6 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
               ) -> tuple[list[Word], tuple[str, str] | None]:
     """Start-time checks for listen address, user and rules; returns the tcpserver options
     that follow ``-l HOST`` (``-c``, ``-u/-g``, ``-x``) and the rules to compile."""
-    from qmailkit.services.shell import Var
-
     o = svc.options
     s.comment("Where to listen and as whom.")
     s.assign("IP", o["ip"])
@@ -220,7 +214,7 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
     rules_pair = None
     if o["rules"]:
         rules = o["rules"]
-        s.fatal_unless(f"[ -r {_quote(rules)} ]",
+        s.fatal_unless(f"[ -r {quote(rules)} ]",
                        f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
         checks.files.append(FileCheck(rules, key(svc, "rules"), "rules", user or None))
         words += ["-x", rules]
@@ -234,8 +228,6 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
 def build_tcp_service(svc: Service, config: Config, options: dict[str, Option],
                       args: list[Word]) -> Built:
     """A plain ``tcpserver -vRH -l 0 ... IP PORT PROGRAM ARGS`` service (option ``program``)."""
-    from qmailkit.services.shell import Var
-
     o = svc.options
     checks = Checks()
     s = start(svc, config, options)

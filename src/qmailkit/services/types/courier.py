@@ -26,7 +26,7 @@ from qmailkit.services.config import (
     check_abs_path,
     check_listen_ip,
 )
-from qmailkit.services.shell import Raw, Split, Var, Word
+from qmailkit.services.shell import Raw, Split, Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
     "ip": Option("str", "", 'address to listen on; "0" = all; empty = refuse to start',
@@ -91,11 +91,11 @@ def build(svc: Service, config: Config) -> R.Built:
     s.blank()
     s.comment("Courier's own settings, exported as its start scripts do.")
     for f in conf_files:
-        s.fatal_unless(f"[ -r {R._quote(f)} ]", f"Courier config file {f} is missing")
+        s.fatal_unless(f"[ -r {quote(f)} ]", f"Courier config file {f} is missing")
         checks.files.append(R.FileCheck(f, k("sysconfdir"), "config"))
     s.line("set -a")
     for f in conf_files:
-        s.line(f". {R._quote(f)}")
+        s.line(f". {quote(f)}")
     s.line("set +a")
     s.blank()
     s.comment("Overrides from the qmailkit config.")
@@ -106,7 +106,7 @@ def build(svc: Service, config: Config) -> R.Built:
     up = proto.upper()
     if ssl:
         s.setenv(f"{up}_TLS", "1")
-        s.line('[ -n "$COURIERTLS" ] || COURIERTLS=' + R._quote(dirs["bindir"] + "/couriertls"))
+        s.line('[ -n "$COURIERTLS" ] || COURIERTLS=' + quote(dirs["bindir"] + "/couriertls"))
         s.line('[ -r "$TLS_CERTFILE" ] || fatal "certificate ${TLS_CERTFILE:-(not set)} is missing"')
         s.line('[ -x "$COURIERTLS" ] || fatal "couriertls not found: $COURIERTLS"')
         if o["tls_cert"]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from qmailkit.services import render as R
 from qmailkit.services.config import Config, Option, Service, System, check_abs_path, check_program
-from qmailkit.services.shell import Var, Word
+from qmailkit.services.shell import Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
     **{k: v for k, v in R.tcp_options("", 110, "").items() if k != "user"},
@@ -53,17 +53,17 @@ def build(svc: Service, config: Config) -> R.Built:
         s.assign("LOCAL", o["hostname"])
     else:
         me = f"{config.system.qmail_home}/control/me"
-        s.line(f"LOCAL=$(head -n 1 {R._quote(me)} 2>/dev/null)")
+        s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
         s.fatal_unless('[ -n "$LOCAL" ]',
                        f"no host name: {me} is missing or empty; set {k('hostname')}")
     cp = o["checkpassword"]
-    s.fatal_unless(f"have {R._quote(cp)}",
+    s.fatal_unless(f"have {quote(cp)}",
                    f"checkpassword program {cp} not found")
     checks.programs.append((cp, k("checkpassword")))
     server: list[Word]
     if o["ssl"]:
         cert = o["tls_cert"]
-        s.fatal_unless(f"[ -r {R._quote(cert)} ]", f"certificate {cert} is missing or unreadable")
+        s.fatal_unless(f"[ -r {quote(cert)} ]", f"certificate {cert} is missing or unreadable")
         checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", None, True))
         checks.programs.append(("sslserver", k("ssl")))
         s.blank()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from qmailkit.services import render as R
 from qmailkit.services.config import Config, Option, Service, check_program
-from qmailkit.services.shell import Var
+from qmailkit.services.shell import Var, quote
 
 OPTIONS: dict[str, Option] = {
     "default_delivery": Option(
@@ -28,7 +28,7 @@ def build(svc: Service, config: Config) -> R.Built:
     else:
         dd = f"{config.system.qmail_home}/control/defaultdelivery"
         s.comment("The default delivery: control/defaultdelivery, else ./Maildir/.")
-        s.line(f"DELIVERY=$(cat {R._quote(dd)} 2>/dev/null)")
+        s.line(f"DELIVERY=$(cat {quote(dd)} 2>/dev/null)")
         s.line('[ -n "$DELIVERY" ] || DELIVERY=./Maildir/')
     R.export_env(s, svc)
     checks = R.Checks(programs=[(o["program"], R.key(svc, "program"))])

@@ -17,6 +17,7 @@ no rules, no AUTH, no SPF).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from qmailkit.services import render as R
@@ -31,7 +32,7 @@ from qmailkit.services.config import (
     check_user,
     check_zone,
 )
-from qmailkit.services.shell import Var, Word, one_line
+from qmailkit.services.shell import Var, Word, one_line, quote
 
 
 def _home(sub: str):
@@ -255,10 +256,6 @@ def env_value(value: Any) -> str | None:
     return value or None
 
 
-def default_rules_source(rules: str) -> str:
-    return rules[: -len(".cdb")] if rules.endswith(".cdb") else ""
-
-
 def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
     o = svc.options
     if o["force_tls"] and o["deny_tls"]:
@@ -286,8 +283,6 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
 
 
 def _valid_env_name(name: str) -> bool:
-    import re
-
     return re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
 
 
@@ -334,16 +329,16 @@ def build(svc: Service, config: Config) -> R.Built:
     else:
         me = f"{home}/control/me"
         s.comment("The host name: first line of control/me.")
-        s.line(f"LOCAL=$(head -n 1 {R._quote(me)} 2>/dev/null)")
+        s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
         s.fatal_unless('[ -n "$LOCAL" ]',
                        f"no host name: {me} is missing or empty; set {k('hostname')}")
     s.blank()
 
     s.comment("Without control/rcpthosts qmail-smtpd relays for everyone: create it empty.")
     rcpthosts = f"{home}/control/rcpthosts"
-    qr = R._quote(rcpthosts)
+    qr = quote(rcpthosts)
     s.line(f"if [ ! -e {qr} ]; then")
-    s.line(f"\techo {R._quote('warning: ' + one_line(rcpthosts) + ' was missing; created it empty')}")
+    s.line(f"\techo {quote('warning: ' + one_line(rcpthosts) + ' was missing; created it empty')}")
     s.line(f"\t: > {qr} && chmod 644 {qr}")
     s.line("fi")
     s.blank()
@@ -354,7 +349,7 @@ def build(svc: Service, config: Config) -> R.Built:
         server: list[Word] = ["sslserver", "-e"]
         checks.programs.append(("sslserver", k("ssl")))
         s.comment("SMTPS: sslserver does TLS; the certificate and key are in one PEM file.")
-        s.fatal_unless(f"[ -r {R._quote(cert)} ]", f"certificate {cert} is missing or unreadable")
+        s.fatal_unless(f"[ -r {quote(cert)} ]", f"certificate {cert} is missing or unreadable")
         checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", None, True))
     else:
         server = ["tcpserver"]
@@ -362,17 +357,17 @@ def build(svc: Service, config: Config) -> R.Built:
         if cert and not o["deny_tls"]:
             checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True))
             if o["force_tls"]:
-                s.fatal_unless(f"[ -r {R._quote(cert)} ]",
+                s.fatal_unless(f"[ -r {quote(cert)} ]",
                                f"certificate {cert} is missing or unreadable (force_tls needs "
                                "it)")
             else:
-                s.warn_unless(f"[ -r {R._quote(cert)} ]",
+                s.warn_unless(f"[ -r {quote(cert)} ]",
                               f"certificate {cert} is missing: no STARTTLS")
     # Rules.
     rules = o["rules"]
     rules_pair = None
     if rules:
-        s.fatal_unless(f"[ -r {R._quote(rules)} ]",
+        s.fatal_unless(f"[ -r {quote(rules)} ]",
                        f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
         checks.files.append(R.FileCheck(rules, k("rules"), "rules", o["user"]))
         source = o["rules_source"]
@@ -382,15 +377,15 @@ def build(svc: Service, config: Config) -> R.Built:
     auth_args: list[Word] = []
     if o["auth"]:
         if o["auth_cdb"]:
-            s.fatal_unless(f"[ -r {R._quote(o['auth_cdb'])} ]",
+            s.fatal_unless(f"[ -r {quote(o['auth_cdb'])} ]",
                            f"auth cdb {o['auth_cdb']} is missing: build it with mkauth")
             checks.files.append(R.FileCheck(o["auth_cdb"], k("auth_cdb"), "auth_cdb", o["user"],
                                             True))
         else:
             cp, true = o["checkpassword"], o["checkpassword_true"]
-            s.fatal_unless(f"have {R._quote(cp)}",
+            s.fatal_unless(f"have {quote(cp)}",
                            f"checkpassword program {cp} not found")
-            s.fatal_unless(f"have {R._quote(true)}",
+            s.fatal_unless(f"have {quote(true)}",
                            f"program {true} not found")
             checks.programs.append((cp, k("checkpassword")))
             checks.programs.append((true, k("checkpassword_true")))
@@ -405,7 +400,7 @@ def build(svc: Service, config: Config) -> R.Built:
     # DomainKeys.
     if o["domainkeys"]:
         dk = o["qmail_dk"]
-        s.fatal_unless(f"[ -x {R._quote(dk)} ]",
+        s.fatal_unless(f"[ -x {quote(dk)} ]",
                        f"domainkeys = true but {dk} is missing: install the DK patch")
         checks.programs.append((dk, k("qmail_dk")))
     if o["validrcptto_cdb"]:
