@@ -17,6 +17,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 from qmailkit.errors import InputError, os_error
 from qmailkit.fsutil import TMP_MARK, fsync_dir, locked, remove_stale_temps
@@ -38,6 +39,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_SHRINK = 0.20
+_first = itemgetter(0)
 
 
 def lines(rec: Recipients) -> Iterator[bytes]:
@@ -143,7 +145,7 @@ def write_cdb(
             for domain in sorted(rec.tables):
                 table = rec.tables[domain]
                 keys = sorted(table)
-                writer.add_many(keys, [table[k][0] for k in keys])
+                writer.add_many(keys, list(map(_first, map(table.__getitem__, keys))))
         if previous is not None and _same_records(target, staged):
             return WriteResult(target, False, count, previous)
         try:

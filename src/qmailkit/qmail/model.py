@@ -25,11 +25,13 @@ when two sources give the same key, the one qmail would use wins.
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 from qmailkit.errors import InputError, QmailkitError, os_error
@@ -55,7 +57,19 @@ Origin = tuple[bytes, str]  # (value, source)
 
 
 def _b(text: str) -> bytes:
-    return fold(text).encode(ENC, ERRS)
+    # bytes.lower() folds ASCII only, exactly like qmail-smtpd's case_lowerb (and fold()).
+    return text.encode(ENC, ERRS).lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """Many local parts from one source (a vpasswd file): kept as one item for speed."""
+
+    names: list[bytes]  # folded local parts
+    origin: Origin
+
+
+Entry = tuple[str, bytes, str] | Bulk  # (local part, value, source), or a Bulk
 
 
 @dataclass
@@ -149,8 +163,24 @@ def read_passwd(path: str | os.PathLike[str]) -> list[Account]:
 
 _QMAIL_EXT = re.compile(rb"^\s*#\s*define\s+QMAIL_EXT\s+1\b", re.MULTILINE)
 # A complete vpasswd line: name and six more colon-separated fields.
-_VPASSWD_LINE = re.compile(rb"^([^:\n]+)(?::[^:\n]*){5}:[^\n]*$", re.MULTILINE)
-_NONBLANK_LINE = re.compile(rb"^(?!\r?$)", re.MULTILINE)
+
+
+@dataclass
+class _AssignIndex:
+    """users/assign entries indexed for the per-domain lookups (built once)."""
+
+    entries: list[assign_mod.Assignment]
+    wild: dict[str, assign_mod.Assignment]  # folded prefix -> first entry
+    exact: list[tuple[str, assign_mod.Assignment]]  # sorted by folded local name
+    chars: str  # the wildcard characters
+
+
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks = [os.read(fd, size + 1)]
+    while chunks[-1]:
+        chunks.append(os.read(fd, 1 << 20))
+    return b"".join(chunks)
 
 
 class _Builder:
@@ -167,6 +197,7 @@ class _Builder:
         self._accounts: list[Account] | None = None
         self._by_name: dict[str, Account] | None = None
         self._qmail_ext: bool | None = opts.qmail_ext
+        self._index: _AssignIndex | None = None
 
     # -- small readers, cached ------------------------------------------------
 
@@ -289,7 +320,7 @@ class _Builder:
 
     def target_entries(
         self, home: str, dash: str, ext: str, q: str, domain: str, what: str
-    ) -> list[tuple[str, bytes, str]]:
+    ) -> list[Entry]:
         """The local-part keys (``""`` = the whole domain) one target answers.
 
         ``ext`` is the part of the extension fixed by the mapping (vpopmail: "");
@@ -297,8 +328,8 @@ class _Builder:
         of the extension (system user bob: "bob-"; vpopmail domain: "").
         """
         files = self.home(home, dash)
-        exact: list[tuple[str, bytes, str]] = []
-        wild: list[tuple[str, bytes, str]] = []
+        exact: list[Entry] = []
+        wild: list[Entry] = []
         catch: tuple[str, str] | None = None  # (wildcard prefix, file name)
         for e, name in files.names.items():
             if is_default(e, self.delim):
@@ -323,7 +354,7 @@ class _Builder:
 
     def _catch_all(
         self, files: HomeFiles, catch: tuple[str, str], ext: str, q: str, domain: str, what: str
-    ) -> list[tuple[str, bytes, str]]:
+    ) -> list[Entry]:
         w, name = catch
         path = files.path(name)
         d = self.delivery(path)
@@ -345,7 +376,7 @@ class _Builder:
 
     def _fastforward(
         self, home: str, d: Delivery, q: str, domain: str
-    ) -> list[tuple[str, bytes, str]]:
+    ) -> list[Entry]:
         assert d.cdb is not None
         db = d.cdb if os.path.isabs(d.cdb) else os.path.join(home, d.cdb)
         keys = self._ff.get(db)
@@ -369,26 +400,30 @@ class _Builder:
                 out.append((q + name if name else self._whole(q), ACCEPT, src))
         return out
 
-    def _mailboxes(
-        self, domain_dir: str, q: str, domain: str, path: str
-    ) -> list[tuple[str, bytes, str]]:
+    def _mailboxes(self, domain_dir: str, q: str, domain: str, path: str) -> list[Entry]:
         names, source = self.vpopmail_users(domain_dir, domain)
-        out = [(q + n, ACCEPT, source) for n in names]
+        if q:
+            qb = _b(q)
+            names = [qb + n for n in names]
+        out: list[Entry] = [Bulk(names, (ACCEPT, source))]
         if self.qmail_ext():
-            out.extend((q + n + self.delim + "default", ACCEPT, source + " (QMAIL_EXT)")
-                       for n in names)
+            tail = _b(self.delim + "default")
+            out.append(Bulk([n + tail for n in names], (ACCEPT, source + " (QMAIL_EXT)")))
         return out
 
     # -- vpopmail ----------------------------------------------------------------
 
-    def vpopmail_users(self, domain_dir: str, domain: str) -> tuple[list[str], str]:
+    def vpopmail_users(self, domain_dir: str, domain: str) -> tuple[list[bytes], str]:
         """Mailbox names of a vpopmail domain (lower-cased), and their source."""
-        text = os.path.join(domain_dir, "vpasswd")
+        text = f"{domain_dir}/vpasswd"
         use_sql = self.o.vpopmail_sql
         if use_sql is not True:
             try:
-                with open(text, "rb") as fh:
-                    data = fh.read()
+                fd = os.open(text, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    data = _read_all(fd)
+                finally:
+                    os.close(fd)
             except FileNotFoundError:
                 data = None
             except OSError as err:
@@ -399,21 +434,28 @@ class _Builder:
             if os.path.exists(db):
                 from qmailkit.qmail.vpopmail import read_vpasswd_cdb
 
-                return [fold(e.name) for e in read_vpasswd_cdb(db)], db
+                return [_b(e.name) for e in read_vpasswd_cdb(db)], db
             if use_sql is False:
                 raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb",
                                  path=domain_dir)
         return self._sql_users(domain)
 
     @staticmethod
-    def _vpasswd_names(data: bytes, path: str) -> list[str]:
-        data = data.lower()
-        names = _VPASSWD_LINE.findall(data)
-        if len(names) != len(_NONBLANK_LINE.findall(data)):
+    def _vpasswd_names(data: bytes, path: str) -> list[bytes]:
+        # The hot loop of a big vpopmail install: bulk bytes operations only.
+        lines = data.lower().split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        if b"" in lines or b"\r" in lines:
+            lines = [line for line in lines if line.rstrip(b"\r")]
+        names = [line[:line.find(b":")] for line in lines]
+        # vpasswd lines have seven fields and a name; let the careful reader
+        # find and name a damaged line.
+        if b"" in names or min(map(bytes.count, lines, repeat(b":")), default=6) < 6:
             from qmailkit.qmail.vpopmail import read_vpasswd
 
             read_vpasswd(path)  # raises with the line number
-        return [n.decode(ENC, ERRS) for n in names]
+        return names
 
     def _vpopmail_program(self, name: str, *args: str) -> str:
         prog = self.vpopmail_home() / "bin" / name
@@ -434,18 +476,18 @@ class _Builder:
                                 f"{done.returncode}" + (f": {msg[-1]}" if msg else ""), path=prog)
         return done.stdout.decode(ENC, ERRS)
 
-    def _sql_users(self, domain: str) -> tuple[list[str], str]:
+    def _sql_users(self, domain: str) -> tuple[list[bytes], str]:
         names = []
         out = self._vpopmail_program("vuserinfo", "-D", domain)
         for line in out.splitlines():
             if line.startswith("name:"):
-                names.append(fold(line[5:].strip()))
+                names.append(_b(line[5:].strip()))
         aliases = self._vpopmail_program("valias", "-s", domain)
         for line in aliases.splitlines():
             left = line.split("->", 1)[0].strip()
             local = left.rpartition("@")[0] if "@" in left else left
             if local:
-                names.append(fold(local))
+                names.append(_b(local))
         return names, f"vuserinfo -D {domain}; valias -s {domain}"
 
     # -- building ----------------------------------------------------------------
@@ -496,7 +538,7 @@ class _Builder:
         result = Recipients(warnings=self.warnings)
         entries, assign_src = self.assignments() if kinds else ([], "")
         prepends = {fold(v[0]) + self.delim for k, v in vdoms.items() if "@" not in k and v[0]}
-        local_common: list[tuple[str, bytes, str]] | None = None
+        local_common: list[Entry] | None = None
         for domain in sorted(kinds):
             kind, detail = kinds[domain]
             if kind == "local":
@@ -530,21 +572,25 @@ class _Builder:
                                      "will be rejected")
         return result
 
-    def _table(self, found: list[tuple[str, bytes, str]], domain: str) -> dict[bytes, Origin]:
-        suffix = "@" + domain
+    def _table(self, found: list[Entry], domain: str) -> dict[bytes, Origin]:
+        suffix = _b("@" + domain)
         table: dict[bytes, Origin] = {}
-        for local, value, source in found:
-            key = _b(local + suffix)
-            if key not in table:
-                table[key] = (value, source)
+        # The first source wins, as in qmail's own lookup order: apply the list
+        # backwards so that earlier entries overwrite later ones.
+        for item in reversed(found):
+            if isinstance(item, Bulk):
+                table.update(dict.fromkeys([n + suffix for n in item.names], item.origin))
+            else:
+                local, value, source = item
+                table[_b(local) + suffix] = (value, source)
         return table
 
     # local domains
 
     def local_entries(
         self, entries: list[assign_mod.Assignment], assign_src: str, prepends: set[str]
-    ) -> list[tuple[str, bytes, str]]:
-        out: list[tuple[str, bytes, str]] = []
+    ) -> list[Entry]:
+        out: list[Entry] = []
         wild_prefixes = []
         for entry in entries:
             local = fold(entry.local)
@@ -609,7 +655,7 @@ class _Builder:
         return classify_text("\n".join(lines), str(path)) if lines else Delivery(
             Kind.DELIVER, str(path))
 
-    def alias_entries(self, domain: str) -> list[tuple[str, bytes, str]]:
+    def alias_entries(self, domain: str) -> list[Entry]:
         if self.o.skip_alias:
             return []
         home = self.alias_home()
@@ -622,14 +668,17 @@ class _Builder:
 
     def virtual_entries(
         self, domain: str, prepend: str, entries: list[assign_mod.Assignment], assign_src: str
-    ) -> list[tuple[str, bytes, str]]:
+    ) -> list[Entry]:
         prefix = fold(prepend) + self.delim
-        out: list[tuple[str, bytes, str]] = []
-        for entry in entries:  # exact users/assign names under this prefix
-            local = fold(entry.local)
-            if not entry.wildcard and local.startswith(prefix) and len(local) > len(prefix):
-                src = f"{assign_src}:{entry.line}" if entry.line else assign_src
-                out.append((local[len(prefix):], ACCEPT, src))
+        out: list[Entry] = []
+        index = self._assign_index(entries)
+        exact = index.exact
+        i = bisect.bisect_left(exact, prefix, key=lambda item: item[0])
+        while i < len(exact) and exact[i][0].startswith(prefix):  # exact names under the prefix
+            local, entry = exact[i]
+            src = f"{assign_src}:{entry.line}" if entry.line else assign_src
+            out.append((local[len(prefix):], ACCEPT, src))
+            i += 1
         home, dash, ext, what = self.resolve_prefix(prefix, entries)
         if what == "alias user" and self.o.skip_alias:
             return out
@@ -639,13 +688,22 @@ class _Builder:
         out.extend(self.target_entries(home, dash, ext, "", domain, f"{domain} ({what})"))
         return out
 
+    def _assign_index(self, entries: list[assign_mod.Assignment]) -> _AssignIndex:
+        if self._index is None or self._index.entries is not entries:
+            wild = {fold(e.local): e for e in reversed(entries) if e.wildcard}
+            exact = sorted(((fold(e.local), e) for e in entries if not e.wildcard),
+                           key=lambda item: item[0])
+            chars = assign_mod.wildchars(entries).decode(ENC, ERRS).lower()
+            self._index = _AssignIndex(entries, wild, exact, chars)
+        return self._index
+
     def resolve_prefix(
         self, prefix: str, entries: list[assign_mod.Assignment]
     ) -> tuple[str, str, str, str]:
         """Who delivers local names starting with ``prefix``: (home, dash, ext, description)."""
         if entries:
-            chars = assign_mod.wildchars(entries).decode(ENC, ERRS).lower()
-            wild = {fold(e.local): e for e in reversed(entries) if e.wildcard}
+            index = self._assign_index(entries)
+            chars, wild = index.chars, index.wild
             for end in range(len(prefix), -1, -1):
                 if end and prefix[end - 1] not in chars:
                     continue
@@ -666,7 +724,7 @@ class _Builder:
 
     # relayed domains
 
-    def relay_entries(self, domain: str, source: str) -> list[tuple[str, bytes, str]]:
+    def relay_entries(self, domain: str, source: str) -> list[Entry]:
         if self.o.smtproutes_dir is not None:
             path = Path(self.o.smtproutes_dir) / domain
             if path.exists():
