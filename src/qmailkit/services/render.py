@@ -221,7 +221,7 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
         source = o["rules_source"]
         if source:
             rules_pair = (source, rules)
-    checks.programs.append(("tcpserver", "tcpserver"))
+    checks.programs.append(("tcpserver", ""))
     return words, rules_pair
 
 

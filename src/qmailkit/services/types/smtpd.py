@@ -32,7 +32,7 @@ from qmailkit.services.config import (
     check_user,
     check_zone,
 )
-from qmailkit.services.shell import Var, Word, one_line, quote
+from qmailkit.services.shell import Script, Var, Word, one_line, quote
 
 
 def _home(sub: str):
@@ -307,108 +307,22 @@ def _hidden(o: dict[str, Any]) -> frozenset[str]:
     return frozenset(hide)
 
 
-def build(svc: Service, config: Config) -> R.Built:
+def _policy_warnings(svc: Service, checks: R.Checks) -> None:
+    """Settings that work but are probably wrong; ``services check`` reports them."""
     o = svc.options
-    k = lambda name: R.key(svc, name)
-    home = config.system.qmail_home
-    checks = R.Checks(users=[o["user"]])
-    s = R.start(svc, config, OPTIONS, _hidden(o))
 
-    # Where and as whom.
-    s.comment("Where to listen and as whom (the original refuses to start without IP).")
-    s.assign("IP", o["ip"])
-    s.fatal_unless('[ -n "$IP" ]', f"ip is not set: set {k('ip')} in {config.path}")
-    if not o["ip"]:
-        checks.warnings.append((k("ip"), "no listen address: the service will not start",
-                                'set ip, e.g. "0" for all addresses'))
-    s.assign("QUSER", o["user"])
-    s.line('QUID=$(id -u "$QUSER") && QGID=$(id -g "$QUSER") ||')
-    s.line(f'\tfatal "unknown user $QUSER: create it or change {k("user")}"')
-    if o["hostname"]:
-        s.assign("LOCAL", o["hostname"])
-    else:
-        me = f"{home}/control/me"
-        s.comment("The host name: first line of control/me.")
-        s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
-        s.fatal_unless('[ -n "$LOCAL" ]',
-                       f"no host name: {me} is missing or empty; set {k('hostname')}")
-    s.blank()
-
-    s.comment("Without control/rcpthosts qmail-smtpd relays for everyone: create it empty.")
-    rcpthosts = f"{home}/control/rcpthosts"
-    qr = quote(rcpthosts)
-    s.line(f"if [ ! -e {qr} ]; then")
-    s.line(f"\techo {quote('warning: ' + one_line(rcpthosts) + ' was missing; created it empty')}")
-    s.line(f"\t: > {qr} && chmod 644 {qr}")
-    s.line("fi")
-    s.blank()
-
-    # TLS.
-    cert = o["tls_cert"]
-    if o["ssl"]:
-        server: list[Word] = ["sslserver", "-e"]
-        checks.programs.append(("sslserver", k("ssl")))
-        s.comment("SMTPS: sslserver does TLS; the certificate and key are in one PEM file.")
-        s.fatal_unless(f"[ -r {quote(cert)} ]", f"certificate {cert} is missing or unreadable")
-        checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", None, True))
-    else:
-        server = ["tcpserver"]
-        checks.programs.append(("tcpserver", "tcpserver"))
-        if cert and not o["deny_tls"]:
-            checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True))
-            if o["force_tls"]:
-                s.fatal_unless(f"[ -r {quote(cert)} ]",
-                               f"certificate {cert} is missing or unreadable (force_tls needs "
-                               "it)")
-            else:
-                s.warn_unless(f"[ -r {quote(cert)} ]",
-                              f"certificate {cert} is missing: no STARTTLS")
-    # Rules.
-    rules = o["rules"]
-    rules_pair = None
-    if rules:
-        s.fatal_unless(f"[ -r {quote(rules)} ]",
-                       f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
-        checks.files.append(R.FileCheck(rules, k("rules"), "rules", o["user"]))
-        source = o["rules_source"]
-        if source:
-            rules_pair = (source, rules)
-    # AUTH.
-    auth_args: list[Word] = []
-    if o["auth"]:
-        if o["auth_cdb"]:
-            s.fatal_unless(f"[ -r {quote(o['auth_cdb'])} ]",
-                           f"auth cdb {o['auth_cdb']} is missing: build it with mkauth")
-            checks.files.append(R.FileCheck(o["auth_cdb"], k("auth_cdb"), "auth_cdb", o["user"],
-                                            True))
-        else:
-            cp, true = o["checkpassword"], o["checkpassword_true"]
-            s.fatal_unless(f"have {quote(cp)}",
-                           f"checkpassword program {cp} not found")
-            s.fatal_unless(f"have {quote(true)}",
-                           f"program {true} not found")
-            checks.programs.append((cp, k("checkpassword")))
-            checks.programs.append((true, k("checkpassword_true")))
-            auth_args = [Var("LOCAL"), cp, true]
-        if not o["ssl"] and (not cert or o["deny_tls"]) and not o["allow_insecure_auth"]:
-            checks.warnings.append((k("auth"), "AUTH is never offered: there is no TLS",
-                                    "set tls_cert, or auth = false"))
-    if o["allow_insecure_auth"] and o["auth"]:
-        checks.warnings.append((k("allow_insecure_auth"),
-                                "AUTH is offered without TLS: passwords cross in clear",
-                                "set allow_insecure_auth = false"))
-    # DomainKeys.
-    if o["domainkeys"]:
-        dk = o["qmail_dk"]
-        s.fatal_unless(f"[ -x {quote(dk)} ]",
-                       f"domainkeys = true but {dk} is missing: install the DK patch")
-        checks.programs.append((dk, k("qmail_dk")))
-    if o["validrcptto_cdb"]:
-        checks.files.append(R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"),
-                                        "validrcptto_cdb", o["user"]))
     def warn(option: str, message: str, fix: str) -> None:
-        checks.warnings.append((k(option), message, fix))
+        checks.warnings.append((R.key(svc, option), message, fix))
 
+    if not o["ip"]:
+        warn("ip", "no listen address: the service will not start",
+             'set ip, e.g. "0" for all addresses')
+    no_tls = not o["ssl"] and (not o["tls_cert"] or o["deny_tls"])
+    if o["auth"] and no_tls and not o["allow_insecure_auth"]:
+        warn("auth", "AUTH is never offered: there is no TLS", "set tls_cert, or auth = false")
+    if o["auth"] and o["allow_insecure_auth"]:
+        warn("allow_insecure_auth", "AUTH is offered without TLS: passwords cross in clear",
+             "set allow_insecure_auth = false")
     if o["relay_client"] and not R.is_loopback(o["ip"]):
         warn("relay_client", "RELAYCLIENT for every client on a non-loopback address: an open "
              "relay", 'set relay_client = false and allow relaying per client in the tcp rules '
@@ -422,7 +336,11 @@ def build(svc: Service, config: Config) -> R.Built:
                 warn(opt, f"{opt} on a port-25 MX refuses mail from other servers",
                      f"set {opt} = false here; use a submission service for clients")
 
-    # Environment.
+
+def _export(s: Script, svc: Service) -> None:
+    """The environment qmail-smtpd and its helpers read, in the original's order."""
+    o = svc.options
+    cert = o["tls_cert"]
     s.blank()
     s.comment("The environment qmail-smtpd and its helpers read (only what is set).")
     if o["relay_client"]:
@@ -465,6 +383,100 @@ def build(svc: Service, config: Config) -> R.Built:
             if value is not None:
                 s.setenv(var, value)
     R.export_env(s, svc)
+
+
+def build(svc: Service, config: Config) -> R.Built:
+    o = svc.options
+    k = lambda name: R.key(svc, name)
+    home = config.system.qmail_home
+    checks = R.Checks(users=[o["user"]])
+    s = R.start(svc, config, OPTIONS, _hidden(o))
+
+    # Where and as whom.
+    s.comment("Where to listen and as whom (the original refuses to start without IP).")
+    s.assign("IP", o["ip"])
+    s.fatal_unless('[ -n "$IP" ]', f"ip is not set: set {k('ip')} in {config.path}")
+    s.assign("QUSER", o["user"])
+    s.line('QUID=$(id -u "$QUSER") && QGID=$(id -g "$QUSER") ||')
+    s.line(f'\tfatal "unknown user $QUSER: create it or change {k("user")}"')
+    if o["hostname"]:
+        s.assign("LOCAL", o["hostname"])
+    else:
+        me = f"{home}/control/me"
+        s.comment("The host name: first line of control/me.")
+        s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
+        s.fatal_unless('[ -n "$LOCAL" ]',
+                       f"no host name: {me} is missing or empty; set {k('hostname')}")
+    s.blank()
+
+    s.comment("Without control/rcpthosts qmail-smtpd relays for everyone: create it empty.")
+    rcpthosts = f"{home}/control/rcpthosts"
+    qr = quote(rcpthosts)
+    s.line(f"if [ ! -e {qr} ]; then")
+    s.line(f"\techo {quote('warning: ' + one_line(rcpthosts) + ' was missing; created it empty')}")
+    s.line(f"\t: > {qr} && chmod 644 {qr}")
+    s.line("fi")
+    s.blank()
+
+    # TLS.
+    cert = o["tls_cert"]
+    if o["ssl"]:
+        server: list[Word] = ["sslserver", "-e"]
+        checks.programs.append(("sslserver", k("ssl")))
+        s.comment("SMTPS: sslserver does TLS; the certificate and key are in one PEM file.")
+        s.fatal_unless(f"[ -r {quote(cert)} ]", f"certificate {cert} is missing or unreadable")
+        checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", None, True))
+    else:
+        server = ["tcpserver"]
+        checks.programs.append(("tcpserver", ""))
+        if cert and not o["deny_tls"]:
+            checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True))
+            if o["force_tls"]:
+                s.fatal_unless(f"[ -r {quote(cert)} ]",
+                               f"certificate {cert} is missing or unreadable (force_tls needs "
+                               "it)")
+            else:
+                s.warn_unless(f"[ -r {quote(cert)} ]",
+                              f"certificate {cert} is missing: no STARTTLS")
+    # Rules.
+    rules = o["rules"]
+    rules_pair = None
+    if rules:
+        s.fatal_unless(f"[ -r {quote(rules)} ]",
+                       f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
+        checks.files.append(R.FileCheck(rules, k("rules"), "rules", o["user"]))
+        source = o["rules_source"]
+        if source:
+            rules_pair = (source, rules)
+    # AUTH.
+    auth_args: list[Word] = []
+    if o["auth"]:
+        if o["auth_cdb"]:
+            s.fatal_unless(f"[ -r {quote(o['auth_cdb'])} ]",
+                           f"auth cdb {o['auth_cdb']} is missing: build it with mkauth")
+            checks.files.append(R.FileCheck(o["auth_cdb"], k("auth_cdb"), "auth_cdb", o["user"],
+                                            True))
+        else:
+            cp, true = o["checkpassword"], o["checkpassword_true"]
+            s.fatal_unless(f"have {quote(cp)}",
+                           f"checkpassword program {cp} not found")
+            s.fatal_unless(f"have {quote(true)}",
+                           f"program {true} not found")
+            checks.programs.append((cp, k("checkpassword")))
+            checks.programs.append((true, k("checkpassword_true")))
+            auth_args = [Var("LOCAL"), cp, true]
+    # DomainKeys.
+    if o["domainkeys"]:
+        dk = o["qmail_dk"]
+        s.fatal_unless(f"[ -x {quote(dk)} ]",
+                       f"domainkeys = true but {dk} is missing: install the DK patch")
+        checks.programs.append((dk, k("qmail_dk")))
+    if o["validrcptto_cdb"]:
+        checks.files.append(R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"),
+                                        "validrcptto_cdb", o["user"]))
+    _policy_warnings(svc, checks)
+
+    _export(s, svc)
 
     # The command.
     words: list[Word] = [*server, "-vR", "-l", Var("LOCAL"), "-c", str(o["maxconn"]),
