@@ -268,3 +268,44 @@ def test_service_root_may_be_the_scan_directory(tmp_path):
     assert sorted(p.name for p in (tmp_path / "scan").iterdir()) == [ap.LOCK_FILE, "mx"]
     assert not (tmp_path / "scan" / "mx").is_symlink()
     assert (tmp_path / "scan/mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
+
+
+def test_rules_are_compiled_like_tcprules_and_only_when_stale(tmp_path):
+    import subprocess
+
+    from conftest import need
+
+    need("tcprules")
+    cfg = config(tmp_path)
+    src = tmp_path / "smtp"
+    src.write_text('127.0.0.1:allow,RELAYCLIENT=""\n10.1.2.3-5:deny\n:allow\n')
+    cdb = tmp_path / "smtp.cdb"
+    result = ap.apply(cfg, {"mx": svc(rules=(str(src), str(cdb)))})
+    assert ("mx", "rules", f"{src} -> {cdb}") in {(c.service, c.action, c.detail)
+                                                  for c in result.changes}
+    with open(src, "rb") as fh:
+        subprocess.run(["tcprules", str(tmp_path / "c.cdb"), str(tmp_path / "c.tmp")],
+                       stdin=fh, check=True)
+    assert cdb.read_bytes() == (tmp_path / "c.cdb").read_bytes()
+    assert stat.S_IMODE(cdb.stat().st_mode) == 0o644
+    assert ap.apply(cfg, {"mx": svc(rules=(str(src), str(cdb)))}).changes == []
+    # a newer source is compiled again
+    src.write_text(":deny\n")
+    os.utime(src, ns=(cdb.stat().st_mtime_ns + 10**9,) * 2)
+    result = ap.apply(cfg, {"mx": svc(rules=(str(src), str(cdb)))})
+    assert [c.action for c in result.changes] == ["rules"]
+    assert cdb.read_bytes() != (tmp_path / "c.cdb").read_bytes()
+
+
+def test_bad_rule_stops_apply_before_anything_is_written(tmp_path):
+    cfg = config(tmp_path)
+    src = tmp_path / "smtp"
+    src.write_text('127.0.0.1:allow\n1.2.3.4-x:allow\n')
+    rendered = {"mx": svc(rules=(str(src), str(tmp_path / "smtp.cdb")))}
+    with pytest.raises(InputError) as exc:
+        ap.apply(cfg, rendered)
+    assert str(exc.value).startswith(f"{src}:2: ")
+    assert exc.value.exit_code == 100
+    assert not (tmp_path / "services/mx").exists() and not (tmp_path / "smtp.cdb").exists()
+    with pytest.raises(InputError):
+        ap.plan(cfg, rendered)

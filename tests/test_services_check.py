@@ -195,3 +195,24 @@ allow_insecure_auth = true
     warnings = [f.describe() for f in check(cfg) if f.level == "warning"]
     assert ("warning: sub: AUTH is offered without TLS: passwords cross in clear "
             "[services.sub.allow_insecure_auth] (set allow_insecure_auth = false)") in warnings
+
+
+def test_catch_all_relay_rule_and_bad_rules(tmp_path):
+    (tmp_path / "tcp").mkdir()
+    rules = tmp_path / "tcp" / "smtp"
+    rules.write_text('127.:allow,RELAYCLIENT=""\n:allow,RELAYCLIENT=""\n')
+    mx = f"""
+[services.mx]
+type = "qmail-smtpd"
+ip = "0"
+rules = "{tmp_path}/tcp/smtp.cdb"
+"""
+    assert policy(tmp_path, mx) == [
+        (f"error: mx: open relay: {rules}:2: this rule gives RELAYCLIENT to every client on 0:25 "
+        '[services.mx.rules_source] (allow relaying only for your networks, e.g. '
+        '192.0.2.:allow,RELAYCLIENT="")')]
+    rules.write_text('127.:allow,RELAYCLIENT=""\n:allow\n')
+    assert policy(tmp_path, mx) == []
+    rules.write_text('1.2.3.4-x:allow\n')
+    out = [f.describe() for f in check(load(tmp_path, mx)) if "bad tcp rules" in f.message]
+    assert len(out) == 1 and out[0].startswith(f"error: mx: bad tcp rules: {rules}:1: ")

@@ -267,8 +267,12 @@ def _rules_stale(src: Path, cdb: Path) -> bool:
 
 def plan(config: Any, rendered: Mapping[str, Any],
          root: str | os.PathLike[str] | None = None) -> list[Change]:
-    """What ``apply`` would change, hand-edited files included (action ``edited``)."""
+    """What ``apply`` would change, hand-edited files included (action ``edited``).
+
+    A rules source that would be compiled is parsed too: a bad rule is an InputError.
+    """
     changes, edited = _plan(config, rendered, _root_of(config, root))
+    _parse_stale_rules(rendered)
     return changes + edited
 
 
@@ -369,16 +373,13 @@ def _rescan(kind: str, scan_dir: Path) -> None:
         os.close(fd)
 
 
-def _compile_rules(src: Path, cdb: Path) -> None:
-    try:
-        from qmailkit import tcprules
-    except ImportError:  # TEMPORARY until qmailkit.tcprules lands
-        import subprocess
+def _parse_stale_rules(rendered: Mapping[str, Any]) -> list[tuple[Path, Path, Any]]:
+    """Parse every rules source whose cdb needs compiling, before anything is written, so a
+    bad rule stops apply with its file and line while every file is still as it was."""
+    from qmailkit import tcprules
 
-        with open(src, "rb") as fh:
-            subprocess.run(["tcprules", str(cdb), str(cdb) + ".tmp"], stdin=fh, check=True)
-        return
-    tcprules.compile_file(src, cdb)
+    return [(src, cdb, tcprules.compile_source(src))
+            for _name, src, cdb in _rules_pairs(rendered) if _rules_stale(src, cdb)]
 
 
 def apply(config: Any, rendered: Mapping[str, Any] | None = None,
@@ -423,6 +424,9 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
         result.changes = todo
         if not todo:
             return result
+        from qmailkit import tcprules
+
+        parsed_rules = _parse_stale_rules(rendered)
         sup = _supervisor(config)
         for name, svc in rendered.items():
             sdir = root_dir / name
@@ -433,9 +437,8 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
                 _create_service(name, svc, sdir, todo, _log_ids(svc))
             else:
                 _write_service(name, svc, sdir, todo, _log_ids(svc))
-        for _name, src, cdb in _rules_pairs(rendered):
-            if _rules_stale(src, cdb):
-                _compile_rules(src, cdb)
+        for _src, cdb, rules in parsed_rules:
+            tcprules.compile_rules(rules, cdb)
         linked = False
         for c in todo:
             if c.action == "link":

@@ -199,9 +199,13 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
                 error(name, f"{key}.env.RELAYCLIENT",
                       f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
                       "remove it from env and set RELAYCLIENT per network in the tcp rules")
-            for line in _relay_for_all(o):
+        for where, line in _relay_for_all(o):
+            if not line:
+                error(name, f"{key}.rules_source", f"bad tcp rules: {where}",
+                      "fix the rule; apply will not compile the file until then")
+            elif ip and not _loopback(ip):
                 error(name, f"{key}.rules_source",
-                      f"open relay: {line[0]}:{line[1]}: this rule gives RELAYCLIENT to every "
+                      f"open relay: {where}:{line}: this rule gives RELAYCLIENT to every "
                       f"client on {ip}:{port}",
                       'allow relaying only for your networks, e.g. 192.0.2.:allow,RELAYCLIENT=""')
         if port == 25 and not _loopback(ip or "0"):
@@ -222,20 +226,18 @@ def _relay_for_all(o: Mapping[str, Any]) -> list[tuple[str, int]]:
         source = rules[:-4]
     if not rules or not source or not os.path.exists(source):
         return []
-    try:
-        from qmailkit import tcprules
+    from qmailkit import tcprules
+    from qmailkit.errors import QmailkitError
 
-        parsed = tcprules.parse(Path(source).read_text("utf-8", "replace"), source)
-    except Exception:  # noqa: BLE001 - a broken rules file is reported by apply
-        return []
+    try:
+        parsed = tcprules.compile_source(source)
+    except QmailkitError as err:
+        return [(str(err), 0)]  # reported as it is: the file and line of the bad rule
     found = []
-    for rule in parsed:
-        address = getattr(rule, "address", getattr(rule, "key", None))
-        env = getattr(rule, "env", None) or getattr(rule, "variables", None) or {}
-        action = getattr(rule, "action", "allow")
-        if address in ("", b"") and action != "deny" and (
-                "RELAYCLIENT" in env or b"RELAYCLIENT" in env):
-            found.append((source, getattr(rule, "line", 0)))
+    for rule in parsed.rules:
+        if rule.address == b"" and rule.allow and any(
+                name == b"RELAYCLIENT" for name, _value in rule.env):
+            found.append((source, rule.line))
     return found
 
 
