@@ -1,8 +1,9 @@
 """Benchmark: build a 1,000,000-key cdb (addresses of ~32 bytes, empty values)
 from cdbmake input with ``qmailkit cdb make``, against tinycdb's ``cdb -c`` in
 the same run.  Prints the best-of-N wall times, the ratio (target <= 2x) and
-the peak RSS of each side.  Also times ``--lines`` (one address per line) for
-comparison.
+the peak RSS of each side.  Also shown: tinycdb followed by an fsync of its
+file and freecdb's cdbmake (qmailkit and cdbmake fsync the file, ``cdb -c``
+does not), and ``--lines`` (one address per line).
 
     .venv/bin/python bench/cdb_make.py [--keys N] [--runs N]
 """
@@ -61,9 +62,9 @@ def main() -> int:
     args = opts.parse_args()
     if args.generate:
         return generate(Path(args.generate), args.keys)
-    tiny = shutil.which("cdb")
-    if tiny is None:
-        sys.exit("tinycdb's cdb is not installed")
+    tiny, freecdb = shutil.which("cdb"), shutil.which("cdbmake")
+    if tiny is None or freecdb is None:
+        sys.exit("tinycdb's cdb and freecdb's cdbmake must be installed")
     ours = [sys.executable, "-m", "qmailkit", "cdb", "make"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -79,6 +80,9 @@ def main() -> int:
             # qmailkit fsyncs the file (and its directory); tinycdb does not
             "cdb -c, then sync FILE": (
                 ["sh", "-c", 'cdb -c "$1" && sync "$1"', "sh", tiny_out], work / "in.cdbmake"),
+            # freecdb's cdbmake fsyncs, as qmailkit does
+            "cdbmake (freecdb)": (
+                [freecdb, str(work / "free.cdb"), str(work / "free.tmp")], work / "in.cdbmake"),
             "qmailkit cdb make": ([*ours, str(work / "ours.cdb")], work / "in.cdbmake"),
             "qmailkit cdb make --lines": (
                 [*ours, "--lines", str(work / "lines.cdb")], work / "in.lines"),
@@ -90,7 +94,7 @@ def main() -> int:
                 old = best.setdefault(name, [wall, cpu, rss])
                 best[name] = [min(wall, old[0]), min(cpu, old[1]), max(rss, old[2])]
         reference = (work / "tiny.cdb").read_bytes()
-        for name in ("ours.cdb", "lines.cdb"):
+        for name in ("ours.cdb", "lines.cdb", "free.cdb"):
             if (work / name).read_bytes() != reference:
                 sys.exit(f"{name} differs from tinycdb's output")
         wall0, cpu0, _ = best["cdb -c (tinycdb)"]
