@@ -53,3 +53,10 @@ def test_errors_become_message_and_exit_code(capsys):
 
     assert run(fail, None, "qmailkit test") == 100
     assert capsys.readouterr().err == "qmailkit test: fatal: /etc/x:3: bad thing (fix it)\n"
+
+
+def test_usage_errors_exit_100():
+    proc = subprocess.run([sys.executable, "-m", "qmailkit", "no-such-command"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 100
+    assert "qmailkit: usage: argument COMMAND: invalid choice: 'no-such-command'" in proc.stderr

@@ -26,10 +26,18 @@ COMMAND_MODULES = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with djb's convention: a usage error exits 100 (permanent), not 2."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(100, f"{self.prog}: usage: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qmailkit import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qmailkit",
         description="Tools for running a qmail mail server under daemontools, runit or s6.",
     )
