@@ -4,10 +4,11 @@ Every literal from the config goes through ``quote`` (single quotes, ``'`` writt
 as ``'\\''``), so it reaches the program as exactly one argument or one environment
 value whatever it contains.  Values only known when the service starts (the host
 name from control/me, a uid from ``id``) are shell variables, always expanded in
-double quotes.  The scripts use three small functions, defined in every script so
+double quotes.  The scripts use four small functions, defined in every script so
 each one stands alone:
 
 - ``fatal MESSAGE``: print it, sleep 5 (so the supervisor does not spin), exit 1;
+- ``have PROGRAM``: true if the program (a path, or a name in PATH) can be run;
 - ``setenv NAME VALUE``: export the variable and log ``NAME="VALUE"``;
 - ``show_command ARGS``: log ``command-line: `` and the arguments, each quoted for
   the shell when needed, so ``shlex.split`` of the logged text gives back argv.
