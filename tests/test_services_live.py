@@ -48,6 +48,7 @@ class Server:
         (pub / "scan").mkdir()
         self.mx_port, self.local_port = free_port(), free_port()
         self.extra_mx = ""
+        self.local_hostname = "localhost"
 
     def text(self) -> str:
         p = self.pub
@@ -84,7 +85,7 @@ env = {{ ODD = "it's a \\"test\\" $HOME `x`" }}
 type = "qmail-smtpd"
 profile = "local"
 port = {self.local_port}
-hostname = "localhost"
+hostname = "{self.local_hostname}"
 user = "nobody"
 tls_cert = ""
 """
@@ -247,8 +248,7 @@ def test_apply_again_and_restart_only_what_changed(pubdir, scan):
     edited = run.read_bytes().replace(b"exec 2>&1", b"exec 2>&1\necho hand-edited")
     run.write_bytes(edited)
     server.extra_mx = 'greeting = "Welcome again"'
-    server.text = (lambda t=server.text: t().replace('hostname = "localhost"',
-                                                    'hostname = "localhost.test"'))
+    server.local_hostname = "localhost.test"
     mx_pid = sup.status(server.dir("mx")).pid
     with pytest.raises(InputError, match="not overwritten: local/run"):
         ap.apply(server.config())
