@@ -120,9 +120,13 @@ def test_status_json_and_table(tmp_path):
     assert [(row["name"], row["state"]) for row in rows] == [
         ("send", "unsupervised"), ("send/log", "unsupervised"),
         ("local", "unsupervised"), ("local/log", "unsupervised")]
+    assert r.stderr == ""
     r = qk("status", config=cfg)
     assert r.stdout.splitlines()[0].split() == ["SERVICE", "STATE", "PID", "SECONDS",
                                                 "NORMALLY", "WANT"]
+    assert r.stderr == (
+        "note: 'unsupervised' services have no runit supervisor: is the scanner running on "
+        f"{tmp_path}/scan, and are they linked there?\n")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root for the user checks")

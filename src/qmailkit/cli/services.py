@@ -130,6 +130,14 @@ def status(args: argparse.Namespace) -> int:
     cfg = _load(args)
     rows = st.collect(cfg)
     sys.stdout.write(st.to_json(rows) if args.json else st.format_table(rows))
+    if not args.json:
+        if any(r.state == "missing" for r in rows):
+            print("note: 'missing' services are not installed yet: run qmailkit services apply",
+                  file=sys.stderr)
+        if any(r.state == "unsupervised" for r in rows):
+            print(f"note: 'unsupervised' services have no {cfg.supervisor.kind} supervisor: is "
+                  f"the scanner running on {cfg.supervisor.scan_dir}, and are they linked there?",
+                  file=sys.stderr)
     return 0
 
 
