@@ -289,3 +289,61 @@ def test_demo_runs_the_stack_and_stops_everything(pubdir):
     assert "mx now greets: 220 Hello from the demo ESMTP standin" in text
     assert lines[-1] == "Stopped svscan and every supervise, service and logger it started."
     wait_for(lambda: not _processes_in(pubdir), 10, what="demo processes gone")
+
+
+def test_tls_and_courier_services_under_s6(pubdir, scan):
+    """smtps under sslserver, imapssl under couriertcpd + couriertls (stand-ins for both
+    TLS wrappers; sslserver's stand-in runs the real tcpserver), from the demo's config."""
+    need("tcpserver", "s6-log", "s6-setuidgid")
+    from qmailkit.demo import services as demo
+
+    ports = demo.build_sandbox(pubdir)
+    path = pubdir / "qmailkit.toml"
+    path.write_text(demo.sample_config(pubdir, ports, "nobody", kind="s6"))
+    config = cfgmod.load(path)
+    tree = scan("s6", pubdir / "service")
+    ap.apply(config)
+    for name in ("smtps", "imapssl"):
+        tree.wait_up(pubdir / "supervise" / name)
+    rec_dir = str(pubdir / "records")
+
+    assert connect_when_up(ports["smtps"]) == (b"220 Mail server ready ESMTP standin\r\n",
+                                               b"221 mail.example.org\r\n")
+    smtpd = next(r for r in standins.read_records(rec_dir, "qmail-smtpd")
+                 if r["env"]["TCPLOCALPORT"] == str(ports["smtps"]))
+    env = smtpd["env"]
+    cert = f"{pubdir}/qmail/control/servercert.pem"
+    assert (env["SSL"], env["CERTFILE"], env["KEYFILE"], env["DHFILE"]) == ("1", cert, "", "")
+    assert (env["REQUIRE_AUTH"], env["AUTH_CDB"]) == ("1", f"{pubdir}/qmail/control/auth.cdb")
+    assert env["GREETDELAY"] == "0" and env["SPFBEHAVIOR"] == "0" and env["MFCHECK"] == "0"
+    assert "TLS_SERVER_CERT" not in env and "RELAYCLIENT" not in env
+    assert smtpd["argv"][1:] == [] and smtpd["uid"] == NOBODY
+    ssl = standins.read_records(rec_dir, "sslserver")[-1]
+    assert ssl["argv"][1:3] == ["-e", "-vR"]
+    assert ssl["argv"][-3:] == ["127.0.0.1", str(ports["smtps"]), "qmail-smtpd"]
+
+    with socket.create_connection(("127.0.0.1", ports["imapssl"]), timeout=10) as s:
+        f = s.makefile("rwb")
+        assert f.readline() == b"* OK [CAPABILITY IMAP4rev1] standin imaplogin ready.\r\n"
+        f.write(b"a1 LOGOUT\r\n")
+        f.flush()
+        assert f.readline() == b"* BYE standin\r\n"
+        assert f.readline() == b"a1 OK LOGOUT completed\r\n"
+    tls = wait_for(lambda: standins.read_records(rec_dir, "couriertls"), 10, what="couriertls")
+    login = standins.read_records(rec_dir, "imaplogin")[-1]
+    courier = pubdir / "courier"
+    assert tls[-1]["argv"][1:] == ["-server", "-tcpd", f"{courier}/sbin/imaplogin",
+                                   f"{courier}/bin/imapd", "Maildir"]
+    assert login["argv"][1:] == [f"{courier}/bin/imapd", "Maildir"]
+    lenv = login["env"]
+    assert (lenv["IMAP_TLS"], lenv["TLS_CERTFILE"]) == ("1", cert)
+    assert (lenv["MAXDAEMONS"], lenv["MAXPERIP"]) == ("40", "4")  # from Courier's imapd file
+    assert lenv["TCPREMOTEIP"] == "127.0.0.1" and lenv["TCPLOCALPORT"] == str(ports["imapssl"])
+    tcpd = standins.read_records(rec_dir, "couriertcpd")
+    imapssl_tcpd = next(r for r in tcpd if str(ports["imapssl"]) in r["argv"])
+    assert imapssl_tcpd["argv"][1:7] == [
+        "-address=127.0.0.1", "-maxprocs=40", "-maxperip=4", "-nodnslookup", "-noidentlookup",
+        str(ports["imapssl"])]
+    # the logged command line is what couriertcpd was started with
+    logged = logged_commands(pubdir / "supervise" / "imapssl")
+    assert logged and logged[-1][1:] == imapssl_tcpd["argv"][1:]

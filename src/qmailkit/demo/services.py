@@ -39,12 +39,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def sample_config(base: Path, ports: dict[str, int], user: str) -> str:
+def sample_config(base: Path, ports: dict[str, int], user: str,
+                  kind: str = "daemontools") -> str:
     """The demo's qmailkit.toml: every path inside ``base``, every port on 127.0.0.1."""
     q = base / "qmail"
     return f"""# qmailkit demo: a whole mail server (stand-in programs, loopback ports)
 [supervisor]
-kind = "daemontools"
+kind = "{kind}"
 scan_dir = "{base}/service"
 service_root = "{base}/supervise"
 log_user = "{user}"
