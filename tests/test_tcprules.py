@@ -176,8 +176,12 @@ def test_ignored_lines_are_reported_on_stderr(tmp_path):
 
 
 def test_usage_errors(tmp_path):
-    assert qk("tcprules", tmp_path / "only-one.cdb").returncode == 2
-    assert qk("tcprules", "check", tmp_path / "x.cdb").returncode == 2
+    assert qk("tcprules", tmp_path / "only-one.cdb").returncode == 100
+    proc = qk("tcprules", "check", tmp_path / "x.cdb")
+    assert proc.returncode == 100
+    assert (
+        b"qmailkit tcprules check: usage: the following arguments are required: IP" in proc.stderr
+    )
 
 
 # -- explaining matches -----------------------------------------------------------------------

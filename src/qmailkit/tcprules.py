@@ -21,7 +21,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from qmailkit.errors import InputError, QmailkitError, os_error
+from qmailkit.errors import InputError, os_error
 
 # tcprules exits 100 when a line cannot be parsed; so do we.
 BAD_RULE_EXIT = 100
@@ -336,4 +336,6 @@ def explain(
 def check_ip(ip: str) -> None:
     """Refuse something that is plainly not an IP address (tcprulescheck would just miss)."""
     if not ip or any(c not in "0123456789.:abcdefABCDEF" for c in ip):
-        raise QmailkitError(f"not an IP address: {ip!r}", exit_code=100)
+        raise InputError(
+            f"not an IP address: {ip!r}", hint="give the client's address, e.g. 1.2.3.4"
+        )

@@ -10,7 +10,7 @@ one otherwise; both write the same bytes.
 from __future__ import annotations
 
 import os
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, NamedTuple
 
 from qmailkit.cdb import pure
 
@@ -44,7 +44,3 @@ def get(name: str | None = None) -> Backend:
     if name in (None, "pure"):
         return PURE
     raise ValueError(f"unknown cdb backend {name!r}")
-
-
-def make_into(fh: BinaryIO, backend: Backend | None = None) -> Any:
-    return (backend or get()).maker(fh)

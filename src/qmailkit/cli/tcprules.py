@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     # form; the arguments after it are parsed here.
     parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     parser.set_defaults(func=cmd_tcprules, parser=parser)
-    check = argparse.ArgumentParser(
+    check = type(parser)(  # the same class, so usage errors exit as everywhere else
         prog="qmailkit tcprules check",
         description="Say what tcpserver -x FILE.cdb does with a connection from IP.",
     )
