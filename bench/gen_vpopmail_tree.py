@@ -20,9 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from qmailkit import cdb  # noqa: E402
-from qmailkit.qmail import assign  # noqa: E402
-
 FIRSTS = ("anna", "bert", "carl", "dora", "emil", "fred", "gina", "hans", "ida", "jan")
 LASTS = ("smith", "jones", "brown", "tayl", "white", "green", "black", "young", "king", "hill")
 
@@ -33,6 +30,9 @@ def mailbox(i: int) -> str:
 
 def generate(root: Path, domains: int, mailboxes: int) -> int:
     """Write the tree; returns the number of files written."""
+    from qmailkit import cdb
+    from qmailkit.qmail import assign
+
     qmail = root / "var-qmail"
     control = qmail / "control"
     users = qmail / "users"
