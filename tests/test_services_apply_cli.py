@@ -150,3 +150,14 @@ def test_config_errors(tmp_path):
     assert r.returncode == 100
     assert r.stderr == (f"qmailkit services: fatal: {tmp_path}/missing.toml: config file not "
                         "found (create it (see examples/qmailkit.toml) or pass --config)\n")
+
+
+def test_wait_reports_services_that_do_not_come_up(tmp_path):
+    cfg = write_config(tmp_path)
+    r = qk("apply", "-q", "--wait", "0.3", config=cfg)  # no scanner runs here
+    assert r.returncode == 111
+    assert r.stderr == (
+        "qmailkit services apply: not up after 0.3 seconds: send, send/log, local, local/log "
+        "(see each one's log/main/current, and qmailkit services status)\n")
+    r = qk("apply", "--wait", "0.3", config=cfg)  # nothing new, nothing to wait for
+    assert (r.returncode, r.stdout) == (0, "nothing to change\n")

@@ -221,10 +221,13 @@ def test_apply_again_and_restart_only_what_changed(pubdir, scan):
     a hand-edited run script is not overwritten."""
     server = Server(pubdir, "runit")
     tree = scan("runit", pubdir / "scan")
-    ap.apply(server.config())
+    config = server.config()
+    first = ap.apply(config)
+    targets = ap.started_targets(first)
+    assert targets == ["send", "send/log", "mx", "mx/log", "local", "local/log"]
+    assert ap.wait_up(config, targets, timeout=15) == []
+    tree.remember()
     sup = supervisor.get("runit")
-    for name in ("send", "mx", "local"):
-        tree.wait_up(server.dir(name))
     pids = {n: sup.status(server.dir(n)).pid for n in ("send", "mx", "local", "mx/log")}
 
     again = ap.apply(server.config())

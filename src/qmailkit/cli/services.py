@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--force", action="store_true",
                     help="replace files that were edited by hand since the last apply")
     sp.add_argument("-q", "--quiet", action="store_true", help="do not print the diffs")
+    sp.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                    help="wait up to SECONDS for new and restarted services to be up; "
+                         "exit 111 if one is not")
 
     sp = add("status", "state of every service and its logger", status,
              "One line per service and per logger: up/down, pid, seconds in that state, "
@@ -116,6 +119,16 @@ def apply(args: argparse.Namespace) -> int:
                 sys.stdout.write(change.diff)
     for target in result.restarted:
         print(f"restarted {target}")
+    if args.wait > 0 and not args.dry_run:
+        targets = applying.started_targets(result)
+        late = applying.wait_up(cfg, targets, timeout=args.wait)
+        if late:
+            print(f"qmailkit services apply: not up after {args.wait:g} seconds: "
+                  + ", ".join(late) + " (see each one's log/main/current, and qmailkit "
+                  "services status)", file=sys.stderr)
+            return 111
+        if targets:
+            print("up: " + ", ".join(targets))
     if args.dry_run:
         print("dry run: nothing was changed")
         if any(c.action == "edited" for c in result.changes):

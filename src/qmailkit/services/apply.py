@@ -502,3 +502,35 @@ def export(rendered: Mapping[str, Any], out: str | os.PathLike[str]) -> list[str
             atomic_write(sdir / rel, data, mode=mode)
             written.append(f"{name}/{rel}")
     return written
+
+
+# -- waiting --------------------------------------------------------------------
+
+
+def wait_up(config: Any, targets: list[str], root: str | os.PathLike[str] | None = None,
+            timeout: float = 10.0) -> list[str]:
+    """Wait until every target ("mx", "mx/log") is up; returns those still not up.
+
+    A scanner needs a moment to notice a new service (svscan up to 5 s, runsvdir
+    about 1 s, s6-svscan at once when told), so "applied" is not "running" yet.
+    """
+    import time
+
+    sup = _supervisor(config)
+    base = _root_of(config, root)
+    waiting = list(targets)
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = [t for t in waiting if not sup.status(base / t).up]
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        time.sleep(0.1)
+
+
+def started_targets(result: ApplyResult) -> list[str]:
+    """The services and loggers this apply created or restarted: the ones to wait for."""
+    targets = []
+    for c in result.changes:
+        if c.action == "new-service":
+            targets += [c.service, f"{c.service}/log"]
+    return targets + [t for t in result.restarted if t not in targets]
