@@ -522,7 +522,10 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
     assert "--mode: '999' is not an octal file mode" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         convert_multilog_main(["-x"])
-    assert exc.value.code == 2
+    assert exc.value.code == 100
+    assert "convert-multilog: usage: unrecognized arguments: -x" in capsys.readouterr().err
+    res = run_cli("-ax")
+    assert res.returncode == 100 and b"ignored explicit argument 'x'" in res.stderr
 
 
 def test_bad_service_dir_is_reported(tmp_path):

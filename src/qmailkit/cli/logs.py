@@ -90,8 +90,7 @@ environment:
 
 exit codes:
   0    every service converted
-  2    unknown option or missing option argument
-  100  bad option value (--mode, --owner, --jobs, --gzip-after)
+  100  bad usage: an unknown option, a bad option value (--mode, --owner, ...)
   111  a service failed (the summary says which file and why), or the run could not start
        (log directory missing or not writable, another run holds the lock)
 
@@ -156,9 +155,9 @@ def convert_multilog_main(argv=None) -> int:
     """The installed ``convert-multilog`` alias: the same as ``qmailkit convert-multilog``."""
     import sys
 
-    from qmailkit.cli import run
+    from qmailkit.cli import Parser, run
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="convert-multilog",
         description=_CONVERT_DESCRIPTION,
         epilog=_CONVERT_EPILOG,
