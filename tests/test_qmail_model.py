@@ -413,3 +413,81 @@ def test_full_tree_exact_key_set(tree):
         "bob@example.com": "", "bob-spam@example.com": "-", "postmaster@example.com": "",
         "info@example.com": "", "postmaster@virt.example": "", "help@virt.example": ""}
 
+
+
+# -- more rules ---------------------------------------------------------------------------------
+
+def test_exact_users_assign_name_under_a_virtual_prefix(tree):
+    vpop_tree(tree)
+    tree.assign_lines.append(f"=bounce.example-special:x:2000:2000:{tree.root}:-::")
+    tree.write_assign()
+    assert keys(tree) == VPOP_KEYS | {"special@bounce.example": ""}
+
+
+def test_users_assign_wildcard_for_a_local_domain(tree):
+    local_tree(tree)
+    lists = tree.root / "lists"
+    tree.write(lists / ".qmail-team", "|ezmlm-send team\n")
+    tree.write(lists / ".qmail-team-default", "|ezmlm-manage team\n")
+    tree.assign_lines.append(f"+ml-:ml:2000:2000:{lists}:-::")
+    tree.write_assign()
+    assert keys(tree) == {"ml-team@example.com": "", "ml-team-default@example.com": ""}
+
+
+def test_vdelivermail_delete_lists_mailboxes(tree):
+    tree.ctl("rcpthosts", "quiet.example")
+    tree.ctl("virtualdomains", "quiet.example:quiet.example")
+    tree.vdomain("quiet.example", ["zoe"], default="|/home/vpopmail/bin/vdelivermail '' delete\n")
+    tree.write_assign()
+    assert keys(tree) == {"zoe@quiet.example": ""}
+
+
+def test_fastforward_passthrough_then_mailbox_is_a_catch_all(tree):
+    local_tree(tree)
+    db = tree.setforward("info@example.com: x@example.org;\n")
+    tree.alias_file(".qmail-default", f"|fastforward -p {db}\n./Maildir/\n")
+    assert keys(tree) == {"info@example.com": "", "@example.com": ""}
+    tree.alias_file(".qmail-default", f"|fastforward -p {db}\n")
+    assert keys(tree) == {"info@example.com": ""}
+
+
+def test_virtualdomains_empty_prepend_exempts_and_wildcard_smtproutes(tree):
+    tree.ctl("rcpthosts", "a.relay.example")
+    tree.ctl("virtualdomains", ".relay.example:x", "a.relay.example:")
+    tree.ctl("smtproutes", ".relay.example:10.0.0.9")
+    assert keys(tree) == {"@a.relay.example": ""}
+
+
+def test_skip_alias_leaves_an_alias_domain_empty_with_a_warning(tree):
+    tree.ctl("rcpthosts", "virt.example")
+    tree.ctl("virtualdomains", "virt.example:alias")
+    tree.alias_file(".qmail-postmaster")
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, skip_alias=True))
+    assert list(rec.records()) == []
+    assert any("virt.example: no valid address found" in w for w in rec.warnings)
+
+
+def test_empty_key_in_morercpthosts_is_an_error(tree):
+    tree.ctl("rcpthosts", "example.com")
+    tree.ctl("locals", "example.com")
+    cdb.write(tree.control / "morercpthosts.cdb", [(b"", b"")])
+    with pytest.raises(InputError, match="morercpthosts.cdb holds an empty domain"):
+        keys(tree)
+
+
+def test_users_assign_newer_than_users_cdb_is_warned_about(tree):
+    local_tree(tree)
+    tree.user("bob", 1000)
+    tree.assign_lines.append(f"=joe:x:2000:2000:{tree.root}:-::")
+    tree.write_assign()
+    os.utime(tree.users / "cdb", (1_000_000_000, 1_000_000_000))
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert any("is newer than" in w and "qmail-newu" in w for w in rec.warnings)
+    assert {k for k, _ in rec.records()} == {b"bob@example.com", b"joe@example.com"}
+
+
+def test_vpopmail_home_defaults_to_the_vpopmail_account(tree):
+    vpop_tree(tree)
+    tree.write(tree.vpopmail / "include" / "vpopmail_config.h", "#define QMAIL_EXT 1\n")
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))  # no vpopmail_home
+    assert b"alice-default@bounce.example" in {k for k, _ in rec.records()}

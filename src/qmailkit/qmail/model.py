@@ -680,8 +680,8 @@ class _Builder:
             out.append((local[len(prefix):], ACCEPT, src))
             i += 1
         home, dash, ext, what = self.resolve_prefix(prefix, entries)
-        if what == "alias user" and self.o.skip_alias:
-            return out
+        if self.o.skip_alias and home == self.alias_home():
+            return out  # -n: the alias user is left out, also for alias domains
         if what == "alias user" and fold(prepend) != "alias":
             self.warnings.append(f"{domain}: nobody owns {prefix}*, so the alias user "
                                  "delivers it")

@@ -1,0 +1,77 @@
+"""What a .qmail file does, as far as the valid-recipient list cares."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qmailkit.qmail.dotqmail import Kind, _argv, classify, classify_text, is_default, list_home
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("./Maildir/\n", Kind.DELIVER),
+    ("", Kind.DELIVER),
+    ("# only a comment\n", Kind.DELIVER),
+    ("&bob@example.com\n", Kind.DELIVER),
+    ("bob@example.com\n", Kind.DELIVER),
+    ("|bouncesaying 'Gone.'\n", Kind.BOUNCE),
+    ("# retired\n| /usr/bin/bouncesaying \"Gone, sorry\"\n./Maildir/\n", Kind.BOUNCE),
+    ("|bouncesaying 'Not you.' [ \"$SENDER\" = x ]\n./Maildir/\n", Kind.DELIVER),
+    ("|exit 100\n", Kind.BOUNCE),
+    ("|exit 111\n", Kind.DELIVER),
+    ("| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n", Kind.VPOP_LIST),
+    ("|/home/vpopmail/bin/vdelivermail '' delete\n", Kind.VPOP_LIST),
+    ("| /home/vpopmail/bin/vdelivermail '' /home/vpopmail/domains/x/postmaster\n",
+     Kind.VPOP_CATCHALL),
+    ("| vdelivermail '' catchall@example.com\n", Kind.VPOP_CATCHALL),
+    ("| fastforward -d /etc/aliases.cdb\n", Kind.FASTFORWARD),
+])
+def test_classify(text, kind):
+    assert classify_text(text, "/h/.qmail-x").kind is kind
+
+
+def test_fastforward_options_and_passthrough():
+    plain = classify_text("| fastforward -d /etc/aliases.cdb\n", "f")
+    assert (plain.cdb, plain.passthrough) == ("/etc/aliases.cdb", False)
+    alone = classify_text("|fastforward -pd aliases.cdb\n", "f")
+    assert (alone.cdb, alone.passthrough, alone.fallback) == ("aliases.cdb", True, Kind.BOUNCE)
+    then = classify_text("|fastforward -p -d aliases.cdb\n./Maildir/\n", "f")
+    assert (then.passthrough, then.fallback) == (True, Kind.DELIVER)
+
+
+def test_classify_reads_the_file_and_names_it_on_error(tmp_path):
+    path = tmp_path / ".qmail-x"
+    path.write_text("|bouncesaying gone\n")
+    assert classify(str(path)).kind is Kind.BOUNCE
+    with pytest.raises(Exception, match="cannot read .qmail file"):
+        classify(str(tmp_path / "missing"))
+
+
+def test_list_home_names(tmp_path):
+    for name in (".qmail", ".qmail-a", ".qmail-b:c", ".qmail-Big", ".qmail-", ".qmailx", "x"):
+        (tmp_path / name).write_text("")
+    files = list_home(str(tmp_path))
+    assert files.base == ".qmail"
+    assert files.names == {"a": ".qmail-a", "b.c": ".qmail-b:c"}
+    assert list_home(str(tmp_path), dash="").names == {}
+
+
+def test_is_default():
+    assert is_default("default") and is_default("list-default")
+    assert not is_default("xdefault") and not is_default("default-x")
+
+
+_WORDS = st.text(alphabet=st.sampled_from(list("ab -'\"\\x\t")), max_size=30)
+
+
+@settings(max_examples=2000)
+@given(_WORDS)
+def test_argv_splits_like_shlex(command):
+    try:
+        want = shlex.split(command)
+    except ValueError:
+        return  # unbalanced quotes: shlex gives up, we only need a best effort
+    assert _argv(command) == want
