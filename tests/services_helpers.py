@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
-@pytest.fixture
-def pubdir():
+@contextlib.contextmanager
+def public_tempdir() -> Iterator[Path]:
     """A temp directory (mode 0755, under /tmp) that unprivileged service users can enter.
 
     pytest's own tmp_path sits in a 0700 directory, which tcpserver -u nobody
@@ -19,5 +21,17 @@ def pubdir():
     """
     d = Path(tempfile.mkdtemp(prefix="qmailkit-test-", dir="/tmp"))
     os.chmod(d, 0o755)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def need_root() -> None:
+    """Ownership and permission tests need root; like need(), a failure under CI."""
+    from conftest import CI
+
+    if os.geteuid() != 0:
+        if CI:
+            pytest.fail("this test must run as root (scripts/test does)")
+        pytest.skip("needs root")

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from services_helpers import need_root
 
 from qmailkit.errors import InputError
 from qmailkit.services import apply as ap
@@ -191,8 +192,7 @@ def test_scan_entry_pointing_elsewhere_is_an_error(tmp_path):
 
 
 def test_missing_log_user_is_an_error_before_writing(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("only root gives log/main to the log user")
+    need_root()
     cfg = config(tmp_path)
     with pytest.raises(InputError) as exc:
         ap.apply(cfg, {"mx": svc(log_owner="qmaill-nonexistent")})
@@ -243,8 +243,7 @@ def test_missing_scan_directory_is_an_error(tmp_path):
 
 
 def test_new_log_user_gets_the_log_directory(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("only root gives log/main to the log user")
+    need_root()
     cfg = config(tmp_path)
     ap.apply(cfg, {"mx": svc(log_owner="root")})
     main = tmp_path / "services/mx/log/main"

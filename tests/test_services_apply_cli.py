@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from services_helpers import need_root
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -129,8 +129,8 @@ def test_status_json_and_table(tmp_path):
         f"{tmp_path}/scan, and are they linked there?\n")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for the user checks")
 def test_check_exit_codes(tmp_path):
+    need_root()
     cfg = write_config(tmp_path, 'smtpd = "/nonexistent/qmail-smtpd"')
     r = qk("check", config=cfg)
     assert r.returncode == 100

@@ -6,12 +6,22 @@ import os
 from pathlib import Path
 
 import pytest
+from services_helpers import need_root, public_tempdir
 
 from qmailkit.services.check import Finding, check
 from qmailkit.services.render import Checks, FileCheck, RenderedService
 
-pytest_plugins = ["services_helpers"]
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="permission checks need root")
+
+@pytest.fixture
+def pubdir():
+    with public_tempdir() as d:
+        yield d
+
+
+
+@pytest.fixture(autouse=True)
+def _root():
+    need_root()  # permission checks need root
 
 
 def rendered(name="mx", listen=("127.0.0.1", 25), user="nobody", **checks) -> RenderedService:

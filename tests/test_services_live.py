@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, need, wait_for
+from services_helpers import public_tempdir
 
 from qmailkit import supervisor
 from qmailkit.demo import standins
@@ -23,7 +24,12 @@ from qmailkit.errors import InputError
 from qmailkit.services import apply as ap
 from qmailkit.services import config as cfgmod
 
-pytest_plugins = ["services_helpers"]
+
+@pytest.fixture
+def pubdir():
+    with public_tempdir() as d:
+        yield d
+
 
 NOBODY = 65534
 LOGGER = {"daemontools": ["multilog", "setuidgid"], "runit": ["svlogd", "chpst"],
