@@ -240,3 +240,37 @@ def test_check_verbose_lists_keys_tried(tree):
     done = check(tree, "-v", "x-y-z@example.com")
     assert done.stdout.splitlines()[1] == (
         "tried: x-y-z@example.com x-y-default@example.com x-default@example.com @example.com")
+
+
+def test_unchanged_fast_path_does_not_build_the_cdb(tree, tmp_path, monkeypatch):
+    from qmailkit import cdb
+
+    opts = Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail)
+    out = tmp_path / "v.cdb"
+    with rcpt.lock(out) as fd:
+        assert rcpt.write_cdb(out, rcpt.build(opts), state_fd=fd).written
+
+    def no_build(*args, **kw):
+        raise AssertionError("the cdb was built although nothing changed")
+
+    monkeypatch.setattr(cdb, "make", no_build)
+    with rcpt.lock(out) as fd:
+        again = rcpt.write_cdb(out, rcpt.build(opts), state_fd=fd)
+    assert (again.written, again.keys) == (False, 10)
+
+
+def test_fast_path_notices_a_file_replaced_behind_its_back(tree, tmp_path):
+    out = tmp_path / "validrcptto.cdb"
+    assert "wrote" in run(tree, "-q", "-c", str(out)).stdout
+    stat = out.stat()
+    # Another tool puts a different cdb in place, with the same size and mtime.
+    other = tmp_path / "other.cdb"
+    subprocess.run(["cdb", "-c", str(other)], input=b"+5,0:x@y.z->\n\n", check=True)
+    os.rename(other, out)
+    os.utime(out, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    done = run(tree, "-q", "-c", str(out), "--force")
+    assert "wrote 10 keys (was 1)" in done.stdout
+    assert cdb_dump_keys(out) == ALL
+    # A damaged state note only costs a full comparison.
+    (tmp_path / "validrcptto.cdb.lock").write_text("garbage\n")
+    assert "unchanged" in run(tree, "-q", "-c", str(out)).stdout

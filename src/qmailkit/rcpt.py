@@ -14,6 +14,7 @@ same set always gives the same bytes: "changed?" is a byte comparison.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,10 +72,50 @@ class WriteResult:
 
 
 @contextlib.contextmanager
-def lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold ``PATH.lock`` so that two builds of one cdb cannot interleave."""
-    with locked(os.fspath(path) + ".lock", what="another build of this file"):
-        yield
+def lock(path: str | os.PathLike[str]) -> Iterator[int]:
+    """Hold ``PATH.lock`` so that two builds of one cdb cannot interleave.
+
+    Yields the lock file's descriptor; ``write_cdb(state_fd=...)`` keeps a note
+    of what it last wrote there, so that an unchanged run need not build the cdb.
+    """
+    with locked(os.fspath(path) + ".lock", what="another build of this file") as fd:
+        yield fd
+
+
+_STATE = b"qmailkit-rcpt-state-1"
+
+
+def _canonical(rec: Recipients) -> tuple[list[tuple[list[bytes], list[bytes]]], bytes]:
+    """Records per domain in the canonical order, and a digest of them all."""
+    digest = hashlib.sha256()
+    parts = []
+    for domain in sorted(rec.tables):
+        table = rec.tables[domain]
+        keys = sorted(table)
+        values = list(map(_first, map(table.__getitem__, keys)))
+        # Keys hold no newline or NUL (they come from file names and text lines).
+        digest.update(b"%d\0" % len(keys))
+        digest.update(b"\n".join(keys))
+        digest.update(b"\0")
+        digest.update(b"\n".join(values))
+        digest.update(b"\0")
+        parts.append((keys, values))
+    return parts, digest.hexdigest().encode()
+
+
+def _stamp(path: str) -> bytes:
+    st = os.stat(path)
+    return b"%d %d %d %d" % (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_state(fd: int) -> bytes:
+    return os.pread(fd, 512, 0)
+
+
+def _write_state(fd: int, digest: bytes, target: str) -> None:
+    # A cache, not a record: losing it only costs one full comparison.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b" ".join((_STATE, digest, _stamp(target))) + b"\n", 0)
 
 
 def _previous(path: str) -> int | None:
@@ -114,11 +155,15 @@ def write_cdb(
     force: bool = False,
     max_shrink: float = DEFAULT_MAX_SHRINK,
     mode: int = 0o644,
+    state_fd: int | None = None,
 ) -> WriteResult:
     """Write ``rec`` as a cdb at ``path`` if it differs from what is there.
 
     Refuses (InputError, nothing written) an empty set, or one more than
     ``max_shrink`` (a fraction) smaller than the existing file, unless ``force``.
+    ``state_fd`` (the descriptor ``lock`` yields) remembers the digest of the
+    records last written and the file's identity (device, inode, size, mtime):
+    when both still match, the file is known to be unchanged without building it.
     """
     from qmailkit import cdb
 
@@ -138,21 +183,28 @@ def write_cdb(
             path=target,
             hint="check the configuration; --force or a larger --max-shrink writes it anyway")
 
+    parts, digest = _canonical(rec)
+    if state_fd is not None and previous is not None and \
+            _read_state(state_fd) == b" ".join((_STATE, digest, _stamp(target))) + b"\n":
+        return WriteResult(target, False, count, previous)
+
     remove_stale_temps(target)
     staged = os.path.join(directory, f".{os.path.basename(target)}{TMP_MARK}{os.getpid()}")
     try:
         with cdb.make(staged, mode=mode) as writer:
-            for domain in sorted(rec.tables):
-                table = rec.tables[domain]
-                keys = sorted(table)
-                writer.add_many(keys, list(map(_first, map(table.__getitem__, keys))))
+            for keys, values in parts:
+                writer.add_many(keys, values)
         if previous is not None and _same_records(target, staged):
+            if state_fd is not None:
+                _write_state(state_fd, digest, target)
             return WriteResult(target, False, count, previous)
         try:
             os.rename(staged, target)
         except OSError as err:
             raise os_error(err, f"cannot replace {target}") from err
         fsync_dir(directory)
+        if state_fd is not None:
+            _write_state(state_fd, digest, target)
         return WriteResult(target, True, count, previous)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -101,7 +101,7 @@ def _build(args: argparse.Namespace) -> int:
         raise InputError(f"--max-shrink {args.max_shrink} is not a percentage (0-100)")
     opts = _options(args)
     guard = rcpt.lock(args.cdb) if args.cdb else contextlib.nullcontext()
-    with guard:
+    with guard as state_fd:
         rec = rcpt.build(opts)
         if args.debug:
             for line in rcpt.explain_lines(rec):
@@ -111,7 +111,7 @@ def _build(args: argparse.Namespace) -> int:
         out = sys.stdout.buffer
         if args.cdb:
             result = rcpt.write_cdb(args.cdb, rec, force=args.force,
-                                    max_shrink=args.max_shrink / 100)
+                                    max_shrink=args.max_shrink / 100, state_fd=state_fd)
             was = "" if result.previous is None else f" (was {result.previous})"
             if result.written:
                 print(f"{args.prog}: {result.path}: wrote {result.keys} keys{was}")
