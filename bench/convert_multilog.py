@@ -83,6 +83,13 @@ def main() -> int:
     qmailkit = Path(sys.executable).with_name("qmailkit")
     cmd_ours = [str(qmailkit)] if qmailkit.exists() else [sys.executable, "-m", "qmailkit"]
     env = dict(os.environ, TZ=":/etc/localtime")
+    # An installed qmailkit has its bytecode compiled (pip does it); a source checkout
+    # under PYTHONDONTWRITEBYTECODE=1 would compile it again on every run.
+    import compileall
+
+    import qmailkit
+
+    compileall.compile_dir(os.path.dirname(qmailkit.__file__), quiet=1)
     with tempfile.TemporaryDirectory(prefix="bench-convert-", dir=os.environ.get("TMPDIR")) as tmp:
         root = Path(tmp)
         pristine = root / "pristine"

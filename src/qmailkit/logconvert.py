@@ -117,6 +117,29 @@ class Converter:
         self._prefix[label_second] = text
         return text
 
+    def _linear_table(self, lo: int, hi: int) -> dict[int, bytes] | None:
+        """Prefixes for every label second in [lo, hi] if local time runs evenly through it.
+
+        A rotated file spans minutes to hours; unless it holds a midnight, a zone
+        change or a leap second, its seconds map to one date and consecutive
+        times of day, so the whole table is built with C-level maps.  None when
+        that does not hold (then each second is formatted on its own).
+        """
+        if hi - lo > 20_000:
+            return None
+        first = time.localtime(lo - self.offset)
+        last = time.localtime(hi - self.offset)
+        sod = first.tm_hour * 3600 + first.tm_min * 60 + first.tm_sec
+        if (
+            first[:3] != last[:3]
+            or last.tm_hour * 3600 + last.tm_min * 60 + last.tm_sec - sod != hi - lo
+            or last.tm_sec > 59
+        ):
+            return None
+        date = b"%d-%02d-%02d " % first[:3]
+        day = _times_of_day()
+        return dict(zip(range(lo, hi + 1), map(date.__add__, day[sod : sod + hi - lo + 1])))
+
     # -- blocks -------------------------------------------------------------
     def convert(self, data: bytes) -> list[tuple[bytes | None, bytes, int]]:
         """Runs ``(date, converted lines, line count)`` in input order.
@@ -165,7 +188,10 @@ class Converter:
             return None
         sec_list = secs.tolist()
         try:
-            table = {s: self.prefix(s) for s in dict.fromkeys(sec_list)}
+            table = self._linear_table(min(sec_list), max(sec_list))
+            one_date = table is not None
+            if table is None:
+                table = {s: self.prefix(s) for s in dict.fromkeys(sec_list)}
         except (OverflowError, ValueError, OSError):
             return None  # a label out of the platform's range: let LocalTime decide per line
         prefixes = list(map(table.__getitem__, sec_list))
@@ -173,6 +199,8 @@ class Converter:
         args[0::3] = prefixes
         args[1::3] = nanos.tolist()
         args[2::3] = list(map(_rest, lines))
+        if one_date:
+            return [(prefixes[0][:-10], (b"%s%09d%s\n" * n) % tuple(args), n)]
         dates = {p[:-10] for p in table.values()}
         if len(dates) == 1:
             return [(dates.pop(), (b"%s%09d%s\n" * n) % tuple(args), n)]
@@ -218,6 +246,19 @@ class Converter:
         except (OverflowError, ValueError, OSError):
             converted, date = line, None  # a label beyond the platform's time range
         runs.append((date, converted + b"\n", 1))
+
+
+_TIMES_OF_DAY: list[bytes] = []
+
+
+def _times_of_day() -> list[bytes]:
+    """``b"HH:MM:SS."`` for every second of a day (built once; workers inherit it)."""
+    if not _TIMES_OF_DAY:
+        hms = itertools.chain.from_iterable(
+            itertools.product(range(24), range(60), range(60)))
+        text = (b"%02d:%02d:%02d.\n" * 86400) % tuple(hms)
+        _TIMES_OF_DAY.extend(text.split(b"\n")[:86400])
+    return _TIMES_OF_DAY
 
 
 def _merge(runs: list[tuple[bytes | None, bytes, int]]) -> list[tuple[bytes | None, bytes, int]]:
@@ -721,6 +762,8 @@ def convert_all(
             total(sum(_size(p) for _, s in services
                       for p in multilog.LogDir(s / "log" / "main").rotated()))
         jobs = opts.jobs or len(os.sched_getaffinity(0))
+        if services:
+            _times_of_day()  # once here, not in every worker
         if jobs <= 1 or len(services) <= 1:
             results = [convert_service(n, p, opts, log, progress) for n, p in services]
         else:

@@ -13,7 +13,6 @@ still called ``@….s`` and are read transparently when gzip'd.
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import time
@@ -102,6 +101,8 @@ def read_chunks(path: str | os.PathLike[str], size: int = CHUNK):
     with open(path, "rb") as fh:
         head = fh.read(2)
         if head == _GZIP_MAGIC:
+            import gzip  # rare: only multilog's !gzip processor makes these
+
             fh.seek(0)
             yield gzip.GzipFile(fileobj=fh).read()
             return
