@@ -62,8 +62,9 @@ Log = Callable[[str], None]
 # --------------------------------------------------------------------------
 
 _HEX = b"0123456789abcdef"
-_HEX_SP = _HEX + b" "
-_label_and_space = itemgetter(slice(1, 26))
+_HEX_AT_SP = _HEX + b"@ "
+_AT_TO_SPACE = bytes.maketrans(b"@", b" ")
+_label_and_space = itemgetter(slice(0, 26))
 _rest = itemgetter(slice(25, None))
 
 
@@ -154,25 +155,26 @@ class Converter:
             lines.pop()  # the text after the last newline; a last line without one stays
         if not lines:
             return []
-        runs = self._fast(lines, data)
+        runs = self._fast(lines)
         if runs is not None:
             return runs
         return self._mixed(lines)
 
-    def _fast(self, lines: list[bytes], data: bytes | None = None) -> list | None:
+    def _fast(self, lines: list[bytes]) -> list | None:
         """Bulk conversion if every line is ``@`` + 24 lower-case hex + space; else None."""
         n = len(lines)
-        if data is not None and (data[:1] != b"@" or data.count(b"\n@") < n - 1):
-            return None
         heads = b"".join(list(map(_label_and_space, lines)))
         if (
-            len(heads) != 25 * n
-            or heads.translate(None, _HEX_SP)
+            len(heads) != 26 * n
+            or heads.translate(None, _HEX_AT_SP)
+            or heads.count(b"@") != n
+            or heads[0::26].count(b"@") != n
             or heads.count(b" ") != n
-            or heads[24::25].count(b" ") != n
+            or heads[25::26].count(b" ") != n
         ):
             return None
-        raw = bytes.fromhex(heads.decode("ascii"))  # fromhex skips the spaces: 12 bytes a line
+        # fromhex skips whitespace: 12 bytes a line
+        raw = bytes.fromhex(heads.translate(_AT_TO_SPACE).decode("ascii"))
         secs_buf = bytearray(8 * n)
         nano_buf = bytearray(4 * n)
         for i in range(8):
@@ -184,7 +186,8 @@ class Converter:
         if struct.pack("=I", 1) != struct.pack(">I", 1):
             secs.byteswap()
             nanos.byteswap()
-        if max(nanos) > 999_999_999:
+        nano_list = nanos.tolist()
+        if max(nano_list) > 999_999_999:
             return None
         sec_list = secs.tolist()
         try:
@@ -197,7 +200,7 @@ class Converter:
         prefixes = list(map(table.__getitem__, sec_list))
         args: list = [None] * (3 * n)
         args[0::3] = prefixes
-        args[1::3] = nanos.tolist()
+        args[1::3] = nano_list
         args[2::3] = list(map(_rest, lines))
         if one_date:
             return [(prefixes[0][:-10], (b"%s%09d%s\n" * n) % tuple(args), n)]

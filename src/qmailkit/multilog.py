@@ -96,12 +96,22 @@ _GZIP_MAGIC = b"\x1f\x8b"
 def read_chunks(path: str | os.PathLike[str], size: int = CHUNK):
     """Yield the file's content in pieces that end at a newline (except a last partial line).
 
+    A file up to ``size`` bytes (every rotated file, normally) comes in one piece.
     A gzip'd file (multilog ``!gzip`` processor) is decompressed.
     """
-    with open(path, "rb") as fh:
+    with open(path, "rb", buffering=0) as fh:
+        if os.fstat(fh.fileno()).st_size <= size:
+            data = fh.readall()  # one exact-size read
+            if data[:2] == _GZIP_MAGIC:
+                import gzip  # rare: only multilog's !gzip processor makes these
+
+                data = gzip.decompress(data)
+            if data:
+                yield data
+            return
         head = fh.read(2)
         if head == _GZIP_MAGIC:
-            import gzip  # rare: only multilog's !gzip processor makes these
+            import gzip
 
             fh.seek(0)
             yield gzip.GzipFile(fileobj=fh).read()
