@@ -157,7 +157,7 @@ def test_shrink_guard(tree, tmp_path):
     assert done.returncode == 100
     assert "the new list has 7 keys, 3 fewer than the 10 in the existing file" in done.stderr
     assert out.read_bytes() == before
-    assert run(tree, "-q", "-c", str(out), "--max-shrink", "30").returncode == 0
+    assert run(tree, "-q", "-c", str(out), "--max-shrink", "30%").returncode == 0
     assert len(cdb_dump_keys(out)) == 7
 
 
@@ -201,6 +201,9 @@ def test_write_cdb_library_refusals_leave_no_temp(tree, tmp_path):
     assert (again.written, again.previous) == (False, 10)
     with pytest.raises(InputError, match="directory for the cdb does not exist"):
         rcpt.write_cdb(tmp_path / "no" / "v.cdb", rec)
+    with pytest.raises(InputError, match="directory for the cdb does not exist"), \
+            rcpt.lock(tmp_path / "no" / "v.cdb"):
+        pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "v.cdb"]  # no temp left
 
 
@@ -212,6 +215,9 @@ def test_mkvalidrcptto_alias(tree, tmp_path):
     assert cdb_dump_keys(out) == ALL
     bad = run(tree, "-c", str(out), "--max-shrink", "120", prog=[str(MKVALIDRCPTTO)])
     assert bad.returncode == 100 and "mkvalidrcptto: fatal: --max-shrink 120" in bad.stderr
+    usage = run(tree, "--max-shrink", "lots", prog=[str(MKVALIDRCPTTO)])
+    assert usage.returncode == 100
+    assert "mkvalidrcptto: usage: argument --max-shrink: not a percentage: 'lots'" in usage.stderr
 
 
 def check(tree: Tree, *args: str) -> subprocess.CompletedProcess:

@@ -78,6 +78,9 @@ def lock(path: str | os.PathLike[str]) -> Iterator[int]:
     Yields the lock file's descriptor; ``write_cdb(state_fd=...)`` keeps a note
     of what it last wrote there, so that an unchanged run need not build the cdb.
     """
+    directory = os.path.dirname(os.fspath(path)) or "."
+    if not os.path.isdir(directory):
+        raise InputError("the directory for the cdb does not exist", path=directory)
     with locked(os.fspath(path) + ".lock", what="another build of this file") as fd:
         yield fd
 

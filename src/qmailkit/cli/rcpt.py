@@ -20,6 +20,14 @@ _BUILD_DESCRIPTION = (
 )
 
 
+def _percent(text: str) -> float:
+    """A percentage, with or without the % sign."""
+    try:
+        return float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", dest="cdb", metavar="FILE",
                    help="write the cdb FILE, only if its keys or values change (the file and "
@@ -35,7 +43,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
                    help="no warnings (catch-all domains, skipped users...) on stderr")
     p.add_argument("--force", action="store_true",
                    help="with -c: write even an empty key set, or one that shrank a lot")
-    p.add_argument("--max-shrink", type=float, default=20.0, metavar="PERCENT",
+    p.add_argument("--max-shrink", type=_percent, default=20.0, metavar="PERCENT",
                    help="with -c: refuse a key set this much smaller than the file's "
                    "(default 20)")
     _add_model_options(p)
@@ -173,9 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def mkvalidrcptto_main(argv: Sequence[str] | None = None) -> int:
     """The ``mkvalidrcptto`` command (same as ``qmailkit rcpt build``)."""
-    from qmailkit.cli import run
+    from qmailkit.cli import Parser, run
 
-    parser = argparse.ArgumentParser(prog="mkvalidrcptto", description=_BUILD_DESCRIPTION)
+    parser = Parser(prog="mkvalidrcptto", description=_BUILD_DESCRIPTION)
     _add_build_options(parser)
     args = parser.parse_args(argv)
     args.prog = "mkvalidrcptto"
