@@ -62,6 +62,11 @@ def test_read_chunks_cut_at_newlines_and_keep_a_partial_last_line(tmp_path):
     assert list(read_chunks(tmp_path / "long", size=64)) == [b"x" * 1000 + b"\n", b"y" * 10]
     (tmp_path / "empty").write_bytes(b"")
     assert list(read_chunks(tmp_path / "empty")) == []
+    import gzip
+
+    (tmp_path / "gz").write_bytes(gzip.compress(data))
+    assert b"".join(read_chunks(tmp_path / "gz")) == data  # small: read at once
+    assert b"".join(read_chunks(tmp_path / "gz", size=64)) == data  # big: streamed
 
 
 def test_wait_for_rotation_gives_up_after_the_timeout(tmp_path):

@@ -13,21 +13,22 @@ the state was lost) go to the file of the first dated line after them in the
 same input file, and if that file has no dated line at all, to the local date
 of the file's rotation time (its ``@`` name).  Nothing is ever dropped.
 
-Crash safety, per input file F, with a journal per service in
-``LOGDIR/.convert-multilog/SERVICE.journal`` (replaced atomically):
+Crash safety, per batch of input files of a service (up to 64 MB), with a
+journal per service in ``LOGDIR/.convert-multilog/SERVICE.journal`` (replaced
+atomically):
 
-1. before an output file is first touched, the journal records its size (or
-   that it did not exist) together with F;
-2. the lines are appended, the outputs fsync'd (and the directory, for new files);
-3. the journal is marked done (and keeps the continuation state);
-4. F is deleted or renamed, and its directory fsync'd.
+1. before a day file is first touched, the journal records its size (or that
+   it did not exist) together with the batch's input names;
+2. the lines are appended, the day files fsync'd (and the directory, for new files);
+3. the journal is marked done (it keeps the continuation state);
+4. the inputs are deleted or renamed, and their directory fsync'd.
 
-A run that finds a journal for F not marked done cuts every recorded output
-back to its recorded size and converts F again; one marked done only finishes
-step 4.  So a kill -9 at any instant, a full disk or an unopenable output
-never loses a line or writes one twice.  The same roll-back happens at once
-when an append fails.  A lock (``LOGDIR/.convert-multilog/lock``) keeps two
-runs apart.
+A run that finds a journal not marked done cuts every recorded day file back
+to its recorded size and converts the inputs again; one marked done only
+finishes step 4.  So a kill -9 at any instant, a full disk or an unopenable
+day file never loses a line or writes one twice.  When an append fails, that
+input's lines are cut off at once and the inputs before it are committed.  A
+lock (``LOGDIR/.convert-multilog/lock``) keeps two runs apart.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import pickle
 import re
 import selectors
 import signal
-import struct
+import sys
 import time
 from array import array
 from collections.abc import Callable, Iterable
@@ -183,7 +184,7 @@ class Converter:
             nano_buf[i::4] = raw[8 + i :: 12]
         secs = array("Q", secs_buf)
         nanos = array("I", nano_buf)
-        if struct.pack("=I", 1) != struct.pack(">I", 1):
+        if sys.byteorder == "little":  # the buffers hold big-endian numbers
             secs.byteswap()
             nanos.byteswap()
         nano_list = nanos.tolist()
@@ -923,17 +924,13 @@ def gzip_old_days(
             fsutil.atomic_write(
                 packed,
                 old + _gzip_member(data, entry),
-                mode=stat_mode(st_.st_mode),
+                mode=st_.st_mode & 0o7777,
                 owner=(st_.st_uid, st_.st_gid) if os.geteuid() == 0 else None,
             )
         os.unlink(plain)
         fsutil.fsync_dir(log_dir)
         done.append(entry)
     return done
-
-
-def stat_mode(mode: int) -> int:
-    return mode & 0o7777
 
 
 def _gzip_member(data: bytes, name: str) -> bytes:
