@@ -95,7 +95,10 @@ def _canonical(rec: Recipients) -> tuple[list[tuple[list[bytes], list[bytes]]], 
     for domain in sorted(rec.tables):
         table = rec.tables[domain]
         keys = sorted(table)
-        values = list(map(_first, map(table.__getitem__, keys)))
+        if domain in rec.valued:
+            values = list(map(_first, map(table.__getitem__, keys)))
+        else:
+            values = [b""] * len(keys)
         # Keys hold no newline or NUL (they come from file names and text lines).
         digest.update(b"%d\0" % len(keys))
         digest.update(b"\n".join(keys))

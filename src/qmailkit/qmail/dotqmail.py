@@ -97,6 +97,8 @@ def _classify_command(command: str, path: str) -> Delivery | None:
 
 def classify_text(text: str, path: str) -> Delivery:
     """What a .qmail file with this content does (see the module docstring)."""
+    if "|" not in text:
+        return Delivery(Kind.DELIVER, path)  # forwards and mailboxes only (the common case)
     first: Delivery | None = None
     for raw in text.split("\n"):
         line = raw.strip()

@@ -94,6 +94,8 @@ class Recipients:
 
     tables: dict[bytes, dict[bytes, Origin]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # Domains with at least one non-empty value (the others are all accept).
+    valued: set[bytes] = field(default_factory=set)
 
     def __len__(self) -> int:
         return sum(len(t) for t in self.tables.values())
@@ -550,6 +552,8 @@ class _Builder:
             else:
                 found = self.relay_entries(domain, detail)
             result.tables[_b(domain)] = self._table(found, domain)
+            if any(item.origin[0] if isinstance(item, Bulk) else item[1] for item in found):
+                result.valued.add(_b(domain))
 
         # Single addresses from virtualdomains (user@domain:prepend) come first
         # in qmail-send's lookup, so they win over anything else.
@@ -559,6 +563,7 @@ class _Builder:
                 continue
             table = result.tables.setdefault(_b(domain), {})
             table[_b(key)] = (ACCEPT, src)
+            result.valued.add(_b(domain))  # (cheap to be safe: this may replace a reject)
 
         for address in self.o.exclude:
             key = _b(address)
