@@ -109,3 +109,98 @@ def test_journal_names_are_forgotten_after_a_commit(tmp_path):
     write_rotated(main, [[label(T0) + b" two"]], start_ns=T0)
     assert convert_all(Options(service_dir=sdir, log_dir=ldir)).ok
     assert sum(v.count(b"\n") for v in day_files(ldir).values()) == 2
+
+
+class Crash(BaseException):
+    """Stands for a kill at a chosen point: nothing after it runs, no clean-up either."""
+
+
+def _crash_tree(tmp_path):
+    a = lines_between(T0, T0 + 2 * DAY, 6000, seed=9)
+    sdir, ldir = tmp_path / "s", tmp_path / "l"
+    ldir.mkdir()
+    paths = write_rotated(service(sdir, "x"), [a[i:i + 1000] for i in range(0, 6000, 1000)])
+    return sdir, ldir, [p.read_bytes() for p in paths]
+
+
+@pytest.mark.parametrize("point", ["after-append", "after-sync", "after-done", "mid-dispose"])
+def test_interrupted_at_each_step_then_rerun_is_exact(tmp_path, monkeypatch, point):
+    """Each step of a batch interrupted (in-process, deterministic), then a normal rerun."""
+    need("tai64nlocal")
+    from qmailkit import logconvert
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    sdir, ldir, inputs = _crash_tree(tmp_path)
+    run = logconvert._ServiceRun
+    originals = {n: getattr(run, n) for n in ("append", "sync", "commit", "dispose")}
+    calls = {"dispose": 0}
+
+    def crash_after(name):
+        def wrapper(self, *args):
+            originals[name](self, *args)
+            raise Crash(name)
+        return wrapper
+
+    if point == "after-append":
+        monkeypatch.setattr(run, "append", crash_after("append"))
+    elif point == "after-sync":
+        monkeypatch.setattr(run, "sync", crash_after("sync"))
+    elif point == "after-done":
+        def done_then_crash(self, done):
+            self.journal.write({"inputs": [p.name for p, _ in done], "done": True,
+                                "last": self.last})
+            raise Crash("commit")
+        monkeypatch.setattr(run, "commit", done_then_crash)
+    else:
+        def dispose_twice_then_crash(self, src):
+            calls["dispose"] += 1
+            if calls["dispose"] > 2:
+                raise Crash("dispose")
+            return originals["dispose"](self, src)
+        monkeypatch.setattr(run, "dispose", dispose_twice_then_crash)
+    opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1, batch_bytes=120_000)
+    with pytest.raises(Crash):
+        logconvert.convert_all(opts)
+    for name, fn in originals.items():
+        monkeypatch.setattr(run, name, fn)
+    res = logconvert.convert_all(opts)
+    assert res.ok, res.services[0].error
+    assert day_files(ldir) == expected_outputs("x", inputs, "UTC")
+    assert list((sdir / "x" / "log" / "main").iterdir()) == []
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_kill_9_with_many_small_batches(tmp_path):
+    """The same kills with a batch per input file: commits between the kills."""
+    need("tai64nlocal")
+    rng = random.Random(7)
+    inputs = build(tmp_path / "tree", seed=2)
+    want: dict[str, bytes] = {}
+    for name, datas in inputs.items():
+        want.update(expected_outputs(name, datas, "UTC"))
+    code = (
+        "import sys; from pathlib import Path; from qmailkit import logconvert as c;"
+        "r = c.convert_all(c.Options(service_dir=Path(sys.argv[1]), log_dir=Path(sys.argv[2]),"
+        " batch_bytes=1, wait=30)); sys.exit(0 if r.ok else 111)"
+    )
+    args = [sys.executable, "-c", code, str(tmp_path / "tree" / "service"),
+            str(tmp_path / "tree" / "log")]
+    env = dict(os.environ, TZ="UTC")
+    kills = 0
+    for _ in range(12):
+        proc = subprocess.Popen(args, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=rng.uniform(0.05, 0.6))
+        except subprocess.TimeoutExpired:
+            workers = descendants(proc.pid)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            for pid in workers:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+    assert subprocess.run(args, env=env, check=False).returncode == 0
+    assert day_files(tmp_path / "tree" / "log") == want
+    assert kills >= 3

@@ -294,6 +294,7 @@ class Options:
     jobs: int = 0  # worker processes; 0: one per CPU
     wait: float = 0.0  # seconds to wait for another run's lock
     gzip_after: int | None = None  # compress day files older than this many days
+    batch_bytes: int = 64 << 20  # inputs committed together (one round of fsyncs)
 
 
 @dataclass
@@ -392,8 +393,7 @@ class _Journal:
         fsutil.atomic_write(self.path, json.dumps(state, sort_keys=True).encode(), mode=0o600)
 
 
-#: inputs converted together, with one round of fsyncs, up to this many bytes (or files)
-BATCH_BYTES = 64 << 20
+#: at most this many inputs in one batch (besides Options.batch_bytes)
 BATCH_FILES = 256
 
 
@@ -436,7 +436,7 @@ class _ServiceRun:
                 size = 0
                 count = 0
                 for path in files:
-                    if count and (size >= BATCH_BYTES or count >= BATCH_FILES):
+                    if count and (size >= self.opts.batch_bytes or count >= BATCH_FILES):
                         break
                     size += _size(path)
                     count += 1
