@@ -622,3 +622,32 @@ def test_progress_on_a_terminal_for_big_work():
     bar.finish()
     assert out.getvalue().startswith("\rconverting:  25% of 64 MB\rconverting:  50% of 64 MB")
     assert out.getvalue().endswith("\r" + " " * 40 + "\r")
+
+
+def test_damaged_journal_stops_that_service_only(tmp_path, utc):
+    one = [[label(T0) + b" x"]]
+    sdir, ldir, _ = tree(tmp_path, {"a": one, "b": one})
+    state = logconvert.state_dir(ldir)
+    (state / "a.journal").write_bytes(b"{not json")
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
+    assert res.returncode == 111
+    err = res.stderr.decode()
+    assert f"a: 0 files, 0 lines into 0 day files; FAILED: {state}/a.journal: cannot read the " \
+        "journal" in err
+    assert "removing it may duplicate lines" in err
+    assert list(day_files(ldir)) == ["b.2023-11-14"]
+    assert len(list((sdir / "a" / "log" / "main").iterdir())) == 1
+
+
+def test_journal_of_vanished_inputs_is_rolled_back_with_a_warning(tmp_path, utc):
+    import json
+
+    sdir, ldir, inputs = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
+    (ldir / "x.2023-11-14").write_bytes(b"kept\nhalf of an interrupted append")
+    state = logconvert.state_dir(ldir)
+    (state / "x.journal").write_text(json.dumps(
+        {"inputs": ["@400000006553f0ff00000000.s"], "sizes": {"x.2023-11-14": 5}, "last": None}))
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
+    assert res.returncode == 0, res.stderr
+    assert b"was removed while a run converting it was interrupted" in res.stderr
+    assert day_files(ldir) == {"x.2023-11-14": b"kept\n" + expected_all(inputs)["x.2023-11-14"]}
