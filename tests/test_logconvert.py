@@ -520,6 +520,8 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
     assert list(day_files(ldir)) == ["x.2023-11-14"]
     assert convert_multilog_main(["--mode", "999", "--log-dir", str(ldir)]) == 100
     assert "--mode: '999' is not an octal file mode" in capsys.readouterr().err
+    assert convert_multilog_main(["--owner", "no-such-user", "--log-dir", str(ldir)]) == 100
+    assert "--owner: no user 'no-such-user'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         convert_multilog_main(["-x"])
     assert exc.value.code == 100

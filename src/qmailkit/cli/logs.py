@@ -215,6 +215,7 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         raise InputError("--jobs: must be 0 (one per CPU) or more")
     if args.gzip_after is not None and args.gzip_after < 0:
         raise InputError("--gzip-after: must be 0 or more days")
+    owner = _owner(args.owner)  # checked even when not root, so a typo is noticed
     exclude = set(args.exclude)
     exclude.update(n for n in re.split(r"[\s,]+", os.environ.get("QMAILKIT_CONVERT_EXCLUDE", ""))
                    if n)
@@ -226,7 +227,7 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         supervisor=args.supervisor,
         exclude=frozenset(exclude),
         mode=mode,
-        owner=_owner(args.owner) if os.geteuid() == 0 else None,
+        owner=owner if os.geteuid() == 0 else None,
         tai=args.tai,
         alarm_timeout=args.alarm_timeout,
         jobs=args.jobs,
