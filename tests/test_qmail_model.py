@@ -491,3 +491,23 @@ def test_vpopmail_home_defaults_to_the_vpopmail_account(tree):
     tree.write(tree.vpopmail / "include" / "vpopmail_config.h", "#define QMAIL_EXT 1\n")
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))  # no vpopmail_home
     assert b"alice-default@bounce.example" in {k for k, _ in rec.records()}
+
+
+def test_home_that_is_not_a_directory_names_it(tree):
+    tree.ctl("rcpthosts", "odd.example")
+    tree.ctl("virtualdomains", "odd.example:odd.example")
+    (tree.root / "afile").write_text("")
+    tree.assign_lines.append(f"+odd.example-:odd.example:89:89:{tree.root}/afile:-::")
+    tree.write_assign()
+    with pytest.raises(QmailkitError) as err:
+        keys(tree)
+    assert str(err.value) == f"{tree.root}/afile: cannot list home directory: Not a directory"
+    assert err.value.exit_code == 111
+
+
+def test_malformed_users_assign_names_the_line(tree):
+    local_tree(tree)
+    tree.write(tree.users / "assign", "=joe:x:2000:2000:/h:-::\n=bad:x:notanumber:1:/h:-::\n.\n")
+    with pytest.raises(InputError) as err:
+        keys(tree)
+    assert str(err.value) == f"{tree.users}/assign:2: uid 'notanumber' is not a number"
