@@ -805,9 +805,19 @@ def _parallel(services, opts: Options, jobs: int, log: Log, progress) -> list[Se
         while todo or running:
             while todo and len(running) < jobs:
                 name, path = todo.pop(0)
-                rfd, wfd = os.pipe()
+                try:
+                    rfd, wfd = os.pipe()
+                except OSError:  # out of descriptors: do this one here
+                    results[name] = convert_service(name, path, opts, log, progress)
+                    continue
                 parent = os.getpid()
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:  # out of processes: do this one here
+                    os.close(rfd)
+                    os.close(wfd)
+                    results[name] = convert_service(name, path, opts, log, progress)
+                    continue
                 if pid == 0:  # worker
                     os.close(rfd)
                     _worker(name, path, opts, wfd, parent)
