@@ -51,7 +51,8 @@ def test_classify_reads_the_file_and_names_it_on_error(tmp_path):
 
 
 def test_list_home_names(tmp_path):
-    for name in (".qmail", ".qmail-a", ".qmail-b:c", ".qmail-Big", ".qmail-", ".qmailx", "x"):
+    for name in (".qmail", ".qmail-a", ".qmail-b:c", ".qmail-Big", ".qmail-", ".qmailx", "x",
+                 ".qmail-d.e"):
         (tmp_path / name).write_text("")
     files = list_home(str(tmp_path))
     assert files.base == ".qmail"

@@ -169,9 +169,9 @@ def list_home(home: str, dash: str = "-") -> HomeFiles:
         if not dash or not name.startswith(prefix):
             continue
         ext = name[len(prefix):]
-        # qmail-local lower-cases the extension before it looks for the file,
-        # so a file name with capitals is never used.
-        if not ext or ext != ext.lower():
+        # qmail-local lower-cases the extension and writes "." as ":" before it
+        # looks for the file, so a name with capitals or a "." is never used.
+        if not ext or ext != ext.lower() or "." in ext:
             continue
         names[ext.replace(":", ".")] = name
     return HomeFiles(home, dash, names, base)
