@@ -152,6 +152,32 @@ def build_sandbox(base: Path) -> dict[str, int]:
     return {name: _free_port() for name in SERVICES if name != "send"}
 
 
+def _service_user(base: Path, say: Callable[[str], None]) -> str:
+    """nobody, if nobody can reach the sandbox; tcpserver opens the rules cdb as that user.
+
+    The demo's sandbox directory is private (mkdtemp makes it 0700); letting others
+    pass through it (o+x, not o+r) is enough.
+    """
+    from qmailkit.services.check import _Account
+
+    parent = base.parent
+    st = parent.stat()
+    if os.geteuid() == st.st_uid and not st.st_mode & 0o001:
+        os.chmod(parent, (st.st_mode & 0o7777) | 0o011)
+    if os.geteuid() != 0:
+        return _own_name()
+    if _Account("nobody").can_read(base / "tcp" / "smtp") is None:
+        return "nobody"
+    say(f"note: the user nobody cannot reach {base}; the services run as root in this demo")
+    return "root"
+
+
+def _own_name() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
 def _empty_cdb() -> bytes:
     # 256 empty hash tables, each (pos=2048, len=0): a valid cdb with no records
     return ((2048).to_bytes(4, "little") + (0).to_bytes(4, "little")) * 256
@@ -172,7 +198,7 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
 
     base = sandbox
     ports = build_sandbox(base)
-    user = "nobody"
+    user = _service_user(base, say)
     path = base / "qmailkit.toml"
     path.write_text(sample_config(base, ports, user))
     config = cfgmod.load(path)
