@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, need, wait_for
-from services_helpers import public_tempdir
+from services_helpers import need_root, public_tempdir
 
 from qmailkit import supervisor
 from qmailkit.demo import standins
@@ -359,3 +359,15 @@ def test_tls_and_courier_services_under_s6(pubdir, scan):
     # the logged command line is what couriertcpd was started with
     logged = logged_commands(pubdir / "supervise" / "imapssl")
     assert logged and logged[-1][1:] == imapssl_tcpd["argv"][1:]
+
+
+def test_apply_warns_when_the_service_user_cannot_read_the_rules(tmp_path):
+    """pytest's tmp_path is private (0700): tcpserver -u nobody could not read the cdb."""
+    need_root()
+    server = Server(tmp_path, "daemontools")
+    result = ap.apply(server.config())
+    [warning] = result.warnings
+    assert warning.startswith(f"mx: tcp rules {tmp_path}/tcp/smtp.cdb: nobody cannot enter /")
+    assert warning.endswith(" (mode 0700); tcpserver will drop every connection (run qmailkit "
+                            "services check)")
+    assert ap.apply(server.config()).warnings == [warning]  # said again, with nothing to do

@@ -423,6 +423,7 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
         todo = changes + edited
         result.changes = todo
         if not todo:
+            result.warnings += _unreadable_rules(rendered)
             return result
         from qmailkit import tcprules
 
@@ -447,7 +448,28 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
         if linked:
             _rescan(config.supervisor.kind, scan_dir)
         result.restarted = _restart_changed(sup, root_dir, todo)
+    result.warnings += _unreadable_rules(rendered)
     return result
+
+
+def _unreadable_rules(rendered: Mapping[str, Any]) -> list[str]:
+    """tcpserver opens its rules cdb after dropping privileges, for every connection: a cdb
+    the service user cannot read drops every client (components.md, trap 9)."""
+    from qmailkit.services.check import _Account
+
+    out = []
+    for name, svc in rendered.items():
+        for fc in getattr(svc.checks, "files", []):
+            if fc.kind != "rules" or not os.path.exists(fc.path):
+                continue
+            try:
+                reason = _Account(fc.user).can_read(Path(fc.path))
+            except KeyError:
+                continue  # a missing user: services check says so
+            if reason:
+                out.append(f"{name}: tcp rules {fc.path}: {reason}; tcpserver will drop every "
+                           "connection (run qmailkit services check)")
+    return out
 
 
 def _supervisor(config: Any):
