@@ -158,7 +158,7 @@ def _service_user(base: Path, say: Callable[[str], None]) -> str:
     The demo's sandbox directory is private (mkdtemp makes it 0700); letting others
     pass through it (o+x, not o+r) is enough.
     """
-    from qmailkit.services.check import _Account
+    from qmailkit.services.check import Account
 
     parent = base.parent
     st = parent.stat()
@@ -166,7 +166,7 @@ def _service_user(base: Path, say: Callable[[str], None]) -> str:
         os.chmod(parent, (st.st_mode & 0o7777) | 0o011)
     if os.geteuid() != 0:
         return _own_name()
-    if _Account("nobody").can_read(base / "tcp" / "smtp") is None:
+    if Account("nobody").can_read(base / "tcp" / "smtp") is None:
         return "nobody"
     say(f"note: the user nobody cannot reach {base}; the services run as root in this demo")
     return "root"

@@ -455,7 +455,7 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
 def _unreadable_rules(rendered: Mapping[str, Any]) -> list[str]:
     """tcpserver opens its rules cdb after dropping privileges, for every connection: a cdb
     the service user cannot read drops every client (components.md, trap 9)."""
-    from qmailkit.services.check import _Account
+    from qmailkit.services.check import Account
 
     out = []
     for name, svc in rendered.items():
@@ -463,7 +463,7 @@ def _unreadable_rules(rendered: Mapping[str, Any]) -> list[str]:
             if fc.kind != "rules" or not os.path.exists(fc.path):
                 continue
             try:
-                reason = _Account(fc.user).can_read(Path(fc.path))
+                reason = Account(fc.user).can_read(Path(fc.path))
             except KeyError:
                 continue  # a missing user: services check says so
             if reason:

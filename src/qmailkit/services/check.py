@@ -35,7 +35,7 @@ class Finding:
         return text + (f" ({self.hint})" if self.hint else "")
 
 
-class _Account:
+class Account:
     """uid, gid and groups of a user, for permission checks done the kernel's way."""
 
     def __init__(self, name: str | None) -> None:
@@ -118,7 +118,7 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
         if fc.user in missing_users:
             continue
         try:
-            reason = _Account(fc.user).can_read(path)
+            reason = Account(fc.user).can_read(path)
         except KeyError:
             continue
         if reason:
