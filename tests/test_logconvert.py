@@ -653,3 +653,15 @@ def test_journal_of_vanished_inputs_is_rolled_back_with_a_warning(tmp_path, utc)
     assert res.returncode == 0, res.stderr
     assert b"was removed while a run converting it was interrupted" in res.stderr
     assert day_files(ldir) == {"x.2023-11-14": b"kept\n" + expected_all(inputs)["x.2023-11-14"]}
+
+
+def test_no_worker_process_possible_converts_in_process(tmp_path, monkeypatch, utc):
+    def no_fork():
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+
+    sdir, ldir, inputs = tree(tmp_path, {"a": [[label(T0) + b" a"]], "b": [[label(T0) + b" b"]]})
+    monkeypatch.setattr(logconvert.os, "fork", no_fork)
+    res = convert_all(opts(sdir, ldir, jobs=2))
+    monkeypatch.undo()
+    assert res.ok and [s.name for s in res.services] == ["a", "b"]
+    assert day_files(ldir) == expected_all(inputs)
