@@ -260,9 +260,12 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
         mx_dir = Path(config.supervisor.service_root) / "mx"
         current = mx_dir / "log" / "main" / "current"
         _wait(lambda: b"command-line:" in _read(current), 10)
-        say("mx/log/main/current (multilog, as the log user) starts:")
-        for line in _read(current).decode("utf-8", "replace").splitlines()[:4]:
-            say("    " + line)
+        say("From mx/log/main/current (multilog, as the log user; labels in local time):")
+        lines = _read(current).splitlines()
+        shown = [ln for ln in lines if b"SMTPGREETING=" in ln or b"command-line:" in ln]
+        shown += [ln for ln in lines if b"tcpserver: " in ln or b"standin" in ln][:4]
+        for line in shown:
+            say("    " + _local(line))
         old_pids = {r.name: r.pid for r in st.collect(config)}
         path = Path(config.path)
         path.write_text(path.read_text().replace("greet_delay = 0\n",
@@ -283,6 +286,18 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
         started |= _descendants(svscan.pid)
         _stop(svscan, config, sup, started)
         say("Stopped svscan and every supervise, service and logger it started.")
+
+
+def _local(line: bytes) -> str:
+    """A multilog line with its TAI64N label in local time, as tai64nlocal shows it."""
+    from qmailkit import tai64n
+
+    when = tai64n.decode(line)
+    text = line.decode("utf-8", "replace")
+    if when is None:
+        return text
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when[0]))
+    return f"{stamp}.{when[1]:09d}{text[tai64n.LABEL_LEN:]}"
 
 
 def _pids(config) -> dict[str, int | None]:
