@@ -69,16 +69,22 @@ def atomic_file(
     path: str | os.PathLike[str],
     mode: int = 0o644,
     owner: tuple[int, int] | None = None,
+    tmp: str | os.PathLike[str] | None = None,
 ) -> Iterator[BinaryIO]:
     """Yield a binary file; on normal exit it atomically replaces ``path``.
 
     On an exception the temp file is removed and ``path`` is left untouched.
     ``mode`` is set exactly (not filtered by the umask); ``owner`` is a
     (uid, gid) pair applied with fchown, or None to keep the writer's.
+    ``tmp`` names the temp file when the caller's interface fixes it (as
+    ``tcprules cdb tmp`` does); it must be on the same file system as ``path``.
     """
     target = os.fspath(path)
-    remove_stale_temps(target)
-    tmp = _temp_name(target)
+    if tmp is None:
+        remove_stale_temps(target)
+        tmp = _temp_name(target)
+    else:
+        tmp = os.fspath(tmp)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     except OSError as err:

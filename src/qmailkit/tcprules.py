@@ -16,7 +16,6 @@ present decides.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -203,41 +202,7 @@ def compile_rules(
     """
     from qmailkit import cdb
 
-    if tmp_path is None:
-        return cdb.write(cdb_path, rules.records(), mode=mode)
-    return _write_via(rules.records(), os.fspath(cdb_path), os.fspath(tmp_path), mode)
-
-
-def _write_via(records: Iterable[tuple[bytes, bytes]], target: str, tmp: str, mode: int) -> int:
-    from qmailkit.cdb import backend
-    from qmailkit.fsutil import fsync_dir
-
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        raise os_error(err, "cannot create temp file") from err
-    done = False
-    count = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            maker = backend.get().maker(fh)
-            for key, value in records:
-                maker.add(key, value)
-                count += 1
-            maker.finish()
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.rename(tmp, target)
-        done = True
-        fsync_dir(os.path.dirname(target) or ".")
-    except OSError as err:
-        raise os_error(err, f"cannot write {target}") from err
-    finally:
-        if not done:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    return count
+    return cdb.write(cdb_path, rules.records(), mode=mode, tmp=tmp_path)
 
 
 def compile_file(

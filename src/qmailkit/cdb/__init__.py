@@ -82,12 +82,16 @@ def make(
     mode: int = 0o644,
     owner: tuple[int, int] | None = None,
     *,
+    tmp: str | os.PathLike[str] | None = None,
     backend: str | None = None,
 ) -> Iterator[Writer]:
-    """Build a cdb at ``path``; it replaces the old file only if the block ends normally."""
+    """Build a cdb at ``path``; it replaces the old file only if the block ends normally.
+
+    ``tmp`` names the temp file (``tcprules cdb tmp``); by default one of our own.
+    """
     impl = _backend.get(backend)
     target = os.fspath(path)
-    with atomic_file(target, mode=mode, owner=owner) as fh:
+    with atomic_file(target, mode=mode, owner=owner, tmp=tmp) as fh:
         writer = Writer(impl.maker(fh), target)
         yield writer
         try:
@@ -102,10 +106,11 @@ def write(
     mode: int = 0o644,
     owner: tuple[int, int] | None = None,
     *,
+    tmp: str | os.PathLike[str] | None = None,
     backend: str | None = None,
 ) -> int:
     """Atomically write ``records`` as a cdb at ``path``; returns the record count."""
-    with make(path, mode, owner, backend=backend) as writer:
+    with make(path, mode, owner, tmp=tmp, backend=backend) as writer:
         for key, value in records:
             writer.add(key, value)
     return writer.count
