@@ -824,6 +824,8 @@ def _parallel(services, opts: Options, jobs: int, log: Log, progress) -> list[Se
                 os.close(wfd)
                 running[rfd] = (pid, name, bytearray())
                 sel.register(rfd, selectors.EVENT_READ)
+            if not running:
+                continue
             for key, _ in sel.select():
                 fd = key.fd
                 pid, name, buf = running[fd]
