@@ -556,7 +556,10 @@ class _ServiceRun:
                     raise failure from None
                 self.commit(done)
             elif self.sizes:
-                self.journal.write({"last": self.batch_last})
+                # the cut-back must be durable before the journal forgets the sizes
+                with contextlib.suppress(OSError, QmailkitError):
+                    self.sync()
+                    self.journal.write({"last": self.batch_last})
         finally:
             for fd in self.fds.values():
                 os.close(fd)
