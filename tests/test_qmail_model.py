@@ -511,3 +511,15 @@ def test_malformed_users_assign_names_the_line(tree):
     with pytest.raises(InputError) as err:
         keys(tree)
     assert str(err.value) == f"{tree.users}/assign:2: uid 'notanumber' is not a number"
+
+
+def test_indexed_users_lookup_agrees_with_qmail_assign_lookup(tree):
+    from qmailkit.qmail import assign
+    from qmailkit.qmail.model import _Builder
+
+    text = (b"=joe:a:1:1:/h:-::\n+jo:b:1:1:/h:-::\n+jo-:c:1:1:/h:-::\n+:d:1:1:/h:-::\n"
+            b"+Big.:e:1:1:/h:-::\n=joe:f:1:1:/h:-::\n.\n")
+    entries = assign.parse(text, "users/assign")
+    index = _Builder(Options())._assign_index(entries)
+    for local in ("joe", "jo", "jo-x", "jox", "john", "", "big.x", "x", "joe-"):
+        assert index.lookup(local) == assign.lookup(entries, local), local

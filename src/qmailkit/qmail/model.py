@@ -175,6 +175,20 @@ class _AssignIndex:
     wild: dict[str, assign_mod.Assignment]  # folded prefix -> first entry
     exact: list[tuple[str, assign_mod.Assignment]]  # sorted by folded local name
     chars: str  # the wildcard characters
+    exact_map: dict[str, assign_mod.Assignment]  # folded local name -> first entry
+
+    def lookup(self, local: str) -> assign_mod.Assignment | None:
+        """qmail-lspawn's users/cdb search for a (folded) local name."""
+        found = self.exact_map.get(local)
+        if found is not None:
+            return found
+        for end in range(len(local), -1, -1):
+            if end and local[end - 1] not in self.chars:
+                continue
+            found = self.wild.get(local[:end])
+            if found is not None:
+                return found
+        return None
 
 
 def _read_all(fd: int) -> bytes:
@@ -615,7 +629,7 @@ class _Builder:
                 self.warnings.append(f"{src}: skipped: {err}")
                 continue
             out.extend(got)
-        shadow = entries
+        index = self._assign_index(entries) if entries else None
         ignore = self.o.uid_ignore
         default_delivery: Delivery | None = None
         for acct in self.accounts():
@@ -630,8 +644,8 @@ class _Builder:
                 continue  # qmail-getpw never delivers to a name with capitals
             # users/assign wins over the system account: for the name itself if
             # any entry matches it, for its extensions if a wildcard covers "name-".
-            base_taken = bool(shadow) and assign_mod.lookup(shadow, name) is not None
-            ext_entry = assign_mod.lookup(shadow, name + self.delim) if shadow else None
+            base_taken = index is not None and index.lookup(name) is not None
+            ext_entry = index.lookup(name + self.delim) if index is not None else None
             ext_taken = ext_entry is not None and ext_entry.wildcard
             if base_taken and ext_taken:
                 continue
@@ -698,8 +712,11 @@ class _Builder:
             wild = {fold(e.local): e for e in reversed(entries) if e.wildcard}
             exact = sorted(((fold(e.local), e) for e in entries if not e.wildcard),
                            key=lambda item: item[0])
-            chars = assign_mod.wildchars(entries).decode(ENC, ERRS).lower()
-            self._index = _AssignIndex(entries, wild, exact, chars)
+            # As in qmail-lspawn: the folded name is compared with the characters
+            # as qmail-newu stored them (not folded).
+            chars = assign_mod.wildchars(entries).decode(ENC, ERRS)
+            exact_map = {fold(e.local): e for e in reversed(entries) if not e.wildcard}
+            self._index = _AssignIndex(entries, wild, exact, chars, exact_map)
         return self._index
 
     def resolve_prefix(
