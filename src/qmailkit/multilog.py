@@ -88,8 +88,9 @@ def rotation_time(path: str | os.PathLike[str], offset: int = tai64n.LABEL_OFFSE
     return os.stat(path).st_mtime
 
 
-#: rotated files hold at most 16 MB (multilog's cap); read them in pieces of this size
-CHUNK = 16 << 20
+#: rotated files hold up to 16 MB (multilog's cap); they are read in pieces of at most
+#: this size, so that converting one (several lists of its lines) stays within ~30 MB
+CHUNK = 4 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
