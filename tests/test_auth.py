@@ -323,7 +323,7 @@ def test_changed_records_replace(tree):
 
 def test_empty_refused_unless_forced(tmp_path):
     target = tmp_path / "auth.cdb"
-    with pytest.raises(InputError, match="refusing to write an empty auth.cdb"):
+    with pytest.raises(InputError, match="no logins found: an empty auth.cdb fails every AUTH"):
         auth.write_cdb(target, [])
     assert not target.exists()
     assert auth.write_cdb(target, [], force=True).written
@@ -442,7 +442,7 @@ def test_build_empty_refused_by_command(tmp_path):
     target = tmp_path / "auth.cdb"
     proc = run_cli("auth", "build", "--qmail-home", str(tmp_path), "-c", str(target))
     assert proc.returncode == 100
-    assert "refusing to write an empty auth.cdb" in proc.stderr
+    assert "no logins found: an empty auth.cdb fails every AUTH" in proc.stderr
     assert not target.exists()
 
 
@@ -578,8 +578,8 @@ def test_shrink_guard_from_the_command(tree):
     proc = run_cli(*base, "--exclude", "@alias.example")
     assert proc.returncode == 100
     assert proc.stderr == (f"qmailkit auth: fatal: {target}: would shrink from 5 to 3 logins "
-                           "(40 % fewer, limit 20 %) (check the sources, or use --max-shrink or "
-                           "--force)\n")
+                           "(40 % fewer, limit 20 %) (check the sources; --force or a larger "
+                           "--max-shrink writes it anyway)\n")
     assert target.read_bytes() == before
     proc = run_cli(*base, "--exclude", "@alias.example", "--max-shrink", "40%")
     assert (proc.returncode, proc.stdout) == (0, f"{target}: replaced: 3 logins, was 5\n")

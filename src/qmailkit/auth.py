@@ -43,12 +43,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qmailkit.cdb import DEFAULT_MAX_SHRINK
 from qmailkit.errors import InputError, QmailkitError, os_error
 
 DEFAULT_QMAIL_HOME = Path("/var/qmail")
 DEFAULT_CDB = DEFAULT_QMAIL_HOME / "control" / "auth.cdb"
 DEFAULT_MODE = 0o640
-DEFAULT_MAX_SHRINK = 0.20
 
 # vpopmail's gid flag word: 0x800 forbids SMTP AUTH (vpopmail.h, NO_SMTP).
 VPOPMAIL_NO_SMTP = 0x800
@@ -511,16 +511,8 @@ def write_cdb(
                 want in (-1, have) for want, have in zip(owner, (st.st_uid, st.st_gid)))
             if stat.S_IMODE(st.st_mode) == mode and right_owner:
                 return WriteResult(path, False, len(new), old_count, "unchanged")
-        if not new and not force:
-            raise InputError("no logins found: refusing to write an empty auth.cdb (every "
-                             "AUTH would fail)", path=path,
-                             hint="check the sources, or use --force")
-        if old and not force and len(new) < len(old) * (1 - max_shrink):
-            lost = 100 * (len(old) - len(new)) / len(old)
-            raise InputError(
-                f"would shrink from {len(old)} to {len(new)} logins ({lost:.0f} % fewer, "
-                f"limit {max_shrink * 100:.0f} %)", path=path,
-                hint="check the sources, or use --max-shrink or --force")
+        cdb.check_shrink(len(new), old_count, path=path, noun="logins",
+                         empty_effect="fails every AUTH", max_shrink=max_shrink, force=force)
         cdb.write(path, new, mode=mode, owner=owner)
     if old is None:
         reason = "created"

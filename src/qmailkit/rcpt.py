@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 
+from qmailkit.cdb import DEFAULT_MAX_SHRINK
 from qmailkit.errors import InputError, os_error
 from qmailkit.fsutil import TMP_MARK, fsync_dir, locked, remove_stale_temps
 from qmailkit.qmail.model import Options, Recipients, build
@@ -39,7 +40,6 @@ __all__ = [
     "write_cdb",
 ]
 
-DEFAULT_MAX_SHRINK = 0.20
 _first = itemgetter(0)
 
 
@@ -179,15 +179,8 @@ def write_cdb(
         raise InputError("the directory for the cdb does not exist", path=directory)
     count = len(rec)
     previous = _previous(target)
-    if count == 0 and not force:
-        raise InputError("no valid recipients found: an empty validrcptto.cdb rejects all mail",
-                         path=target, hint="check the configuration; --force writes it anyway")
-    if previous and not force and count < previous * (1 - max_shrink):
-        raise InputError(
-            f"the new list has {count} keys, {previous - count} fewer than the "
-            f"{previous} in the existing file (more than {max_shrink:.0%} fewer)",
-            path=target,
-            hint="check the configuration; --force or a larger --max-shrink writes it anyway")
+    cdb.check_shrink(count, previous, path=target, noun="keys",
+                     empty_effect="rejects all mail", max_shrink=max_shrink, force=force)
 
     parts, digest = _canonical(rec)
     if state_fd is not None and previous is not None and \

@@ -26,7 +26,10 @@ from qmailkit.cdb import pure
 from qmailkit.errors import InputError, QmailkitError, os_error
 from qmailkit.fsutil import atomic_file
 
-__all__ = ["MAX_SIZE", "Reader", "Stats", "Writer", "make", "stats", "write"]
+__all__ = [
+    "DEFAULT_MAX_SHRINK", "MAX_SIZE", "Reader", "Stats", "Writer", "check_shrink", "make",
+    "stats", "write",
+]
 
 # Every offset in the format is 32 bits, so a cdb cannot exceed 4 GiB.
 MAX_SIZE = 0xFFFFFFFF
@@ -74,6 +77,38 @@ class Writer:
             nbytes = sum(map(len, keys)) + sum(map(len, values))
         self._grow(nbytes, len(keys))
         deque(map(self._maker.add, keys, values), maxlen=0)
+
+
+#: a rebuilt database may lose at most this fraction of the old file's records
+DEFAULT_MAX_SHRINK = 0.20
+
+
+def check_shrink(
+    count: int,
+    previous: int | None,
+    *,
+    path: str | os.PathLike[str],
+    noun: str,
+    empty_effect: str,
+    max_shrink: float = DEFAULT_MAX_SHRINK,
+    force: bool = False,
+) -> None:
+    """The guard rail of a database qmail-smtpd reads: refuse an empty one, or one that
+    lost more than ``max_shrink`` of the old file's ``previous`` records, unless ``force``.
+
+    A mistake upstream (an unmounted vpopmail tree, a truncated passwd) shows up
+    as a sudden drop; installing it would reject mail or logins at once.
+    """
+    if force:
+        return
+    if count == 0:
+        raise InputError(f"no {noun} found: an empty {os.path.basename(path)} {empty_effect}",
+                         path=path, hint="check the sources; --force writes it anyway")
+    if previous and count < previous * (1 - max_shrink):
+        raise InputError(
+            f"would shrink from {previous} to {count} {noun} "
+            f"({100 * (previous - count) / previous:.0f} % fewer, limit {100 * max_shrink:.0f} %)",
+            path=path, hint="check the sources; --force or a larger --max-shrink writes it anyway")
 
 
 @contextlib.contextmanager
