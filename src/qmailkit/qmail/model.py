@@ -46,6 +46,7 @@ from qmailkit.qmail.dotqmail import (
     is_default,
     list_home,
 )
+from qmailkit.qmail.shadow import PasswdEntry, read_passwd
 from qmailkit.qmail.validrcptto import fold
 
 ENC = "utf-8"
@@ -130,39 +131,6 @@ class Recipients:
         return origin[1] if origin else None
 
 
-@dataclass(frozen=True, slots=True)
-class Account:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    line: int
-
-
-def read_passwd(path: str | os.PathLike[str]) -> list[Account]:
-    """System accounts from a passwd(5) file; NIS ``+``/``-`` lines and comments are skipped."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
-        raise os_error(err, "cannot read passwd file") from err
-    accounts = []
-    for number, raw in enumerate(data.decode(ENC, ERRS).split("\n"), 1):
-        raw = raw.rstrip("\r")
-        if not raw or raw[0] in "#+-":
-            continue
-        fields = raw.split(":")
-        if len(fields) < 6:
-            raise InputError(f"malformed passwd line: {len(fields)} fields, expected 7",
-                             path=path, line=number,
-                             hint="lines are name:password:uid:gid:gecos:home:shell")
-        for label, value in (("uid", fields[2]), ("gid", fields[3])):
-            if not (value.isascii() and value.isdigit()):
-                raise InputError(f"{label} {value!r} is not a number", path=path, line=number)
-        accounts.append(Account(fields[0], int(fields[2]), int(fields[3]), fields[5], number))
-    return accounts
-
-
 _QMAIL_EXT = re.compile(rb"^\s*#\s*define\s+QMAIL_EXT\s+1\b", re.MULTILINE)
 # A complete vpasswd line: name and six more colon-separated fields.
 
@@ -210,14 +178,14 @@ class _Builder:
         self._homes: dict[tuple[str, str], HomeFiles | QmailkitError] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._ff: dict[str, list[bytes]] = {}
-        self._accounts: list[Account] | None = None
-        self._by_name: dict[str, Account] | None = None
+        self._accounts: list[PasswdEntry] | None = None
+        self._by_name: dict[str, PasswdEntry] | None = None
         self._qmail_ext: bool | None = opts.qmail_ext
         self._index: _AssignIndex | None = None
 
     # -- small readers, cached ------------------------------------------------
 
-    def accounts(self) -> list[Account]:
+    def accounts(self) -> list[PasswdEntry]:
         if self._accounts is None:
             self._accounts = read_passwd(self.o.passwd)
             self._by_name = {}
@@ -225,7 +193,7 @@ class _Builder:
                 self._by_name.setdefault(acct.name, acct)
         return self._accounts
 
-    def account(self, name: str) -> Account | None:
+    def account(self, name: str) -> PasswdEntry | None:
         self.accounts()
         assert self._by_name is not None
         return self._by_name.get(name)
