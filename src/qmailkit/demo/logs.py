@@ -10,16 +10,14 @@ stops every process it started, by PID.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from qmailkit import logconvert, tai64n
+from qmailkit.supervisor.tree import ScanTree
 
 Say = Callable[[str], None]
 
@@ -93,13 +91,11 @@ class _LiveService:
     def __init__(self, scan_dir: Path, name: str) -> None:
         self.scan_dir = scan_dir  # holds only this service: svscan starts all it finds
         self.service = scan_dir / name
-        self.proc: subprocess.Popen | None = None
-        self.pids: set[int] = set()
+        self.tree: ScanTree | None = None
 
     def start(self) -> None:
         svc = self.service
         (svc / "log" / "main").mkdir(parents=True)
-        self.scan_dir.mkdir(exist_ok=True)
         (svc / "run").write_text(
             "#!/bin/sh\nexec 2>&1\n"
             'for n in 1 2 3 4 5; do echo "tcpserver: status: $n/20"; done\n'
@@ -109,16 +105,13 @@ class _LiveService:
         (svc / "log" / "run").write_text("#!/bin/sh\nexec multilog t s1048576 n10 ./main\n")
         for f in (svc / "run", svc / "log" / "run"):
             f.chmod(0o755)
-        self.proc = subprocess.Popen(
-            ["svscan", str(self.scan_dir)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
+        self.tree = ScanTree("daemontools", self.scan_dir)
 
     def wait_for_lines(self, count: int, timeout: float = 15.0) -> bool:
         current = self.service / "log" / "main" / "current"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.pids |= _descendants(self.proc.pid)
+            self.tree.remember()
             try:
                 if current.read_bytes().count(b"\n") >= count:
                     return True
@@ -128,59 +121,8 @@ class _LiveService:
         return False
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.pids |= _descendants(self.proc.pid)
-        if self.proc.poll() is None:
-            self.proc.terminate()  # svscan itself; its supervise processes stay
-            self.proc.wait(10)
-        for d in (self.service, self.service / "log"):
-            if (d / "supervise").is_dir():
-                subprocess.run(["svc", "-dx", str(d)], check=False,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(p) for p in self.pids):
-            time.sleep(0.05)
-        for pid in self.pids:
-            if _alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    stat = fh.read()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(b")") + 2 :].split()[1]) == parent and int(entry) not in found:
-                found.add(int(entry))
-                todo.append(int(entry))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return False
-    if stat[stat.rindex(b")") + 2 :].split()[0] == b"Z":
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        return False
-    return True
+        if self.tree is not None:
+            self.tree.stop()
 
 
 def run(sandbox: Path, say: Say) -> None:

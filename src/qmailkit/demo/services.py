@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from qmailkit.demo import standins
+from qmailkit.supervisor.tree import ScanTree
 
 SERVICES = ("send", "mx", "submission", "smtps", "imap", "imapssl", "pop3ssl", "vpopmaild")
 
@@ -235,21 +234,16 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
 
 
 def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], None]) -> None:
-    from qmailkit import supervisor
     from qmailkit.services import apply as ap
     from qmailkit.services import config as cfgmod
     from qmailkit.services import status as st
 
-    sup = supervisor.get("daemontools")
     scan = Path(config.supervisor.scan_dir)
-    svscan = subprocess.Popen(["svscan", str(scan)], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    say(f"Started svscan on {scan} (pid {svscan.pid}).")
-    started: set[int] = set()
+    tree = ScanTree("daemontools", scan)
+    say(f"Started svscan on {scan} (pid {tree.proc.pid}).")
     try:
         _wait(lambda: all(r.state == "up" for r in st.collect(config)), 20)
-        started |= _descendants(svscan.pid)
+        tree.remember()
         say("qmailkit services status:")
         for line in st.format_table(st.collect(config)).splitlines():
             say("    " + line)
@@ -276,15 +270,14 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
             + "; ".join(c.describe() for c in result.changes)
             + "; restarted " + ", ".join(result.restarted))
         _wait(lambda: _pids(config)["mx"] not in (None, old_pids["mx"]), 10)
-        started |= _descendants(svscan.pid)
+        tree.remember()
         new_pids = {r.name: r.pid for r in st.collect(config)}
         same = [n for n in old_pids if n != "mx" and old_pids[n] == new_pids[n]]
         say(f"mx has a new pid ({old_pids['mx']} -> {new_pids['mx']}); the other "
             f"{len(same)} services and loggers kept theirs.")
         say(f"mx now greets: {_greeting(ports['mx'])}")
     finally:
-        started |= _descendants(svscan.pid)
-        _stop(svscan, config, sup, started)
+        tree.stop()
         say("Stopped svscan and every supervise, service and logger it started.")
 
 
@@ -292,12 +285,7 @@ def _local(line: bytes) -> str:
     """A multilog line with its TAI64N label in local time, as tai64nlocal shows it."""
     from qmailkit import tai64n
 
-    when = tai64n.decode(line)
-    text = line.decode("utf-8", "replace")
-    if when is None:
-        return text
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when[0]))
-    return f"{stamp}.{when[1]:09d}{text[tai64n.LABEL_LEN:]}"
+    return tai64n.LocalTime().convert(line).decode("utf-8", "replace")
 
 
 def _pids(config) -> dict[str, int | None]:
@@ -332,56 +320,3 @@ def _wait(pred, timeout: float):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(0.05)
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    data = fh.read()
-            except OSError:
-                continue
-            if int(data[data.rindex(b")") + 2:].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
-def _descendants(pid: int) -> set[int]:
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for kid in _children(todo.pop()):
-            if kid not in found:
-                found.add(kid)
-                todo.append(kid)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return False
-    return data[data.rindex(b")") + 2:].split()[0] != b"Z"
-
-
-def _stop(svscan: subprocess.Popen, config, sup, started: set[int]) -> None:
-    """svscan has no 'stop all': TERM it, then tell each supervise to stop and exit (dx)."""
-    if svscan.poll() is None:
-        svscan.send_signal(signal.SIGTERM)
-        svscan.wait(10)
-    root = Path(config.supervisor.service_root)
-    for name in config.services:
-        for d in (root / name, root / name / "log"):
-            if sup.is_supervised(d):
-                sup.control(d, "dx")
-    _wait(lambda: not any(_alive(p) for p in started), 10)
-    for pid in started:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
