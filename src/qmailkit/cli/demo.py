@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--part",
         action="append",
         metavar="NAME",
+        choices=("logs", "cdb", "rcpt", "services"),  # qmailkit.demo.PARTS, not imported here
         help="run only this part (repeatable): logs, cdb, rcpt, services",
     )
     p.set_defaults(func=demo)

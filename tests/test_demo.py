@@ -1,0 +1,65 @@
+"""``qmailkit demo`` end to end: every part runs, and nothing it started survives it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import need
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{entry}: {cmdline}")
+    return found
+
+
+def test_demo_runs_every_part_and_stops_what_it_started(tmp_path):
+    need("svscan", "supervise", "multilog", "tcpserver", "tcprules", "setforward")
+    sandbox = tmp_path / "sandbox"
+    proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"qmailkit demo: sandbox {sandbox}\n")
+    assert "\ndemo finished: logs, cdb, rcpt, services\n" in proc.stdout
+    assert f"everything it made is in {sandbox} (remove it with: rm -r {sandbox})" in proc.stdout
+    assert "Stopped svscan and every supervise, service and logger it started." in proc.stdout
+    assert _processes_mentioning(str(sandbox)) == []
+    # the results it talks about are there to look at
+    assert sorted(p.name for p in sandbox.iterdir()) == ["cdb", "logs", "rcpt", "services"]
+
+
+def test_demo_clean_removes_the_sandbox(tmp_path):
+    sandbox = tmp_path / "sandbox"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox), "--part", "cdb",
+         "--clean"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "\ndemo finished: cdb\n" in proc.stdout
+    assert not sandbox.exists()
+
+
+def test_demo_unknown_part_is_an_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir", str(tmp_path),
+                           "--part", "nosuch"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 100
+    assert "qmailkit demo: usage: argument --part: invalid choice: 'nosuch'" in proc.stderr
+
+
+def test_demo_part_choices_match_the_parts():
+    from qmailkit.cli import build_parser
+    from qmailkit.demo import PARTS
+
+    parser = build_parser()
+    demo = next(a for a in parser._actions if a.dest == "command").choices["demo"]
+    part = next(a for a in demo._actions if a.dest == "part")
+    assert tuple(part.choices) == tuple(name for name, _title in PARTS)
