@@ -72,30 +72,11 @@ def _newu(args: argparse.Namespace) -> int:
     return 0
 
 
-def morercpthosts_records(path: str) -> list[tuple[bytes, bytes]]:
-    """The morercpthosts.cdb records: each name lower-cased (ASCII, like qmail), empty value.
-
-    Order and duplicates are kept, as qmail-newmrh keeps them.
-    """
-    from qmailkit.qmail.control import read_control
-
-    names = read_control(path, missing_ok=False)
-    return [(name.encode("utf-8").lower(), b"") for name in names]
-
-
 def _newmrh(args: argparse.Namespace) -> int:
-    from qmailkit import cdb
+    from qmailkit.qmail import control
 
-    control = os.path.join(args.qmail_home, "control")
-    source = os.path.join(control, "morercpthosts")
-    target = os.path.join(control, "morercpthosts.cdb")
-
-    def build() -> int:
-        records = morercpthosts_records(source)
-        cdb.write(target, records, mode=0o644)
-        return len(records)
-
-    count = _as_failure(build)
+    count = _as_failure(lambda: control.compile_morercpthosts(args.qmail_home))
     if args.verbose:
+        target = os.path.join(args.qmail_home, "control", "morercpthosts.cdb")
         print(f"{target}: {count} domain{'' if count == 1 else 's'}")
     return 0

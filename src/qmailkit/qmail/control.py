@@ -86,3 +86,18 @@ def locals_file(qmail_home: str | os.PathLike[str]) -> tuple[Path, list[str]]:
     me = control / "me"
     name = read_control_line(me)
     return me, [name.lower()] if name else []
+
+
+def compile_morercpthosts(qmail_home: str | os.PathLike[str]) -> int:
+    """qmail-newmrh: control/morercpthosts → control/morercpthosts.cdb (0644, atomic).
+
+    Each name is lower-cased (ASCII, as qmail does) with an empty value; order
+    and duplicates are kept, as qmail-newmrh keeps them.  Returns the count.
+    """
+    from qmailkit import cdb
+
+    control = os.path.join(os.fspath(qmail_home), "control")
+    names = read_control(os.path.join(control, "morercpthosts"), missing_ok=False)
+    records = [(name.encode("utf-8").lower(), b"") for name in names]
+    cdb.write(os.path.join(control, "morercpthosts.cdb"), records, mode=0o644)
+    return len(records)
