@@ -42,7 +42,7 @@ def test_every_command_has_help():
     assert ("demo",) in paths
     for path in paths:
         proc = subprocess.run([sys.executable, "-m", "qmailkit", *path, "--help"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         assert proc.returncode == 0, (path, proc.stderr)
         assert proc.stdout.startswith("usage: qmailkit " + " ".join(path)), (path, proc.stdout)
 
@@ -57,6 +57,6 @@ def test_errors_become_message_and_exit_code(capsys):
 
 def test_usage_errors_exit_100():
     proc = subprocess.run([sys.executable, "-m", "qmailkit", "no-such-command"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 100
     assert "qmailkit: usage: argument COMMAND: invalid choice: 'no-such-command'" in proc.stderr

@@ -27,7 +27,7 @@ def test_demo_runs_every_part_and_stops_what_it_started(tmp_path):
     need("svscan", "supervise", "multilog", "tcpserver", "tcprules", "setforward")
     sandbox = tmp_path / "sandbox"
     proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox)],
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, check=False, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"qmailkit demo: sandbox {sandbox}\n")
     assert "\ndemo finished: logs, cdb, rcpt, services\n" in proc.stdout
@@ -42,7 +42,7 @@ def test_demo_clean_removes_the_sandbox(tmp_path):
     sandbox = tmp_path / "sandbox"
     proc = subprocess.run(
         [sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox), "--part", "cdb",
-         "--clean"], capture_output=True, text=True, timeout=120)
+         "--clean"], capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "\ndemo finished: cdb\n" in proc.stdout
     assert not sandbox.exists()
@@ -50,7 +50,7 @@ def test_demo_clean_removes_the_sandbox(tmp_path):
 
 def test_demo_unknown_part_is_an_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir", str(tmp_path),
-                           "--part", "nosuch"], capture_output=True, text=True, timeout=60)
+                           "--part", "nosuch"], capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode == 100
     assert "qmailkit demo: usage: argument --part: invalid choice: 'nosuch'" in proc.stderr
 

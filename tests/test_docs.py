@@ -19,7 +19,7 @@ def _commands() -> list[str]:
 
 
 def test_readme_config_example_loads():
-    blocks = re.findall(r"```toml\n(.*?)```", README, re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", README, re.DOTALL)
     assert blocks
     for block in blocks:
         cfg = config.loads(block, "README.md")
@@ -46,7 +46,7 @@ def test_every_command_is_in_the_readme_and_has_a_page():
 
 def test_readme_starts_with_the_two_setup_commands():
     setup = README[README.index("## Set up"):README.index("## What is in it")]
-    commands = [c.strip() for c in re.findall(r"```sh\n(.*?)```", setup, re.S)]
+    commands = [c.strip() for c in re.findall(r"```sh\n(.*?)```", setup, re.DOTALL)]
     assert commands == [
         "python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/qmailkit demo",
         "bash scripts/test",

@@ -34,10 +34,9 @@ def test_atomic_write_mode_and_content(tmp_path):
 def test_failure_leaves_old_file_and_no_temp(tmp_path):
     target = tmp_path / "f"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with fsutil.atomic_file(target) as fh:
-            fh.write(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), fsutil.atomic_file(target) as fh:
+        fh.write(b"half")
+        raise RuntimeError("boom")
     assert target.read_bytes() == b"old"
     assert temps(tmp_path) == []
 
@@ -45,7 +44,7 @@ def test_failure_leaves_old_file_and_no_temp(tmp_path):
 def test_stale_temp_of_dead_writer_is_removed(tmp_path):
     target = tmp_path / "f"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+                          capture_output=True, text=True, check=False).stdout.strip()
     stale = tmp_path / f".f{fsutil.TMP_MARK}{dead}"
     stale.write_bytes(b"interrupted")
     live = subprocess.Popen(["sleep", "30"])
@@ -63,12 +62,10 @@ def test_stale_temp_of_dead_writer_is_removed(tmp_path):
 def test_lock_excludes_second_holder(tmp_path):
     lock = tmp_path / "lock"
     with fsutil.locked(lock):
-        with pytest.raises(LockBusy, match="holds the lock"):
-            with fsutil.locked(lock):
-                pass
-        with pytest.raises(LockBusy):
-            with fsutil.locked(lock, wait=0.1):
-                pass
+        with pytest.raises(LockBusy, match="holds the lock"), fsutil.locked(lock):
+            pass
+        with pytest.raises(LockBusy), fsutil.locked(lock, wait=0.1):
+            pass
     with fsutil.locked(lock):  # free again
         pass
 
@@ -77,15 +74,14 @@ def test_lock_held_by_other_process(tmp_path):
     lock = tmp_path / "lock"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT);"
-         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
+         ("import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT);"
+          "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()"),
          str(lock)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
-        with pytest.raises(LockBusy) as info:
-            with fsutil.locked(lock, what="convert-multilog"):
-                pass
+        with pytest.raises(LockBusy) as info, fsutil.locked(lock, what="convert-multilog"):
+            pass
         assert str(info.value).startswith(f"{lock}: convert-multilog holds the lock")
     finally:
         holder.stdin.close()
