@@ -51,6 +51,8 @@ from operator import itemgetter
 from pathlib import Path
 
 from qmailkit import fsutil, multilog, tai64n
+from qmailkit.workers import die_with_parent as _die_with_parent
+from qmailkit.workers import write_all as _write_all
 from qmailkit.errors import QmailkitError
 
 STATE_DIR = ".convert-multilog"
@@ -712,13 +714,6 @@ def _describe(src: Path, err: OSError | QmailkitError) -> QmailkitError:
     return QmailkitError(f"{reason} (while converting {src})", path=err.filename or src, hint=hint)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 def convert_service(
     name: str, path: Path, opts: Options, log: Log | None = None, progress=None
 ) -> ServiceResult:
@@ -885,18 +880,6 @@ def _worker(name: str, path: Path, opts: Options, wfd: int, parent: int) -> None
         code = 111
     finally:
         os._exit(code)
-
-
-def _die_with_parent(parent: int) -> None:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # it died before the prctl took effect
-        os._exit(111)
 
 
 # --------------------------------------------------------------------------
