@@ -18,7 +18,6 @@ import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from operator import itemgetter
 
 from qmailkit.cdb import DEFAULT_MAX_SHRINK
 from qmailkit.errors import InputError, os_error
@@ -39,9 +38,6 @@ __all__ = [
     "lock",
     "write_cdb",
 ]
-
-_first = itemgetter(0)
-
 
 def lines(rec: Recipients) -> Iterator[bytes]:
     """One key per line; a rejecting key is followed by a space and its value (cdbmake-12)."""
@@ -92,13 +88,9 @@ def _canonical(rec: Recipients) -> tuple[list[tuple[list[bytes], list[bytes]]], 
     """Records per domain in the canonical order, and a digest of them all."""
     digest = hashlib.sha256()
     parts = []
-    for domain in sorted(rec.tables):
-        table = rec.tables[domain]
-        keys = sorted(table)
-        if domain in rec.valued:
-            values = list(map(_first, map(table.__getitem__, keys)))
-        else:
-            values = [b""] * len(keys)
+    for domain in sorted(rec.domains):
+        found = rec.domains[domain]
+        keys, values = found.keys, found.value_list()
         # Keys hold no newline or NUL (they come from file names and text lines).
         digest.update(b"%d\0" % len(keys))
         digest.update(b"\n".join(keys))

@@ -28,6 +28,16 @@ def _percent(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
 
 
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}")
+    return value
+
+
 def _add_build_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", dest="cdb", metavar="FILE",
                    help="write the cdb FILE, only if its keys or values change (the file and "
@@ -77,6 +87,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vpopmail-sql", action="store_true", default=None,
                    help="vpopmail keeps users in SQL: ask vuserinfo -D / valias -s (default: "
                    "only for domains without vpasswd or vpasswd.cdb)")
+    p.add_argument("-j", "--jobs", type=_jobs, metavar="N",
+                   help="read the configuration with N processes (default: one per CPU; "
+                   "a configuration with few domains always uses one)")
 
 
 def _options(args: argparse.Namespace):  # -> qmailkit.qmail.model.Options
@@ -96,6 +109,7 @@ def _options(args: argparse.Namespace):  # -> qmailkit.qmail.model.Options
         exclude=frozenset(args.exclude),
         qmail_ext=args.qmail_ext,
         vpopmail_sql=args.vpopmail_sql,
+        jobs=args.jobs,
     )
 
 

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import bisect
 import os
+import pickle
 import re
 import subprocess
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -87,48 +89,98 @@ class Options:
     qmail_ext: bool | None = None  # vpopmail built with --enable-qmail-ext; None: detect
     vpopmail_sql: bool | None = None  # None: use vuserinfo/valias when a domain has no vpasswd
     delimiter: str = "-"
+    jobs: int | None = None  # processes to use (None: one per CPU); small configurations use one
+
+
+@dataclass(slots=True)
+class DomainKeys:
+    """One domain's keys in the canonical (sorted) order, with their values and sources."""
+
+    keys: list[bytes]
+    values: list[bytes] | None  # None: every value is empty (accept)
+    _origins: list[Origin] | None = None  # per key (value, source)
+    # From a worker: the distinct origins and, per key, an index into them.
+    _packed: tuple[list[Origin], str, bytes] | None = None
+
+    def value_list(self) -> list[bytes]:
+        return self.values if self.values is not None else [ACCEPT] * len(self.keys)
+
+    def origins(self) -> list[Origin]:
+        if self._origins is None:
+            assert self._packed is not None
+            distinct, typecode, which = self._packed
+            self._origins = list(map(distinct.__getitem__, array(typecode, which)))
+            self._packed = None
+        return self._origins
+
+    def pack(self) -> tuple[list[Origin], str, bytes]:
+        """The origins compactly (to send from a worker): few distinct ones per domain."""
+        if self._packed is not None:
+            return self._packed
+        index: dict[Origin, int] = {}
+        which = [index.setdefault(o, len(index)) for o in self.origins()]
+        typecode = "B" if len(index) <= 256 else "I"
+        return list(index), typecode, array(typecode, which).tobytes()
+
+    def find(self, key: bytes) -> int | None:
+        i = bisect.bisect_left(self.keys, key)
+        return i if i < len(self.keys) and self.keys[i] == key else None
 
 
 @dataclass
 class Recipients:
-    """The result: per domain, key -> (value, source); plus warnings for the admin."""
+    """The result: per domain its keys, values and sources; plus warnings for the admin."""
 
-    tables: dict[bytes, dict[bytes, Origin]] = field(default_factory=dict)
+    domains: dict[bytes, DomainKeys] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    # Domains with at least one non-empty value (the others are all accept).
-    valued: set[bytes] = field(default_factory=set)
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self.tables.values())
+        return sum(len(d.keys) for d in self.domains.values())
 
     def records(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) in the canonical order: domains sorted, then keys sorted."""
-        for domain in sorted(self.tables):
-            table = self.tables[domain]
-            for key in sorted(table):
-                yield key, table[key][0]
+        for domain in sorted(self.domains):
+            found = self.domains[domain]
+            yield from zip(found.keys, found.value_list())
 
     def explain(self) -> Iterator[tuple[bytes, bytes, str]]:
-        for domain in sorted(self.tables):
-            table = self.tables[domain]
-            for key in sorted(table):
-                value, source = table[key]
+        for domain in sorted(self.domains):
+            found = self.domains[domain]
+            for key, (value, source) in zip(found.keys, found.origins()):
                 yield key, value, source
+
+    def _origin(self, key: bytes) -> Origin | None:
+        at = key.rfind(b"@")
+        found = self.domains.get(key[at + 1:]) if at >= 0 else None
+        i = found.find(key) if found is not None else None
+        return None if i is None else found.origins()[i]  # type: ignore[union-attr]
 
     def get(self, key: bytes) -> bytes | None:
         """A value by key (the ``get`` that validrcptto.lookup wants)."""
-        at = key.rfind(b"@")
-        table = self.tables.get(key[at + 1:]) if at >= 0 else None
-        if table is None:
-            return None
-        origin = table.get(key)
+        origin = self._origin(key)
         return origin[0] if origin else None
 
     def source(self, key: bytes) -> str | None:
-        at = key.rfind(b"@")
-        table = self.tables.get(key[at + 1:]) if at >= 0 else None
-        origin = table.get(key) if table else None
+        origin = self._origin(key)
         return origin[1] if origin else None
+
+
+# Below this many virtual/relayed domains, a worker process costs more than it saves.
+PARALLEL_MIN_DOMAINS = 400
+
+
+def _first(origin: Origin) -> bytes:
+    return origin[0]
+
+
+def _join(items: list[bytes]) -> bytes | list[bytes]:
+    """Newline-joined, to travel between processes cheaply (a list if an item holds a newline)."""
+    joined = b"\n".join(items)
+    return joined if items and joined.count(b"\n") == len(items) - 1 else items
+
+
+def _unjoin(data: bytes | list[bytes]) -> list[bytes]:
+    return data.split(b"\n") if isinstance(data, bytes) else data
 
 
 _QMAIL_EXT = re.compile(rb"^\s*#\s*define\s+QMAIL_EXT\s+1\b", re.MULTILINE)
@@ -182,6 +234,14 @@ class _Builder:
         self._by_name: dict[str, PasswdEntry] | None = None
         self._qmail_ext: bool | None = opts.qmail_ext
         self._index: _AssignIndex | None = None
+        # Set by run() for domain_keys():
+        self._kinds: dict[str, tuple[str, str]] = {}
+        self._entries: list[assign_mod.Assignment] = []
+        self._assign_src = ""
+        self._prepends: set[str] = set()
+        self._local_common: list[Entry] | None = None
+        self._singles: dict[str, list[tuple[bytes, str]]] = {}
+        self._excluded: dict[bytes, list[bytes]] = {}
 
     # -- small readers, cached ------------------------------------------------
 
@@ -519,45 +579,148 @@ class _Builder:
                              + "\n  ".join(self.problems),
                              hint="nothing was written")
 
-        result = Recipients(warnings=self.warnings)
-        entries, assign_src = self.assignments() if kinds else ([], "")
-        prepends = {fold(v[0]) + self.delim for k, v in vdoms.items() if "@" not in k and v[0]}
-        local_common: list[Entry] | None = None
-        for domain in sorted(kinds):
-            kind, detail = kinds[domain]
-            if kind == "local":
-                if local_common is None:
-                    local_common = self.local_entries(entries, assign_src, prepends)
-                found = local_common + self.alias_entries(domain)
-            elif kind == "virtual":
-                found = self.virtual_entries(domain, detail, entries, assign_src)
-            else:
-                found = self.relay_entries(domain, detail)
-            result.tables[_b(domain)] = self._table(found, domain)
-            if any(item.origin[0] if isinstance(item, Bulk) else item[1] for item in found):
-                result.valued.add(_b(domain))
-
+        self._kinds = kinds
+        self._entries, self._assign_src = self.assignments() if kinds else ([], "")
+        self._prepends = {fold(v[0]) + self.delim for k, v in vdoms.items()
+                          if "@" not in k and v[0]}
         # Single addresses from virtualdomains (user@domain:prepend) come first
         # in qmail-send's lookup, so they win over anything else.
         for key, (prepend, src) in vdoms.items():
             _local, at, domain = key.rpartition("@")
-            if not at or not prepend or domain not in kinds:
-                continue
-            table = result.tables.setdefault(_b(domain), {})
-            table[_b(key)] = (ACCEPT, src)
-            result.valued.add(_b(domain))  # (cheap to be safe: this may replace a reject)
-
+            if at and prepend and domain in kinds:
+                self._singles.setdefault(domain, []).append((_b(key), src))
         for address in self.o.exclude:
             key = _b(address)
             at = key.rfind(b"@")
-            table = result.tables.get(key[at + 1:]) if at >= 0 else None
-            if table is not None:
-                table.pop(key, None)
-        for domain in sorted(kinds):
-            if not result.tables.get(_b(domain)):
+            if at >= 0:
+                self._excluded.setdefault(key[at + 1:], []).append(key)
+
+        order = sorted(kinds)
+        done = self._build_domains(order)
+        result = Recipients(warnings=self.warnings)
+        for domain in order:  # warnings in domain order, wherever the domain was done
+            found, notes = done[domain]
+            result.domains[_b(domain)] = found
+            self.warnings.extend(notes)
+        for domain in order:
+            if not result.domains[_b(domain)].keys:
                 self.warnings.append(f"{domain}: no valid address found; all mail to it "
                                      "will be rejected")
         return result
+
+    def domain_keys(self, domain: str) -> DomainKeys:
+        """Everything one domain accepts, sorted (each domain is independent of the others)."""
+        kind, detail = self._kinds[domain]
+        if kind == "local":
+            if self._local_common is None:
+                self._local_common = self.local_entries(self._entries, self._assign_src,
+                                                        self._prepends)
+            found = self._local_common + self.alias_entries(domain)
+        elif kind == "virtual":
+            found = self.virtual_entries(domain, detail, self._entries, self._assign_src)
+        else:
+            found = self.relay_entries(domain, detail)
+        table = self._table(found, domain)
+        valued = any(item.origin[0] if isinstance(item, Bulk) else item[1] for item in found)
+        for key, src in self._singles.get(domain, ()):
+            table[key] = (ACCEPT, src)
+        for key in self._excluded.get(_b(domain), ()):
+            table.pop(key, None)
+        keys = sorted(table)
+        origins = list(map(table.__getitem__, keys))
+        values = list(map(_first, origins)) if valued else None
+        if values is not None and not any(values):
+            values = None
+        return DomainKeys(keys, values, origins)
+
+    def _one(self, domain: str) -> tuple[DomainKeys, list[str]]:
+        """One domain's keys, and the warnings it gave (put back in domain order later)."""
+        mark = len(self.warnings)
+        found = self.domain_keys(domain)
+        notes = self.warnings[mark:]
+        del self.warnings[mark:]
+        return found, notes
+
+    # -- using every CPU ---------------------------------------------------------
+
+    def _shares(self, order: list[str]) -> list[list[str]]:
+        """The domains each worker process does (none for a small configuration).
+
+        Local domains stay here: they share one (cached) list of system users.
+        """
+        jobs = self.o.jobs if self.o.jobs is not None else len(os.sched_getaffinity(0))
+        movable = [d for d in order if self._kinds[d][0] != "local"]
+        if jobs < 2 or len(movable) < PARALLEL_MIN_DOMAINS:
+            return []
+        jobs = min(jobs, len(movable) // (PARALLEL_MIN_DOMAINS // 2))
+        size = len(movable) // jobs
+        # This process keeps the first slice: it also merges the results afterwards.
+        return [movable[size * n: size * (n + 1) if n < jobs - 1 else None]
+                for n in range(1, jobs)]
+
+    def _build_domains(self, order: list[str]) -> dict[str, tuple[DomainKeys, list[str]]]:
+        """``_one`` for every domain: some in forked workers, the rest here.
+
+        The outcome is the same as doing them all here in order: the same keys,
+        warnings in domain order, and the error of the first domain (in order)
+        that fails.
+        """
+        from qmailkit import workers
+
+        position = {domain: i for i, domain in enumerate(order)}
+        started: list[workers.Worker] = []
+        for share in self._shares(order):
+            worker = workers.start(lambda share=share: self._worker_answer(share, position))
+            if worker is None:
+                break  # no process to be had: do the rest here
+            started.append(worker)
+            share_set = set(share)
+            order_here = [d for d in order if d not in share_set]
+            order = order_here
+        done: dict[str, tuple[DomainKeys, list[str]]] = {}
+        failed: tuple[int, BaseException] | None = None
+        try:
+            for domain in order:
+                try:
+                    done[domain] = self._one(domain)
+                except Exception as err:  # the first failing domain in order decides
+                    failed = (position[domain], err)
+                    break
+            for worker in started:
+                try:
+                    answer = pickle.loads(worker.result())
+                except (workers.WorkerFailed, pickle.UnpicklingError) as err:
+                    raise QmailkitError(f"a worker process failed: {err}") from None
+                if answer[0] == "error":
+                    if failed is None or answer[1] < failed[0]:
+                        failed = (answer[1], answer[2])
+                    continue
+                for domain, keys, values, packed, notes in answer[1]:
+                    found = DomainKeys(_unjoin(keys), None if values is None else _unjoin(values),
+                                       None, packed)
+                    done[domain] = (found, notes)
+        finally:
+            for worker in started:
+                worker.kill()
+        if failed is not None:
+            raise failed[1]
+        return done
+
+    def _worker_answer(self, share: list[str], position: dict[str, int]) -> bytes:
+        """In a worker: ``_one`` for each domain of ``share``, pickled compactly."""
+        out = []
+        for domain in share:
+            try:
+                found, notes = self._one(domain)
+            except Exception as err:
+                try:
+                    return pickle.dumps(("error", position[domain], err))
+                except Exception:  # noqa: BLE001 - an exception that cannot travel
+                    return pickle.dumps(("error", position[domain], QmailkitError(
+                        f"{type(err).__name__}: {err}")))
+            values = None if found.values is None else _join(found.values)
+            out.append((domain, _join(found.keys), values, found.pack(), notes))
+        return pickle.dumps(("ok", out), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _table(self, found: list[Entry], domain: str) -> dict[bytes, Origin]:
         suffix = _b("@" + domain)
