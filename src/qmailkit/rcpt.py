@@ -84,20 +84,22 @@ def lock(path: str | os.PathLike[str]) -> Iterator[int]:
 _STATE = b"qmailkit-rcpt-state-1"
 
 
-def _canonical(rec: Recipients) -> tuple[list[tuple[list[bytes], list[bytes]]], bytes]:
-    """Records per domain in the canonical order, and a digest of them all."""
+def _canonical(rec: Recipients) -> tuple[list[tuple[list[bytes], list[bytes], int]], bytes]:
+    """Records per domain in the canonical order (with their bytes), and a digest of them all."""
     digest = hashlib.sha256()
     parts = []
     for domain in sorted(rec.domains):
         found = rec.domains[domain]
         keys, values = found.keys, found.value_list()
         # Keys hold no newline or NUL (they come from file names and text lines).
+        joined_keys, joined_values = b"\n".join(keys), b"\n".join(values)
         digest.update(b"%d\0" % len(keys))
-        digest.update(b"\n".join(keys))
+        digest.update(joined_keys)
         digest.update(b"\0")
-        digest.update(b"\n".join(values))
+        digest.update(joined_values)
         digest.update(b"\0")
-        parts.append((keys, values))
+        nbytes = len(joined_keys) + len(joined_values) - 2 * (len(keys) - 1) if keys else 0
+        parts.append((keys, values, nbytes))
     return parts, digest.hexdigest().encode()
 
 
@@ -183,8 +185,8 @@ def write_cdb(
     staged = os.path.join(directory, f".{os.path.basename(target)}{TMP_MARK}{os.getpid()}")
     try:
         with cdb.make(staged, mode=mode) as writer:
-            for keys, values in parts:
-                writer.add_many(keys, values)
+            for keys, values, nbytes in parts:
+                writer.add_many(keys, values, nbytes)
         if previous is not None and _same_records(target, staged):
             if state_fd is not None:
                 _write_state(state_fd, digest, target)
