@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 _BUILD_DESCRIPTION = (
     "Read the qmail configuration (rcpthosts, morercpthosts.cdb, locals, virtualdomains, "
@@ -113,9 +114,28 @@ def _options(args: argparse.Namespace):  # -> qmailkit.qmail.model.Options
     )
 
 
-def _build(args: argparse.Namespace) -> int:
-    import contextlib
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector off while the command works.
 
+    A big configuration makes millions of objects and no reference cycles; the
+    collector would walk them all again and again (a third of the run time).
+    Afterwards they are frozen (left out of later collections) rather than
+    walked once more at the next allocation.
+    """
+    import gc
+
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.freeze()
+            gc.enable()
+
+
+def _build(args: argparse.Namespace) -> int:
     from qmailkit import rcpt
     from qmailkit.errors import InputError
 
@@ -123,7 +143,7 @@ def _build(args: argparse.Namespace) -> int:
         raise InputError(f"--max-shrink {args.max_shrink} is not a percentage (0-100)")
     opts = _options(args)
     guard = rcpt.lock(args.cdb) if args.cdb else contextlib.nullcontext()
-    with guard as state_fd:
+    with _no_gc(), guard as state_fd:
         rec = rcpt.build(opts)
         if args.debug:
             for line in rcpt.explain_lines(rec):
@@ -157,7 +177,8 @@ def _check(args: argparse.Namespace) -> int:
     if args.cdb:
         decision = rcpt.check_cdb(args.address, args.cdb)
     else:
-        decision, rec = rcpt.check_live(args.address, _options(args))
+        with _no_gc():
+            decision, rec = rcpt.check_live(args.address, _options(args))
         if decision.key is not None:
             source = rec.source(decision.key)
     shown = " ".join(k.decode("utf-8", "surrogateescape") for k in decision.tried)

@@ -29,7 +29,6 @@ import bisect
 import os
 import pickle
 import re
-import subprocess
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -536,6 +535,8 @@ class _Builder:
         if not prog.exists():
             raise QmailkitError(f"vpopmail program {name} not found", path=prog,
                                 hint="a SQL vpopmail needs it; or give --vpopmail-home")
+        import subprocess
+
         try:
             done = subprocess.run([str(prog), *args], capture_output=True, timeout=300,
                                   check=False)
