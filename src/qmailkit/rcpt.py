@@ -92,7 +92,11 @@ def _canonical(rec: Recipients) -> tuple[list[tuple[list[bytes], list[bytes], in
         found = rec.domains[domain]
         keys, values = found.keys, found.value_list()
         # Keys hold no newline or NUL (they come from file names and text lines).
-        joined_keys, joined_values = b"\n".join(keys), b"\n".join(values)
+        joined_keys = found.joined_keys()
+        if found.values is None:  # all empty: only the newlines between them
+            joined_values = b"\n" * (len(keys) - 1) if keys else b""
+        else:
+            joined_values = b"\n".join(values)
         digest.update(b"%d\0" % len(keys))
         digest.update(joined_keys)
         digest.update(b"\0")

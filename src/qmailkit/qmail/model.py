@@ -99,6 +99,12 @@ class DomainKeys:
     _origins: list[Origin] | None = None  # per key (value, source)
     # From a worker: the distinct origins and, per key, an index into them.
     _packed: tuple[list[Origin], str, bytes] | None = None
+    _joined: bytes | None = None  # the keys joined by newlines, if already at hand
+
+    def joined_keys(self) -> bytes:
+        if self._joined is None:
+            return b"\n".join(self.keys)
+        return self._joined
 
     def value_list(self) -> list[bytes]:
         return self.values if self.values is not None else [ACCEPT] * len(self.keys)
@@ -115,10 +121,13 @@ class DomainKeys:
         """The origins compactly (to send from a worker): few distinct ones per domain."""
         if self._packed is not None:
             return self._packed
-        index: dict[Origin, int] = {}
-        which = [index.setdefault(o, len(index)) for o in self.origins()]
-        typecode = "B" if len(index) <= 256 else "I"
-        return list(index), typecode, array(typecode, which).tobytes()
+        origins = self.origins()
+        distinct = list(dict.fromkeys(origins))
+        if len(distinct) == 1:
+            return distinct, "B", bytes(len(origins))
+        index = {origin: i for i, origin in enumerate(distinct)}
+        typecode = "B" if len(distinct) <= 256 else "I"
+        return distinct, typecode, array(typecode, map(index.__getitem__, origins)).tobytes()
 
     def find(self, key: bytes) -> int | None:
         i = bisect.bisect_left(self.keys, key)
@@ -165,6 +174,8 @@ class Recipients:
 
 # Below this many virtual/relayed domains, a worker process costs more than it saves.
 PARALLEL_MIN_DOMAINS = 400
+# A worker's slice is this fraction of one smaller than this process's (measured).
+WORKER_HANDICAP = 0.06
 
 
 def _first(origin: Origin) -> bytes:
@@ -684,10 +695,11 @@ class _Builder:
         if jobs < 2 or len(movable) < PARALLEL_MIN_DOMAINS:
             return []
         jobs = min(jobs, len(movable) // (PARALLEL_MIN_DOMAINS // 2))
-        size = len(movable) // jobs
-        # This process keeps the first slice: it also merges the results afterwards.
-        return [movable[size * n: size * (n + 1) if n < jobs - 1 else None]
-                for n in range(1, jobs)]
+        # This process keeps the first slice, a little larger: a worker also has
+        # to pack its answer and send it over.
+        size = int(len(movable) / (jobs + WORKER_HANDICAP))
+        first = len(movable) - size * (jobs - 1)
+        return [movable[first + size * n: first + size * (n + 1)] for n in range(jobs - 1)]
 
     def _build_domains(self, order: list[str]) -> dict[str, tuple[DomainKeys, list[str]]]:
         """``_one`` for every domain: some in forked workers, the rest here.
@@ -728,7 +740,7 @@ class _Builder:
                     continue
                 for domain, keys, values, packed, notes in answer[1]:
                     found = DomainKeys(_unjoin(keys), None if values is None else _unjoin(values),
-                                       None, packed)
+                                       None, packed, keys if isinstance(keys, bytes) else None)
                     done[domain] = (found, notes)
         finally:
             for worker in started:
