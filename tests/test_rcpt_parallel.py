@@ -170,7 +170,7 @@ def test_the_first_failing_domain_in_order_decides(tmp_path):
             rcpt.build(options(t, jobs=jobs))
         messages.add((type(caught.value), str(caught.value)))
     assert len(messages) == 1
-    ((kind, text),) = messages
+    ((_kind, text),) = messages
     assert str(early / "vpasswd.cdb") in text and str(late) not in text
     # Only the worker's domain left broken: its error comes back the same.
     (early / "vpasswd.cdb").unlink()
@@ -180,9 +180,9 @@ def test_the_first_failing_domain_in_order_decides(tmp_path):
         with pytest.raises(Exception) as caught:
             rcpt.build(options(t, jobs=jobs))
         found.add((type(caught.value).__name__, str(caught.value), caught.value.exit_code))
-    assert found == {("InputError", f"{late}:4: malformed vpasswd line: 1 fields, expected at "
-                      "least 7 (vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear])",
-                      100)}
+    message = (f"{late}:4: malformed vpasswd line: 1 fields, expected at least 7 "
+               "(vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear])")
+    assert found == {("InputError", message, 100)}
 
 
 def test_a_small_configuration_does_not_fork(tmp_path, forks):

@@ -51,9 +51,9 @@ from operator import itemgetter
 from pathlib import Path
 
 from qmailkit import fsutil, multilog, tai64n
+from qmailkit.errors import QmailkitError
 from qmailkit.workers import die_with_parent as _die_with_parent
 from qmailkit.workers import write_all as _write_all
-from qmailkit.errors import QmailkitError
 
 STATE_DIR = ".convert-multilog"
 LOCK_NAME = "lock"

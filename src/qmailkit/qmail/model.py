@@ -726,7 +726,7 @@ class _Builder:
             for domain in order:
                 try:
                     done[domain] = self._one(domain)
-                except Exception as err:  # the first failing domain in order decides
+                except Exception as err:  # noqa: BLE001 - the first failing domain in order decides
                     failed = (position[domain], err)
                     break
             for worker in started:
@@ -755,7 +755,7 @@ class _Builder:
         for domain in share:
             try:
                 found, notes = self._one(domain)
-            except Exception as err:
+            except Exception as err:  # noqa: BLE001 - raised again by the parent
                 try:
                     return pickle.dumps(("error", position[domain], err))
                 except Exception:  # noqa: BLE001 - an exception that cannot travel
