@@ -201,3 +201,14 @@ def test_jobs_must_be_a_positive_number(tree):
     done = mk(tree, "-j0")
     assert done.returncode == 100
     assert b"not a number of processes: '0'" in done.stderr
+
+
+def test_a_worker_that_dies_is_a_system_error(tree, monkeypatch):
+    def die(self, share, position):
+        os._exit(3)
+
+    monkeypatch.setattr(model._Builder, "_worker_answer", die)
+    with pytest.raises(model.QmailkitError) as caught:
+        rcpt.build(options(tree, jobs=2))
+    assert str(caught.value) == "a worker process failed: worker process died (wait status 768)"
+    assert caught.value.exit_code == 111

@@ -732,7 +732,7 @@ class _Builder:
             for worker in started:
                 try:
                     answer = pickle.loads(worker.result())
-                except (workers.WorkerFailed, pickle.UnpicklingError) as err:
+                except Exception as err:  # noqa: BLE001 - died, or an answer we cannot read
                     raise QmailkitError(f"a worker process failed: {err}") from None
                 if answer[0] == "error":
                     if failed is None or answer[1] < failed[0]:
