@@ -640,14 +640,17 @@ class _Builder:
         order = sorted(kinds)
         done = self._build_domains(order)
         result = Recipients(warnings=self.warnings)
+        empty = []
         for domain in order:  # warnings in domain order, wherever the domain was done
             found, notes = done[domain]
             result.domains[_b(domain)] = found
-            self.warnings.extend(notes)
-        for domain in order:
-            if not result.domains[_b(domain)].keys:
-                self.warnings.append(f"{domain}: no valid address found; all mail to it "
-                                     "will be rejected")
+            if notes:
+                self.warnings.extend(notes)
+            if not found.keys:
+                empty.append(domain)
+        for domain in empty:
+            self.warnings.append(f"{domain}: no valid address found; all mail to it "
+                                 "will be rejected")
         return result
 
     def domain_keys(self, domain: str) -> DomainKeys:
