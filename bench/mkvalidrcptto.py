@@ -5,7 +5,8 @@
 Generates the tree once (bench/gen_vpopmail_tree.py, kept in /tmp between
 runs), then, in the same run and taking the best of --reps for each side:
 
-* A: ``mkvalidrcptto -c OUT`` from scratch (OUT removed before each run);
+* A: ``mkvalidrcptto -c OUT`` from scratch (OUT removed before each run),
+  with a worker process per CPU; also with ``-j 1`` (one process) for comparison;
 * B: ``cdb -c OUT`` on the resulting key list (mkvalidrcptto -m output);
 * also ``mkvalidrcptto -c`` when nothing changed (the every-minute cron case);
 * C: ``cat`` of every file in the vpopmail tree, the cost of just reading the
@@ -77,13 +78,17 @@ def main() -> int:
                         "-print0"], stdout=fh, check=True)
     reading = ["sh", "-c", f"xargs -0 cat < {files} > /dev/null"]
 
-    fresh, unchanged, tiny, floor, peak = [], [], [], [], 0
+    fresh, single, unchanged, tiny, floor, peak = [], [], [], [], [], 0
     for _ in range(args.reps):  # interleaved, so that both sides see the same machine load
         ours.unlink(missing_ok=True)
         seconds, rss = timed([*mk, "-c", str(ours)])
         fresh.append(seconds)
         peak = max(peak, rss)
         unchanged.append(timed([*mk, "-c", str(ours)])[0])
+        ours.unlink()
+        seconds, rss = timed([*mk, "-j1", "-c", str(ours)])
+        single.append(seconds)
+        peak = max(peak, rss)
         tiny.append(timed(["cdb", "-c", str(theirs)], keylist)[0])
         floor.append(timed(reading)[0])
     identical = ours.read_bytes() == theirs.read_bytes()
@@ -93,6 +98,7 @@ def main() -> int:
           f"catch-alls, bouncesaying): {keys} keys, {ours.stat().st_size:,} bytes of cdb")
     print(f"A  mkvalidrcptto -c (new file):   best {a:.3f} s of {args.reps}, "
           f"peak RSS {peak / 1024:.0f} MiB")
+    print(f"   mkvalidrcptto -c -j1 (new):    best {min(single):.3f} s (one process)")
     print(f"   mkvalidrcptto -c (unchanged):  best {min(unchanged):.3f} s")
     print(f"B  tinycdb cdb -c on the keys:    best {b:.3f} s")
     print(f"C  cat of every file of the tree: best {min(floor):.3f} s (reading the input "
