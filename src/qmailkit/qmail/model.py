@@ -367,9 +367,13 @@ class _Builder:
         """qmail's host lookup: the name, then each ``.suffix`` of it."""
         if domain in table:
             return table[domain]
-        for i, ch in enumerate(domain):
-            if ch == "." and domain[i:] in table:
-                return table[domain[i:]]
+        if not table:
+            return None
+        dot = domain.find(".")
+        while dot >= 0:
+            if domain[dot:] in table:
+                return table[domain[dot:]]
+            dot = domain.find(".", dot + 1)
         return None
 
     # -- users/assign ----------------------------------------------------------
