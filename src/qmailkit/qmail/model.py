@@ -175,7 +175,7 @@ class Recipients:
 # Below this many virtual/relayed domains, a worker process costs more than it saves.
 PARALLEL_MIN_DOMAINS = 400
 # A worker's slice is this fraction of one smaller than this process's (measured).
-WORKER_HANDICAP = 0.06
+WORKER_HANDICAP = 0.12
 
 
 def _first(origin: Origin) -> bytes:
