@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -48,15 +47,14 @@ def need(*programs: str) -> list[str]:
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll ``predicate`` until it returns a true value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``predicate`` until it returns a true value; fail the test after ``timeout`` s."""
+    from qmailkit.errors import QmailkitError
+    from qmailkit.supervisor.tree import poll
+
+    try:
+        return poll(predicate, timeout, what, interval)
+    except QmailkitError as err:
+        raise AssertionError(err.message) from None
 
 
 def free_port() -> int:

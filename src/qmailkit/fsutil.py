@@ -169,3 +169,13 @@ def read_text_lines(path: str | os.PathLike[str], encoding: str = "utf-8") -> li
         line = data[: err.start].count(b"\n") + 1
         raise InputError(f"not valid {encoding} text", path=path, line=line) from None
     return text.splitlines()
+
+
+def fifo_has_reader(path: str | os.PathLike[str]) -> bool:
+    """True if a process has the FIFO at ``path`` open for reading (what svok checks)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader; ENOENT: no FIFO
+        return False
+    os.close(fd)
+    return True

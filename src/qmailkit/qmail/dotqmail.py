@@ -123,17 +123,21 @@ def classify_text(text: str, path: str) -> Delivery:
     return Delivery(Kind.DELIVER, path)
 
 
-def classify(path: str) -> Delivery:
+def read_file(path: str) -> bytes:
+    """The text of a .qmail file (its first 64 KiB: no delivery instruction is longer)."""
     # os.open/os.read: no buffered file object per .qmail file (there may be tens of thousands).
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            data = os.read(fd, 65536)
+            return os.read(fd, 65536)
         finally:
             os.close(fd)
     except OSError as err:
         raise os_error(err, "cannot read .qmail file") from err
-    return classify_text(data.decode("utf-8", "surrogateescape"), path)
+
+
+def classify(path: str) -> Delivery:
+    return classify_text(read_file(path).decode("utf-8", "surrogateescape"), path)
 
 
 @dataclass(slots=True)

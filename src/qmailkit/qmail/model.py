@@ -45,6 +45,7 @@ from qmailkit.qmail.dotqmail import (
     classify_text,
     is_default,
     list_home,
+    read_file,
 )
 from qmailkit.qmail.shadow import PasswdEntry, read_passwd
 from qmailkit.qmail.validrcptto import fold
@@ -311,14 +312,7 @@ class _Builder:
         """What the .qmail file at ``path`` does (``dotqmail.classify``, cached by content)."""
         found = self._deliveries.get(path)
         if found is None:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    data = os.read(fd, 65536)
-                finally:
-                    os.close(fd)
-            except OSError as err:
-                raise os_error(err, "cannot read .qmail file") from err
+            data = read_file(path)
             # Many domains hold the same .qmail-default: parse each text once.
             shape = self._shapes.get(data)
             if shape is None:

@@ -10,7 +10,6 @@ warnings are likely mistakes.  The checks use what ``render`` lists per service
 from __future__ import annotations
 
 import grp
-import ipaddress
 import os
 import pwd
 import stat
@@ -18,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from qmailkit.services.render import is_loopback, render
 
 
 @dataclass(frozen=True)
@@ -166,15 +167,6 @@ def _port_findings(rendered: Mapping[str, Any], out: list[Finding]) -> None:
         seen.append((name, ip, port))
 
 
-def _loopback(ip: str) -> bool:
-    if ip == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
 def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding]) -> set[str]:
     """The dangerous mistakes, as errors, for qmail-smtpd services; returns the keys covered."""
     covered: set[str] = set()
@@ -189,7 +181,7 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
         o = svc.options
         key = f"services.{name}"
         ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
-        if ip and not _loopback(ip):
+        if ip and not is_loopback(ip):
             if o.get("relay_client"):
                 error(name, f"{key}.relay_client",
                       f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
@@ -203,12 +195,12 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
             if not line:
                 error(name, f"{key}.rules_source", f"bad tcp rules: {where}",
                       "fix the rule; apply will not compile the file until then")
-            elif ip and not _loopback(ip):
+            elif ip and not is_loopback(ip):
                 error(name, f"{key}.rules_source",
                       f"open relay: {where}:{line}: this rule gives RELAYCLIENT to every "
                       f"client on {ip}:{port}",
                       'allow relaying only for your networks, e.g. 192.0.2.:allow,RELAYCLIENT=""')
-        if port == 25 and not _loopback(ip or "0"):
+        if port == 25 and not is_loopback(ip or "0"):
             for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
                 if o.get(opt):
                     error(name, f"{key}.{opt}",
@@ -244,8 +236,6 @@ def _relay_for_all(o: Mapping[str, Any]) -> list[tuple[str, int]]:
 def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Finding]:
     """Every finding for the configured services, errors and warnings."""
     if rendered is None:
-        from qmailkit.services.render import render
-
         rendered = render(config)
     out: list[Finding] = []
     for name, r in rendered.items():

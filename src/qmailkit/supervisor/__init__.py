@@ -92,13 +92,9 @@ class Supervisor:
     # -- status ---------------------------------------------------------
     def is_supervised(self, service: str | os.PathLike[str]) -> bool:
         """True when a supervisor reads ``service``'s control FIFO (what svok checks)."""
-        fifo = os.path.join(service, "supervise", "control")
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return False
-        os.close(fd)
-        return True
+        from qmailkit.fsutil import fifo_has_reader
+
+        return fifo_has_reader(os.path.join(service, "supervise", "control"))
 
     def status(self, service: str | os.PathLike[str]) -> ServiceStatus:
         service = os.fspath(service)

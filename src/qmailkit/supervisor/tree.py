@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from qmailkit.errors import QmailkitError
+from qmailkit.fsutil import fifo_has_reader
 
 T = TypeVar("T")
 
@@ -79,15 +80,6 @@ def alive(pid: int) -> bool:
     return True
 
 
-def _fifo_has_reader(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
-
-
 class ScanTree:
     """A scan directory with its running scanner (svscan, runsvdir or s6-svscan)."""
 
@@ -112,7 +104,7 @@ class ScanTree:
         )
         if kind == "s6":
             # s6-svscanctl needs the scanner's control FIFO; it appears shortly after start
-            poll(lambda: _fifo_has_reader(root / ".s6-svscan" / "control"), 10,
+            poll(lambda: fifo_has_reader(root / ".s6-svscan" / "control"), 10,
                  "s6-svscan's control FIFO")
 
     def remember(self) -> None:
