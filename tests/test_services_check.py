@@ -226,3 +226,36 @@ rules = "{tmp_path}/tcp/smtp.cdb"
     rules.write_text('1.2.3.4-x:allow\n')
     out = [f.describe() for f in check(load(tmp_path, mx)) if "bad tcp rules" in f.message]
     assert len(out) == 1 and out[0].startswith(f"error: mx: bad tcp rules: {rules}:1: ")
+
+
+def test_apply_refuses_an_open_relay_and_writes_nothing(tmp_path):
+    """A config that would relay for the whole Internet is never installed, --force or not."""
+    from qmailkit.errors import InputError
+    from qmailkit.services import apply as ap
+
+    cfg = load(tmp_path, """
+[services.mx]
+type = "qmail-smtpd"
+ip = "0"
+relay_client = true
+""")
+    (tmp_path / "scan").mkdir()
+    for force in (False, True):
+        with pytest.raises(InputError) as exc:
+            ap.apply(cfg, force=force)
+        assert str(exc.value).startswith(
+            f"{tmp_path / 'q.toml'}: refusing to install: mx: open relay: RELAYCLIENT is set "
+            "for every client on 0:25 [services.mx.relay_client] (set relay_client = false")
+        assert exc.value.exit_code == 100
+    assert not (tmp_path / "services").exists()
+    assert list((tmp_path / "scan").iterdir()) == []
+
+
+def test_apply_refuses_force_tls_on_the_mx(tmp_path):
+    from qmailkit.errors import InputError
+    from qmailkit.services import apply as ap
+
+    cfg = load(tmp_path, '[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nforce_tls = true\n')
+    with pytest.raises(InputError, match=r"refusing to install: mx: FORCE_TLS on a port-25 MX"):
+        ap.apply(cfg)
+    assert not (tmp_path / "services").exists()

@@ -382,18 +382,32 @@ def _parse_stale_rules(rendered: Mapping[str, Any]) -> list[tuple[Path, Path, An
             for _name, src, cdb in _rules_pairs(rendered) if _rules_stale(src, cdb)]
 
 
+def _refuse_dangerous(config: Any, rendered: Mapping[str, Any]) -> None:
+    from qmailkit.services.check import policy_errors
+
+    found = policy_errors(config, rendered)
+    if found:
+        raise InputError(
+            "refusing to install: "
+            + "; ".join(f"{f.service}: {f.message} [{f.key}] ({f.hint})" for f in found),
+            path=getattr(config, "path", None),
+            hint="fix the config (qmailkit services check explains each finding)")
+
+
 def apply(config: Any, rendered: Mapping[str, Any] | None = None,
           root: str | os.PathLike[str] | None = None, *, dry_run: bool = False,
           force: bool = False) -> ApplyResult:
     """Bring the service directories in line with the config; see the module text.
 
-    Raises InputError, before writing anything, when a file was edited by hand
-    since the last apply and ``force`` is not set.
+    Raises InputError, before writing anything, when the config would open a
+    relay (or force TLS or AUTH on the MX) — ``force`` does not override that —
+    or when a file was edited by hand since the last apply and ``force`` is not set.
     """
     if rendered is None:
         from qmailkit.services.render import render
 
         rendered = render(config)
+    _refuse_dangerous(config, rendered)
     root_dir = _root_of(config, root)
     scan_dir = Path(config.supervisor.scan_dir)
     result = ApplyResult()

@@ -233,6 +233,17 @@ def _relay_for_all(o: Mapping[str, Any]) -> list[tuple[str, int]]:
     return found
 
 
+def policy_errors(config: Any, rendered: Mapping[str, Any]) -> list[Finding]:
+    """The mistakes ``apply`` refuses to install: an open relay, TLS or AUTH forced on the MX.
+
+    Unlike the rest of ``check`` they do not depend on this machine, so they are
+    refused even where the programs and users do not exist yet.
+    """
+    out: list[Finding] = []
+    _policy_findings(config, rendered, out)
+    return [f for f in out if f.level == "error"]
+
+
 def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Finding]:
     """Every finding for the configured services, errors and warnings."""
     if rendered is None:
