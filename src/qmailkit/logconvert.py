@@ -50,10 +50,9 @@ from dataclasses import asdict, dataclass, field
 from operator import itemgetter
 from pathlib import Path
 
-from qmailkit import fsutil, multilog, tai64n
+from qmailkit import fsutil, multilog, tai64n, workers
 from qmailkit.errors import QmailkitError
-from qmailkit.workers import die_with_parent as _die_with_parent
-from qmailkit.workers import write_all as _write_all
+from qmailkit.workers import write_all
 
 STATE_DIR = ".convert-multilog"
 LOCK_NAME = "lock"
@@ -622,7 +621,7 @@ class _ServiceRun:
                 fd = self.open_output(out)
             data = b"".join(texts) if len(texts) > 1 else texts[0]
             self.ends[out] += len(data)  # counted first: a partial write is cut back too
-            _write_all(fd, data)
+            write_all(fd, data)
 
     def open_output(self, out: str) -> int:
         path = self.out_dir / out
@@ -803,23 +802,12 @@ def _parallel(services, opts: Options, jobs: int, log: Log, progress) -> list[Se
         while todo or running:
             while todo and len(running) < jobs:
                 name, path = todo.pop(0)
-                try:
-                    rfd, wfd = os.pipe()
-                except OSError:  # out of descriptors: do this one here
+                spawned = workers.spawn(
+                    lambda wfd, name=name, path=path: _worker(name, path, opts, wfd))
+                if spawned is None:  # out of descriptors or processes: do this one here
                     results[name] = convert_service(name, path, opts, log, progress)
                     continue
-                parent = os.getpid()
-                try:
-                    pid = os.fork()
-                except OSError:  # out of processes: do this one here
-                    os.close(rfd)
-                    os.close(wfd)
-                    results[name] = convert_service(name, path, opts, log, progress)
-                    continue
-                if pid == 0:  # worker
-                    os.close(rfd)
-                    _worker(name, path, opts, wfd, parent)
-                os.close(wfd)
+                pid, rfd = spawned
                 running[rfd] = (pid, name, bytearray())
                 sel.register(rfd, selectors.EVENT_READ)
             if not running:
@@ -863,23 +851,17 @@ def _parallel(services, opts: Options, jobs: int, log: Log, progress) -> list[Se
     return [results[name] for name, _ in services]
 
 
-def _worker(name: str, path: Path, opts: Options, wfd: int, parent: int) -> None:
-    code = 0
-    try:
-        _die_with_parent(parent)
+def _worker(name: str, path: Path, opts: Options, wfd: int) -> None:
+    """In a forked worker: convert one service, streaming messages and the result to ``wfd``."""
 
-        def send(kind: str, value) -> None:
-            blob = pickle.dumps((kind, value))
-            _write_all(wfd, len(blob).to_bytes(4, "big") + blob)
+    def send(kind: str, value) -> None:
+        blob = pickle.dumps((kind, value))
+        write_all(wfd, len(blob).to_bytes(4, "big") + blob)
 
-        result = convert_service(
-            name, path, opts, lambda m: send("log", m), lambda n: send("progress", n)
-        )
-        send("result", asdict(result))
-    except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
-        code = 111
-    finally:
-        os._exit(code)
+    result = convert_service(
+        name, path, opts, lambda m: send("log", m), lambda n: send("progress", n)
+    )
+    send("result", asdict(result))
 
 
 # --------------------------------------------------------------------------

@@ -10,6 +10,8 @@ parent's code, never flushing the parent's buffered output a second time).
   when the parent dies (PR_SET_PDEATHSIG), so a killed run leaves no process
   behind (holding a lock, writing files).
 * ``write_all(fd, data)``: ``os.write`` until everything is written.
+* ``spawn(target)``: fork a worker that runs ``target(wfd)`` and writes what
+  it has to say to the pipe ``wfd`` (convert-multilog streams messages).
 * ``start(func)``: fork a worker that runs ``func()`` and sends the bytes it
   returns; ``None`` when no pipe or process can be had (the caller then does
   the work itself).  ``Worker.result()`` collects the bytes, ``Worker.kill()``
@@ -23,7 +25,9 @@ import os
 import signal
 from collections.abc import Callable
 
-__all__ = ["Worker", "WorkerFailed", "die_with_parent", "start", "write_all"]
+__all__ = [
+    "Worker", "WorkerFailed", "die_with_parent", "spawn", "start", "write_all",
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -87,12 +91,12 @@ class Worker:
             self.pid = 0
 
 
-def start(func: Callable[[], bytes]) -> Worker | None:
-    """Fork a worker that runs ``func()`` and sends back the bytes it returns.
+def spawn(target: Callable[[int], None]) -> tuple[int, int] | None:
+    """Fork a worker that runs ``target(wfd)``, writing its answer to the pipe ``wfd``.
 
-    ``func`` should turn its own errors into its answer; an exception escaping
-    it makes the worker exit 111 (``result`` then raises WorkerFailed).
-    Returns None when the pipe or the fork cannot be had.
+    Returns (pid, read end of the pipe), or None when the pipe or the fork
+    cannot be had.  The worker dies with its parent and leaves with
+    ``os._exit``: 0 when ``target`` returns, 111 when anything escapes it.
     """
     try:
         rfd, wfd = os.pipe()
@@ -115,10 +119,21 @@ def start(func: Callable[[], bytes]) -> Worker | None:
         try:
             os.close(rfd)
             die_with_parent(parent)
-            write_all(wfd, func())
+            target(wfd)
         except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
             code = 111
         finally:
             os._exit(code)
     os.close(wfd)
-    return Worker(pid, rfd)
+    return pid, rfd
+
+
+def start(func: Callable[[], bytes]) -> Worker | None:
+    """Fork a worker that runs ``func()`` and sends back the bytes it returns.
+
+    ``func`` should turn its own errors into its answer; an exception escaping
+    it makes the worker exit 111 (``result`` then raises WorkerFailed).
+    Returns None when the pipe or the fork cannot be had.
+    """
+    spawned = spawn(lambda wfd: write_all(wfd, func()))
+    return None if spawned is None else Worker(*spawned)
