@@ -18,15 +18,16 @@ from qmailkit.cdb import backend as cdb_backend
 from qmailkit.cdb import pure
 from qmailkit.errors import InputError, QmailkitError
 
-BACKENDS = ["cdbx", "pure"]
+BACKENDS = ["native", "cdbx", "pure"]
 
 
 def temps_in(directory: Path) -> list[str]:
     return [name for name in os.listdir(directory) if ".qmailkit-tmp." in name]
 
 
-def test_both_backends_are_available():
-    assert cdb_backend.get().name == "cdbx"
+def test_every_backend_is_available_and_the_c_writer_comes_first():
+    assert cdb_backend.get().name == "native"
+    assert cdb_backend.get("cdbx").name == "cdbx"
     assert cdb_backend.get("pure").name == "pure"
     with pytest.raises(ValueError, match="unknown cdb backend"):
         cdb_backend.get("nonesuch")
@@ -97,10 +98,12 @@ record = st.tuples(st.binary(max_size=24), st.binary(max_size=24))
     | st.lists(st.sampled_from([(b"k", b"v"), (b"", b""), (b"k", b"")]), max_size=20)
 )
 def test_property_backends_agree_and_find_every_record(tmp_path, records):
-    a, b = tmp_path / "a.cdb", tmp_path / "b.cdb"
+    a, b, c = tmp_path / "a.cdb", tmp_path / "b.cdb", tmp_path / "c.cdb"
     cdb.write(a, records, backend="cdbx")
     cdb.write(b, records, backend="pure")
-    assert a.read_bytes() == b.read_bytes()
+    with cdb.make(c, backend="native") as writer:  # the bulk path
+        writer.add_many([k for k, _ in records], [v for _, v in records])
+    assert a.read_bytes() == b.read_bytes() == c.read_bytes()
     for backend in BACKENDS:
         with cdb.Reader(a, backend=backend) as reader:
             assert list(reader.items()) == records

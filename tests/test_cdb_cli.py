@@ -209,3 +209,31 @@ def test_build_size_limit_counts_bulk_records_exactly(tmp_path, monkeypatch, lin
     with pytest.raises(QmailkitError, match="format's limit"):
         text.build(str(tmp_path / "big.cdb"), io.BytesIO(source), lines=lines)
     assert sorted(os.listdir(tmp_path)) == ["ok.cdb"]
+
+
+@pytest.mark.parametrize("backend", ["native", "cdbx", "pure"])
+def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path, backend):
+    """A real 64 KiB tmpfs: the build fails with exit 111 naming the file, the old cdb stays."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt], check=True)
+    try:
+        target = mnt / "db.cdb"
+        small = cdbmake_input([(b"old", b"")])
+        assert qk("cdb", "make", target, input=small).returncode == 0
+        before = target.read_bytes()
+        big = cdbmake_input([(b"user%06d@example.com" % i, b"") for i in range(20_000)])
+        proc = subprocess.run(
+            [*QMAILKIT, "cdb", "make", str(target)], input=big, capture_output=True,
+            check=False, env={**os.environ, "QMAILKIT_CDB_BACKEND": backend},
+        )
+        assert proc.returncode == 111
+        assert proc.stderr.decode().startswith(
+            f"qmailkit cdb: fatal: cannot write {target}: No space left on device"
+        ), proc.stderr
+        assert target.read_bytes() == before
+        assert dir_listing(mnt) == ["db.cdb"]
+    finally:
+        subprocess.run(["umount", mnt], check=True)

@@ -4,7 +4,9 @@ and fails cleanly (QmailkitError, exit 111, with a line) on anything else."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
+import tempfile
 
 import pytest
 from cdb_helpers import cdbmake_input
@@ -12,6 +14,7 @@ from conftest import need
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qmailkit import cdb
 from qmailkit.cdb import text
 from qmailkit.errors import QmailkitError
 
@@ -34,10 +37,50 @@ def parse_all(data: bytes, chunk: int) -> list[tuple[bytes, bytes]]:
         text.CHUNK = old
 
 
+def build_native(data: bytes, chunk: int) -> list[tuple[bytes, bytes]]:
+    """The fast path: text.build with the C writer parsing the chunks."""
+    old = text.CHUNK
+    text.CHUNK = chunk
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            path = os.path.join(work, "out.cdb")
+            text.build(path, io.BytesIO(data), "in")
+            with cdb.Reader(path) as reader:
+                return list(reader.items())
+    finally:
+        text.CHUNK = old
+
+
+def outcome(parse, data: bytes, chunk: int) -> object:
+    try:
+        return parse(data, chunk)
+    except QmailkitError as err:
+        return (str(err), err.line, err.exit_code)
+
+
+def test_build_takes_the_c_parser():
+    with tempfile.TemporaryDirectory() as work, cdb.make(os.path.join(work, "x.cdb")) as writer:
+        assert writer.feeds_cdbmake
+
+
 @settings(max_examples=300, deadline=None)
 @given(records=records, chunk=st.sampled_from([1, 2, 5, 17, 64, 4096]), tail=st.binary(max_size=8))
 def test_round_trip_any_chunking(records, chunk, tail):
     assert parse_all(cdbmake_input(records) + tail, chunk) == records
+    assert build_native(cdbmake_input(records) + tail, chunk) == records
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.lists(
+        st.sampled_from([b"+", b"1", b"2", b"12", b",", b":", b"-", b">", b"->", b"\n", b"a"]),
+        max_size=60,
+    ).map(b"".join),
+    chunk=st.sampled_from([1, 3, 7, 4096]),
+)
+def test_c_parser_agrees_with_python_parser_on_anything(data, chunk):
+    """Same records, or the same error on the same line, whichever parser runs."""
+    assert outcome(build_native, data, chunk) == outcome(parse_all, data, 4096)
 
 
 @settings(

@@ -8,8 +8,8 @@
   ``path`` untouched with no temp file behind.
 * ``write(path, records, mode, owner)``: the same from (key, value) pairs.
 
-The work is done by a backend (``backend.py``): cdbx in C when installed, plain
-Python otherwise.
+The work is done by a backend (``backend.py``): our C writer or cdbx when
+installed, plain Python otherwise.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class Writer:
 
     def __init__(self, maker: Any, path: str) -> None:
         self._maker = maker
+        self._add_many = getattr(maker, "add_many", None)
+        #: True when the backend parses cdbmake input itself (``feed_cdbmake``)
+        self.feeds_cdbmake = hasattr(maker, "feed_cdbmake")
         self._path = path
         self._size = pure.HEADER_SIZE
         self.count = 0
@@ -58,11 +61,17 @@ class Writer:
         self._size = size
         self.count += nrecords
 
+    def _write_failed(self, err: OSError) -> QmailkitError:
+        return os_error(err, f"cannot write {self._path}")
+
     def add(self, key: bytes, value: bytes) -> None:
         if not isinstance(key, bytes) or not isinstance(value, bytes):
             raise TypeError("cdb keys and values must be bytes")
         self._grow(len(key) + len(value), 1)
-        self._maker.add(key, value)
+        try:
+            self._maker.add(key, value)
+        except OSError as err:
+            raise self._write_failed(err) from err
 
     def add_many(
         self, keys: Sequence[bytes], values: Sequence[bytes], nbytes: int | None = None
@@ -76,7 +85,28 @@ class Writer:
         if nbytes is None:
             nbytes = sum(map(len, keys)) + sum(map(len, values))
         self._grow(nbytes, len(keys))
-        deque(map(self._maker.add, keys, values), maxlen=0)
+        try:
+            if self._add_many is not None:
+                self._add_many(keys, values)
+            else:
+                deque(map(self._maker.add, keys, values), maxlen=0)
+        except OSError as err:
+            raise self._write_failed(err) from err
+
+    def feed_cdbmake(self, buffer: bytes, start: int) -> tuple[int, int, bool]:
+        """Add the whole, well-formed cdbmake records of ``buffer[start:]`` (in C).
+
+        Returns ``(stop, records, done)``: parsing stopped at ``buffer[stop]``,
+        before the first record it could not take whole (cut off by the end of
+        the buffer, malformed, or too big), or after the closing blank line
+        (``done``).  The caller's exact parser deals with what it stopped at.
+        """
+        try:
+            stop, count, nbytes, done = self._maker.feed_cdbmake(buffer, start)
+        except OSError as err:
+            raise self._write_failed(err) from err
+        self._grow(nbytes, count)
+        return stop, count, done
 
 
 #: a rebuilt database may lose at most this fraction of the old file's records
@@ -132,7 +162,7 @@ def make(
         try:
             writer._maker.finish()
         except OSError as err:
-            raise os_error(err, f"cannot write {target}") from err
+            raise writer._write_failed(err) from err
 
 
 def write(

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from qmailkit.errors import QmailkitError
+
+if TYPE_CHECKING:
+    from qmailkit.cdb import Writer
 
 CHUNK = 1 << 18
 # The error exit of cdbmake for malformed input is 111, and qmailkit keeps it.
@@ -209,6 +212,30 @@ def parse_cdbmake(stream: BinaryIO, name: str, max_size: int = 0xFFFFFFFF) -> It
             return
 
 
+def _feed_cdbmake(writer: Writer, stream: BinaryIO, name: str, max_size: int) -> None:
+    """cdbmake input into a writer whose backend parses it in C (the fast path).
+
+    The C parser takes every whole record of the buffer; the exact parser takes
+    the record it stops at, which is one cut by the end of a chunk (it reads
+    on) or a malformed one (it reports it with its line).
+    """
+    inp = _Input(stream, name)
+    record = 1
+    while True:
+        stop, count, done = writer.feed_cdbmake(inp.buf, inp.pos)
+        if count:
+            inp.line += inp.buf.count(b"\n", inp.pos, stop)
+            record += count
+        inp.pos = stop
+        if done:
+            return
+        found = _exact_record(inp, record, max_size)
+        if found is None:
+            return
+        writer.add(*found)
+        record += 1
+
+
 def parse_lines(stream: BinaryIO, name: str) -> Iterator[Batch]:
     """``KEY`` or ``KEY VALUE`` lines (cdbmake-12 style).
 
@@ -286,6 +313,9 @@ def build(
     from qmailkit import cdb
 
     with cdb.make(path, mode=mode, owner=owner) as writer:
+        if not lines and writer.feeds_cdbmake:
+            _feed_cdbmake(writer, stream, name, cdb.MAX_SIZE)
+            return writer.count
         batches = parse_lines(stream, name) if lines else parse_cdbmake(stream, name, cdb.MAX_SIZE)
         for keys, values, nbytes in batches:
             writer.add_many(keys, values, nbytes)
