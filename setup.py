@@ -1,7 +1,10 @@
-"""Builds qmailkit's one C extension, the fast cdb writer (see pyproject.toml for the rest).
+"""Builds qmailkit's two small C extensions (see pyproject.toml for the rest):
+the cdb writer and the vpasswd scanner, the hot loops of ``cdb make`` and
+mkvalidrcptto.
 
-It is optional: without a C compiler and Python's headers the install still
-succeeds, and qmailkit writes cdbs with cdbx, more slowly.
+Both are optional: without a C compiler and Python's headers the install
+still succeeds, and qmailkit does the same work in Python (cdbx writes the
+cdbs), more slowly.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +16,12 @@ setup(
             ["src/qmailkit/cdb/_native.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "qmailkit.qmail._vpasswd",
+            ["src/qmailkit/qmail/_vpasswd.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

@@ -1,13 +1,16 @@
-"""The bulk vpasswd reader of the model gives exactly the careful reader's names."""
+"""The bulk vpasswd readers of the model (C and Python) give exactly the careful reader's
+names."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from qmailkit.errors import InputError
-from qmailkit.qmail import model
+from qmailkit.qmail import model, vpopmail
 from qmailkit.qmail.dotqmail import Kind, classify
 from qmailkit.qmail.vpopmail import read_vpasswd
 
@@ -41,6 +44,29 @@ def test_names_are_the_careful_readers(tmp_path, text):
     data = text.encode()
     assert len(data) < 1 << 16 or text.count("\n") == 1000
     assert names_of(tmp_path, data) == careful(tmp_path)
+    assert vpopmail._python_names(data, str(tmp_path / "vpasswd")) == careful(tmp_path)
+
+
+def test_the_c_scanner_is_built_and_takes_the_usual_file():
+    data = "".join(line(f"User{i}") + "\n" for i in range(100)).encode()
+    assert vpopmail._c_names is not None
+    assert vpopmail._c_names(data) == [b"user%d" % i for i in range(100)]
+    # what it leaves to the Python reader: blank lines, short lines, empty names
+    for odd in (b"\n" + data, data + b"\r\n", b"a:b:c:d:e:f\n", b":b:c:d:e:f:g\n"):
+        assert vpopmail._c_names(odd) is None
+
+
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.lists(st.sampled_from(
+    [b"a", b"B", b":", b"::::::", b"\n", b"\r", b"\xc3\x89", line("Ab").encode()]),
+    max_size=30).map(b"".join))
+def test_c_scanner_agrees_with_the_python_reader(tmp_path, data):
+    got = vpopmail._c_names(data)
+    if got is None:
+        return  # the Python reader decides (tested above)
+    (tmp_path / "vpasswd").write_bytes(data)
+    assert got == vpopmail._python_names(data, str(tmp_path / "vpasswd"))
 
 
 @pytest.mark.parametrize(("text", "number", "message"), [

@@ -84,26 +84,25 @@ def lock(path: str | os.PathLike[str]) -> Iterator[int]:
 _STATE = b"qmailkit-rcpt-state-1"
 
 
-def _canonical(rec: Recipients) -> tuple[list[tuple[list[bytes], list[bytes], int]], bytes]:
-    """Records per domain in the canonical order (with their bytes), and a digest of them all."""
+def _canonical(rec: Recipients) -> tuple[list[tuple[bytes, bytes | None]], bytes]:
+    """Per domain in the canonical order, its keys (and values, None if all are empty)
+    as newline-separated bytes; and a digest of them all."""
     digest = hashlib.sha256()
     parts = []
     for domain in sorted(rec.domains):
         found = rec.domains[domain]
-        keys, values = found.keys, found.value_list()
         # Keys hold no newline or NUL (they come from file names and text lines).
+        count = found.count()
         joined_keys = found.joined_keys()
-        if found.values is None:  # all empty: only the newlines between them
-            joined_values = b"\n" * (len(keys) - 1) if keys else b""
-        else:
-            joined_values = b"\n".join(values)
-        digest.update(b"%d\0" % len(keys))
+        joined_values = None if found.values is None else b"\n".join(found.values)
+        digest.update(b"%d\0" % count)
         digest.update(joined_keys)
         digest.update(b"\0")
-        digest.update(joined_values)
+        # all empty: only the newlines between them
+        digest.update(b"\n" * (count - 1) if joined_values is None and count else
+                      joined_values or b"")
         digest.update(b"\0")
-        nbytes = len(joined_keys) + len(joined_values) - 2 * (len(keys) - 1) if keys else 0
-        parts.append((keys, values, nbytes))
+        parts.append((joined_keys, joined_values))
     return parts, digest.hexdigest().encode()
 
 
@@ -189,8 +188,8 @@ def write_cdb(
     staged = os.path.join(directory, f".{os.path.basename(target)}{TMP_MARK}{os.getpid()}")
     try:
         with cdb.make(staged, mode=mode) as writer:
-            for keys, values, nbytes in parts:
-                writer.add_many(keys, values, nbytes)
+            for keys, values in parts:
+                writer.add_lines(keys, values)
         if previous is not None and _same_records(target, staged):
             if state_fd is not None:
                 _write_state(state_fd, digest, target)

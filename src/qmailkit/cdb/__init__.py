@@ -43,6 +43,7 @@ class Writer:
     def __init__(self, maker: Any, path: str) -> None:
         self._maker = maker
         self._add_many = getattr(maker, "add_many", None)
+        self._add_lines = getattr(maker, "add_lines", None)
         #: True when the backend parses cdbmake input itself (``feed_cdbmake``)
         self.feeds_cdbmake = hasattr(maker, "feed_cdbmake")
         self._path = path
@@ -90,6 +91,33 @@ class Writer:
                 self._add_many(keys, values)
             else:
                 deque(map(self._maker.add, keys, values), maxlen=0)
+        except OSError as err:
+            raise self._write_failed(err) from err
+
+    def add_lines(self, keys: bytes, values: bytes | None = None) -> None:
+        """Add records whose keys (and values, if given) are the lines of ``keys``
+        (and ``values``): newline-separated, no final newline; ``b""`` holds none.
+
+        The fastest bulk path: no Python object per record with the C backend.
+        """
+        if not keys:
+            if values:
+                raise ValueError("keys and values differ in number")
+            return
+        count = keys.count(b"\n") + 1
+        nbytes = len(keys) - (count - 1)
+        if values is not None:
+            if values.count(b"\n") != count - 1:
+                raise ValueError("keys and values differ in number")
+            nbytes += len(values) - (count - 1)
+        self._grow(nbytes, count)
+        try:
+            if self._add_lines is not None:
+                self._add_lines(keys, values)
+            else:
+                split = keys.split(b"\n")
+                added = values.split(b"\n") if values is not None else [b""] * count
+                deque(map(self._maker.add, split, added), maxlen=0)
         except OSError as err:
             raise self._write_failed(err) from err
 

@@ -221,6 +221,63 @@ done_keys:
     return result;
 }
 
+static Py_ssize_t
+count_lines(const unsigned char *p, Py_ssize_t n)
+{
+    const unsigned char *end = p + n;
+    Py_ssize_t lines = n ? 1 : 0;
+    while ((p = memchr(p, '\n', end - p)) != NULL) {
+        p++;
+        lines++;
+    }
+    return lines;
+}
+
+static PyObject *
+Maker_add_lines(Maker *m, PyObject *args)
+{
+    Py_buffer keys, values = {0};
+    PyObject *given = Py_None, *result = NULL;
+    const unsigned char *k, *kend, *v = NULL, *vend = NULL;
+    Py_ssize_t count, i;
+
+    if (!PyArg_ParseTuple(args, "y*|O:add_lines", &keys, &given))
+        return NULL;
+    if (given != Py_None && PyObject_GetBuffer(given, &values, PyBUF_SIMPLE) < 0)
+        goto out;
+    count = count_lines(keys.buf, keys.len);
+    if (given != Py_None && count_lines(values.buf, values.len) != count
+        && !(count == 1 && values.len == 0)) {
+        PyErr_SetString(PyExc_ValueError, "keys and values differ in number");
+        goto out;
+    }
+    k = keys.buf;
+    kend = k + keys.len;
+    if (given != Py_None) {
+        v = values.buf;
+        vend = v + values.len;
+    }
+    for (i = 0; i < count; i++) {
+        const unsigned char *knl = memchr(k, '\n', kend - k), *vnl = NULL;
+        size_t klen = (knl ? knl : kend) - k, dlen = 0;
+        if (v != NULL) {
+            vnl = memchr(v, '\n', vend - v);
+            dlen = (vnl ? vnl : vend) - v;
+        }
+        if (add_record(m, k, klen, v ? v : k, dlen) < 0)
+            goto out;
+        k += klen + 1;
+        if (v != NULL)
+            v += dlen + 1;
+    }
+    result = PyLong_FromSsize_t(count);
+out:
+    PyBuffer_Release(&keys);
+    if (values.obj != NULL)
+        PyBuffer_Release(&values);
+    return result;
+}
+
 /* Digits up to the stop byte; 0 if there are none, more than 10, or no stop byte. */
 static const unsigned char *
 parse_length(const unsigned char *p, const unsigned char *end, unsigned char stop,
@@ -376,6 +433,10 @@ static PyMethodDef Maker_methods[] = {
      "add(key, value): append one record (both bytes)."},
     {"add_many", (PyCFunction)Maker_add_many, METH_VARARGS,
      "add_many(keys, values): append records from two equally long sequences of bytes."},
+    {"add_lines", (PyCFunction)Maker_add_lines, METH_VARARGS,
+     "add_lines(keys, values=None) -> records\n\n"
+     "Add records whose keys (and values) are the lines of newline-separated bytes\n"
+     "(no final newline; empty bytes hold none); values None: every value is empty."},
     {"feed_cdbmake", (PyCFunction)Maker_feed_cdbmake, METH_VARARGS,
      "feed_cdbmake(buffer, start) -> (stop, records, nbytes, done)\n\n"
      "Add the whole, well-formed cdbmake records of buffer[start:]; stop before the first\n"

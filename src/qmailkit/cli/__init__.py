@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 # The command groups, in the order ``qmailkit --help`` lists them.
 COMMAND_MODULES = (
@@ -67,7 +69,25 @@ def run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace, pro
         return 0
 
 
+def exit_now(code: int) -> NoReturn:
+    """Flush our output and leave without the interpreter's teardown.
+
+    For the commands that build millions of objects (``fast_exit``): freeing
+    them one by one at exit costs tens of milliseconds and helps nobody.  Only
+    from a real command line; every file is closed and renamed by then.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run(args.func, args, f"qmailkit {args.command}")
+    code = run(args.func, args, f"qmailkit {args.command}")
+    if argv is None and getattr(args, "fast_exit", False):
+        exit_now(code)
+    return code

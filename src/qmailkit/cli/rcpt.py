@@ -198,7 +198,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = rsub.add_parser("build", help="list every valid recipient, or write validrcptto.cdb",
                         description=_BUILD_DESCRIPTION)
     _add_build_options(p)
-    p.set_defaults(func=_build, prog="qmailkit rcpt build")
+    p.set_defaults(func=_build, prog="qmailkit rcpt build", fast_exit=True)
 
     p = rsub.add_parser(
         "check", help="would qmail-smtpd accept this recipient?",
@@ -216,13 +216,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def mkvalidrcptto_main(argv: Sequence[str] | None = None) -> int:
     """The ``mkvalidrcptto`` command (same as ``qmailkit rcpt build``)."""
-    from qmailkit.cli import Parser, run
+    from qmailkit.cli import Parser, exit_now, run
 
     parser = Parser(prog="mkvalidrcptto", description=_BUILD_DESCRIPTION)
     _add_build_options(parser)
     args = parser.parse_args(argv)
     args.prog = "mkvalidrcptto"
-    return run(_build, args, "mkvalidrcptto")
+    code = run(_build, args, "mkvalidrcptto")
+    if argv is None:
+        exit_now(code)
+    return code
 
 
 if __name__ == "__main__":

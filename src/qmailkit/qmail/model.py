@@ -32,7 +32,6 @@ import re
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 
 from qmailkit.errors import InputError, QmailkitError, os_error
@@ -49,6 +48,7 @@ from qmailkit.qmail.dotqmail import (
 )
 from qmailkit.qmail.shadow import PasswdEntry, read_passwd
 from qmailkit.qmail.validrcptto import fold
+from qmailkit.qmail.vpopmail import mailbox_names
 
 ENC = "utf-8"
 ERRS = "surrogateescape"
@@ -95,12 +95,23 @@ class Options:
 class DomainKeys:
     """One domain's keys in the canonical (sorted) order, with their values and sources."""
 
-    keys: list[bytes]
+    _keys: list[bytes] | None  # None: only _joined is at hand (from a worker)
     values: list[bytes] | None  # None: every value is empty (accept)
     _origins: list[Origin] | None = None  # per key (value, source)
     # From a worker: the distinct origins and, per key, an index into them.
     _packed: tuple[list[Origin], str, bytes] | None = None
     _joined: bytes | None = None  # the keys joined by newlines, if already at hand
+
+    @property
+    def keys(self) -> list[bytes]:
+        if self._keys is None:  # split only when asked: writing the cdb needs only _joined
+            self._keys = _unjoin(self._joined) if self._joined else []
+        return self._keys
+
+    def count(self) -> int:
+        if self._keys is not None:
+            return len(self._keys)
+        return self._joined.count(b"\n") + 1 if self._joined else 0
 
     def joined_keys(self) -> bytes:
         if self._joined is None:
@@ -108,7 +119,7 @@ class DomainKeys:
         return self._joined
 
     def value_list(self) -> list[bytes]:
-        return self.values if self.values is not None else [ACCEPT] * len(self.keys)
+        return self.values if self.values is not None else [ACCEPT] * self.count()
 
     def origins(self) -> list[Origin]:
         if self._origins is None:
@@ -143,7 +154,7 @@ class Recipients:
     warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return sum(len(d.keys) for d in self.domains.values())
+        return sum(d.count() for d in self.domains.values())
 
     def records(self) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) in the canonical order: domains sorted, then keys sorted."""
@@ -176,7 +187,7 @@ class Recipients:
 # Below this many virtual/relayed domains, a worker process costs more than it saves.
 PARALLEL_MIN_DOMAINS = 400
 # A worker's slice is this fraction of one smaller than this process's (measured).
-WORKER_HANDICAP = 0.12
+WORKER_HANDICAP = 0.3
 
 
 def _first(origin: Origin) -> bytes:
@@ -193,8 +204,6 @@ def _unjoin(data: bytes | list[bytes]) -> list[bytes]:
     return data.split(b"\n") if isinstance(data, bytes) else data
 
 
-_NOT_COLON_NL = bytes(set(range(256)) - set(b":\n"))
-_LINE_NAME = re.compile(rb"\n([^:\n]*)")  # the first field of each line (after a newline)
 _QMAIL_EXT = re.compile(rb"^\s*#\s*define\s+QMAIL_EXT\s+1\b", re.MULTILINE)
 # A complete vpasswd line: name and six more colon-separated fields.
 
@@ -500,7 +509,7 @@ class _Builder:
             except OSError as err:
                 raise os_error(err, "cannot read vpasswd") from err
             if data is not None:
-                return self._vpasswd_names(data, text), text
+                return mailbox_names(data, text), text
             db = os.path.join(domain_dir, "vpasswd.cdb")
             if os.path.exists(db):
                 from qmailkit.qmail.vpopmail import read_vpasswd_cdb
@@ -510,34 +519,6 @@ class _Builder:
                 raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb",
                                  path=domain_dir)
         return self._sql_users(domain)
-
-    @staticmethod
-    def _vpasswd_names(data: bytes, path: str) -> list[bytes]:
-        # The hot loop of a big vpopmail install: bulk bytes operations only.
-        # The usual file: every line has a name and the same number (at least
-        # six) of colons; its "shape" (the file without everything else) shows it.
-        body = data[:-1] if data.endswith(b"\n") else data
-        shape = body.translate(None, _NOT_COLON_NL)
-        colons = shape.find(b"\n")
-        if colons < 0:
-            colons = len(shape)
-        if colons >= 6 and shape == (b":" * colons + b"\n") * shape.count(b"\n") + b":" * colons:
-            names = _LINE_NAME.findall(b"\n" + body)
-            if b"" not in names:
-                return b"\n".join(names).lower().split(b"\n")
-        lines = data.lower().split(b"\n")
-        if lines and not lines[-1]:
-            lines.pop()
-        if b"" in lines or b"\r" in lines:
-            lines = [line for line in lines if line.rstrip(b"\r")]
-        names = [line[:line.find(b":")] for line in lines]
-        # vpasswd lines have seven fields and a name; let the careful reader
-        # find and name a damaged line.
-        if b"" in names or min(map(bytes.count, lines, repeat(b":")), default=6) < 6:
-            from qmailkit.qmail.vpopmail import read_vpasswd
-
-            read_vpasswd(path)  # raises with the line number
-        return names
 
     def _vpopmail_program(self, name: str, *args: str) -> str:
         prog = self.vpopmail_home() / "bin" / name
@@ -644,7 +625,7 @@ class _Builder:
             result.domains[_b(domain)] = found
             if notes:
                 self.warnings.extend(notes)
-            if not found.keys:
+            if not found.count():
                 empty.append(domain)
         for domain in empty:
             self.warnings.append(f"{domain}: no valid address found; all mail to it "
@@ -740,8 +721,10 @@ class _Builder:
                         failed = (answer[1], answer[2])
                     continue
                 for domain, keys, values, packed, notes in answer[1]:
-                    found = DomainKeys(_unjoin(keys), None if values is None else _unjoin(values),
-                                       None, packed, keys if isinstance(keys, bytes) else None)
+                    joined = isinstance(keys, bytes)
+                    found = DomainKeys(None if joined else keys,
+                                       None if values is None else _unjoin(values),
+                                       None, packed, keys if joined else None)
                     done[domain] = (found, notes)
         finally:
             for worker in started:
