@@ -81,7 +81,7 @@ def lock(path: str | os.PathLike[str]) -> Iterator[int]:
         yield fd
 
 
-_STATE = b"qmailkit-rcpt-state-1"
+_STATE = b"qmailkit-rcpt-state-2"
 
 
 def _canonical(rec: Recipients) -> tuple[list[tuple[bytes, bytes | None]], bytes]:
@@ -92,17 +92,8 @@ def _canonical(rec: Recipients) -> tuple[list[tuple[bytes, bytes | None]], bytes
     for domain in sorted(rec.domains):
         found = rec.domains[domain]
         # Keys hold no newline or NUL (they come from file names and text lines).
-        count = found.count()
-        joined_keys = found.joined_keys()
-        joined_values = None if found.values is None else b"\n".join(found.values)
-        digest.update(b"%d\0" % count)
-        digest.update(joined_keys)
-        digest.update(b"\0")
-        # all empty: only the newlines between them
-        digest.update(b"\n" * (count - 1) if joined_values is None and count else
-                      joined_values or b"")
-        digest.update(b"\0")
-        parts.append((joined_keys, joined_values))
+        digest.update(found.digest())
+        parts.append((found.joined_keys(), found.joined_values()))
     return parts, digest.hexdigest().encode()
 
 

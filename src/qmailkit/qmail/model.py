@@ -26,6 +26,7 @@ when two sources give the same key, the one qmail would use wins.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 import pickle
 import re
@@ -101,6 +102,7 @@ class DomainKeys:
     # From a worker: the distinct origins and, per key, an index into them.
     _packed: tuple[list[Origin], str, bytes] | None = None
     _joined: bytes | None = None  # the keys joined by newlines, if already at hand
+    _digest: bytes | None = None
 
     @property
     def keys(self) -> list[bytes]:
@@ -115,8 +117,25 @@ class DomainKeys:
 
     def joined_keys(self) -> bytes:
         if self._joined is None:
-            return b"\n".join(self.keys)
+            self._joined = b"\n".join(self.keys)
         return self._joined
+
+    def joined_values(self) -> bytes | None:
+        """The values joined by newlines; None if every value is empty."""
+        return None if self.values is None else b"\n".join(self.values)
+
+    def digest(self) -> bytes:
+        """A sha256 of the records (what mkvalidrcptto -c compares with its last run).
+
+        Each process takes it for the domains it did, so the parent need not.
+        """
+        if self._digest is None:
+            values = self.joined_values()
+            found = hashlib.sha256(b"%d\0" % self.count())
+            found.update(self.joined_keys())
+            found.update(b"\0" if values is None else b"\0\0" + values)
+            self._digest = found.digest()
+        return self._digest
 
     def value_list(self) -> list[bytes]:
         return self.values if self.values is not None else [ACCEPT] * self.count()
@@ -711,6 +730,8 @@ class _Builder:
                 except Exception as err:  # noqa: BLE001 - the first failing domain in order decides
                     failed = (position[domain], err)
                     break
+                if started:  # while the workers work, rather than after
+                    done[domain][0].digest()
             for worker in started:
                 try:
                     answer = pickle.loads(worker.result())
@@ -720,11 +741,11 @@ class _Builder:
                     if failed is None or answer[1] < failed[0]:
                         failed = (answer[1], answer[2])
                     continue
-                for domain, keys, values, packed, notes in answer[1]:
+                for domain, keys, values, packed, notes, digest in answer[1]:
                     joined = isinstance(keys, bytes)
                     found = DomainKeys(None if joined else keys,
                                        None if values is None else _unjoin(values),
-                                       None, packed, keys if joined else None)
+                                       None, packed, keys if joined else None, digest)
                     done[domain] = (found, notes)
         finally:
             for worker in started:
@@ -746,7 +767,7 @@ class _Builder:
                     return pickle.dumps(("error", position[domain], QmailkitError(
                         f"{type(err).__name__}: {err}")))
             values = None if found.values is None else _join(found.values)
-            out.append((domain, _join(found.keys), values, found.pack(), notes))
+            out.append((domain, _join(found.keys), values, found.pack(), notes, found.digest()))
         return pickle.dumps(("ok", out), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _table(self, found: list[Entry], domain: str) -> dict[bytes, Origin]:
