@@ -243,6 +243,11 @@ def parse_lines(stream: BinaryIO, name: str) -> Iterator[Batch]:
     line after the whitespace that follows it (cdbmake-12 kept only the second
     field).  Blank lines and lines starting with ``#`` are skipped.
     """
+    return map(_lines_batch, _line_chunks(stream))
+
+
+def _line_chunks(stream: BinaryIO) -> Iterator[bytes]:
+    """The input in chunks of whole lines (the last one perhaps without its newline)."""
     rest = b""
     while True:
         data = stream.read(CHUNK)
@@ -253,17 +258,14 @@ def parse_lines(stream: BinaryIO, name: str) -> Iterator[Batch]:
         else:
             rest = b""
         if chunk:
-            yield _lines_batch(chunk)
+            yield chunk
         if not data:
             return
 
 
-def _lines_batch(chunk: bytes) -> Batch:
-    lines = chunk.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    # Bulk path: plain keys, one per line (a list of addresses).
-    if (
+def _plain(chunk: bytes) -> bool:
+    """Only plain keys, one per line (a list of addresses): the bulk path's input."""
+    return (
         b" " not in chunk
         and b"\t" not in chunk
         and b"\r" not in chunk
@@ -272,7 +274,14 @@ def _lines_batch(chunk: bytes) -> Batch:
         and b"\n#" not in chunk
         and b"\n\n" not in chunk
         and not chunk.startswith((b"#", b"\n"))
-    ):
+    )
+
+
+def _lines_batch(chunk: bytes) -> Batch:
+    lines = chunk.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    if _plain(chunk):
         return lines, [b""] * len(lines), len(chunk) - chunk.count(b"\n")
     keys, values = [], []
     for line in lines:
@@ -313,10 +322,15 @@ def build(
     from qmailkit import cdb
 
     with cdb.make(path, mode=mode, owner=owner) as writer:
-        if not lines and writer.feeds_cdbmake:
+        if lines:
+            for chunk in _line_chunks(stream):
+                if _plain(chunk):  # no Python object per line
+                    writer.add_lines(chunk[:-1] if chunk.endswith(b"\n") else chunk)
+                else:
+                    writer.add_many(*_lines_batch(chunk))
+        elif writer.feeds_cdbmake:
             _feed_cdbmake(writer, stream, name, cdb.MAX_SIZE)
-            return writer.count
-        batches = parse_lines(stream, name) if lines else parse_cdbmake(stream, name, cdb.MAX_SIZE)
-        for keys, values, nbytes in batches:
-            writer.add_many(keys, values, nbytes)
+        else:
+            for keys, values, nbytes in parse_cdbmake(stream, name, cdb.MAX_SIZE):
+                writer.add_many(keys, values, nbytes)
     return writer.count
