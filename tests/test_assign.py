@@ -128,6 +128,10 @@ def test_from_records_rejects_foreign_cdb():
         assign.from_records([(b"joe", b"x")], "users/cdb")
     with pytest.raises(InputError, match="no empty key"):
         assign.from_records([(b"!joe\0", b"joe\x00500\x00500\x00/h\x00-\x00")], "users/cdb")
+    # uid and gid: ASCII digits, at least one (int() would take "\u0665" or fail on "")
+    for uid in (b"", "\u0665".encode(), b"5x", b"-1"):
+        with pytest.raises(InputError, match="numeric uid and gid"):
+            assign.from_records([(b"!joe\0", b"joe\0" + uid + b"\x00500\x00/h\x00-\x00")])
 
 
 @pytest.mark.parametrize(

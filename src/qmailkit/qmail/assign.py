@@ -180,6 +180,10 @@ def records(entries: Iterable[Assignment]) -> Iterator[tuple[bytes, bytes]]:
     yield b"", wildchars(entries)
 
 
+def _ascii_digits(text: str) -> bool:
+    return text.isdigit() and text.isascii()  # str.isdigit() alone takes any script's digits
+
+
 def from_records(
     items: Iterable[tuple[bytes, bytes]], path: str | os.PathLike[str] = "users/cdb"
 ) -> tuple[list[Assignment], bytes]:
@@ -195,13 +199,15 @@ def from_records(
             continue
         if not key.startswith(b"!"):
             raise InputError(f"record {number}: key {key!r} does not start with '!'", path=path)
-        fields = value.split(b"\0")
-        if len(fields) != 6 or not (fields[1].isdigit() and fields[2].isdigit()):
+        # One decode per record (a big install has tens of thousands); NUL is
+        # never part of a multi-byte character, so splitting after decoding is safe.
+        fields = value.decode(_ENC, _ERRORS).split("\0")
+        if len(fields) != 6 or not (_ascii_digits(fields[1]) and _ascii_digits(fields[2])):
             raise InputError(f"record {number}: value {value!r} is not six NUL-separated fields "
                              "with numeric uid and gid", path=path)
         exact = key.endswith(b"\0")
         name = key[1:-1] if exact else key[1:]
-        user, uid, gid, home, dash, ext = (_decode(f) for f in fields)
+        user, uid, gid, home, dash, ext = fields
         entries.append(Assignment(EXACT if exact else WILDCARD, _decode(name), user, int(uid),
                                   int(gid), home, dash, ext, None, raw_value=value))
     if chars is None:
