@@ -9,8 +9,8 @@ runs), then, in the same run and taking the best of --reps for each side:
   with a worker process per CPU; also with ``-j 1`` (one process) for comparison;
 * B: ``cdb -c OUT`` on the resulting key list (mkvalidrcptto -m output);
 * also ``mkvalidrcptto -c`` when nothing changed (the every-minute cron case);
-* C: ``cat`` of every file in the vpopmail tree, the cost of just reading the
-  input in C (on a VM where an open() costs ~30 us this dominates).
+* C: ``cat`` of every file in the vpopmail tree (through xargs), for scale:
+  what merely reading the input costs a C program.
 
 Prints both times, the ratio A/B (target: at most 5) and A's peak memory
 (target: under 1 GiB), and checks that both cdbs are byte-identical.
