@@ -213,9 +213,11 @@ def _first(origin: Origin) -> bytes:
     return origin[0]
 
 
-def _join(items: list[bytes]) -> bytes | list[bytes]:
-    """Newline-joined, to travel between processes cheaply (a list if an item holds a newline)."""
-    joined = b"\n".join(items)
+def _join(items: list[bytes], joined: bytes | None = None) -> bytes | list[bytes]:
+    """Newline-joined (``joined``, if already at hand), to travel between processes
+    cheaply; the list itself if an item holds a newline."""
+    if joined is None:
+        joined = b"\n".join(items)
     return joined if items and joined.count(b"\n") == len(items) - 1 else items
 
 
@@ -357,8 +359,9 @@ class _Builder:
             raise InputError("control/rcpthosts is missing", path=rcpthosts,
                              hint="without it qmail-smtpd accepts mail for every domain")
         domains: dict[str, str] = {}
+        where = f"{rcpthosts}:"
         for number, value in control.read_control_numbered(rcpthosts):
-            domains.setdefault(fold(value), f"{rcpthosts}:{number}")
+            domains.setdefault(fold(value), f"{where}{number}")
         more = self.control / "morercpthosts.cdb"
         if more.exists():
             from qmailkit import cdb
@@ -376,12 +379,13 @@ class _Builder:
         """A ``key:value`` control file (virtualdomains, smtproutes): folded key -> (value, source)."""
         path = self.control / name
         out: dict[str, tuple[str, str]] = {}
+        where = f"{path}:"
         for number, value in control.read_control_numbered(path):
             key, sep, rest = value.partition(":")
             if not sep:
                 raise InputError(f"no ':' in {value!r}", path=path, line=number,
                                  hint=f"{name} lines are DOMAIN:VALUE")
-            out.setdefault(fold(key), (rest, f"{path}:{number}"))
+            out.setdefault(fold(key), (rest, f"{where}{number}"))
         return path, out
 
     @staticmethod
@@ -767,7 +771,8 @@ class _Builder:
                     return pickle.dumps(("error", position[domain], QmailkitError(
                         f"{type(err).__name__}: {err}")))
             values = None if found.values is None else _join(found.values)
-            out.append((domain, _join(found.keys), values, found.pack(), notes, found.digest()))
+            keys = _join(found.keys, found.joined_keys())
+            out.append((domain, keys, values, found.pack(), notes, found.digest()))
         return pickle.dumps(("ok", out), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _table(self, found: list[Entry], domain: str) -> dict[bytes, Origin]:
