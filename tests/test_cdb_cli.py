@@ -237,3 +237,13 @@ def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path, backend):
         assert dir_listing(mnt) == ["db.cdb"]
     finally:
         subprocess.run(["umount", mnt], check=True)
+
+
+def test_make_with_records_larger_than_a_chunk(tmp_path):
+    """A record longer than the 256 KiB read chunk (and the C writer's 1 MiB buffer)."""
+    records = generated_records(31, 300)
+    records[100:100] = [(b"big", bytes(range(256)) * 5000), (b"\n" * 300_000, b"")]
+    ours = tmp_path / "ours.cdb"
+    proc = qk("cdb", "make", ours, input=cdbmake_input(records))
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert ours.read_bytes() == tinycdb_make(tmp_path / "tiny.cdb", records)
