@@ -31,16 +31,19 @@ directory.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import ctypes
 import ctypes.util
 import datetime as _dt
 import hmac
+import operator
 import os
 import re
 import shlex
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 from qmailkit.cdb import DEFAULT_MAX_SHRINK
@@ -93,13 +96,37 @@ class Skipped:
 
 @dataclass
 class Collected:
-    logins: list[Login] = field(default_factory=list)
+    """The logins found, as auth.cdb records in key order, and what was left out and why.
+
+    ``keys`` and ``values`` are the records (the keys unique, sorted as bytes).
+    Where each login came from is worked out only when asked (``sources``,
+    ``logins``: for ``-d``): on a big install a string per login would cost
+    more than everything else.
+    """
+
+    keys: list[bytes] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    where: Callable[[], list[str]] = field(default=list, repr=False)
 
     def records(self) -> list[tuple[bytes, bytes]]:
         """The auth.cdb records, sorted by key."""
-        return [(login.key(), login.value()) for login in self.logins]
+        return list(zip(self.keys, self.values, strict=True))
+
+    def sources(self) -> list[str]:
+        """Where each login came from (``FILE:LINE``, a file, or a command), in key order."""
+        return self.where()
+
+    @property
+    def logins(self) -> list[Login]:
+        """The records as Login objects, with their sources."""
+        out = []
+        for key, value, source in zip(self.keys, self.values, self.sources(), strict=True):
+            login = key.decode(_ENC, _ERRORS)
+            entry = parse_value(login, value)
+            out.append(Login(login, entry.hash, entry.env, source))
+        return out
 
 
 @dataclass
@@ -345,37 +372,126 @@ def _vpopmail_home(src: Sources) -> Path:
                      hint="give --vpopmail-home")
 
 
-def collect(src: Sources) -> Collected:
-    """Gather every login that may authenticate, with its hash and settings."""
-    from qmailkit.qmail import shadow, vpopmail
+class _Gathered:
+    """Logins in the order the sources give them, and what was left out and why.
 
-    result = Collected()
-    excluder = _Excluder(src.exclude)
-    by_login: dict[str, Login] = {}
-    derived: dict[str, dict[str, str]] = {}  # variables from the sources themselves
+    Keys and hashes are parallel lists of bytes.  ``runs`` says where they came
+    from: ``(first index, FILE)`` for a run read in bulk from lines 1, 2, ... of
+    FILE, ``(first index, [source, ...])`` for logins added one by one.
+    ``careful`` also checks each login against those before it (a duplicate is
+    skipped, naming the first); the bulk path leaves that to one check of the
+    sorted keys, and then gathers again carefully.
+    """
 
-    def add(login: str, hash_: str, source: str) -> None:
-        if excluder.login(login):
-            result.skipped.append(Skipped(login, "excluded", source))
-            return
+    def __init__(self, excluder: _Excluder, careful: bool) -> None:
+        self.excluder = excluder
+        self.careful = careful
+        self.keys: list[bytes] = []
+        self.hashes: list[bytes] = []
+        self.runs: list[tuple[int, str | list[str]]] = []
+        self.skipped: list[Skipped] = []
+        self.notes: list[str] = []
+        self.domains: set[str] = set()
+        self.derived: dict[str, dict[str, str]] = {}  # variables from the sources themselves
+        self._first: dict[str, str] = {}  # login -> source (careful only)
+
+    def add(self, login: str, hash_: str, source: str) -> bool:
+        """Add one login unless it is excluded, its hash unusable or (careful) a duplicate."""
+        if self.excluder.login(login):
+            self.skipped.append(Skipped(login, "excluded", source))
+            return False
         why = _usable_hash(hash_)
         if why:
-            result.skipped.append(Skipped(login, why, source))
-            return
-        if login in by_login:
-            result.skipped.append(Skipped(login, f"duplicate of {by_login[login].source}", source))
-            return
-        by_login[login] = Login(login, hash_, (), source)
+            self.skipped.append(Skipped(login, why, source))
+            return False
+        if self.careful:
+            if login in self._first:
+                self.skipped.append(Skipped(login, f"duplicate of {self._first[login]}", source))
+                return False
+            self._first[login] = source
+        if not self.runs or isinstance(self.runs[-1][1], str):
+            self.runs.append((len(self.keys), []))
+        self.runs[-1][1].append(source)  # type: ignore[union-attr]
+        self.keys.append(login.encode(_ENC, _ERRORS))
+        self.hashes.append(hash_.encode(_ENC, _ERRORS))
+        return True
 
-    domains: set[str] = set()
+    def add_lines(self, keys: bytes, hashes: bytes, path: str) -> None:
+        """The logins of lines 1, 2, ... of ``path``: newline-separated keys and hashes."""
+        if keys:
+            self.runs.append((len(self.keys), path))
+            self.keys.extend(keys.split(b"\n"))
+            self.hashes.extend(hashes.split(b"\n"))
+
+    def sources(self) -> list[str]:
+        """The source of every login, in the order gathered."""
+        out: list[str] = []
+        ends = [start for start, _ in self.runs[1:]] + [len(self.keys)]
+        for (start, run), end in zip(self.runs, ends):  # no runs: no logins
+            if isinstance(run, str):
+                out.extend(f"{run}:{line}" for line in range(1, end - start + 1))
+            else:
+                out.extend(run)
+        return out
+
+
+# A hash byte auth.cdb cannot hold (_usable_hash), for newline-joined hashes.
+_BAD_HASH_BYTE = re.compile(rb'[ ",\x00-\x09\x0b-\x1f\x7f]')
+
+
+def _add_vpasswd_in_bulk(got: _Gathered, domain: str, home: Path, where: str) -> bool:
+    """Add the mailboxes of a domain straight from the bytes of its vpasswd.
+
+    Only when the file is the plain kind (``vpopmail.vpasswd_columns``) and no
+    line needs a second look: a NO_SMTP flag, an unusable hash, an excluded
+    login, a name that is not ASCII (lower-cased as str.lower does).  Returns
+    False, having added nothing, otherwise: the careful path then handles it.
+    """
+    from qmailkit.qmail import vpopmail
+
+    path = home / "vpasswd"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return False  # absent (vpasswd.cdb then) or unreadable: the careful path says which
+    columns = vpopmail.vpasswd_columns(data)
+    if columns is None:
+        return False
+    names, hashes = b"\n".join(columns.names), b"\n".join(columns.hashes)
+    if not names.isascii():
+        return False
+    if any(gid and int(gid) & VPOPMAIL_NO_SMTP for gid in set(columns.gids)):
+        return False
+    if (b"" in columns.hashes or hashes.startswith((b"!", b"*")) or b"\n!" in hashes
+            or b"\n*" in hashes or _BAD_HASH_BYTE.search(hashes)):
+        return False
+    if any(login.endswith("@" + domain) for login in got.excluder.logins):
+        return False
+    got.notes.append(f"{where}: vpopmail domain {domain}: {len(columns.names)} mailboxes "
+                     f"from {path}")
+    at = b"@" + domain.encode(_ENC, _ERRORS)
+    keys = names.lower().replace(b"\n", at + b"\n") + at if names else b""
+    got.add_lines(keys, hashes, str(path))
+    return True
+
+
+def _gather(src: Sources, careful: bool) -> _Gathered:
+    """Every login of the sources, in their order (see _Gathered)."""
+    from qmailkit.qmail import shadow, vpopmail
+
+    excluder = _Excluder(src.exclude)
+    got = _Gathered(excluder, careful)
     if src.vpopmail:
         found, notes = vpopmail_domains(Path(src.qmail_home))
-        result.notes.extend(notes)
+        got.notes.extend(notes)
         for domain, home, where, sql in found:
             if excluder.domain(domain):
-                result.skipped.append(Skipped("@" + domain, "domain excluded", where))
+                got.skipped.append(Skipped("@" + domain, "domain excluded", where))
                 continue
-            domains.add(domain)
+            got.domains.add(domain)
+            if not sql and not careful and _add_vpasswd_in_bulk(got, domain, home, where):
+                continue
             if sql:
                 text, users_source = run_vuserinfo(_vpopmail_home(src), domain)
                 boxes = [(box.name, box.hash, box.flags, users_source)
@@ -386,52 +502,81 @@ def collect(src: Sources) -> Collected:
                 boxes = [(user.name, user.hash, user.gid,
                           f"{users_path}:{user.line}" if user.line else users_source)
                          for user in users]
-            result.notes.append(f"{where}: vpopmail domain {domain}: {len(boxes)} mailboxes "
-                                f"from {users_source}")
+            got.notes.append(f"{where}: vpopmail domain {domain}: {len(boxes)} mailboxes "
+                             f"from {users_source}")
             for name, hash_, flags, source in boxes:
                 login = f"{name.lower()}@{domain}"
                 if flags & VPOPMAIL_NO_SMTP:
-                    result.skipped.append(Skipped(login, "vpopmail NO_SMTP flag set", source))
+                    got.skipped.append(Skipped(login, "vpopmail NO_SMTP flag set", source))
                     continue
-                add(login, hash_, source)
+                got.add(login, hash_, source)
 
     if src.shadow is not None:
         window = shadow.uids_in_window(shadow.read_passwd(src.passwd), src.min_uid, src.max_uid)
         for entry in shadow.read_shadow(src.shadow):
             source = f"{src.shadow}:{entry.line}"
-            account = window.get(entry.name)
-            if account is None:
-                result.skipped.append(Skipped(
+            if window.get(entry.name) is None:
+                got.skipped.append(Skipped(
                     entry.name,
                     f"not in {src.passwd} with a uid in {src.min_uid}-{src.max_uid}", source))
                 continue
-            add(entry.name, entry.hash, source)
-            added = by_login.get(entry.name)
-            if entry.expires_at is not None and added is not None and added.source == source:
-                derived[entry.name] = {"PASSWORD_EXPIRES": str(entry.expires_at)}
+            if got.add(entry.name, entry.hash, source) and entry.expires_at is not None:
+                got.derived[entry.name] = {"PASSWORD_EXPIRES": str(entry.expires_at)}
+    return got
+
+
+def _in_key_order(got: _Gathered) -> tuple[list[int], list[bytes]]:
+    """The gathered indices in the order of their keys (as bytes), and the sorted keys."""
+    keys = got.keys
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return order, list(map(keys.__getitem__, order))
+
+
+def _env(login: str, derived: dict[str, dict[str, str]],
+         per_who: dict[str, list[Setting]]) -> dict[str, str]:
+    """The variables of a login: from its source, then its domain's settings, then its own."""
+    env = dict(derived.get(login, {}))
+    domain = login.rpartition("@")[2] if "@" in login else None
+    for setting in per_who.get("@" + domain, []) if domain else []:
+        env[setting.name] = setting.value
+    for setting in per_who.get(login.lower(), []):
+        env[setting.name] = setting.value
+    return env
+
+
+def collect(src: Sources) -> Collected:
+    """Gather every login that may authenticate, with its hash and settings."""
+    got = _gather(src, careful=False)
+    order, keys = _in_key_order(got)
+    if any(map(operator.eq, keys, islice(keys, 1, None))):
+        # A login twice: gather again one by one, which keeps the first and says so.
+        got = _gather(src, careful=True)
+        order, keys = _in_key_order(got)
+    values = list(map(got.hashes.__getitem__, order))
 
     settings = read_settings(src.settings) if src.settings is not None else []
     per_who: dict[str, list[Setting]] = {}
     for setting in settings:
         per_who.setdefault(setting.who, []).append(setting)
-    folded_logins = {login.lower() for login in by_login}
-    for who, items in per_who.items():
-        hit = who[1:] in domains if who.startswith("@") else who in folded_logins
-        if not hit:
-            result.notes.append(f"{src.settings}:{items[0].line}: {who} matches no login")
+    if per_who:
+        folded_logins = {key.decode(_ENC, _ERRORS).lower() for key in keys}
+        for who, items in per_who.items():
+            hit = who[1:] in got.domains if who.startswith("@") else who in folded_logins
+            if not hit:
+                got.notes.append(f"{src.settings}:{items[0].line}: {who} matches no login")
+    if per_who or got.derived:
+        for i, key in enumerate(keys):
+            login = key.decode(_ENC, _ERRORS)
+            if per_who or login in got.derived:
+                pairs = "".join(f',{name}="{value}"'
+                                for name, value in _env(login, got.derived, per_who).items())
+                values[i] += pairs.encode(_ENC, _ERRORS)
 
-    for login in sorted(by_login, key=lambda s: s.encode(_ENC, _ERRORS)):
-        entry = by_login[login]
-        if per_who or login in derived:
-            env = dict(derived.get(login, {}))
-            domain = login.rpartition("@")[2] if "@" in login else None
-            for setting in per_who.get("@" + domain, []) if domain else []:
-                env[setting.name] = setting.value
-            for setting in per_who.get(login.lower(), []):
-                env[setting.name] = setting.value
-            entry = Login(login, entry.hash, tuple(env.items()), entry.source)
-        result.logins.append(entry)
-    return result
+    def sources() -> list[str]:
+        gathered = got.sources()
+        return [gathered[i] for i in order]
+
+    return Collected(keys, values, got.skipped, got.notes, sources)
 
 
 # --------------------------------------------------------------------------- writing
@@ -462,25 +607,52 @@ def check_target(path: Path, mode: int) -> None:
                          "write, e.g. /var/qmail/control")
 
 
-def _read_existing(path: Path, force: bool) -> list[tuple[bytes, bytes]] | None:
-    """The records of the current file; None if there is none (or it is corrupt and force)."""
+def _same_bytes(path: Path, other: Path) -> bool:
+    with open(path, "rb") as a, open(other, "rb") as b:
+        if os.fstat(a.fileno()).st_size != os.fstat(b.fileno()).st_size:
+            return False
+        while True:
+            x, y = a.read(1 << 20), b.read(1 << 20)
+            if x != y:
+                return False
+            if not x:
+                return True
+
+
+def _compare_existing(
+    path: Path, staged: Path, new: Callable[[], list[tuple[bytes, bytes]]], force: bool
+) -> tuple[int | None, bool]:
+    """The record count of the current file (None if there is none, or it is corrupt and
+    ``force``) and whether it holds the same records as the ``staged`` one, ``new()``.
+
+    Usually the file is the one the last run wrote, byte for byte: no need to
+    read its records.  Otherwise they are read (which checks them) and compared.
+    """
     from qmailkit import cdb
 
     if not path.exists():
-        return None
+        return None, False
+    try:
+        same = _same_bytes(path, staged)
+    except OSError:
+        same = False  # the Reader below says what is wrong with the file
     try:
         with cdb.Reader(path) as reader:
-            return list(reader.items())
+            if same:
+                return len(reader), True
+            old = list(reader.items())
     except InputError as err:
         if force:
-            return None
+            return None, False
         err.hint = "the shrink guard needs the old file; use --force to replace it"
         raise
+    old.sort()
+    return len(old), old == new()
 
 
 def write_cdb(
     path: str | os.PathLike[str],
-    records: Sequence[tuple[bytes, bytes]],
+    records: Sequence[tuple[bytes, bytes]] | Collected,
     *,
     mode: int = DEFAULT_MODE,
     owner: tuple[int, int] | None = None,
@@ -491,36 +663,67 @@ def write_cdb(
 ) -> WriteResult:
     """Write auth.cdb atomically under a lock, with the empty/shrink guards.
 
+    ``records`` are (key, value) pairs in any order, or what ``collect`` found.
     ``only_if_changed``: leave the file (and its mtime) alone when it already
     holds exactly these records with the wanted mode and owner.  A new set that
     is empty, or smaller than the old file's by more than ``max_shrink`` (a
     fraction), is refused unless ``force``.
     """
     from qmailkit import cdb
-    from qmailkit.fsutil import locked
+    from qmailkit.fsutil import TMP_MARK, fsync_dir, locked, remove_stale_temps
 
     path = Path(path)
     check_target(path, mode)
-    new = sorted(records)
+    if isinstance(records, Collected):
+        keys, values = records.keys, records.values  # sorted, keys unique
+        new = records.records
+    else:
+        pairs = sorted(records)
+        keys, values = [key for key, _ in pairs], [value for _, value in pairs]
+        new = pairs.copy
     with locked(path.parent / f".{path.name}.lock", wait=lock_wait, what="another mkauth run"):
-        old = _read_existing(path, force)
-        old_count = None if old is None else len(old)
-        if only_if_changed and old is not None and sorted(old) == new:
-            st = path.stat()
-            right_owner = owner is None or all(
-                want in (-1, have) for want, have in zip(owner, (st.st_uid, st.st_gid)))
-            if stat.S_IMODE(st.st_mode) == mode and right_owner:
-                return WriteResult(path, False, len(new), old_count, "unchanged")
-        cdb.check_shrink(len(new), old_count, path=path, noun="logins",
-                         empty_effect="fails every AUTH", max_shrink=max_shrink, force=force)
-        cdb.write(path, new, mode=mode, owner=owner)
-    if old is None:
+        # Build the new file beside the old one first: comparing the two is far
+        # cheaper than reading a big cdb record by record.  It is renamed into
+        # place only once the guards pass.
+        remove_stale_temps(path)
+        staged = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
+        try:
+            try:
+                with cdb.make(staged, mode=mode) as writer:
+                    writer.add_many(keys, values)
+            except QmailkitError as err:
+                # Name the file being written (as before staging), not the staged copy.
+                err.message = err.message.replace(str(staged), str(path))
+                if err.path is not None:
+                    err.path = err.path.replace(str(staged), str(path))
+                raise
+            old_count, same = _compare_existing(path, staged, new, force)
+            if only_if_changed and same:
+                st = path.stat()
+                right_owner = owner is None or all(
+                    want in (-1, have) for want, have in zip(owner, (st.st_uid, st.st_gid)))
+                if stat.S_IMODE(st.st_mode) == mode and right_owner:
+                    return WriteResult(path, False, len(keys), old_count, "unchanged")
+            cdb.check_shrink(len(keys), old_count, path=path, noun="logins",
+                             empty_effect="fails every AUTH", max_shrink=max_shrink, force=force)
+            try:
+                if owner is not None:
+                    os.chown(staged, owner[0], owner[1])
+                    os.chmod(staged, mode)  # chown may clear bits; the mode is exact
+                os.rename(staged, path)
+                fsync_dir(path.parent)
+            except OSError as err:
+                raise os_error(err, f"cannot write {path}") from err
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+    if old_count is None:
         reason = "created"
-    elif sorted(old) == new:
+    elif same:
         reason = "rewritten (records unchanged; mode or owner fixed)"
     else:
         reason = "replaced"
-    return WriteResult(path, True, len(new), old_count, reason)
+    return WriteResult(path, True, len(keys), old_count, reason)
 
 
 # --------------------------------------------------------------------------- checking

@@ -151,23 +151,25 @@ def _build(args: argparse.Namespace) -> int:
     if args.debug:
         for note in found.notes:
             print(f"note: {note}", file=sys.stderr)
-        for login in found.logins:
-            print(f"login: {login.login} from {login.source}", file=sys.stderr)
+        for key, source in zip(found.keys, found.sources(), strict=True):
+            print(f"login: {key.decode('utf-8', 'surrogateescape')} from {source}",
+                  file=sys.stderr)
         for skip in found.skipped:
             print(f"skipped: {skip.login} ({skip.reason}) from {skip.source}", file=sys.stderr)
-    records = found.records()
     if not args.cdb:
         out = sys.stdout.buffer
-        for key, value in records:
-            if args.cdbmake:
-                out.write(b"+%d,%d:%s->%s\n" % (len(key), len(value), key, value))
-            else:
-                out.write(key + b" " + value + b"\n")
+        if args.cdbmake:
+            lines = map(b"+%d,%d:%s->%s\n".__mod__,
+                        zip(map(len, found.keys), map(len, found.values), found.keys,
+                            found.values))
+        else:
+            lines = map(b"%s %s\n".__mod__, zip(found.keys, found.values))
+        out.writelines(lines)
         if args.cdbmake:
             out.write(b"\n")
         out.flush()
         return 0
-    result = auth.write_cdb(args.cdb, records, mode=args.mode, owner=owner,
+    result = auth.write_cdb(args.cdb, found, mode=args.mode, owner=owner,
                             only_if_changed=True, max_shrink=args.max_shrink, force=args.force)
     noun = "login" if result.count == 1 else "logins"
     if result.written:

@@ -168,3 +168,42 @@ def _python_names(data: bytes, path: str) -> list[bytes]:
     if b"" in names or min(map(bytes.count, lines, repeat(b":")), default=6) < 6:
         read_vpasswd(path)  # raises with the line number
     return names
+
+
+@dataclass(frozen=True, slots=True)
+class VpasswdColumns:
+    """Three columns of a whole vpasswd file, line i of the file in row i-1."""
+
+    names: list[bytes]  # as written (not lower-cased)
+    hashes: list[bytes]
+    gids: list[bytes]  # the flag word: ASCII digits, or b"" (0, as atoi reads it)
+
+
+def vpasswd_columns(data: bytes) -> VpasswdColumns | None:
+    """The names, hashes and gid flag words of a vpasswd file's bytes, read in bulk.
+
+    The hot loop of mkauth on a big vpopmail install: a few bytes operations
+    per file, no object per line beyond the fields.  Reads only the plain
+    file vpopmail writes: every line with the same number (at least six) of
+    colons, a name, ASCII digits (or nothing) for uid and gid, no blank line.
+    Anything else gives None: the caller then uses ``read_vpasswd``, which
+    accepts the odd line or names it in its error, and numbers lines itself.
+    """
+    if not data:
+        return VpasswdColumns([], [], [])
+    body = data[:-1] if data.endswith(b"\n") else data
+    shape = body.translate(None, _NOT_COLON_NL)
+    colons = shape.find(b"\n")
+    if colons < 0:
+        colons = len(shape)
+    if colons < 6 or shape != (b":" * colons + b"\n") * shape.count(b"\n") + b":" * colons:
+        return None
+    # Uniform lines: all fields of the file in one list, a fixed stride per line.
+    fields = body.replace(b"\n", b":").split(b":")
+    stride = colons + 1
+    names, hashes = fields[0::stride], fields[1::stride]
+    uids, gids = fields[2::stride], fields[3::stride]
+    numbers = b"".join(uids) + b"".join(gids)
+    if b"" in names or (numbers and not numbers.isdigit()):
+        return None
+    return VpasswdColumns(names, hashes, gids)
