@@ -137,8 +137,8 @@ def test_plain_domains_in_bulk(tmp_path):
     assert found.notes == [
         f"{assign}:1: vpopmail domain b.example: 2 mailboxes from {b}/vpasswd",
         f"{assign}:2: vpopmail domain a.example: 2 mailboxes from {a}/vpasswd",
-        f"{assign}:3: vpopmail domain empty.example: 0 mailboxes from "
-        f"{tmp_path}/domains/empty.example/vpasswd"]
+        (f"{assign}:3: vpopmail domain empty.example: 0 mailboxes from "
+         f"{tmp_path}/domains/empty.example/vpasswd")]
 
 
 SECOND_LOOK = {
