@@ -44,9 +44,9 @@ def make_domains(root: Path, domains: dict[str, str | bytes], extra_assign: str 
     return qmail
 
 
-def outcome(found: auth.Collected):
-    return (found.records(), found.sources(),
-            [(s.login, s.reason, s.source) for s in found.skipped], found.notes)
+def assert_nbytes(found: auth.Collected) -> None:
+    # The cdb writer trusts it for its 4 GiB check, so it must be exact.
+    assert found.nbytes == sum(map(len, found.keys)) + sum(map(len, found.values))
 
 
 def gathered(src: auth.Sources, careful: bool):
@@ -134,6 +134,7 @@ def test_plain_domains_in_bulk(tmp_path):
                                                                  f"{b}/vpasswd:2")]
     assert found.skipped == []
     assign = qmail / "users" / "assign"
+    assert_nbytes(found)
     assert found.notes == [
         f"{assign}:1: vpopmail domain b.example: 2 mailboxes from {b}/vpasswd",
         f"{assign}:2: vpopmail domain a.example: 2 mailboxes from {a}/vpasswd",
@@ -173,6 +174,7 @@ def test_lines_needing_a_second_look(tmp_path, case):
     if not skipped:
         keys.add(row[0].lower().encode() + b"@d.example")
     assert set(found.keys) == keys
+    assert_nbytes(found)
 
 
 def test_exclusions_with_bulk_domains(tmp_path):
@@ -200,6 +202,7 @@ def test_a_login_twice_is_gathered_again_carefully(tmp_path):
     found = auth.collect(auth.Sources(qmail_home=qmail, shadow=shadow, passwd=passwd))
     first = f"{a}/vpasswd:1"
     assert found.records() == [(b"anna@a.example", H1.encode())]
+    assert_nbytes(found)
     assert found.sources() == [first]
     assert [(s.login, s.reason, s.source) for s in found.skipped] == [
         ("anna@a.example", f"duplicate of {first}", f"{a}/vpasswd:2"),
@@ -227,6 +230,7 @@ def test_settings_and_expiry_with_bulk_domains(tmp_path):
         (b"joe", f'{H3},PASSWORD_EXPIRES="1728000000"'.encode()),
     ]
     assert found.notes[-1] == f"{conf}:3: none@a.example matches no login"
+    assert_nbytes(found)
     assert [(x.login, x.hash, x.env) for x in found.logins][2] == (
         "bert@a.example", H2, (("MAXRCPT", "9"), ("X", "1")))
 
@@ -282,6 +286,7 @@ def test_bulk_gathering_agrees_with_careful_gathering(tmp_path_factory, texts, e
     assert found.values == [careful[1][i] for i in order]
     assert found.sources() == [careful[2][i] for i in order]
     assert [(s.login, s.reason, s.source) for s in found.skipped] == careful[3]
+    assert_nbytes(found)
 
 
 # --------------------------------------------------------------------------- writing

@@ -45,7 +45,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 from qmailkit.cdb import DEFAULT_MAX_SHRINK
 from qmailkit.errors import InputError, QmailkitError, os_error
@@ -110,6 +109,8 @@ class Collected:
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     where: Callable[[], list[str]] = field(default=list, repr=False)
+    nbytes: int | None = None  # the length of all keys and values, if known
+
 
     def records(self) -> list[tuple[bytes, bytes]]:
         """The auth.cdb records, sorted by key."""
@@ -396,6 +397,7 @@ class _Gathered:
         self.notes: list[str] = []
         self.domains: set[str] = set()
         self.derived: dict[str, dict[str, str]] = {}  # variables from the sources themselves
+        self.nbytes = 0  # of keys and hashes: the cdb writer needs it, counting is slow later
         self._first: dict[str, str] = {}  # login -> source (careful only)
 
     def add(self, login: str, hash_: str, source: str) -> bool:
@@ -417,14 +419,17 @@ class _Gathered:
         self.runs[-1][1].append(source)  # type: ignore[union-attr]
         self.keys.append(login.encode(_ENC, _ERRORS))
         self.hashes.append(hash_.encode(_ENC, _ERRORS))
+        self.nbytes += len(self.keys[-1]) + len(self.hashes[-1])
         return True
 
     def add_lines(self, keys: bytes, hashes: bytes, path: str) -> None:
         """The logins of lines 1, 2, ... of ``path``: newline-separated keys and hashes."""
         if keys:
             self.runs.append((len(self.keys), path))
+            start = len(self.keys)
             self.keys.extend(keys.split(b"\n"))
             self.hashes.extend(hashes.split(b"\n"))
+            self.nbytes += len(keys) + len(hashes) - 2 * (len(self.keys) - start - 1)
 
     def sources(self) -> list[str]:
         """The source of every login, in the order gathered."""
@@ -557,6 +562,7 @@ def collect(src: Sources) -> Collected:
         got = _gather(src, careful=True)
         order, keys = _in_key_order(got)
     values = list(map(got.hashes.__getitem__, order))
+    nbytes = got.nbytes
 
     settings = read_settings(src.settings) if src.settings is not None else []
     per_who: dict[str, list[Setting]] = {}
@@ -574,13 +580,15 @@ def collect(src: Sources) -> Collected:
             if per_who or login in got.derived:
                 pairs = "".join(f',{name}="{value}"'
                                 for name, value in _env(login, got.derived, per_who).items())
-                values[i] += pairs.encode(_ENC, _ERRORS)
+                added = pairs.encode(_ENC, _ERRORS)
+                values[i] += added
+                nbytes += len(added)
 
     def sources() -> list[str]:
         gathered = got.sources()
         return [gathered[i] for i in order]
 
-    return Collected(keys, values, got.skipped, got.notes, sources)
+    return Collected(keys, values, got.skipped, got.notes, sources, nbytes)
 
 
 # --------------------------------------------------------------------------- writing
@@ -654,18 +662,6 @@ def _compare_existing(
     return len(old), old == new()
 
 
-def _add_records(writer: Any, keys: list[bytes], values: list[bytes]) -> None:
-    # Newline-joined is the writer's fastest path; a key or value with a newline
-    # of its own (vpasswd.cdb names may have one) needs the general one.
-    joined_keys, joined_values = b"\n".join(keys), b"\n".join(values)
-    newlines = len(keys) - 1
-    if (joined_keys or newlines) and joined_keys.count(b"\n") == newlines \
-            and joined_values.count(b"\n") == newlines:
-        writer.add_lines(joined_keys, joined_values)
-    else:
-        writer.add_many(keys, values)
-
-
 def write_cdb(
     path: str | os.PathLike[str],
     records: Sequence[tuple[bytes, bytes]] | Collected,
@@ -692,11 +688,11 @@ def write_cdb(
     check_target(path, mode)
     if isinstance(records, Collected):
         keys, values = records.keys, records.values  # sorted, keys unique
-        new = records.records
+        nbytes, new = records.nbytes, records.records
     else:
         pairs = sorted(records)
         keys, values = [key for key, _ in pairs], [value for _, value in pairs]
-        new = pairs.copy
+        nbytes, new = None, pairs.copy
     with locked(path.parent / f".{path.name}.lock", wait=lock_wait, what="another mkauth run"):
         # Build the new file beside the old one first: comparing the two is far
         # cheaper than reading a big cdb record by record.  It is renamed into
@@ -706,7 +702,7 @@ def write_cdb(
         try:
             try:
                 with cdb.make(staged, mode=mode) as writer:
-                    _add_records(writer, keys, values)
+                    writer.add_many(keys, values, nbytes)
             except QmailkitError as err:
                 # Name the file being written (as before staging), not the staged copy.
                 err.message = err.message.replace(str(staged), str(path))
