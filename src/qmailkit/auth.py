@@ -108,9 +108,8 @@ class Collected:
     values: list[bytes] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    where: Callable[[], list[str]] = field(default=list, repr=False)
+    where: Callable[[], list[str]] = field(default=list, repr=False)  # what sources() returns
     nbytes: int | None = None  # the length of all keys and values, if known
-
 
     def records(self) -> list[tuple[bytes, bytes]]:
         """The auth.cdb records, sorted by key."""
