@@ -415,3 +415,21 @@ def test_command_output_from_bulk_domains(tmp_path):
         f"login: zoe@b.example from {b}/vpasswd:1",
         f"skipped: adam@b.example (vpopmail NO_SMTP flag set) from {b}/vpasswd:2",
     ]
+
+
+def test_exists_answers_as_pathlib_does(tmp_path):
+    (tmp_path / "file").write_text("x")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    cases = [tmp_path / "file", tmp_path / "missing", tmp_path / "file" / "below", loop,
+             tmp_path / "nul\0", tmp_path / ("x" * 5000)]
+    for path in cases:
+        try:
+            expected: object = Path(path).exists()
+        except OSError as err:
+            expected = err.errno
+        try:
+            got: object = auth._exists(str(path))
+        except OSError as err:
+            got = err.errno
+        assert got == expected, path

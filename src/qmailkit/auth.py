@@ -35,6 +35,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import datetime as _dt
+import errno
 import hmac
 import operator
 import os
@@ -260,6 +261,20 @@ def _is_vdelivermail_dir(home: Path) -> bool:
         return False
 
 
+def _exists(path: str) -> bool:
+    """Path(path).exists() without building a Path (once per domain, 10,000s of them):
+    False for a missing file, an error for one that cannot be looked at."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return False
+        raise
+    except ValueError:  # a NUL in the name
+        return False
+    return True
+
+
 def vpopmail_domains(qmail_home: Path) -> tuple[list[tuple[str, Path, str, bool]], list[str]]:
     """The vpopmail domains named in users/assign and notes on the entries that are not.
 
@@ -287,9 +302,7 @@ def vpopmail_domains(qmail_home: Path) -> tuple[list[tuple[str, Path, str, bool]
             continue
         home = Path(entry.home)
         domain = entry.local[:-1].lower()
-        # os.path, not pathlib: this runs once per domain, and there may be 10,000s.
-        if (os.path.exists(os.path.join(entry.home, "vpasswd"))
-                or os.path.exists(os.path.join(entry.home, "vpasswd.cdb"))):
+        if _exists(os.path.join(home, "vpasswd")) or _exists(os.path.join(home, "vpasswd.cdb")):
             found.append((domain, home, where, False))
         elif _is_vdelivermail_dir(home):
             found.append((domain, home, where, True))
