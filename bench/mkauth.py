@@ -16,7 +16,6 @@ that both cdbs are byte-identical.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -26,24 +25,11 @@ HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(HERE))
 
-from mkvalidrcptto import timed  # the same measurement as its sibling
+from mkvalidrcptto import timed, tree_from_args  # the same measurement as its sibling
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--domains", type=int, default=10_000)
-    ap.add_argument("--mailboxes", type=int, default=100)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--tree", type=Path, help="where the tree lives (default: in /tmp)")
-    args = ap.parse_args()
-    tree = args.tree or Path(f"/tmp/qmailkit-bench-vpopmail-{args.domains}x{args.mailboxes}")
-    done = tree / ".complete"
-    if not done.exists():
-        print(f"generating {tree} ...", flush=True)
-        subprocess.run([sys.executable, str(HERE / "gen_vpopmail_tree.py"), str(tree),
-                        "--domains", str(args.domains), "--mailboxes", str(args.mailboxes)],
-                       check=True)
-        done.touch()
+    args, tree = tree_from_args(__doc__)
     # auth.cdb holds hashes: mkauth refuses a world-writable directory.
     work = tree / "out" / "auth"
     work.mkdir(parents=True, exist_ok=True)

@@ -46,8 +46,9 @@ def timed(cmd: list[str], stdin_path: Path | None = None) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def tree_from_args(doc: str) -> tuple[argparse.Namespace, Path]:
+    """The options both vpopmail-tree benchmarks take, and the tree (generated once)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--domains", type=int, default=10_000)
     ap.add_argument("--mailboxes", type=int, default=100)
     ap.add_argument("--reps", type=int, default=5)
@@ -61,6 +62,11 @@ def main() -> int:
                         "--domains", str(args.domains), "--mailboxes", str(args.mailboxes)],
                        check=True)
         done.touch()
+    return args, tree
+
+
+def main() -> int:
+    args, tree = tree_from_args(__doc__)
     work = tree / "out"
     work.mkdir(exist_ok=True)
     # As installed (pip writes .pyc files): not compiling the sources on every run
