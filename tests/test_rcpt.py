@@ -214,7 +214,8 @@ def test_mkvalidrcptto_alias(tree, tmp_path):
     assert done.stdout == f"mkvalidrcptto: {out}: wrote 10 keys\n"
     assert cdb_dump_keys(out) == ALL
     bad = run(tree, "-c", str(out), "--max-shrink", "120", prog=[str(MKVALIDRCPTTO)])
-    assert bad.returncode == 100 and "mkvalidrcptto: fatal: --max-shrink 120" in bad.stderr
+    assert bad.returncode == 100
+    assert "mkvalidrcptto: usage: argument --max-shrink: not between 0 and 100: '120'" in bad.stderr
     usage = run(tree, "--max-shrink", "lots", prog=[str(MKVALIDRCPTTO)])
     assert usage.returncode == 100
     assert "mkvalidrcptto: usage: argument --max-shrink: not a percentage: 'lots'" in usage.stderr

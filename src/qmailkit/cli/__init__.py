@@ -36,6 +36,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(100, f"{self.prog}: usage: {message}\n")
 
 
+def percent(text: str) -> float:
+    """An argparse type: a percentage from 0 to 100, with or without the % sign, as a fraction."""
+    try:
+        number = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"not between 0 and 100: {text!r}")
+    return number / 100
+
+
 def build_parser() -> argparse.ArgumentParser:
     from qmailkit import __version__
 

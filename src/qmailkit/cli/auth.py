@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from qmailkit.cli import percent
+
 DEFAULT_CDB = "/var/qmail/control/auth.cdb"
 
 # auth check exit codes (documented in docs/mkauth.md).
@@ -18,17 +20,6 @@ BUILD_DESCRIPTION = (
     "value = the crypt(3) hash plus optional ,VAR=\"value\" pairs. Without -c the records are "
     "printed (LOGIN VALUE lines, or cdbmake format with -m)."
 )
-
-
-def _percent(text: str) -> float:
-    value = text.rstrip("%")
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
-    if not 0 <= number <= 100:
-        raise argparse.ArgumentTypeError(f"not between 0 and 100: {text!r}")
-    return number / 100
 
 
 def _mode(text: str) -> int:
@@ -74,7 +65,7 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
                         help="group of the cdb, e.g. the group qmail-smtpd runs as")
     safety.add_argument("--mode", type=_mode, default=0o640, metavar="OCTAL",
                         help="file mode (default 0640; bits for others are refused)")
-    safety.add_argument("--max-shrink", type=_percent, default=0.20, metavar="PERCENT",
+    safety.add_argument("--max-shrink", type=percent, default=0.20, metavar="PERCENT",
                         help="refuse to lose more than this share of the logins (default 20)")
     safety.add_argument("--force", action="store_true",
                         help="write even if the result is empty or shrank too much")

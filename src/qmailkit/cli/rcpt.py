@@ -7,6 +7,8 @@ import contextlib
 import sys
 from collections.abc import Iterator, Sequence
 
+from qmailkit.cli import percent
+
 _BUILD_DESCRIPTION = (
     "Read the qmail configuration (rcpthosts, morercpthosts.cdb, locals, virtualdomains, "
     "smtproutes, users/cdb, system accounts and their .qmail files, the alias user and "
@@ -19,14 +21,6 @@ _BUILD_DESCRIPTION = (
     "smtproutes). Exit 0 done, 100 configuration or input to fix (nothing written), "
     "111 system trouble or another run holding the lock."
 )
-
-
-def _percent(text: str) -> float:
-    """A percentage, with or without the % sign."""
-    try:
-        return float(text.strip().removesuffix("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
 
 
 def _jobs(text: str) -> int:
@@ -54,7 +48,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
                    help="no warnings (catch-all domains, skipped users...) on stderr")
     p.add_argument("--force", action="store_true",
                    help="with -c: write even an empty key set, or one that shrank a lot")
-    p.add_argument("--max-shrink", type=_percent, default=20.0, metavar="PERCENT",
+    p.add_argument("--max-shrink", type=percent, default=0.20, metavar="PERCENT",
                    help="with -c: refuse a key set this much smaller than the file's "
                    "(default 20)")
     _add_model_options(p)
@@ -137,10 +131,7 @@ def _no_gc() -> Iterator[None]:
 
 def _build(args: argparse.Namespace) -> int:
     from qmailkit import rcpt
-    from qmailkit.errors import InputError
 
-    if not 0 <= args.max_shrink <= 100:
-        raise InputError(f"--max-shrink {args.max_shrink} is not a percentage (0-100)")
     opts = _options(args)
     guard = rcpt.lock(args.cdb) if args.cdb else contextlib.nullcontext()
     with _no_gc(), guard as state_fd:
@@ -153,7 +144,7 @@ def _build(args: argparse.Namespace) -> int:
         out = sys.stdout.buffer
         if args.cdb:
             result = rcpt.write_cdb(args.cdb, rec, force=args.force,
-                                    max_shrink=args.max_shrink / 100, state_fd=state_fd)
+                                    max_shrink=args.max_shrink, state_fd=state_fd)
             was = "" if result.previous is None else f" (was {result.previous})"
             if result.written:
                 print(f"{args.prog}: {result.path}: wrote {result.keys} keys{was}")
