@@ -42,11 +42,15 @@ def register(sub: argparse._SubParsersAction) -> None:
              "Create or update every service directory in place (atomic writes, exact modes), "
              "compile tcp rules, link new services into the scan directory and restart the "
              "services whose files changed. A file edited by hand since the last apply is "
-             "not replaced without --force.")
+             "not replaced without --force. With --prune, services dropped from the config "
+             "are unlinked, stopped and their directories kept as .retired-NAME-STAMP.")
     sp.add_argument("-n", "--dry-run", action="store_true",
                     help="only show what would change (with diffs)")
     sp.add_argument("--force", action="store_true",
                     help="replace files that were edited by hand since the last apply")
+    sp.add_argument("--prune", action="store_true",
+                    help="retire services that are no longer in the config: unlink and stop "
+                         "them, keep their directories as .retired-NAME-STAMP")
     sp.add_argument("-q", "--quiet", action="store_true", help="do not print the diffs")
     sp.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                     help="wait up to SECONDS for new and restarted services to be up; "
@@ -105,7 +109,7 @@ def apply(args: argparse.Namespace) -> int:
     from qmailkit.services import apply as applying
 
     cfg = _load(args)
-    result = applying.apply(cfg, dry_run=args.dry_run, force=args.force)
+    result = applying.apply(cfg, dry_run=args.dry_run, force=args.force, prune=args.prune)
     for warning in result.warnings:
         print(f"qmailkit services apply: warning: {warning}", file=sys.stderr)
     if not result.changes:
@@ -117,6 +121,12 @@ def apply(args: argparse.Namespace) -> int:
         for change in result.changes:
             if change.diff:
                 sys.stdout.write(change.diff)
+    for r in result.retired:
+        if r.in_scan_dir:
+            was = "was in the scan directory"
+        else:
+            was = f"was linked as {r.link}" if r.link else "was not linked"
+        print(f"retired {r.name} ({was}); kept its files in {r.kept_in}")
     for target in result.restarted:
         print(f"restarted {target}")
     if args.wait > 0 and not args.dry_run:

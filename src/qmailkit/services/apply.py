@@ -11,6 +11,12 @@ Hand edits are never lost silently: each service directory keeps a small
 state file (``.qmailkit-state``) with the SHA-256 of every file we wrote.  A
 file whose content no longer matches what we wrote (or that exists but was
 never written by us) was edited by hand; replacing it needs ``force``.
+
+A service dropped from the config is left running unless ``prune`` is set; then
+it is retired: unlinked from the scan directory, stopped with its logger (the
+way its supervisor is meant to be told), and its directory renamed to
+``.retired-NAME-STAMP`` so its logs are kept and a later service of the same
+name starts clean.  Only directories holding our state file are candidates.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import os
 import pwd
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +39,8 @@ from qmailkit.fsutil import atomic_write, fsync_dir, locked
 STATE_FILE = ".qmailkit-state"
 LOCK_FILE = ".qmailkit-apply.lock"
 LOG_DIR = "log/main"
+RETIRED_PREFIX = ".retired-"
+STOP_TIMEOUT = 10.0  # seconds a retired service and its logger get to stop
 
 
 @dataclass
@@ -39,7 +48,8 @@ class Change:
     """One thing ``apply`` does (or would do) to one service."""
 
     service: str
-    action: str  # new-service, mkdir, create, update, remove, mode, owner, rules, link, edited
+    action: str  # new-service, mkdir, create, update, remove, mode, owner, rules, link, edited,
+    #              retire
     path: str  # relative to the service directory ("" for the directory itself)
     diff: str = ""  # unified diff for created/updated/removed files
     detail: str = ""
@@ -51,10 +61,21 @@ class Change:
 
 
 @dataclass
+class Retired:
+    """A service dropped from the config that apply --prune stopped and moved aside."""
+
+    name: str
+    link: str | None  # the scan directory entry removed (None: it was not linked)
+    kept_in: str  # where its directory (and its logs) now are
+    in_scan_dir: bool = False  # it lived in the scan directory itself (no link)
+
+
+@dataclass
 class ApplyResult:
     changes: list[Change] = field(default_factory=list)
     restarted: list[str] = field(default_factory=list)  # "mx", "mx/log"
     warnings: list[str] = field(default_factory=list)
+    retired: list[Retired] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -240,13 +261,17 @@ def _log_ids(svc: Any) -> tuple[int, int] | None:
     return _user_ids(svc.log_owner, "log user")
 
 
-def _plan(config: Any, rendered: Mapping[str, Any], root: Path
+def _plan(config: Any, rendered: Mapping[str, Any], root: Path, prune: bool = False
           ) -> tuple[list[Change], list[Change]]:
     changes: list[Change] = []
     edited: list[Change] = []
+    scan_dir = Path(config.supervisor.scan_dir)
+    if prune:
+        # first: a dropped service may hold a port or a name a new one needs
+        changes += [r.change() for r in retirees(rendered, root, scan_dir) if r.retirable]
     for name, svc in rendered.items():
         _plan_service(name, svc, root / name, _log_ids(svc), changes, edited)
-        _plan_link(name, root / name, Path(config.supervisor.scan_dir), changes)
+        _plan_link(name, root / name, scan_dir, changes)
     for name, src, cdb in _rules_pairs(rendered):
         if _rules_stale(src, cdb):
             changes.append(Change(name, "rules", "", detail=f"{src} -> {cdb}"))
@@ -266,12 +291,13 @@ def _rules_stale(src: Path, cdb: Path) -> bool:
 
 
 def plan(config: Any, rendered: Mapping[str, Any],
-         root: str | os.PathLike[str] | None = None) -> list[Change]:
-    """What ``apply`` would change, hand-edited files included (action ``edited``).
+         root: str | os.PathLike[str] | None = None, *, prune: bool = False) -> list[Change]:
+    """What ``apply`` would change, hand-edited files included (action ``edited``), and with
+    ``prune`` the dropped services it would retire (action ``retire``).
 
     A rules source that would be compiled is parsed too: a bad rule is an InputError.
     """
-    changes, edited = _plan(config, rendered, _root_of(config, root))
+    changes, edited = _plan(config, rendered, _root_of(config, root), prune)
     _parse_stale_rules(rendered)
     return changes + edited
 
@@ -355,8 +381,9 @@ def _link(link: Path, target: Path) -> None:
         raise os_error(err, "cannot link the service into the scan directory") from err
 
 
-def _rescan(kind: str, scan_dir: Path) -> None:
-    """Ask s6-svscan to look at the scan directory now (what ``s6-svscanctl -a`` does).
+def _rescan(kind: str, scan_dir: Path, letters: bytes = b"a") -> None:
+    """Ask s6-svscan to look at the scan directory now (what ``s6-svscanctl -a`` does;
+    ``an`` also ends the supervisors of entries that are gone, like ``s6-svscanctl -an``).
 
     svscan (every 5 s) and runsvdir (about 1 s) notice new entries by themselves.
     """
@@ -368,7 +395,7 @@ def _rescan(kind: str, scan_dir: Path) -> None:
     except OSError:
         return  # no scanner running: the services start when it does
     try:
-        os.write(fd, b"a")
+        os.write(fd, letters)
     finally:
         os.close(fd)
 
@@ -396,12 +423,14 @@ def _refuse_dangerous(config: Any, rendered: Mapping[str, Any]) -> None:
 
 def apply(config: Any, rendered: Mapping[str, Any] | None = None,
           root: str | os.PathLike[str] | None = None, *, dry_run: bool = False,
-          force: bool = False) -> ApplyResult:
+          force: bool = False, prune: bool = False) -> ApplyResult:
     """Bring the service directories in line with the config; see the module text.
 
     Raises InputError, before writing anything, when the config would open a
     relay (or force TLS or AUTH on the MX) — ``force`` does not override that —
     or when a file was edited by hand since the last apply and ``force`` is not set.
+    With ``prune``, services dropped from the config are retired (``retire``);
+    without it, each one only gets a warning.
     """
     if rendered is None:
         from qmailkit.services.render import render
@@ -418,7 +447,8 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
                 "will not start until they do")
 
     if dry_run:
-        result.changes = plan(config, rendered, root_dir)
+        result.changes = plan(config, rendered, root_dir, prune=prune)
+        result.warnings += _dropped_warnings(rendered, root_dir, scan_dir, prune)
         return result
 
     try:
@@ -426,7 +456,8 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
     except OSError as err:
         raise os_error(err, "cannot create the service root") from err
     with locked(root_dir / LOCK_FILE, wait=10, what="another qmailkit services apply"):
-        changes, edited = _plan(config, rendered, root_dir)
+        changes, edited = _plan(config, rendered, root_dir, prune)
+        result.warnings += _dropped_warnings(rendered, root_dir, scan_dir, prune)
         if edited and not force:
             files = ", ".join(f"{c.service}/{c.path}" for c in edited)
             raise InputError(
@@ -443,6 +474,12 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
 
         parsed_rules = _parse_stale_rules(rendered)
         sup = _supervisor(config)
+        if any(c.action == "retire" for c in todo):
+            retired, late = _retire(config.supervisor.kind, sup, root_dir, scan_dir,
+                                    {c.service for c in todo if c.action == "retire"},
+                                    rendered)
+            result.retired = retired
+            result.warnings += late
         for name, svc in rendered.items():
             sdir = root_dir / name
             mine = [c for c in todo if c.service == name]
@@ -513,6 +550,181 @@ def _restart_changed(sup: Any, root_dir: Path, todo: list[Change]) -> list[str]:
             sup.restart(d)
             restarted.append(target)
     return restarted
+
+
+# -- retiring dropped services ------------------------------------------------
+
+
+@dataclass
+class Retiree:
+    """A directory under the service root that apply made, for a service the config lost."""
+
+    name: str
+    sdir: Path
+    in_scan_dir: bool  # the service root is the scan directory: no link, the dir is seen
+    link: Path | None  # scan_dir/NAME when it is our symlink to sdir
+    foreign: Path | None  # scan_dir/NAME when it is something else: left alone
+    other_links: list[Path]  # other scan directory names that lead to sdir
+
+    @property
+    def retirable(self) -> bool:
+        # linked under another name, the scanner would keep (or bring back) its supervisor
+        return not self.other_links
+
+    def change(self) -> Change:
+        if self.in_scan_dir:
+            detail = "in the scan directory"
+        elif self.link is not None:
+            detail = f"linked as {self.link}"
+        else:
+            detail = "not linked"
+        if self.foreign is not None:
+            detail += f"; {self.foreign} is not its link, left alone"
+        return Change(self.name, "retire", "", detail=detail)
+
+
+def retirees(rendered: Mapping[str, Any], root: Path, scan_dir: Path) -> list[Retiree]:
+    """Every directory directly under ``root`` that holds our state file and whose name is
+    no service of the config.  Dot-names (retired or half-made services) never are."""
+    try:
+        with os.scandir(root) as it:
+            names = sorted(e.name for e in it if not e.name.startswith(".")
+                           and e.name not in rendered and e.is_dir(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as err:
+        raise os_error(err, "cannot read the service root") from err
+    in_scan = _same_dir(root, scan_dir)
+    links = {} if in_scan else _scan_links(scan_dir)
+    found = []
+    for name in names:
+        sdir = root / name
+        if not (sdir / STATE_FILE).is_file():
+            continue  # not made by qmailkit: not ours to stop
+        target = sdir.resolve()
+        mine = sorted(p for p, to in links.items() if to == target)
+        entry = scan_dir / name
+        link = entry if entry in mine else None
+        foreign = entry if not in_scan and link is None and os.path.lexists(entry) else None
+        found.append(Retiree(name, sdir, in_scan, link, foreign,
+                             [p for p in mine if p != entry]))
+    return found
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _scan_links(scan_dir: Path) -> dict[Path, Path]:
+    """The scan directory's symlinks and where they lead."""
+    out = {}
+    try:
+        with os.scandir(scan_dir) as it:
+            entries = [Path(e.path) for e in it if e.is_symlink()]
+    except OSError:
+        return {}
+    for entry in entries:
+        try:
+            out[entry] = entry.resolve()
+        except (OSError, RuntimeError):
+            continue  # a link loop leads nowhere of ours
+    return out
+
+
+def _dropped_warnings(rendered: Mapping[str, Any], root: Path, scan_dir: Path,
+                      prune: bool) -> list[str]:
+    out = []
+    for r in retirees(rendered, root, scan_dir):
+        if not prune:
+            out.append(f"{r.name}: in {root} but no longer in the config; "
+                       "apply --prune retires it")
+        elif not r.retirable:
+            out.append(f"{r.name}: no longer in the config, but still linked as "
+                       + ", ".join(str(p) for p in r.other_links)
+                       + "; not retired (remove that link first)")
+    return out
+
+
+def _retire(kind: str, sup: Any, root: Path, scan_dir: Path, names: set[str],
+            rendered: Mapping[str, Any]) -> tuple[list[Retired], list[str]]:
+    """Unlink, stop and move aside the named services; (what was retired, warnings)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    todo = [r for r in retirees(rendered, root, scan_dir) if r.name in names and r.retirable]
+    where: dict[str, Path] = {}
+    try:
+        for r in todo:
+            if r.link is not None:
+                r.link.unlink()
+            # in the scan directory itself, a dot-name is what hides it from the scanner
+            where[r.name] = _move_aside(r.sdir, stamp) if r.in_scan_dir else r.sdir
+        if any(r.link is not None for r in todo):
+            fsync_dir(scan_dir)
+    except OSError as err:
+        raise os_error(err, "cannot unlink a retired service") from err
+
+    dirs = [d for r in todo for d in (where[r.name], where[r.name] / "log") if d.is_dir()]
+    if kind == "daemontools":
+        # svc -dx: down, then let supervise exit; svscan forgets an entry it cannot see
+        for d in dirs:
+            try:
+                if sup.is_supervised(d):
+                    sup.control(d, "dx")
+            except QmailkitError:
+                pass  # gone meanwhile: what we wanted
+    elif kind == "s6":
+        _rescan(kind, scan_dir, b"an")  # rescan, and end the supervisors of vanished entries
+    # runit: runsvdir sends TERM to the runsv of a vanished entry (within a second)
+    late = _wait_unsupervised(sup, dirs, STOP_TIMEOUT)
+
+    warnings = []
+    retired = []
+    for r in todo:
+        here = where[r.name]
+        still = [_late(sup, r.name, d, here) for d in late if d in (here, here / "log")]
+        if not r.in_scan_dir:
+            where[r.name] = _move_aside(r.sdir, stamp)
+        if still:
+            warnings.append(
+                f"{r.name}: still supervised {STOP_TIMEOUT:g} seconds after it was retired: "
+                + ", ".join(still) + f" (its files are in {where[r.name]})")
+        retired.append(Retired(r.name, str(r.link) if r.link else None, str(where[r.name]),
+                               r.in_scan_dir))
+    return retired, warnings
+
+
+def _late(sup: Any, name: str, d: Path, sdir: Path) -> str:
+    label = name if d == sdir else f"{name}/log"
+    st = sup.status(d)
+    return f"{label} (pid {st.pid})" if st.up and st.pid else f"{label} (supervisor only)"
+
+
+def _move_aside(sdir: Path, stamp: str) -> Path:
+    """Rename ``sdir`` to ``.retired-NAME-STAMP`` beside it (a suffix if that is taken)."""
+    base = f"{RETIRED_PREFIX}{sdir.name}-{stamp}"
+    target = sdir.parent / base
+    n = 1
+    while os.path.lexists(target):
+        n += 1
+        target = sdir.parent / f"{base}-{n}"
+    try:
+        os.rename(sdir, target)
+        fsync_dir(sdir.parent)
+    except OSError as err:
+        raise os_error(err, "cannot move the retired service aside") from err
+    return target
+
+
+def _wait_unsupervised(sup: Any, dirs: list[Path], timeout: float) -> list[Path]:
+    """Poll until no supervisor reads the control FIFO of any of ``dirs``; those left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [d for d in dirs if sup.is_supervised(d)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
 
 
 # -- render --out -------------------------------------------------------------
