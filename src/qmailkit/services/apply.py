@@ -666,17 +666,22 @@ def _retire(kind: str, sup: Any, root: Path, scan_dir: Path, names: set[str],
         raise os_error(err, "cannot unlink a retired service") from err
 
     dirs = [d for r in todo for d in (where[r.name], where[r.name] / "log") if d.is_dir()]
-    if kind == "daemontools":
-        # svc -dx: down, then let supervise exit; svscan forgets an entry it cannot see
-        for d in dirs:
+    if kind == "s6":
+        _rescan(kind, scan_dir, b"an")  # rescan, and end the supervisors of vanished entries
+    else:
+        # daemontools: svc -dx on the service, then on its log: supervise exits once its
+        # process is down, and svscan forgets an entry it no longer sees.  runit: runsvdir
+        # TERMs the runsv of a vanished entry, but only at its next look (up to 5 s later,
+        # or never if runsvdir is not running); "dx" (sv exit) has runsv stop the service,
+        # then its logger, and exit now.  The link is gone, so no scanner starts it again.
+        # (one runsv serves both: its log/supervise/control is only for the logger)
+        told = dirs if kind == "daemontools" else [where[r.name] for r in todo]
+        for d in told:
             try:
                 if sup.is_supervised(d):
                     sup.control(d, "dx")
             except QmailkitError:
                 pass  # gone meanwhile: what we wanted
-    elif kind == "s6":
-        _rescan(kind, scan_dir, b"an")  # rescan, and end the supervisors of vanished entries
-    # runit: runsvdir sends TERM to the runsv of a vanished entry (within a second)
     late = _wait_unsupervised(sup, dirs, STOP_TIMEOUT)
 
     warnings = []
