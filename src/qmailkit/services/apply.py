@@ -657,7 +657,7 @@ def _retire(kind: str, sup: Any, root: Path, scan_dir: Path, names: set[str],
     try:
         for r in todo:
             if r.link is not None:
-                r.link.unlink()
+                r.link.unlink(missing_ok=True)
             # in the scan directory itself, a dot-name is what hides it from the scanner
             where[r.name] = _move_aside(r.sdir, stamp) if r.in_scan_dir else r.sdir
         if any(r.link is not None for r in todo):
