@@ -238,3 +238,15 @@ def test_a_supervisor_that_does_not_stop_is_a_warning(pub, monkeypatch):
     assert result.warnings == [
         ("old: still supervised 0.2 seconds after it was retired: old (supervisor only), "
          f"old/log (supervisor only) (its files are in {kept})")]
+
+
+def test_a_retired_name_already_taken_gets_a_suffix(tmp_path):
+    sdir = tmp_path / "old"
+    for n in range(3):
+        sdir.mkdir()
+        (sdir / "run").write_text(f"{n}\n")
+        moved = ap._move_aside(sdir, "20261125T210500")
+        assert (moved / "run").read_text() == f"{n}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".retired-old-20261125T210500", ".retired-old-20261125T210500-2",
+        ".retired-old-20261125T210500-3"]
