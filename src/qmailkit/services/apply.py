@@ -385,7 +385,7 @@ def _rescan(kind: str, scan_dir: Path, letters: bytes = b"a") -> None:
     """Ask s6-svscan to look at the scan directory now (what ``s6-svscanctl -a`` does;
     ``an`` also ends the supervisors of entries that are gone, like ``s6-svscanctl -an``).
 
-    svscan (every 5 s) and runsvdir (about 1 s) notice new entries by themselves.
+    svscan and runsvdir notice new entries by themselves (each looks at least every 5 s).
     """
     if kind != "s6":
         return
@@ -764,8 +764,8 @@ def wait_up(config: Any, targets: list[str], root: str | os.PathLike[str] | None
             timeout: float = 10.0) -> list[str]:
     """Wait until every target ("mx", "mx/log") is up; returns those still not up.
 
-    A scanner needs a moment to notice a new service (svscan up to 5 s, runsvdir
-    about 1 s, s6-svscan at once when told), so "applied" is not "running" yet.
+    A scanner needs a moment to notice a new service (svscan and runsvdir up to 5 s,
+    s6-svscan at once when told), so "applied" is not "running" yet.
     """
     import time
 
