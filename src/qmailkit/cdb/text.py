@@ -278,11 +278,19 @@ def _plain(chunk: bytes) -> bool:
 
 
 def _lines_batch(chunk: bytes) -> Batch:
+    if _plain(chunk):
+        lines = chunk.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        return lines, [b""] * len(lines), len(chunk) - chunk.count(b"\n")
+    return _parsed_lines(chunk)
+
+
+def _parsed_lines(chunk: bytes) -> Batch:
+    """``KEY VALUE`` lines one by one: comments, blank lines and whitespace handled."""
     lines = chunk.split(b"\n")
     if lines[-1] == b"":
         lines.pop()
-    if _plain(chunk):
-        return lines, [b""] * len(lines), len(chunk) - chunk.count(b"\n")
     keys, values = [], []
     for line in lines:
         fields = line.split(None, 1)
@@ -327,7 +335,7 @@ def build(
                 if _plain(chunk):  # no Python object per line
                     writer.add_lines(chunk[:-1] if chunk.endswith(b"\n") else chunk)
                 else:
-                    writer.add_many(*_lines_batch(chunk))
+                    writer.add_many(*_parsed_lines(chunk))
         elif writer.feeds_cdbmake:
             _feed_cdbmake(writer, stream, name, cdb.MAX_SIZE)
         else:

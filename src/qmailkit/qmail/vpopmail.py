@@ -132,6 +132,22 @@ _NOT_COLON_NL = bytes(set(range(256)) - set(b":\n"))
 _LINE_NAME = re.compile(rb"\n([^:\n]*)")  # the first field of each line (after a newline)
 
 
+def _uniform_colons(body: bytes) -> int | None:
+    """The number of colons on every line of ``body`` (no final newline), if it is the same
+    on all of them and at least six; else None.
+
+    The file's "shape" (the file without everything but colons and newlines)
+    shows it in two bulk operations: the plain file vpopmail writes.
+    """
+    shape = body.translate(None, _NOT_COLON_NL)
+    colons = shape.find(b"\n")
+    if colons < 0:
+        colons = len(shape)
+    if colons >= 6 and shape == (b":" * colons + b"\n") * shape.count(b"\n") + b":" * colons:
+        return colons
+    return None
+
+
 def mailbox_names(data: bytes, path: str) -> list[bytes]:
     """The lower-cased mailbox names of the vpasswd file ``path`` whose bytes are ``data``.
 
@@ -146,14 +162,9 @@ def mailbox_names(data: bytes, path: str) -> list[bytes]:
 
 
 def _python_names(data: bytes, path: str) -> list[bytes]:
-    # The usual file: every line has a name and the same number (at least six)
-    # of colons; its "shape" (the file without everything else) shows it.
+    # The usual file: every line has a name and the same number of colons.
     body = data[:-1] if data.endswith(b"\n") else data
-    shape = body.translate(None, _NOT_COLON_NL)
-    colons = shape.find(b"\n")
-    if colons < 0:
-        colons = len(shape)
-    if colons >= 6 and shape == (b":" * colons + b"\n") * shape.count(b"\n") + b":" * colons:
+    if _uniform_colons(body):
         names = _LINE_NAME.findall(b"\n" + body)
         if b"" not in names:
             return b"\n".join(names).lower().split(b"\n")
@@ -192,11 +203,8 @@ def vpasswd_columns(data: bytes) -> VpasswdColumns | None:
     if not data:
         return VpasswdColumns([], [], [])
     body = data[:-1] if data.endswith(b"\n") else data
-    shape = body.translate(None, _NOT_COLON_NL)
-    colons = shape.find(b"\n")
-    if colons < 0:
-        colons = len(shape)
-    if colons < 6 or shape != (b":" * colons + b"\n") * shape.count(b"\n") + b":" * colons:
+    colons = _uniform_colons(body)
+    if colons is None:
         return None
     # Uniform lines: all fields of the file in one list, a fixed stride per line.
     fields = body.replace(b"\n", b":").split(b":")
