@@ -188,11 +188,18 @@ def test_kill_9_with_many_small_batches(tmp_path):
     args = [sys.executable, "-c", code, str(tmp_path / "tree" / "service"),
             str(tmp_path / "tree" / "log")]
     env = dict(os.environ, TZ="UTC")
+    # Kill times scale with how long a whole run takes here (on a copy of the tree):
+    # fixed times would let a fast machine finish before any kill.
+    shutil.copytree(tmp_path / "tree", tmp_path / "copy", symlinks=True)
+    started = time.monotonic()
+    subprocess.run([*args[:3], str(tmp_path / "copy" / "service"), str(tmp_path / "copy" / "log")],
+                   env=env, check=True)
+    whole = time.monotonic() - started
     kills = 0
     for _ in range(12):
         proc = subprocess.Popen(args, env=env, start_new_session=True)
         try:
-            proc.wait(timeout=rng.uniform(0.05, 0.6))
+            proc.wait(timeout=rng.uniform(0.3, 0.9) * whole)
         except subprocess.TimeoutExpired:
             workers = descendants(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
