@@ -117,3 +117,88 @@ def test_read_text_lines_errors(tmp_path):
     bad.write_bytes(b"ok\n\xff\n")
     with pytest.raises(QmailkitError, match=r"bad:2: not valid utf-8"):
         fsutil.read_text_lines(bad)
+
+
+# --- safe reading and appending (what root does in directories others can write) ---
+
+
+def test_open_regular_refuses_fifo_without_hanging(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(fsutil.NotRegular, match="is a FIFO") as info:
+        fsutil.read_bounded(fifo)
+    assert info.value.path == str(fifo)
+
+
+def test_open_regular_directory_and_device(tmp_path):
+    with pytest.raises(fsutil.NotRegular, match="is a directory"):
+        fsutil.read_bounded(tmp_path)
+    with pytest.raises(fsutil.NotRegular, match="character device"):
+        fsutil.read_bounded("/dev/zero")
+
+
+def test_open_regular_symlink_followed_only_when_asked(tmp_path):
+    (tmp_path / "real").write_bytes(b"data")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert fsutil.read_bounded(tmp_path / "link") == b"data"
+    with pytest.raises(fsutil.NotRegular, match="symbolic link"):
+        fsutil.read_bounded(tmp_path / "link", follow=False)
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    with pytest.raises(fsutil.NotRegular, match="character device"):
+        fsutil.read_bounded(tmp_path / "zero")
+
+
+def test_read_bounded_limit(tmp_path):
+    f = tmp_path / "big"
+    f.write_bytes(b"x" * 100)
+    assert fsutil.read_bounded(f, 100) == b"x" * 100
+    with pytest.raises(QmailkitError, match="larger than 99 bytes") as info:
+        fsutil.read_bounded(f, 99)
+    assert info.value.exit_code == 100
+    with pytest.raises(FileNotFoundError):
+        fsutil.read_bounded(tmp_path / "missing")
+
+
+def test_open_append_never_through_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep\n")
+    (tmp_path / "day").symlink_to(victim)
+    with pytest.raises(fsutil.NotRegular, match="symbolic link"):
+        fsutil.open_append(tmp_path / "day", create_mode=0o640)
+    assert victim.read_bytes() == b"keep\n"
+    fd = fsutil.open_append(tmp_path / "new", create_mode=0o640)
+    os.write(fd, b"a")
+    os.close(fd)
+    fd = fsutil.open_append(tmp_path / "new")
+    os.write(fd, b"b")
+    os.close(fd)
+    assert (tmp_path / "new").read_bytes() == b"ab"
+    with pytest.raises(FileNotFoundError):
+        fsutil.open_append(tmp_path / "absent")
+
+
+def test_private_dir_refuses_symlink_and_loose_modes(tmp_path):
+    state = tmp_path / "state"
+    assert fsutil.private_dir(state) == str(state)
+    assert state.stat().st_mode & 0o777 == 0o700
+    fsutil.private_dir(state)  # again: fine
+    os.chmod(state, 0o755)
+    with pytest.raises(QmailkitError, match="mode 0755"):
+        fsutil.private_dir(state)
+    evil = tmp_path / "evil"
+    evil.mkdir(mode=0o700)
+    os.rmdir(state)
+    state.symlink_to(evil)
+    with pytest.raises(QmailkitError, match="symbolic link"):
+        fsutil.private_dir(state)
+
+
+def test_atomic_write_does_not_follow_planted_temp_symlink(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    target = tmp_path / "f"
+    tmp = tmp_path / f".f{fsutil.TMP_MARK}{os.getpid()}"
+    tmp.symlink_to(victim)
+    fsutil.atomic_write(target, b"new")
+    assert victim.read_bytes() == b"keep"
+    assert target.read_bytes() == b"new"

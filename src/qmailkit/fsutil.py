@@ -7,6 +7,12 @@
 * ``locked``: an flock(2) lock file so that two runs of one job cannot
   interleave.
 * ``fsync_dir``: make a rename or unlink durable.
+* ``open_regular`` / ``read_bounded`` / ``open_input``: the only way a file is
+  read.  qmailkit runs as root over directories other accounts can write (log
+  directories, homes), so every read accepts regular files only, never blocks
+  on a FIFO or device, can refuse to follow a final symlink, and is bounded.
+* ``open_append``: append to a file without following a planted symlink.
+* ``private_dir``: a state directory only its owner can use, never a symlink.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from qmailkit.errors import InputError, LockBusy, os_error
+from qmailkit.errors import InputError, LockBusy, QmailkitError, os_error
 
 TMP_MARK = ".qmailkit-tmp."
 
@@ -36,6 +43,17 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 def _temp_name(target: str) -> str:
     head, tail = os.path.split(target)
     return os.path.join(head, f".{tail}{TMP_MARK}{os.getpid()}")
+
+
+def _create_temp(tmp: str) -> int:
+    """Create ``tmp`` afresh: never through a symlink or into a file someone left there."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        # Ours from an earlier attempt in this process, or planted: unlink the name, not its target.
+        os.unlink(tmp)
+        return os.open(tmp, flags, 0o600)
 
 
 def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
@@ -86,7 +104,7 @@ def atomic_file(
     else:
         tmp = os.fspath(tmp)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = _create_temp(tmp)
     except OSError as err:
         raise os_error(err, "cannot create temp file") from err
     ok = False
@@ -156,12 +174,170 @@ def locked(
         os.close(fd)
 
 
+#: the default bound of read_bounded: far above any control file, config or rules file
+READ_LIMIT = 64 * 1024 * 1024
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symbolic link",
+}
+
+
+def file_kind(mode: int) -> str:
+    """'a directory', 'a FIFO', ... for an st_mode: the words an error message needs."""
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+class NotRegular(QmailkitError):
+    """A path that should be a regular file is something else (a FIFO, a directory...)."""
+
+
+def open_regular(
+    path: str | os.PathLike[str], *, follow: bool = True, dir_fd: int | None = None
+) -> int:
+    """Open ``path`` read-only and return the fd, if it is a regular file.
+
+    Opened with O_NONBLOCK (cleared afterwards), so a FIFO or a device cannot
+    hang the caller; with ``follow=False`` a final symlink is refused, not
+    followed.  Anything but a regular file raises NotRegular naming the path;
+    a missing file raises FileNotFoundError for the caller to decide on;
+    other OS errors raise QmailkitError naming the path.
+    """
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if err.errno == errno.ELOOP and not follow:
+            raise NotRegular(
+                "is a symbolic link (not followed)", path=path, hint="replace it with a regular file"
+            ) from None
+        if err.errno == errno.ENXIO:  # a socket, or a FIFO-like special file
+            raise NotRegular("is not a regular file", path=path) from None
+        raise os_error(err, "cannot open") from err
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegular(
+                f"is {file_kind(st.st_mode)}, not a regular file",
+                path=path,
+                hint="replace it with a regular file",
+            )
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_bounded(
+    path: str | os.PathLike[str],
+    limit: int = READ_LIMIT,
+    *,
+    follow: bool = True,
+    dir_fd: int | None = None,
+) -> bytes:
+    """The whole of a regular file of at most ``limit`` bytes (see open_regular).
+
+    A larger file raises InputError naming it rather than filling memory.
+    """
+    fd = open_regular(path, follow=follow, dir_fd=dir_fd)
+    try:
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as err:
+        raise os_error(err, "cannot read") from err
+    finally:
+        os.close(fd)
+    if left <= 0:
+        raise InputError(f"larger than {limit} bytes; refusing to read it", path=path)
+    return b"".join(chunks)
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike[str], *, follow: bool = True) -> Iterator[BinaryIO]:
+    """A buffered binary file over open_regular (for streaming large inputs)."""
+    fd = open_regular(path, follow=follow)
+    with os.fdopen(fd, "rb") as fh:
+        yield fh
+
+
+def open_append(path: str | os.PathLike[str], *, create_mode: int | None = None) -> int:
+    """Open ``path`` for appending and return the fd; never through a symlink.
+
+    ``create_mode`` None: the file must exist.  A number: create it if missing
+    (O_EXCL, so a name that appears meanwhile is not trusted blindly).  Only a
+    regular file is accepted; a missing file (create_mode None) raises
+    FileNotFoundError.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            if create_mode is None:
+                raise
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, create_mode)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise NotRegular("is a symbolic link (not followed)", path=path) from None
+        raise os_error(err, "cannot open for appending") from err
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise NotRegular(f"is {file_kind(st.st_mode)}, not a regular file", path=path)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def private_dir(path: str | os.PathLike[str], mode: int = 0o700) -> str:
+    """Make (or check) a directory that only this user can use; return its path.
+
+    An existing one must be a real directory (not a symlink), owned by the
+    effective user, with no group or other permissions; otherwise QmailkitError
+    says so, since a journal or lock kept in it could be planted by others.
+    """
+    path = os.fspath(path)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, mode)
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        raise os_error(err, "cannot use state directory") from err
+    problem = None
+    if not stat.S_ISDIR(st.st_mode):
+        problem = f"is {file_kind(st.st_mode)}, not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"is owned by uid {st.st_uid}, not {os.geteuid()}"
+    elif st.st_mode & 0o077:
+        problem = f"has mode {stat.S_IMODE(st.st_mode):04o}; group and others must have no access"
+    if problem:
+        raise QmailkitError(
+            f"state directory {problem}",
+            path=path,
+            hint="remove it (it may have been planted) and run again",
+        )
+    return path
+
+
 def read_text_lines(path: str | os.PathLike[str], encoding: str = "utf-8") -> list[str]:
     """Read a small text file as lines (without newlines); errors name the file."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
+        data = read_bounded(path)
+    except FileNotFoundError as err:
         raise os_error(err, "cannot read") from err
     try:
         text = data.decode(encoding)
