@@ -317,7 +317,7 @@ def test_changed_records_replace(tree):
     auth.write_cdb(target, records)
     result = auth.write_cdb(target, records + [(b"zed@example.com", b"$1$a$b")],
                             only_if_changed=True)
-    assert result.written and result.reason == "replaced" and result.old_count == 5
+    assert result.written and result.reason == "replaced" and result.previous == 5
     assert tinycdb_get(target, "zed@example.com") == b"$1$a$b"
 
 
@@ -684,3 +684,25 @@ def test_sql_domain_without_vpopmail_user(tree, tmp_path):
         auth.collect(auth.Sources(qmail_home=tree["qmail"], passwd=tree["passwd"]))
     assert str(exc.value) == (f"no vpopmail user in {tree['passwd']} to find vuserinfo "
                               "(give --vpopmail-home)")
+
+
+def test_one_temp_file_while_writing_and_stale_nested_ones_cleaned(tmp_path, monkeypatch):
+    # A13: the staged copy used to be written through a second temp, and a kill -9
+    # left ..auth.cdb.qmailkit-tmp.PID.qmailkit-tmp.PID behind for good.
+    from qmailkit.fsutil import TMP_MARK
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    leftover = tmp_path / f"..auth.cdb{TMP_MARK}{dead}{TMP_MARK}{dead}"
+    leftover.write_bytes(b"x" * 4096)
+    seen = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        seen.append(sorted(n for n in os.listdir(tmp_path) if TMP_MARK in n))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    auth.write_cdb(tmp_path / "auth.cdb", [(b"a", b"$1$a$b")])
+    assert seen[0] == [f".auth.cdb{TMP_MARK}{os.getpid()}"]
+    assert sorted(os.listdir(tmp_path)) == [".auth.cdb.lock", "auth.cdb"]

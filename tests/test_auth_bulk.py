@@ -334,7 +334,7 @@ def test_unchanged_when_another_tool_wrote_the_same_records(tmp_path):
     os.chmod(target, 0o640)
     before = target.stat()
     result = auth.write_cdb(target, RECORDS, only_if_changed=True)
-    assert (result.written, result.reason, result.old_count) == (False, "unchanged", 3)
+    assert (result.written, result.reason, result.previous) == (False, "unchanged", 3)
     after = target.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
     assert sorted(os.listdir(tmp_path)) == [".auth.cdb.lock", "auth.cdb"]
@@ -360,7 +360,7 @@ def test_collected_and_pairs_write_the_same_file(tmp_path):
     auth.write_cdb(two / "auth.cdb", list(reversed(found.records())))
     assert (one / "auth.cdb").read_bytes() == (two / "auth.cdb").read_bytes()
     result = auth.write_cdb(one / "auth.cdb", found, only_if_changed=True)
-    assert (result.written, result.count, result.old_count) == (False, 2, 2)
+    assert (result.written, result.count, result.previous) == (False, 2, 2)
 
 
 def test_corrupt_records_behind_a_good_header(tmp_path):
@@ -376,7 +376,7 @@ def test_corrupt_records_behind_a_good_header(tmp_path):
     assert target.read_bytes() == bytes(data)
     assert sorted(os.listdir(tmp_path)) == [".auth.cdb.lock", "auth.cdb"]
     result = auth.write_cdb(target, RECORDS, only_if_changed=True, force=True)
-    assert (result.reason, result.old_count) == ("created", None)
+    assert (result.reason, result.previous) == ("replaced", None)
     assert tinycdb_dump(target) == cdbmake(RECORDS)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -202,3 +203,43 @@ def test_atomic_write_does_not_follow_planted_temp_symlink(tmp_path):
     fsutil.atomic_write(target, b"new")
     assert victim.read_bytes() == b"keep"
     assert target.read_bytes() == b"new"
+
+
+def _dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+
+
+def test_staged_replaces_only_on_commit(tmp_path):
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+    with fsutil.staged(target, mode=0o640) as st:
+        st.file.write(b"new")
+        st.seal()
+        assert st.tmp == str(tmp_path / f".f{fsutil.TMP_MARK}{os.getpid()}")
+        assert Path(st.tmp).read_bytes() == b"new" and target.read_bytes() == b"old"
+    assert target.read_bytes() == b"old" and temps(tmp_path) == []  # not committed
+    with fsutil.staged(target, mode=0o640) as st:
+        st.file.write(b"new")
+        st.commit()
+    assert target.read_bytes() == b"new" and temps(tmp_path) == []
+    assert target.stat().st_mode & 0o7777 == 0o640
+
+
+def test_stale_nested_temps_are_removed(tmp_path):
+    # Older mkauth staged through a second temp: ..F.qmailkit-tmp.P.qmailkit-tmp.P (A13).
+    dead = _dead_pid()
+    mark = fsutil.TMP_MARK
+    nested = [f"..auth.cdb{mark}{dead}{mark}{dead}", f".auth.cdb{mark}{dead}",
+              f"...auth.cdb{mark}{dead}{mark}{dead}{mark}{dead}"]
+    others = [f".other{mark}{dead}", f"..auth.cdbx{mark}{dead}{mark}{dead}",
+              f".auth.cdb{mark}{dead}x", "auth.cdb.lock"]
+    for name in nested + others:
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(fsutil.remove_stale_temps(tmp_path / "auth.cdb")) == sorted(nested)
+    assert sorted(os.listdir(tmp_path)) == sorted(others)
+
+
+def test_lock_path_is_hidden_beside_the_target(tmp_path):
+    assert fsutil.lock_path(tmp_path / "auth.cdb") == str(tmp_path / ".auth.cdb.lock")
+    assert fsutil.lock_path("users/cdb") == "users/.cdb.lock"

@@ -31,7 +31,6 @@ directory.
 from __future__ import annotations
 
 import calendar
-import contextlib
 import ctypes
 import ctypes.util
 import datetime as _dt
@@ -47,6 +46,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
+from qmailkit import cdb
 from qmailkit.cdb import DEFAULT_MAX_SHRINK
 from qmailkit.errors import InputError, QmailkitError, os_error
 
@@ -606,15 +606,6 @@ def collect(src: Sources) -> Collected:
 # --------------------------------------------------------------------------- writing
 
 
-@dataclass(frozen=True)
-class WriteResult:
-    path: Path
-    written: bool
-    count: int
-    old_count: int | None
-    reason: str
-
-
 def check_target(path: Path, mode: int) -> None:
     """Refuse permissions that would expose the hashes, and world-writable directories."""
     if mode & 0o007:
@@ -631,49 +622,6 @@ def check_target(path: Path, mode: int) -> None:
                          "write, e.g. /var/qmail/control")
 
 
-def _same_bytes(path: Path, other: Path) -> bool:
-    with open(path, "rb") as a, open(other, "rb") as b:
-        if os.fstat(a.fileno()).st_size != os.fstat(b.fileno()).st_size:
-            return False
-        while True:
-            x, y = a.read(1 << 20), b.read(1 << 20)
-            if x != y:
-                return False
-            if not x:
-                return True
-
-
-def _compare_existing(
-    path: Path, staged: Path, new: Callable[[], list[tuple[bytes, bytes]]], force: bool
-) -> tuple[int | None, bool]:
-    """The record count of the current file (None if there is none, or it is corrupt and
-    ``force``) and whether it holds the same records as the ``staged`` one, ``new()``.
-
-    Usually the file is the one the last run wrote, byte for byte: no need to
-    read its records.  Otherwise they are read (which checks them) and compared.
-    """
-    from qmailkit import cdb
-
-    if not path.exists():
-        return None, False
-    try:
-        same = _same_bytes(path, staged)
-    except OSError:
-        same = False  # the Reader below says what is wrong with the file
-    try:
-        with cdb.Reader(path) as reader:
-            if same:
-                return len(reader), True
-            old = list(reader.items())
-    except InputError as err:
-        if force:
-            return None, False
-        err.hint = "the shrink guard needs the old file; use --force to replace it"
-        raise
-    old.sort()
-    return len(old), old == new()
-
-
 def write_cdb(
     path: str | os.PathLike[str],
     records: Sequence[tuple[bytes, bytes]] | Collected,
@@ -684,70 +632,27 @@ def write_cdb(
     max_shrink: float = DEFAULT_MAX_SHRINK,
     force: bool = False,
     lock_wait: bool | float = False,
-) -> WriteResult:
-    """Write auth.cdb atomically under a lock, with the empty/shrink guards.
+) -> cdb.Installed:
+    """Write auth.cdb with ``cdb.install``: locked, atomic, with the empty/shrink guards.
 
-    ``records`` are (key, value) pairs in any order, or what ``collect`` found.
-    ``only_if_changed``: leave the file (and its mtime) alone when it already
-    holds exactly these records with the wanted mode and owner.  A new set that
-    is empty, or smaller than the old file's by more than ``max_shrink`` (a
-    fraction), is refused unless ``force``.
+    ``records`` are (key, value) pairs in any order, or what ``collect`` found;
+    they are written sorted.  ``only_if_changed``: leave the file (and its
+    mtime) alone when it already holds exactly these records with the wanted
+    mode and owner.  A new set that is empty, or smaller than the old file's by
+    more than ``max_shrink`` (a fraction), is refused unless ``force``.
     """
-    from qmailkit import cdb
-    from qmailkit.fsutil import TMP_MARK, fsync_dir, locked, remove_stale_temps
-
     path = Path(path)
     check_target(path, mode)
     if isinstance(records, Collected):
-        keys, values = records.keys, records.values  # sorted, keys unique
-        nbytes, new = records.nbytes, records.records
+        keys, values, nbytes = records.keys, records.values, records.nbytes  # sorted, unique
     else:
         pairs = sorted(records)
-        keys, values = [key for key, _ in pairs], [value for _, value in pairs]
-        nbytes, new = None, pairs.copy
-    with locked(path.parent / f".{path.name}.lock", wait=lock_wait, what="another mkauth run"):
-        # Build the new file beside the old one first: comparing the two is far
-        # cheaper than reading a big cdb record by record.  It is renamed into
-        # place only once the guards pass.
-        remove_stale_temps(path)
-        staged = path.parent / f".{path.name}{TMP_MARK}{os.getpid()}"
-        try:
-            try:
-                with cdb.make(staged, mode=mode) as writer:
-                    writer.add_many(keys, values, nbytes)
-            except QmailkitError as err:
-                # Name the file being written (as before staging), not the staged copy.
-                err.message = err.message.replace(str(staged), str(path))
-                if err.path is not None:
-                    err.path = err.path.replace(str(staged), str(path))
-                raise
-            old_count, same = _compare_existing(path, staged, new, force)
-            if only_if_changed and same:
-                st = path.stat()
-                right_owner = owner is None or all(
-                    want in (-1, have) for want, have in zip(owner, (st.st_uid, st.st_gid)))
-                if stat.S_IMODE(st.st_mode) == mode and right_owner:
-                    return WriteResult(path, False, len(keys), old_count, "unchanged")
-            cdb.check_shrink(len(keys), old_count, path=path, noun="logins",
-                             empty_effect="fails every AUTH", max_shrink=max_shrink, force=force)
-            try:
-                if owner is not None:
-                    os.chown(staged, owner[0], owner[1])
-                    os.chmod(staged, mode)  # chown may clear bits; the mode is exact
-                os.rename(staged, path)
-                fsync_dir(path.parent)
-            except OSError as err:
-                raise os_error(err, f"cannot write {path}") from err
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staged)
-    if old_count is None:
-        reason = "created"
-    elif same:
-        reason = "rewritten (records unchanged; mode or owner fixed)"
-    else:
-        reason = "replaced"
-    return WriteResult(path, True, len(keys), old_count, reason)
+        keys, values, nbytes = [key for key, _ in pairs], [value for _, value in pairs], None
+    return cdb.install(
+        path, lambda writer: writer.add_many(keys, values, nbytes),
+        guard=cdb.Guard("logins", "fails every AUTH", max_shrink=max_shrink, force=force),
+        only_if_changed=only_if_changed, mode=mode, owner=owner, lock_wait=lock_wait,
+        what="another mkauth run")
 
 
 # --------------------------------------------------------------------------- checking

@@ -1,11 +1,13 @@
 """File-system primitives every writer in qmailkit goes through.
 
-* ``atomic_file`` / ``atomic_write``: the only way a file is replaced.  The new
-  content goes to a temp file in the same directory, is fsync'd, renamed over
-  the target, and the directory is fsync'd, so a reader sees either the old
-  file or the complete new one, never a mixture, even after a crash.
+* ``staged``: the only way a file is replaced.  The new content goes to a
+  temp file in the same directory, is fsync'd, and only on ``commit()`` renamed
+  over the target, after which the directory is fsync'd: a reader sees either
+  the old file or the complete new one, never a mixture, even after a crash.
+  In between, the caller may compare the staged file with the old one.
+  ``atomic_file`` / ``atomic_write`` are staged files committed at once.
 * ``locked``: an flock(2) lock file so that two runs of one job cannot
-  interleave.
+  interleave; ``lock_path`` is the one name of a target's lock.
 * ``fsync_dir``: make a rename or unlink durable.
 * ``open_regular`` / ``read_bounded`` / ``open_input``: the only way a file is
   read.  qmailkit runs as root over directories other accounts can write (log
@@ -56,6 +58,24 @@ def _create_temp(tmp: str) -> int:
         return os.open(tmp, flags, 0o600)
 
 
+def _temp_pid(name: str, tail: str) -> str | None:
+    """The writer pid in ``name`` if it is a temp of ``tail``, else None.
+
+    Also matches a temp of a temp (``..F.qmailkit-tmp.1.qmailkit-tmp.1``), the
+    shape older versions left when a staged file was written through another.
+    """
+    pid = None
+    while name.startswith("."):
+        base, mark, number = name[1:].rpartition(TMP_MARK)
+        if not mark or not number.isdigit():
+            return None
+        pid = pid or number
+        if base == tail:
+            return pid
+        name = base
+    return None
+
+
 def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
     """Remove temp files of ``target`` left by writers that no longer run.
 
@@ -64,17 +84,16 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
     """
     target = os.fspath(target)
     head, tail = os.path.split(target)
-    prefix = f".{tail}{TMP_MARK}"
     removed = []
     try:
         names = os.listdir(head or ".")
     except OSError:
         return removed
     for name in names:
-        if not name.startswith(prefix):
+        pid = _temp_pid(name, tail)
+        if pid is None:
             continue
-        pid = name[len(prefix):]
-        if pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
+        if int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(head, name))
@@ -82,20 +101,73 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
     return removed
 
 
+class Staged:
+    """A new version of ``path`` being written to a temp file beside it (see ``staged``)."""
+
+    def __init__(self, path: str, tmp: str, fd: int, mode: int,
+                 owner: tuple[int, int] | None) -> None:
+        self.path = path
+        self.tmp = tmp
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+        self._mode = mode
+        self._owner = owner
+        self.sealed = False
+        self.committed = False
+
+    def _fail(self, err: OSError) -> QmailkitError:
+        return os_error(err, f"cannot write {self.path}")
+
+    def seal(self) -> None:
+        """Flush, set owner and mode, and fsync: the temp file is complete and durable."""
+        if self.sealed:
+            return
+        try:
+            self.file.flush()
+            fd = self.file.fileno()
+            if self._owner is not None:
+                os.fchown(fd, self._owner[0], self._owner[1])
+            os.fchmod(fd, self._mode)  # after chown, which may clear set-id bits
+            os.fsync(fd)
+            self.file.close()
+        except OSError as err:
+            raise self._fail(err) from err
+        self.sealed = True
+
+    def commit(self) -> None:
+        """Seal, rename over ``path``, and fsync the directory."""
+        self.seal()
+        try:
+            os.rename(self.tmp, self.path)
+            self.committed = True
+            fsync_dir(os.path.dirname(self.path) or ".")
+        except OSError as err:
+            raise self._fail(err) from err
+
+    def discard(self) -> None:
+        """Close and remove the temp file, unless it was committed."""
+        with contextlib.suppress(OSError):
+            self.file.close()
+        if not self.committed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp)
+
+
 @contextlib.contextmanager
-def atomic_file(
+def staged(
     path: str | os.PathLike[str],
     mode: int = 0o644,
     owner: tuple[int, int] | None = None,
     tmp: str | os.PathLike[str] | None = None,
-) -> Iterator[BinaryIO]:
-    """Yield a binary file; on normal exit it atomically replaces ``path``.
+) -> Iterator[Staged]:
+    """Yield a ``Staged`` file for ``path``; it replaces ``path`` only if ``commit()`` is called.
 
-    On an exception the temp file is removed and ``path`` is left untouched.
-    ``mode`` is set exactly (not filtered by the umask); ``owner`` is a
-    (uid, gid) pair applied with fchown, or None to keep the writer's.
-    ``tmp`` names the temp file when the caller's interface fixes it (as
-    ``tcprules cdb tmp`` does); it must be on the same file system as ``path``.
+    Leaving the block without a commit (or on an exception) removes the temp
+    file and leaves ``path`` untouched.  ``mode`` is set exactly (not filtered
+    by the umask); ``owner`` is a (uid, gid) pair for fchown (-1 keeps one),
+    or None to keep the writer's.  ``tmp`` names the temp file when the
+    caller's interface fixes it (as ``tcprules cdb tmp`` does); it must be on
+    the same file system as ``path``.  Otherwise the temp is ``.NAME`` +
+    TMP_MARK + pid, and temps of dead writers are removed first.
     """
     target = os.fspath(path)
     if tmp is None:
@@ -107,24 +179,27 @@ def atomic_file(
         fd = _create_temp(tmp)
     except OSError as err:
         raise os_error(err, "cannot create temp file") from err
-    ok = False
+    st = Staged(target, tmp, fd, mode, owner)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            if owner is not None:
-                os.fchown(fh.fileno(), owner[0], owner[1])
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.rename(tmp, target)
-        ok = True
-        fsync_dir(os.path.dirname(target) or ".")
-    except OSError as err:
-        raise os_error(err, f"cannot write {target}") from err
+        yield st
     finally:
-        if not ok:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        st.discard()
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: str | os.PathLike[str],
+    mode: int = 0o644,
+    owner: tuple[int, int] | None = None,
+    tmp: str | os.PathLike[str] | None = None,
+) -> Iterator[BinaryIO]:
+    """Yield a binary file; on normal exit it atomically replaces ``path`` (see ``staged``)."""
+    with staged(path, mode=mode, owner=owner, tmp=tmp) as st:
+        try:
+            yield st.file
+        except OSError as err:
+            raise st._fail(err) from err
+        st.commit()
 
 
 def atomic_write(
@@ -139,6 +214,12 @@ def atomic_write(
             data(fh)
         else:
             fh.write(data)
+
+
+def lock_path(target: str | os.PathLike[str]) -> str:
+    """The lock file of everything that replaces ``target``: ``.NAME.lock`` beside it."""
+    head, tail = os.path.split(os.fspath(target))
+    return os.path.join(head, f".{tail}.lock")
 
 
 @contextlib.contextmanager

@@ -7,6 +7,8 @@
   file replaces ``path`` atomically on normal exit, and an exception leaves
   ``path`` untouched with no temp file behind.
 * ``write(path, records, mode, owner)``: the same from (key, value) pairs.
+* ``install(path, fill, guard=..., only_if_changed=...)``: the locked, guarded
+  replacement of a database qmail reads (``install.py``); ``lock(path)`` is its lock.
 
 The work is done by a backend (``backend.py``): our C writer or cdbx when
 installed, plain Python otherwise.
@@ -23,12 +25,20 @@ from typing import Any, NamedTuple, Self
 
 from qmailkit.cdb import backend as _backend
 from qmailkit.cdb import pure
+from qmailkit.cdb.install import (
+    DEFAULT_MAX_SHRINK,
+    Guard,
+    Installed,
+    check_shrink,
+    install,
+    lock,
+)
 from qmailkit.errors import InputError, QmailkitError, os_error
-from qmailkit.fsutil import atomic_file
+from qmailkit.fsutil import atomic_file, open_regular
 
 __all__ = [
-    "DEFAULT_MAX_SHRINK", "MAX_SIZE", "Reader", "Stats", "Writer", "check_shrink", "make",
-    "stats", "write",
+    "DEFAULT_MAX_SHRINK", "MAX_SIZE", "Guard", "Installed", "Reader", "Stats", "Writer",
+    "check_shrink", "install", "lock", "make", "stats", "write",
 ]
 
 # Every offset in the format is 32 bits, so a cdb cannot exceed 4 GiB.
@@ -136,37 +146,12 @@ class Writer:
         self._grow(nbytes, count)
         return stop, count, done
 
-
-#: a rebuilt database may lose at most this fraction of the old file's records
-DEFAULT_MAX_SHRINK = 0.20
-
-
-def check_shrink(
-    count: int,
-    previous: int | None,
-    *,
-    path: str | os.PathLike[str],
-    noun: str,
-    empty_effect: str,
-    max_shrink: float = DEFAULT_MAX_SHRINK,
-    force: bool = False,
-) -> None:
-    """The guard rail of a database qmail-smtpd reads: refuse an empty one, or one that
-    lost more than ``max_shrink`` of the old file's ``previous`` records, unless ``force``.
-
-    A mistake upstream (an unmounted vpopmail tree, a truncated passwd) shows up
-    as a sudden drop; installing it would reject mail or logins at once.
-    """
-    if force:
-        return
-    if count == 0:
-        raise InputError(f"no {noun} found: an empty {os.path.basename(path)} {empty_effect}",
-                         path=path, hint="check the sources; --force writes it anyway")
-    if previous and count < previous * (1 - max_shrink):
-        raise InputError(
-            f"would shrink from {previous} to {count} {noun} "
-            f"({100 * (previous - count) / previous:.0f} % fewer, limit {100 * max_shrink:.0f} %)",
-            path=path, hint="check the sources; --force or a larger --max-shrink writes it anyway")
+    def finish(self) -> None:
+        """Write the hash tables: the file is complete (``make`` and ``install`` call it)."""
+        try:
+            self._maker.finish()
+        except OSError as err:
+            raise self._write_failed(err) from err
 
 
 @contextlib.contextmanager
@@ -187,10 +172,7 @@ def make(
     with atomic_file(target, mode=mode, owner=owner, tmp=tmp) as fh:
         writer = Writer(impl.maker(fh), target)
         yield writer
-        try:
-            writer._maker.finish()
-        except OSError as err:
-            raise writer._write_failed(err) from err
+        writer.finish()
 
 
 def write(
@@ -217,8 +199,10 @@ class Reader:
         self._lookup = None
         self._mm: mmap.mmap | bytes = b""
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as err:
+            # A regular file only, opened without blocking: a FIFO or a device
+            # where a cdb belongs must not hang a lookup or fill memory.
+            self._fd = open_regular(self.path)
+        except FileNotFoundError as err:
             raise os_error(err, "cannot open cdb") from err
         try:
             size = os.fstat(self._fd).st_size
@@ -227,7 +211,7 @@ class Reader:
             self._lookup = self._check(_backend.get(backend).lookup, self._fd, self._mm)
         except OSError as err:
             self.close()
-            raise os_error(err, "cannot read cdb") from err
+            raise QmailkitError(f"cannot read cdb: {err.strerror or err}", path=self.path) from err
         except BaseException:
             self.close()
             raise
@@ -345,3 +329,4 @@ def stats(path: str | os.PathLike[str]) -> Stats:
             sum(n for _, n in reader._tables),
             tuple(distances),
         )
+

@@ -164,7 +164,7 @@ def _build(args: argparse.Namespace) -> int:
                             only_if_changed=True, max_shrink=args.max_shrink, force=args.force)
     noun = "login" if result.count == 1 else "logins"
     if result.written:
-        was = "" if result.old_count is None else f", was {result.old_count}"
+        was = "" if result.previous is None else f", was {result.previous}"
         print(f"{result.path}: {result.reason}: {result.count} {noun}{was}")
     else:
         print(f"{result.path}: unchanged ({result.count} {noun}), left alone")
