@@ -153,7 +153,8 @@ relay_client = true
 """) == [
         ("error: mx: open relay: RELAYCLIENT is set for every client on 192.0.2.25:25 "
         "[services.mx.relay_client] (set relay_client = false and allow relaying per network "
-        'in the tcp rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on 127.0.0.1)')]
+        'in the tcp rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal loopback '
+        "address such as 127.0.0.1)")]
     # the same on the loopback is the local profile: fine
     assert policy(tmp_path, '[services.l]\ntype = "qmail-smtpd"\nprofile = "local"\n') == []
 
@@ -218,9 +219,9 @@ ip = "0"
 rules = "{tmp_path}/tcp/smtp.cdb"
 """
     assert policy(tmp_path, mx) == [
-        (f"error: mx: open relay: {rules}:2: this rule gives RELAYCLIENT to every client on 0:25 "
-        '[services.mx.rules_source] (allow relaying only for your networks, e.g. '
-        '192.0.2.:allow,RELAYCLIENT="")')]
+        (f"error: mx: open relay on 0:25: {rules}:2: RELAYCLIENT for every public IPv4 address "
+         '[services.mx.rules] (allow relaying only for your own networks, e.g. '
+         '192.0.2.:allow,RELAYCLIENT="", and let your users relay with SMTP AUTH)')]
     rules.write_text('127.:allow,RELAYCLIENT=""\n:allow\n')
     assert policy(tmp_path, mx) == []
     rules.write_text('1.2.3.4-x:allow\n')

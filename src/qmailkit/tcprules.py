@@ -304,3 +304,115 @@ def check_ip(ip: str) -> None:
         raise InputError(
             f"not an IP address: {ip!r}", hint="give the client's address, e.g. 1.2.3.4"
         )
+
+
+# -- who gets RELAYCLIENT ---------------------------------------------------------------------
+#
+# qmail-smtpd relays for a client when RELAYCLIENT is in its environment, and tcpserver puts it
+# there from the first key it finds (lookup_keys).  For an IPv4 client a.b.c.d, with no name
+# (a client chooses its PTR, so any =host rule is a rule it can pick; see relaying()), the keys
+# are a.b.c.d, a.b.c., a.b., a. and '' in that order: the longest present prefix decides.  So
+# the addresses given RELAYCLIENT follow from the key set alone, however the rules spelled
+# them (ranges, prefixes, many lines), and the same analysis serves a rules file and a cdb.
+
+# Not globally reachable (RFC 6890 and its updates), disjoint and sorted: relaying for these is
+# the admin's own business (10., 127., 192.168., ...); for the rest of the space it is not.
+_NOT_PUBLIC = tuple(
+    (int.from_bytes(bytes(map(int, net.split("/")[0].split("."))), "big"),
+     1 << (32 - int(net.split("/")[1])))
+    for net in ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16",
+                "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3")
+)
+_OCTET = {b"%d" % n: n for n in range(256)}  # tcpserver writes each octet in plain decimal
+
+
+def first_values(records: Iterable[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """key → the value tcpserver finds for it (a cdb lookup returns the first record)."""
+    table: dict[bytes, bytes] = {}
+    for key, data in records:
+        table.setdefault(key, data)
+    return table
+
+
+def gives_relay(data: bytes) -> bool:
+    """A rules value that lets the connection in with RELAYCLIENT set (on deny nothing runs)."""
+    allow, env = decode_data(data)
+    return allow and any(name == b"RELAYCLIENT" for name, _value in env)
+
+
+def _ipv4_prefix(key: bytes) -> tuple[int, ...] | None:
+    """The octets of a key tcpserver looks up for IPv4 clients (a.b.c.d, a.b.c., a.b., a.,
+    ''), or None for a key it never looks up that way (names, info@, 010., 256., IPv6...)."""
+    if key == b"":
+        return ()
+    whole = not key.endswith(b".")
+    parts = (key if whole else key[:-1]).split(b".")
+    if len(parts) != 4 if whole else len(parts) > 3:
+        return None
+    octets = tuple(_OCTET.get(p, -1) for p in parts)
+    return None if -1 in octets else octets
+
+
+def _public_in(start: int, size: int) -> int:
+    """How many of the addresses start .. start+size-1 are public."""
+    hidden = 0
+    for low, length in _NOT_PUBLIC:
+        top = min(start + size, low + length)
+        if top > max(start, low):
+            hidden += top - max(start, low)
+    return size - hidden
+
+
+@dataclass(frozen=True)
+class Relaying:
+    """Who a rules table gives RELAYCLIENT to (see the comment above ``first_values``)."""
+
+    public: int  # public IPv4 addresses whose lookup ends at a key that sets RELAYCLIENT
+    by_key: dict[bytes, int]  # those addresses, per deciding key (only keys with some)
+    names: tuple[bytes, ...]  # =host keys that set RELAYCLIENT: reachable by any client
+
+
+def relaying(table: dict[bytes, bytes]) -> Relaying:
+    """What tcpserver does with ``table`` (key → value, as ``first_values`` gives it)."""
+    decided: dict[tuple[int, ...], tuple[bytes, bool]] = {}
+    names = []
+    for key, data in table.items():
+        prefix = _ipv4_prefix(key)
+        if prefix is not None:
+            decided[prefix] = (key, gives_relay(data))
+        elif key.startswith(b"=") and gives_relay(data):
+            names.append(key)
+    # the children that have keys of their own, per prefix: only there does a block split
+    kids: dict[tuple[int, ...], set[int]] = {}
+    for prefix in decided:
+        for n in range(len(prefix)):
+            kids.setdefault(prefix[:n], set()).add(prefix[n])
+    by_key: dict[bytes, int] = {}
+
+    def count(decision: tuple[bytes, bool] | None, start: int, size: int) -> None:
+        if size and decision is not None and decision[1]:
+            public = _public_in(start, size)
+            if public:
+                by_key[decision[0]] = by_key.get(decision[0], 0) + public
+
+    def walk(prefix: tuple[int, ...], start: int, decision: tuple[bytes, bool] | None) -> None:
+        decision = decided.get(prefix, decision)
+        size = 1 << (8 * (4 - len(prefix)))
+        if prefix not in kids:
+            count(decision, start, size)
+            return
+        child = size >> 8
+        done = 0  # children below this octet are counted
+        for octet in sorted(kids[prefix]):
+            count(decision, start + done * child, (octet - done) * child)
+            walk(prefix + (octet,), start + octet * child, decision)
+            done = octet + 1
+        count(decision, start + done * child, (256 - done) * child)
+
+    walk((), 0, None)
+    return Relaying(sum(by_key.values()), by_key, tuple(sorted(names)))
+
+
+#: every public IPv4 address (what a catch-all rule relays for)
+PUBLIC_IPV4 = _public_in(0, 1 << 32)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qmailkit.services.render import is_loopback, render
+from qmailkit.services.config import is_loopback
+from qmailkit.services.render import render
 
 
 @dataclass(frozen=True)
@@ -181,25 +182,23 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
         o = svc.options
         key = f"services.{name}"
         ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
-        if ip and not is_loopback(ip):
+        public = bool(ip) and not is_loopback(ip)
+        if public:
             if o.get("relay_client"):
                 error(name, f"{key}.relay_client",
                       f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
                       "set relay_client = false and allow relaying per network in the tcp "
-                      'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on 127.0.0.1')
+                      'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
+                      "loopback address such as 127.0.0.1")
             if "RELAYCLIENT" in o.get("env", {}):
                 error(name, f"{key}.env.RELAYCLIENT",
                       f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
                       "remove it from env and set RELAYCLIENT per network in the tcp rules")
-        for where, line in _relay_for_all(o):
-            if not line:
-                error(name, f"{key}.rules_source", f"bad tcp rules: {where}",
-                      "fix the rule; apply will not compile the file until then")
-            elif ip and not is_loopback(ip):
-                error(name, f"{key}.rules_source",
-                      f"open relay: {where}:{line}: this rule gives RELAYCLIENT to every "
-                      f"client on {ip}:{port}",
-                      'allow relaying only for your networks, e.g. 192.0.2.:allow,RELAYCLIENT=""')
+        for problem, message, hint in _rules_relaying(o):
+            if problem == "bad":
+                error(name, f"{key}.rules", message, hint)
+            elif public:
+                error(name, f"{key}.rules", f"open relay on {ip}:{port}: {message}", hint)
         if port == 25 and not is_loopback(ip or "0"):
             for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
                 if o.get(opt):
@@ -210,27 +209,88 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
     return covered
 
 
-def _relay_for_all(o: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """(rules file, line) of catch-all rules that set RELAYCLIENT."""
-    rules = o.get("rules") or ""
-    source = o.get("rules_source")
-    if source is None and rules.endswith(".cdb"):
-        source = rules[:-4]
-    if not rules or not source or not os.path.exists(source):
-        return []
+#: a rule set that relays for this many public IPv4 addresses (a /8's worth: more than any
+#: site's own networks) relays for strangers; every catch-all spelling relays for all of them
+RELAY_LIMIT = 1 << 24
+_RELAY_HINT = ('allow relaying only for your own networks, e.g. 192.0.2.:allow,RELAYCLIENT="", '
+               "and let your users relay with SMTP AUTH")
+_NAME_HINT = "relay by IP address or SMTP AUTH; name rules may only deny or set other variables"
+
+
+def _rules_relaying(o: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """What the tcp rules tcpserver will read give RELAYCLIENT to: ("bad", message, hint) for
+    rules that cannot be read, ("relay", message, hint) for rules that relay for strangers.
+
+    Both the rules source (when there is one: apply compiles it) and the cdb (unless apply is
+    about to replace it from a newer source) are judged, by their keys, as tcpserver would.
+    """
     from qmailkit import tcprules
     from qmailkit.errors import QmailkitError
+    from qmailkit.services.apply import _rules_stale
 
-    try:
-        parsed = tcprules.compile_source(source)
-    except QmailkitError as err:
-        return [(str(err), 0)]  # reported as it is: the file and line of the bad rule
-    found = []
-    for rule in parsed.rules:
-        if rule.address == b"" and rule.allow and any(
-                name == b"RELAYCLIENT" for name, _value in rule.env):
-            found.append((source, rule.line))
+    cdb = o.get("rules") or ""
+    if not cdb:
+        return []  # no -x: tcpserver reads no rules
+    source = o.get("rules_source") or ""
+    found: list[tuple[str, str, str]] = []
+    tables = []  # (path, key → value, key → where)
+    if source and os.path.exists(source):
+        try:
+            parsed = tcprules.compile_source(source)
+        except QmailkitError as err:
+            return [("bad", f"bad tcp rules: {err}",
+                     "fix the rule; apply will not compile the file until then")]
+        lines: dict[bytes, int] = {}
+        for rule in parsed.rules:
+            for k in rule.keys:
+                lines.setdefault(k, rule.line)
+        tables.append((source, tcprules.first_values(parsed.records()),
+                       lambda keys, lines=lines: _lines(source, {lines[k] for k in keys})))
+    if os.path.lexists(cdb) and not (source and _rules_stale(Path(source), Path(cdb))):
+        try:
+            table = _read_rules_cdb(cdb)
+        except FileNotFoundError:  # a dangling symlink: nothing tcpserver could read
+            table = {}
+        except QmailkitError as err:
+            return [("bad", f"bad tcp rules: {err}", "recompile it from its source (qmailkit tcprules)")]
+        tables.append((cdb, table, lambda keys: f"{cdb}: keys " + _listed(
+            sorted(repr(k.decode("latin-1")) for k in keys))))
+    for path, table, where in tables:
+        r = tcprules.relaying(table)
+        if r.public >= RELAY_LIMIT:
+            who = ("every public IPv4 address" if r.public == tcprules.PUBLIC_IPV4 else
+                   f"{r.public:,} public IPv4 addresses "
+                   f"({100 * r.public / tcprules.PUBLIC_IPV4:.0f}% of them)")
+            found.append(("relay", f"{where(r.by_key)}: RELAYCLIENT for {who}", _RELAY_HINT))
+        for k in r.names:
+            message = (f"{where([k])}: {k.decode('latin-1')!r} sets RELAYCLIENT by the client's "
+                       "host name, which the client chooses (its PTR record)")
+            found.append(("relay", message, _NAME_HINT))
     return found
+
+
+def _read_rules_cdb(path: str) -> dict[bytes, bytes]:
+    """key → value of a rules cdb, read as a regular file of bounded size (never hangs)."""
+    from qmailkit import fsutil, tcprules
+    from qmailkit.cdb import pure
+    from qmailkit.errors import InputError
+
+    data = fsutil.read_bounded(path)
+    try:
+        _tables, end = pure.read_header(data)
+        return tcprules.first_values(pure.iter_records(data, end))
+    except pure.FormatError as err:
+        raise InputError(f"not a valid cdb: {err}", path=path) from None
+
+
+def _lines(path: str, numbers: set[int]) -> str:
+    ordered = sorted(numbers)
+    return f"{path}:" + _listed([str(n) for n in ordered], sep=",")
+
+
+def _listed(items: list[str], sep: str = ", ", most: int = 5) -> str:
+    shown = sep.join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
 
 
 def policy_errors(config: Any, rendered: Mapping[str, Any]) -> list[Finding]:

@@ -36,6 +36,7 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
+_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z", re.ASCII)
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,17 +65,56 @@ class Option:
     empty_ok: bool = True  # for str: "" allowed (usually meaning "off")
 
 
+def ipv4_octets(value: str) -> tuple[int, ...] | None:
+    """The four numbers of a dotted-quad IPv4 address, or None.
+
+    Only what tcpserver reads as exactly that address: four decimal numbers 0..255 (it
+    parses any digits-and-dots text itself, wrapping 999 to 231 and dropping a short tail,
+    so nothing else made of digits and dots means what it seems to).
+    """
+    parts = value.split(".")
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
+        return None
+    octets = tuple(int(p) for p in parts)
+    return octets if max(octets) <= 255 else None
+
+
+def is_loopback(ip: str) -> bool:
+    """A literal loopback address (127.x.y.z, or ::1 for an IPv6 tcpserver).
+
+    Names such as localhost do not count: tcpserver resolves a name through DNS
+    itself, not /etc/hosts, so it may bind anywhere, or fail.
+    """
+    octets = ipv4_octets(ip)
+    return octets[0] == 127 if octets else ip == "::1"
+
+
 def check_listen_ip(value: str) -> tuple[str, str] | None:
     if value in ("", "0"):
         return None
-    try:
-        ipaddress.ip_address(value)
+    hint = 'use an address such as "192.0.2.25", or "0" for all'
+    if all(c.isdigit() or c == "." for c in value):
+        if ipv4_octets(value) is None:
+            return (f"not an IPv4 address: {value!r}",
+                    "write four numbers 0..255 separated by dots, or \"0\" for all")
         return None
-    except ValueError:
-        pass
-    if _HOST_RE.match(value):
+    if ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+        except ValueError:
+            return (f"not an IPv6 address: {value!r}", hint)
         return None
-    return (f"not an IP address: {value!r}", 'use an address such as "192.0.2.25", or "0" for all')
+    if _plausible_host(value):
+        return None
+    return (f"neither an IP address nor a host name: {value!r}", hint)
+
+
+def _plausible_host(value: str) -> bool:
+    """A DNS name tcpserver could look up: letters, digits and '-' in labels of at most 63,
+    at most 253 in all, and a last label that starts with a letter (so not 1e5 or 0x7f...)."""
+    labels = value.split(".")
+    return (len(value) <= 253 and labels[-1][:1].isalpha()
+            and all(_LABEL_RE.match(label) for label in labels))
 
 
 def check_user(value: str) -> tuple[str, str] | None:

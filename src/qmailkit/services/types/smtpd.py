@@ -31,6 +31,7 @@ from qmailkit.services.config import (
     check_program,
     check_user,
     check_zone,
+    is_loopback,
 )
 from qmailkit.services.shell import Script, Var, Word, one_line, quote
 
@@ -323,11 +324,11 @@ def _policy_warnings(svc: Service, checks: R.Checks) -> None:
     if o["auth"] and o["allow_insecure_auth"]:
         warn("allow_insecure_auth", "AUTH is offered without TLS: passwords cross in clear",
              "set allow_insecure_auth = false")
-    if o["relay_client"] and not R.is_loopback(o["ip"]):
+    if o["relay_client"] and not is_loopback(o["ip"]):
         warn("relay_client", "RELAYCLIENT for every client on a non-loopback address: an open "
              "relay", 'set relay_client = false and allow relaying per client in the tcp rules '
              '(RELAYCLIENT="")')
-    if "RELAYCLIENT" in o["env"] and not R.is_loopback(o["ip"]):
+    if "RELAYCLIENT" in o["env"] and not is_loopback(o["ip"]):
         warn("env.RELAYCLIENT", "RELAYCLIENT for every client on a non-loopback address: an "
              "open relay", "remove it and set it per client in the tcp rules")
     if o["port"] == 25 and svc.profile == "mx":
