@@ -521,7 +521,37 @@ def test_owner_and_group(tree):
     proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
                    "--owner", "no-such-user-here")
     assert proc.returncode == 100
-    assert proc.stderr == "qmailkit auth: fatal: no such user: no-such-user-here\n"
+    assert proc.stderr.endswith(
+        "qmailkit auth build: usage: argument --owner: no such user: 'no-such-user-here'\n")
+    # USER:GROUP in one option, as chown(1) spells it
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
+                   "--owner", f"{os.geteuid()}:{gid}", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert (target.stat().st_uid, target.stat().st_gid) == (os.geteuid(), gid)
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    # A14: a gid past gid_t was an OverflowError traceback from chown
+    ("--group", "99999999999", ("argument --group: gid 99999999999 is out of range (at most "
+     "4294967294)")),
+    ("--owner", "4294967295", ("argument --owner: uid 4294967295 is out of range (at most "
+     "4294967294)")),
+    ("--owner", ":", ("argument --owner: ':' names no user or group (give USER, USER:GROUP or "
+     ":GROUP)")),
+    # A17: setuid and sticky bits were accepted
+    ("--mode", "7770", ("argument --mode: '7770' sets the setuid, setgid or sticky bit; give "
+     "permission bits only (at most 0777)")),
+    ("--mode", "-1", ("argument --mode: '-1' is not an octal file mode (give octal digits, "
+     "e.g. 644 or 0640)")),
+])
+def test_bad_owner_group_or_mode_is_a_usage_error(tree, option, value, message):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
+                   option, value)
+    assert proc.returncode == 100
+    assert proc.stderr.endswith(f"qmailkit auth build: usage: {message}\n")
+    assert "Traceback" not in proc.stderr
+    assert not target.exists()
 
 
 def test_mode_option_refuses_bits_for_others(tree):

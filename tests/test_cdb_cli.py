@@ -247,3 +247,69 @@ def test_make_with_records_larger_than_a_chunk(tmp_path):
     proc = qk("cdb", "make", ours, input=cdbmake_input(records))
     assert (proc.returncode, proc.stderr) == (0, b"")
     assert ours.read_bytes() == tinycdb_make(tmp_path / "tiny.cdb", records)
+
+
+def _qk_timed(*args, input: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([*QMAILKIT, *map(str, args)], input=input, capture_output=True,
+                          check=False, timeout=20)
+
+
+@pytest.mark.parametrize("command", [("dump",), ("get", "KEY"), ("stats",)])
+def test_a_fifo_or_directory_where_a_cdb_belongs_is_named_at_once(tmp_path, command):
+    # A16: a FIFO hung the reader for good; A18: a directory said only "No such device".
+    (tinycdb,) = need("cdb")
+    fifo, directory = tmp_path / "fifo.cdb", tmp_path / "dir.cdb"
+    os.mkfifo(fifo)
+    directory.mkdir()
+    for path, kind in ((fifo, "a FIFO"), (directory, "a directory")):
+        verb, *rest = command
+        proc = _qk_timed("cdb", verb, path, *rest)
+        assert proc.returncode == 111
+        assert proc.stderr.decode() == (
+            f"qmailkit cdb: fatal: {path}: is {kind}, not a regular file "
+            "(replace it with a regular file)\n")
+    # tinycdb gives the same exit code for a directory (and hangs on the FIFO)
+    assert subprocess.run([tinycdb, "-d", str(directory)], capture_output=True,
+                          check=False).returncode == 111
+
+
+def test_a_symlink_to_dev_zero_is_refused(tmp_path):
+    link = tmp_path / "zero.cdb"
+    link.symlink_to("/dev/zero")
+    proc = _qk_timed("cdb", "dump", link)
+    assert proc.returncode == 111
+    assert b"is a character device, not a regular file" in proc.stderr
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    # A17: -1 and 7777 gave -rwsrwsrwt, 1777777 was taken; 9x said "invalid <lambda> value"
+    ("-1", "'-1' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
+    ("9x", "'9x' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
+    ("7777", "'7777' sets the setuid, setgid or sticky bit; give permission bits only "
+             "(at most 0777)"),
+    ("1777", "'1777' sets the setuid, setgid or sticky bit; give permission bits only "
+             "(at most 0777)"),
+    ("1777777", "'1777777' is out of range for a file mode (at most 0777)"),
+])
+def test_make_mode_is_checked(tmp_path, mode, message):
+    target = tmp_path / "db.cdb"
+    proc = qk("cdb", "make", f"--mode={mode}", target, input=b"\n")
+    assert proc.returncode == 100
+    assert proc.stderr.decode().endswith(f"qmailkit cdb make: usage: argument --mode: {message}\n")
+    assert dir_listing(tmp_path) == []
+
+
+def test_make_with_standard_input_closed(tmp_path):
+    # A14: sys.stdin is None then; it was an AttributeError traceback.
+    (cdbmake,) = need("cdbmake")
+    target = tmp_path / "db.cdb"
+    proc = subprocess.run([*QMAILKIT, "cdb", "make", str(target)], stdin=subprocess.DEVNULL,
+                          capture_output=True, check=False, preexec_fn=lambda: os.close(0))
+    assert proc.returncode == 111
+    assert proc.stderr == b"qmailkit cdb: fatal: standard input is closed (give the input on it)\n"
+    assert dir_listing(tmp_path) == []
+    # freecdb's cdbmake exits 111 too
+    theirs = subprocess.run([cdbmake, str(target), str(target) + ".tmp"],
+                            stdin=subprocess.DEVNULL, capture_output=True, check=False,
+                            preexec_fn=lambda: os.close(0))
+    assert theirs.returncode == 111

@@ -50,10 +50,17 @@ def test_newmrh_lowercases_and_skips_comments(control, tmp_path):
     assert ref.read_bytes() == target.read_bytes()
 
 
-def test_empty_file_gives_empty_cdb(control, tmp_path):
+def test_empty_file_gives_empty_cdb_only_with_force(control, tmp_path):
     (cdb_prog,) = need("cdb")
     (control / "morercpthosts").write_bytes(b"")
-    assert newmrh(tmp_path).returncode == 0
+    proc = newmrh(tmp_path)
+    assert proc.returncode == 111
+    assert proc.stderr == (
+        f"qmailkit newmrh: fatal: {control}/morercpthosts.cdb: no domains found: an empty "
+        "morercpthosts.cdb refuses mail for every domain listed only there (check the "
+        "sources; --force writes it anyway)\n")
+    assert sorted(os.listdir(control)) == [".morercpthosts.cdb.lock", "morercpthosts"]
+    assert newmrh(tmp_path, "--force").returncode == 0
     dump = subprocess.run([cdb_prog, "-d", str(control / "morercpthosts.cdb")],
                           capture_output=True, check=True).stdout
     assert dump == b"\n"
@@ -76,4 +83,17 @@ def test_bad_utf8_names_the_line_and_keeps_old_cdb(control, tmp_path):
     assert proc.returncode == 111
     assert f"{control}/morercpthosts:2: not valid UTF-8 text" in proc.stderr
     assert (control / "morercpthosts.cdb").read_bytes() == before
-    assert sorted(os.listdir(control)) == ["morercpthosts", "morercpthosts.cdb"]
+    assert sorted(os.listdir(control)) == [
+        ".morercpthosts.cdb.lock", "morercpthosts", "morercpthosts.cdb"]
+
+
+def test_a_sharp_shrink_is_refused_without_force(control, tmp_path):
+    (control / "morercpthosts").write_bytes(b"".join(b"d%d.example\n" % i for i in range(10)))
+    assert newmrh(tmp_path).returncode == 0
+    before = (control / "morercpthosts.cdb").read_bytes()
+    (control / "morercpthosts").write_bytes(b"d1.example\n")
+    proc = newmrh(tmp_path)
+    assert proc.returncode == 111
+    assert "would shrink from 10 to 1 domains (90 % fewer, limit 20 %)" in proc.stderr
+    assert (control / "morercpthosts.cdb").read_bytes() == before
+    assert newmrh(tmp_path, "--force").returncode == 0

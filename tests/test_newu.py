@@ -61,7 +61,7 @@ def test_newu_writes_what_qmail_newu_writes(home, tmp_path):
     subprocess.run([cdb_prog, "-c", str(reference)], input=cdbmake_text(EXPECTED), check=True)
     assert target.read_bytes() == reference.read_bytes()
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
-    assert sorted(os.listdir(home / "users")) == ["assign", "cdb"]
+    assert sorted(os.listdir(home / "users")) == [".cdb.lock", "assign", "cdb"]
 
 
 def test_newu_lookup_with_tinycdb(home):
@@ -95,7 +95,7 @@ def test_bad_assign_leaves_old_cdb(home, data, message):
     assert proc.stderr.startswith(f"qmailkit newu: fatal: {home}/users/assign")
     assert message in proc.stderr
     assert (home / "users" / "cdb").read_bytes() == before
-    assert sorted(os.listdir(home / "users")) == ["assign", "cdb"]
+    assert sorted(os.listdir(home / "users")) == [".cdb.lock", "assign", "cdb"]
 
 
 def test_bad_assign_writes_nothing(home):
@@ -103,7 +103,7 @@ def test_bad_assign_writes_nothing(home):
     proc = newu(home)
     assert proc.returncode == 111
     assert "line starts with 'j', not '=' or '+'" in proc.stderr
-    assert os.listdir(home / "users") == ["assign"]
+    assert sorted(os.listdir(home / "users")) == ["assign"]
 
 
 def test_missing_assign(home):
@@ -128,3 +128,64 @@ def test_read_back_with_assign_reader(home):
         ("+", "list.", 77, "/var/lists"),
         ("+", "", 7790, "/var/qmail/alias"),
     ]
+
+
+@pytest.mark.parametrize("data", [b".\n", b".+x-:x:1:1:/tmp:-::\n", b"..\n=joe:joe:1:1:/h:-::\n"])
+def test_an_empty_users_cdb_is_refused_without_force(home, data):
+    # A11: "." alone (or a first line starting with ".") ended users/assign at once and
+    # installed an empty users/cdb: every vpopmail +domain- route was gone.
+    (home / "users" / "assign").write_bytes(b"+x-:x:1:1:/tmp:-::\n.\n")
+    assert newu(home).returncode == 0, newu(home).stderr
+    before = (home / "users" / "cdb").read_bytes()
+    (home / "users" / "assign").write_bytes(data)
+    proc = newu(home)
+    assert proc.returncode == 111
+    assert proc.stderr == (
+        f"qmailkit newu: fatal: {home}/users/cdb: no entries found: an empty users/cdb drops "
+        "every users/assign route (vpopmail domains bounce) (check the sources; --force "
+        "writes it anyway)\n")
+    assert (home / "users" / "cdb").read_bytes() == before
+    assert sorted(os.listdir(home / "users")) == [".cdb.lock", "assign", "cdb"]
+    proc = newu(home, "--force", "-v")
+    assert (proc.returncode, proc.stdout) == (0, f"{home}/users/cdb: 0 entries\n")
+    (cdb_prog,) = need("cdb")
+    dump = subprocess.run([cdb_prog, "-d", str(home / "users" / "cdb")], capture_output=True,
+                          check=True).stdout
+    assert dump == b"+0,0:->\n\n"  # what qmail-newu writes for an empty users/assign
+
+
+def test_a_sharp_shrink_is_refused_without_force(home):
+    (home / "users" / "assign").write_bytes(ASSIGN)
+    assert newu(home).returncode == 0
+    before = (home / "users" / "cdb").read_bytes()
+    (home / "users" / "assign").write_bytes(b"".join(ASSIGN.splitlines(True)[:3]) + b".\n")
+    proc = newu(home)
+    assert proc.returncode == 111
+    assert proc.stderr == (
+        f"qmailkit newu: fatal: {home}/users/cdb: would shrink from 5 to 3 entries (40 % "
+        "fewer, limit 20 %) (check the sources; --force or a larger --max-shrink writes it "
+        "anyway)\n")
+    assert (home / "users" / "cdb").read_bytes() == before
+    assert newu(home, "--max-shrink", "40").returncode == 0
+    assert (home / "users" / "cdb").read_bytes() != before
+
+
+@pytest.mark.parametrize(("uid", "gid", "message"), [
+    ("99999999999999999999", "1", "uid 99999999999999999999 is out of range (at most 4294967294)"),
+    ("4294967295", "1", "uid 4294967295 is out of range (at most 4294967294)"),
+    ("1", "4294967295", "gid 4294967295 is out of range (at most 4294967294)"),
+])
+def test_uid_and_gid_past_uid_t_are_refused(home, uid, gid, message):
+    # A11: qmail-lspawn reads them with scan_ulong into an int for setuid: it would wrap.
+    (home / "users" / "assign").write_bytes(
+        b"=joe:joe:1:1:/home/joe:-::\n=x:x:%s:%s:/home/x:-::\n.\n" % (uid.encode(), gid.encode()))
+    proc = newu(home)
+    assert proc.returncode == 111
+    assert proc.stderr == (f"qmailkit newu: fatal: {home}/users/assign:2: {message} "
+                           "(qmail-lspawn would wrap it into another account's number)\n")
+    assert sorted(os.listdir(home / "users")) == ["assign"]
+
+
+def test_the_largest_uid_and_gid_are_accepted(home):
+    (home / "users" / "assign").write_bytes(b"=x:x:4294967294:4294967294:/home/x:-::\n.\n")
+    assert newu(home).returncode == 0

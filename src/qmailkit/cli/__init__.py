@@ -13,7 +13,9 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
+
+from qmailkit.cli.options import percent  # noqa: F401  (cli/rcpt.py imports it from here)
 
 # The command groups, in the order ``qmailkit --help`` lists them.
 COMMAND_MODULES = (
@@ -36,15 +38,13 @@ class Parser(argparse.ArgumentParser):
         self.exit(100, f"{self.prog}: usage: {message}\n")
 
 
-def percent(text: str) -> float:
-    """An argparse type: a percentage from 0 to 100, with or without the % sign, as a fraction."""
-    try:
-        number = float(text.strip().removesuffix("%"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
-    if not 0 <= number <= 100:
-        raise argparse.ArgumentTypeError(f"not between 0 and 100: {text!r}")
-    return number / 100
+def stdin_binary() -> BinaryIO:
+    """Standard input as bytes; a message, not a traceback, when it is closed (``<&-``)."""
+    if sys.stdin is None:
+        from qmailkit.errors import QmailkitError
+
+        raise QmailkitError("standard input is closed", hint="give the input on it")
+    return sys.stdin.buffer
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qmailkit.cli import percent
+from qmailkit.cli.options import add_shrink_guard, group_id, octal_mode, owner
 
 DEFAULT_CDB = "/var/qmail/control/auth.cdb"
 
@@ -20,13 +20,6 @@ BUILD_DESCRIPTION = (
     "value = the crypt(3) hash plus optional ,VAR=\"value\" pairs. Without -c the records are "
     "printed (LOGIN VALUE lines, or cdbmake format with -m)."
 )
-
-
-def _mode(text: str) -> int:
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,15 +53,14 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--settings", metavar="FILE",
                      help="per-login VAR=value settings (see docs/mkauth.md)")
     safety = parser.add_argument_group("file and safety")
-    safety.add_argument("--owner", metavar="USER", help="owner of the cdb (name or uid)")
-    safety.add_argument("--group", metavar="GROUP",
+    safety.add_argument("--owner", type=owner, metavar="USER[:GROUP]",
+                        help="owner (and group) of the cdb, names or numbers")
+    safety.add_argument("--group", type=group_id, metavar="GROUP",
                         help="group of the cdb, e.g. the group qmail-smtpd runs as")
-    safety.add_argument("--mode", type=_mode, default=0o640, metavar="OCTAL",
-                        help="file mode (default 0640; bits for others are refused)")
-    safety.add_argument("--max-shrink", type=percent, default=0.20, metavar="PERCENT",
-                        help="refuse to lose more than this share of the logins (default 20)")
-    safety.add_argument("--force", action="store_true",
-                        help="write even if the result is empty or shrank too much")
+    safety.add_argument("--mode", type=octal_mode, default=0o640, metavar="OCTAL",
+                        help="file mode (default 0640; bits for others, setuid, setgid and "
+                        "sticky are refused)")
+    add_shrink_guard(safety, "logins")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,25 +89,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _owner(args: argparse.Namespace) -> tuple[int, int] | None:
-    import grp
-    import pwd
-
-    from qmailkit.errors import InputError
-
+    """--owner USER[:GROUP], with --group (if given) for the group."""
     if args.owner is None and args.group is None:
         return None
-    uid = gid = -1
-    if args.owner is not None:
-        try:
-            uid = int(args.owner) if args.owner.isdigit() else pwd.getpwnam(args.owner).pw_uid
-        except KeyError:
-            raise InputError(f"no such user: {args.owner}") from None
-    if args.group is not None:
-        try:
-            gid = int(args.group) if args.group.isdigit() else grp.getgrnam(args.group).gr_gid
-        except KeyError:
-            raise InputError(f"no such group: {args.group}") from None
-    return uid, gid
+    uid, gid = args.owner or (-1, -1)
+    return uid, gid if args.group is None else args.group
 
 
 def _build(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qmailkit.cli.options import octal_mode
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -31,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "blank lines and #comments are skipped",
     )
     make.add_argument(
-        "--mode", type=lambda s: int(s, 8), default=0o644, help="file mode, octal (default 644)"
+        "--mode", type=octal_mode, default=0o644, metavar="OCTAL",
+        help="file mode, octal (default 644; setuid, setgid and sticky bits are refused)",
     )
     make.set_defaults(func=cmd_make)
 
@@ -69,8 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_make(args: argparse.Namespace) -> int:
     from qmailkit.cdb import text
+    from qmailkit.cli import stdin_binary
 
-    text.build(args.file, sys.stdin.buffer, lines=args.lines, mode=args.mode)
+    text.build(args.file, stdin_binary(), lines=args.lines, mode=args.mode)
     return 0
 
 

@@ -11,6 +11,8 @@ import argparse
 import os
 from collections.abc import Callable
 
+from qmailkit.cli.options import add_shrink_guard
+
 # Importing typing at start-up costs time every command pays; only checkers need T.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="qmail's home directory (default %(default)s)")
     newu.add_argument("-v", "--verbose", action="store_true",
                       help="say how many entries were written")
+    add_shrink_guard(newu, "entries")
     newu.set_defaults(func=_newu)
 
     newmrh = sub.add_parser(
@@ -48,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="qmail's home directory (default %(default)s)")
     newmrh.add_argument("-v", "--verbose", action="store_true",
                         help="say how many domains were written")
+    add_shrink_guard(newmrh, "domains")
     newmrh.set_defaults(func=_newmrh)
 
 
@@ -65,7 +69,8 @@ def _as_failure(func: Callable[[], T]) -> T:
 def _newu(args: argparse.Namespace) -> int:
     from qmailkit.qmail import assign
 
-    entries = _as_failure(lambda: assign.compile_users_cdb(args.qmail_home))
+    entries = _as_failure(lambda: assign.compile_users_cdb(
+        args.qmail_home, force=args.force, max_shrink=args.max_shrink))
     if args.verbose:
         path = os.path.join(args.qmail_home, "users", "cdb")
         print(f"{path}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
@@ -75,7 +80,8 @@ def _newu(args: argparse.Namespace) -> int:
 def _newmrh(args: argparse.Namespace) -> int:
     from qmailkit.qmail import control
 
-    count = _as_failure(lambda: control.compile_morercpthosts(args.qmail_home))
+    count = _as_failure(lambda: control.compile_morercpthosts(
+        args.qmail_home, force=args.force, max_shrink=args.max_shrink))
     if args.verbose:
         target = os.path.join(args.qmail_home, "control", "morercpthosts.cdb")
         print(f"{target}: {count} domain{'' if count == 1 else 's'}")

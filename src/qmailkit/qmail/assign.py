@@ -37,6 +37,10 @@ WILDCARD = "+"
 _ENC = "utf-8"
 _ERRORS = "surrogateescape"
 FIELDS = ("user", "uid", "gid", "home", "dash", "ext")
+# qmail-lspawn (spawn()) reads uid and gid with scan_ulong, which wraps silently, into an
+# int handed to setuid/setgid: a 32-bit uid_t, where (uid_t)-1 = 2**32-1 means "no change"
+# and makes setuid fail.  So 0 .. 2**32-2 are the numbers it can deliver as.
+MAX_ID = 2**32 - 2
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,9 @@ def _parse_line(raw: bytes, path: str, number: int) -> Assignment:
     for label, value in (("uid", uid), ("gid", gid)):
         if not (value.isascii() and value.isdigit()):
             raise bad(f"{label} {value!r} is not a number")
+        if int(value) > MAX_ID:
+            raise bad(f"{label} {value} is out of range (at most {MAX_ID})",
+                      "qmail-lspawn would wrap it into another account's number")
     return Assignment(kind, _decode(name), user, int(uid), int(gid), home, dash, ext, number,
                       raw_value=b"\0".join(parts[:6]))
 
@@ -250,15 +257,25 @@ def lookup(entries: Iterable[Assignment], local: str) -> Assignment | None:
     return None
 
 
-def compile_users_cdb(qmail_home: str | os.PathLike[str]) -> list[Assignment]:
-    """qmail-newu: users/assign → users/cdb (0644, atomic); returns the entries written.
+def compile_users_cdb(
+    qmail_home: str | os.PathLike[str], *, force: bool = False, max_shrink: float | None = None
+) -> list[Assignment]:
+    """qmail-newu: users/assign → users/cdb (0644, with ``cdb.install``); returns the entries.
 
     The whole file is parsed before anything is written, so a bad line leaves
-    the old users/cdb in place.
+    the old users/cdb in place.  No entries at all, or many fewer than the old
+    file had (a stray ``.`` line ends the file early), is refused unless
+    ``force``: every vpopmail domain's route would be gone.
     """
     from qmailkit import cdb
 
     users = os.path.join(os.fspath(qmail_home), "users")
     entries = read(os.path.join(users, "assign"))
-    cdb.write(os.path.join(users, "cdb"), records(entries), mode=0o644)
+    guard = cdb.Guard("entries", "drops every users/assign route (vpopmail domains bounce)",
+                      max_shrink=cdb.DEFAULT_MAX_SHRINK if max_shrink is None else max_shrink,
+                      force=force, name="users/cdb", uncounted=1)
+    pairs = list(records(entries))
+    cdb.install(os.path.join(users, "cdb"),
+                lambda writer: writer.add_many([k for k, _ in pairs], [v for _, v in pairs]),
+                guard=guard, mode=0o644, what="another newu run")
     return entries

@@ -88,16 +88,26 @@ def locals_file(qmail_home: str | os.PathLike[str]) -> tuple[Path, list[str]]:
     return me, [name.lower()] if name else []
 
 
-def compile_morercpthosts(qmail_home: str | os.PathLike[str]) -> int:
-    """qmail-newmrh: control/morercpthosts → control/morercpthosts.cdb (0644, atomic).
+def compile_morercpthosts(
+    qmail_home: str | os.PathLike[str], *, force: bool = False, max_shrink: float | None = None
+) -> int:
+    """qmail-newmrh: control/morercpthosts → control/morercpthosts.cdb (0644, with
+    ``cdb.install``).
 
     Each name is lower-cased (ASCII, as qmail does) with an empty value; order
     and duplicates are kept, as qmail-newmrh keeps them.  Returns the count.
+    An empty result, or one much smaller than the old cdb, is refused unless
+    ``force``: qmail-smtpd would refuse mail for the domains dropped.
     """
     from qmailkit import cdb
 
     control = os.path.join(os.fspath(qmail_home), "control")
     names = read_control(os.path.join(control, "morercpthosts"), missing_ok=False)
-    records = [(name.encode("utf-8").lower(), b"") for name in names]
-    cdb.write(os.path.join(control, "morercpthosts.cdb"), records, mode=0o644)
-    return len(records)
+    keys = [name.encode("utf-8").lower() for name in names]
+    guard = cdb.Guard("domains", "refuses mail for every domain listed only there",
+                      max_shrink=cdb.DEFAULT_MAX_SHRINK if max_shrink is None else max_shrink,
+                      force=force)
+    cdb.install(os.path.join(control, "morercpthosts.cdb"),
+                lambda writer: writer.add_many(keys, [b""] * len(keys)), guard=guard,
+                mode=0o644, what="another newmrh run")
+    return len(keys)

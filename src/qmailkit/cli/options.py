@@ -1,0 +1,123 @@
+"""The option vocabulary every command shares: one parser per kind of value.
+
+Each function is an argparse ``type``: it returns the parsed value or raises
+ArgumentTypeError with a message that says what is wrong and what to give,
+so that a bad value is a usage error (exit 100) before anything runs.
+Cheap to import: only the command line's start-up pays for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+# uid_t and gid_t are 32 bits; (uid_t)-1 = 2**32-1 means "leave it" to chown and setuid.
+MAX_ID = 2**32 - 2
+
+DEFAULT_CONFIG = "/etc/qmailkit/qmailkit.toml"
+
+
+def octal_mode(text: str) -> int:
+    """A file mode in octal (``644``, ``0640``): permission bits only.
+
+    setuid, setgid and sticky bits are refused: no database or log qmailkit
+    writes should ever carry them.
+    """
+    digits = text.strip()
+    if not digits or any(c not in "01234567" for c in digits):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an octal file mode (give octal digits, e.g. 644 or 0640)")
+    mode = int(digits, 8)
+    if mode > 0o7777:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range for a file mode (at most 0777)")
+    if mode & 0o7000:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} sets the setuid, setgid or sticky bit; give permission bits only "
+            "(at most 0777)")
+    return mode
+
+
+def _number(text: str, what: str) -> int:
+    number = int(text)
+    if number > MAX_ID:
+        raise argparse.ArgumentTypeError(f"{what} {text} is out of range (at most {MAX_ID})")
+    return number
+
+
+def user_id(text: str) -> int:
+    """A user: a name from the passwd database, or a number (0 .. 2**32-2)."""
+    import pwd
+
+    if text.isascii() and text.isdigit():
+        return _number(text, "uid")
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+
+
+def group_id(text: str) -> int:
+    """A group: a name from the group database, or a number (0 .. 2**32-2)."""
+    import grp
+
+    if text.isascii() and text.isdigit():
+        return _number(text, "gid")
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such group: {text!r}") from None
+
+
+def owner(text: str) -> tuple[int, int]:
+    """``USER``, ``USER:GROUP``, ``:GROUP`` or ``USER:`` as chown(1) reads them: (uid, gid).
+
+    -1 leaves that part as it is; ``USER:`` takes the user's login group.
+    """
+    import pwd
+
+    user, colon, group = text.partition(":")
+    if not user and not group:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no user or group (give USER, USER:GROUP or :GROUP)")
+    uid = user_id(user) if user else -1
+    if group:
+        return uid, group_id(group)
+    if colon:  # USER: is the user and the login group
+        try:
+            return uid, pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            raise argparse.ArgumentTypeError(
+                f"uid {uid} has no passwd entry, so no login group: give USER:GROUP") from None
+    return uid, -1
+
+
+def percent(text: str) -> float:
+    """A percentage from 0 to 100, with or without the % sign, as a fraction."""
+    try:
+        number = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentage: {text!r}") from None
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"not between 0 and 100: {text!r}")
+    return number / 100
+
+
+def config_path(given: str | None) -> str:
+    """The config file: ``--config``, else $QMAILKIT_CONFIG, else DEFAULT_CONFIG."""
+    return given or os.environ.get("QMAILKIT_CONFIG") or DEFAULT_CONFIG
+
+
+def add_config(parser: argparse.ArgumentParser) -> None:
+    """The ``--config FILE`` option (read it with ``config_path(args.config)``)."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help=f"config file (default: $QMAILKIT_CONFIG, else {DEFAULT_CONFIG})")
+
+
+def add_shrink_guard(parser: argparse.ArgumentParser, noun: str) -> None:
+    """``--max-shrink`` and ``--force``: the guard rail of a database qmail reads."""
+    parser.add_argument("--max-shrink", type=percent, default=0.20, metavar="PERCENT",
+                        help=f"refuse to lose more than this share of the {noun} "
+                        "(default 20)")
+    parser.add_argument("--force", action="store_true",
+                        help="write even if the result is empty or shrank too much")
