@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 
 import pytest
 
@@ -200,7 +201,7 @@ ERRORS = [
     ('[services.imap]\ntype = "courier-imap"\n', 1, "services.imap: missing profile",
      '"imapssl"'),
     ('[services."a b"]\ntype = "qmail-smtpd"\n', 1,
-     "services.a b: not a usable service directory name", None),
+     'services."a b": not a usable service directory name', None),
     ('[services]\nmx = 3\n', 2, "services.mx: expected a table, got an integer", None),
     ('services = 3\n', 1, "services: expected a table, got an integer", None),
     ('[supervisor]\nkind = "systemd"\n' + MX, 2, "supervisor.kind: unknown value 'systemd'",
@@ -235,6 +236,55 @@ ERRORS = [
     ('[services.i]\ntype = "courier-imap"\nprofile = "imap"\nmaxprocs = 0\n', 4,
      "services.i.maxprocs: 0 is too small", None),
     ('[services.v]\ntype = "vpopmaild"\nuser = "a:b"\n', 3, "services.v.user: not a user name",
+     None),
+    # A10: no integer wraps in djb's tools
+    (MX + 'softlimit = 18446744073709551617\n', 3,
+     "services.mx.softlimit: 18446744073709551617 is too large", "maximum is 1099511627776"),
+    (MX + 'softlimit = 1\n', 3, "services.mx.softlimit: 1 is too small: no program starts",
+     "at least 4194304"),
+    ('[supervisor]\nlog_count = 18446744073709551618\n' + MX, 2,
+     "supervisor.log_count: 18446744073709551618 is too large", "maximum is 10000"),
+    (MX + 'log_count = 10001\n', 3, "services.mx.log_count: 10001 is too large",
+     "maximum is 10000"),
+    (MX + 'maxconn = 18446744073709551617\n', 3, "services.mx.maxconn: 1844674407370955161",
+     "maximum is 10000"),
+    ('[services.v]\ntype = "vpopmaild"\nmaxconn = 10001\n', 3,
+     "services.v.maxconn: 10001 is too large", "maximum is 10000"),
+    (MX + 'greet_delay = 301\n', 3, "services.mx.greet_delay: 301 is too large",
+     "maximum is 300"),
+    (MX + 'greylist_limit = 2147483648\n', 3, "services.mx.greylist_limit: 2147483648 is too",
+     "maximum is 2147483647"),
+    ('[services.i]\ntype = "courier-imap"\nprofile = "imap"\nmaxperip = 99999\n', 4,
+     "services.i.maxperip: 99999 is too large", "maximum is 10000"),
+    # A19: text sent as one SMTP line or header
+    (MX + 'diemsg = "421 busy\\r\\n250 ok"\n', 3, "services.mx.diemsg: contains a line break",
+     "one line"),
+    (MX + 'diemsg_maxconnip = "a\\nb"\n', 3, "services.mx.diemsg_maxconnip: contains a line",
+     None),
+    (MX + 'rbl_block = ["zen.spamhaus.org:Listed\\n250 ok"]\n', 3,
+     "services.mx.rbl_block: contains a line break", None),
+    (MX + 'dkverify = "DEfGhIJK\\n"\n', 3, "services.mx.dkverify: contains a line break",
+     None),
+    (MX + 'dksign = "\\rkey"\n', 3, "services.mx.dksign: contains a line break", None),
+    ('[services.p]\ntype = "qmail-pop3d"\nhostname = "a\\nb"\n', 3,
+     "services.p.hostname: contains a line break", None),
+    # A18: names, with their line, shown escaped
+    ('\n[services."a\\u0000b"]\ntype = "qmail-send"\n', 2,
+     'services."a\\x00b": not a usable service directory name', None),
+    ('[services."."]\ntype = "qmail-send"\n', 1,
+     'services.".": not a usable service directory name', None),
+    ('\n\n[services.".."]\ntype = "qmail-send"\n', 3,
+     'services."..": not a usable service directory name', None),
+    ('[services."a\\nb"]\ntype = "qmail-send"\n', 1,
+     'services."a\\nb": not a usable service directory name', None),
+    (f'[services.{"a" * 65}]\ntype = "qmail-send"\n', 1,
+     f"services.{'a' * 65}: service name of 65 characters is too long", "at most 64"),
+    ('[services."smtp.example"]\ntype = "qmail-smtpd"\nport = 70000\n', 3,
+     "services.smtp.example.port: 70000 is too large", None),
+    ('\ufeff' + MX, 1, "starts with a UTF-8 byte-order mark", "without a byte-order mark"),
+    # A14: nesting that Python's TOML reader cannot follow
+    ('a = ' + '[' * 5000 + ']' * 5000 + '\n' + MX, None, "TOML nested too deeply", None),
+    ('a = ' + '{b=' * 2000 + '1' + '}' * 2000 + '\n' + MX, None, "TOML nested too deeply",
      None),
 ]
 
@@ -273,6 +323,52 @@ def test_load_missing_file(tmp_path):
     assert info.value.path == str(tmp_path / "none.toml")
     assert "--config" in info.value.hint
     assert os.listdir(tmp_path) == []
+
+
+def test_names_of_64_characters_fit_every_file_apply_makes(tmp_path):
+    name = "a" * config.MAX_NAME
+    cfg = config.loads(f'[services.{name}]\ntype = "qmail-send"\n')
+    assert list(cfg.services) == [name]
+    longest = f".retired-{name}-20261202T000000.000000-99"  # apply's retired name, and more
+    assert len(f".{name}.qmailkit-new") < len(longest) < 255
+    (tmp_path / longest).mkdir()  # the file system takes it
+
+
+def test_extreme_integers_work_with_the_real_softlimit():
+    from conftest import need
+
+    softlimit, tcpserver = need("softlimit", "tcpserver")
+    o = config.loads(MX + f"softlimit = {config.MAX_SOFTLIMIT}\n").services["mx"].options
+    out = subprocess.run([softlimit, "-m", str(o["softlimit"]), "/bin/echo", "ok"],
+                         capture_output=True, check=True).stdout
+    assert out == b"ok\n"
+    # the smallest accepted limit still lets tcpserver load its libraries (it prints usage)
+    low = subprocess.run([softlimit, "-m", str(config.MIN_SOFTLIMIT), tcpserver],
+                         capture_output=True, check=False)
+    assert low.stderr.startswith(b"tcpserver: usage: ")
+    assert b"error while loading shared libraries" in subprocess.run(
+        [softlimit, "-m", str(config.MIN_SOFTLIMIT // 4), tcpserver],
+        capture_output=True, check=False).stderr
+
+
+def test_load_refuses_what_is_not_a_regular_file(tmp_path):
+    """A FIFO or a device as --config: an error at once, never a hang or an endless read."""
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for path, what in ((fifo, "a FIFO"), ("/dev/zero", "a character device"),
+                       (tmp_path, "a directory")):
+        with pytest.raises(InputError) as info:
+            config.load(path)
+        assert str(info.value) == (f"{path}: cannot read config: is {what}, not a regular file "
+                                   "(replace it with a regular file)")
+        assert info.value.exit_code == 100
+    big = tmp_path / "big.toml"
+    big.write_bytes(b"#" * (config.CONFIG_LIMIT + 1))
+    with pytest.raises(InputError, match="larger than 16777216 bytes"):
+        config.load(big)
+    comments = tmp_path / "comments.toml"  # 5 MB of comments, as in the findings: fine
+    comments.write_bytes(b"# x\n" * 1_250_000 + MX.encode())
+    assert list(config.load(comments).services) == ["mx"]
 
 
 def test_load_bad_utf8_names_the_line(tmp_path):

@@ -30,9 +30,19 @@ DEFAULT_SCAN_DIR = {"daemontools": "/service", "runit": "/etc/service", "s6": "/
 
 # multilog accepts sizes 4096..16777215 and at least 2 files; keep the same limits for all.
 MIN_LOG_SIZE, MAX_LOG_SIZE = 4096, 16777215
-MIN_LOG_COUNT = 2
+# multilog scans the whole log directory at every rotation; 10,000 files of 16 MB is 160 GB
+MIN_LOG_COUNT, MAX_LOG_COUNT = 2, 10000
+# djb's tools read numbers into C integers that wrap silently (softlimit -m 2^64+1 is 1 byte):
+# no integer option is larger than a C int unless its own maximum says otherwise
+INT_MAX = 2**31 - 1
+MAX_CONN = 10000  # tcpserver -c: one process per connection
+# softlimit -m: below a few MB not even tcpserver can load its libraries; above 1 TiB is none
+MIN_SOFTLIMIT, MAX_SOFTLIMIT = 4 * 2**20, 2**40
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+# apply's longest name is .retired-NAME-STAMP (and supervise/ paths inside the directory):
+# 64 leaves room under NAME_MAX (255) for all of them
+MAX_NAME = 64
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
@@ -139,12 +149,27 @@ def check_program(value: str) -> tuple[str, str] | None:
     )
 
 
+def check_one_line(value: str) -> tuple[str, str] | None:
+    """Text that ends up in one SMTP reply, header or protocol line: no line break."""
+    if "\n" in value or "\r" in value:
+        return ("contains a line break", "write it on one line: it is sent as one SMTP line")
+    return None
+
+
 def check_zone(value: str) -> tuple[str, str] | None:
-    # rblsmtpd takes "zone" or "zone:message"; the zone is what must look like a name.
+    # rblsmtpd takes "zone" or "zone:message"; the zone is what must look like a name,
+    # and the message is sent to the client as one SMTP reply.
     zone = value.split(":", 1)[0]
-    if _HOST_RE.match(zone):
-        return None
-    return (f"not a DNS zone: {value!r}", 'use a zone name such as "zen.spamhaus.org"')
+    if not _HOST_RE.match(zone):
+        return (f"not a DNS zone: {value!r}", 'use a zone name such as "zen.spamhaus.org"')
+    return check_one_line(value)
+
+
+def _check_softlimit(value: int) -> tuple[str, str] | None:
+    if 0 < value < MIN_SOFTLIMIT:
+        return (f"{value} is too small: no program starts with less",
+                f"give at least {MIN_SOFTLIMIT} (4 MiB), or 0 for no limit")
+    return None
 
 
 # Options every service has, whatever its type.
@@ -166,13 +191,15 @@ COMMON_OPTIONS: dict[str, Option] = {
         0,
         "memory limit in bytes (softlimit -m); 0 = none",
         min=0,
+        max=MAX_SOFTLIMIT,
+        check=_check_softlimit,
     ),
     "log_user": Option("str", None, "user the logger runs as (default: [supervisor] log_user)",
                        check=check_user, empty_ok=False),
     "log_size": Option("int", None, "bytes per log file (default: [supervisor] log_size)",
                        min=MIN_LOG_SIZE, max=MAX_LOG_SIZE),
     "log_count": Option("int", None, "log files kept, as multilog n (default: [supervisor])",
-                        min=MIN_LOG_COUNT),
+                        min=MIN_LOG_COUNT, max=MAX_LOG_COUNT),
 }
 
 
@@ -222,26 +249,34 @@ class Config:
     text: str = ""
 
     def line_of(self, key: str) -> int | None:
-        return _locate(self.text, key)
+        return _locate(self.text, _key_parts(key, list(self.services)))
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
 
 
+#: a config larger than this is not a config (5 MB of comments still load)
+CONFIG_LIMIT = 16 * 2**20
+_BOM = "\ufeff"
+
+
 def load(path: str | os.PathLike[str]) -> Config:
-    """Read and validate the config file at ``path``."""
+    """Read and validate the config file at ``path`` (a regular file, read with a bound)."""
+    from qmailkit import fsutil
+    from qmailkit.errors import QmailkitError
+
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = fsutil.read_bounded(path, CONFIG_LIMIT)
     except FileNotFoundError:
         raise InputError(
             "config file not found", path=path,
             hint="create it (see examples/qmailkit.toml) or pass --config",
         ) from None
-    except OSError as err:
-        raise InputError(f"cannot read config: {err.strerror}", path=path) from None
+    except QmailkitError as err:
+        raise InputError(f"cannot read config: {err.message}", path=path,
+                         hint=err.hint) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -252,6 +287,9 @@ def load(path: str | os.PathLike[str]) -> Config:
 
 def loads(text: str, path: str = "<string>") -> Config:
     """Validate config ``text``; ``path`` is used in messages and run-script headers."""
+    if text.startswith(_BOM):
+        raise InputError("starts with a UTF-8 byte-order mark", path=path, line=1,
+                         hint="save the file as UTF-8 without a byte-order mark")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -263,6 +301,9 @@ def loads(text: str, path: str = "<string>") -> Config:
             line = text.count("\n") + 1
         raise InputError(f"TOML syntax error: {msg}", path=path, line=line,
                          hint="see https://toml.io for the syntax") from None
+    except RecursionError:
+        raise InputError("TOML nested too deeply to read: arrays or tables within each other",
+                         path=path, hint="no qmailkit setting nests more than two levels") from None
     v = _Validator(text, path)
     return v.config(data)
 
@@ -271,9 +312,12 @@ class _Validator:
     def __init__(self, text: str, path: str) -> None:
         self.text = text
         self.path = path
+        self.names: list[str] = []  # service names, for keys whose name holds dots
 
     def fail(self, key: str, message: str, hint: str | None = None) -> InputError:
-        return InputError(f"{key}: {message}", path=self.path, line=_locate(self.text, key),
+        parts = _key_parts(key, self.names)
+        shown = ".".join(p if _NAME_RE.match(p) else _quoted(p) for p in parts)
+        return InputError(f"{shown}: {message}", path=self.path, line=_locate(self.text, parts),
                           hint=hint)
 
     # -- generic checks -------------------------------------------------------------------
@@ -310,8 +354,9 @@ class _Validator:
                                 "write a number without quotes")
             if opt.min is not None and value < opt.min:
                 raise self.fail(key, f"{value} is too small", f"the minimum is {opt.min}")
-            if opt.max is not None and value > opt.max:
-                raise self.fail(key, f"{value} is too large", f"the maximum is {opt.max}")
+            top = INT_MAX if opt.max is None else opt.max
+            if value > top:
+                raise self.fail(key, f"{value} is too large", f"the maximum is {top}")
         elif kind == "bool":
             if not isinstance(value, bool):
                 raise self.fail(key, f"expected true or false, got {_tname(value)}",
@@ -376,6 +421,7 @@ class _Validator:
             raise InputError("no services configured", path=self.path,
                              hint='add a table such as [services.mx] with type = "qmail-smtpd"')
         cfg = Config(path=self.path, supervisor=sup, system=system, text=self.text)
+        self.names = list(services_raw)
         for name, table in services_raw.items():
             cfg.services[name] = self.service(name, table, sup, system)
         return cfg
@@ -388,7 +434,7 @@ class _Validator:
                                    empty_ok=False),
             "log_user": Option("str", "qmaill", "", check=check_user, empty_ok=False),
             "log_size": Option("int", 1048576, "", min=MIN_LOG_SIZE, max=MAX_LOG_SIZE),
-            "log_count": Option("int", 1024, "", min=MIN_LOG_COUNT),
+            "log_count": Option("int", 1024, "", min=MIN_LOG_COUNT, max=MAX_LOG_COUNT),
         }
         self.unknown("supervisor", t, opts, "[supervisor]")
         v = {k: (self.value(f"supervisor.{k}", o, t[k]) if k in t else o.default)
@@ -423,6 +469,10 @@ class _Validator:
             raise self.fail(key, "not a usable service directory name",
                             "use letters, digits, '.', '_' and '-', starting with a letter "
                             "or digit")
+        if len(name) > MAX_NAME:
+            raise self.fail(key, f"service name of {len(name)} characters is too long",
+                            f"use at most {MAX_NAME}: apply keeps a retired service as "
+                            ".retired-NAME-STAMP, and every file name must fit 255 bytes")
         if "type" not in t:
             raise self.fail(key, "missing type",
                             "add type = one of " + ", ".join(f'"{n}"' for n in TYPES))
@@ -492,17 +542,45 @@ _HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY_RE = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
 
 
+def _quoted(part: str) -> str:
+    """A key part shown in quotes, escaped: no raw line break or NUL in a message."""
+    return '"' + part.encode("unicode_escape").decode("ascii").replace('"', '\\"') + '"'
+
+
+def _key_parts(key: str, names: list[str]) -> list[str]:
+    """The parts of dotted ``key``, keeping a service name that holds dots in one piece."""
+    if key.startswith("services."):
+        rest = key[len("services."):]
+        for name in sorted(names, key=len, reverse=True):
+            if rest == name or rest.startswith(name + "."):
+                tail = rest[len(name) + 1:]
+                return ["services", name, *(tail.split(".") if tail else [])]
+    return key.split(".")
+
+
+def _unquote(part: str) -> str:
+    if part[:1] == "'":
+        return part[1:-1]
+    if part[:1] == '"':
+        try:  # TOML's own reading of the escapes in a basic string
+            return tomllib.loads(f"k = {part}")["k"]
+        except tomllib.TOMLDecodeError:
+            return part[1:-1]
+    return part
+
+
 def _split_dotted(key: str) -> list[str]:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", key)
-    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+    parts = re.findall(r"""[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*'""", key)
+    return [_unquote(p) for p in parts]
 
 
-def _locate(text: str, key: str) -> int | None:
-    """Best-effort line number of dotted ``key`` (its assignment, or its table header)."""
-    want = key.split(".")
+def _locate(text: str, key: str | list[str]) -> int | None:
+    """Best-effort line number of ``key`` (dotted, or its parts): its assignment, or its
+    table header."""
+    want = key.split(".") if isinstance(key, str) else key
     header_line: int | None = None
     current: list[str] = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):
         m = _HEADER_RE.match(line)
         if m and not _KEY_RE.match(line):
             current = _split_dotted(m.group(1))
@@ -524,5 +602,5 @@ def _locate(text: str, key: str) -> int | None:
         return header_line
     # fall back to the nearest enclosing table
     if len(want) > 1:
-        return _locate(text, ".".join(want[:-1]))
+        return _locate(text, want[:-1])
     return None

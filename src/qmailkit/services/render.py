@@ -174,7 +174,7 @@ def is_loopback(ip: str) -> bool:
 
 
 def tcp_options(ip: str, port: int, user: str, maxconn: int = 40) -> dict[str, Option]:
-    from qmailkit.services.config import check_abs_path, check_listen_ip, check_user
+    from qmailkit.services.config import MAX_CONN, check_abs_path, check_listen_ip, check_user
 
     return {
         "ip": Option("str", ip, 'address to listen on; "0" = all; empty = refuse to start', "IP",
@@ -183,7 +183,7 @@ def tcp_options(ip: str, port: int, user: str, maxconn: int = 40) -> dict[str, O
         "user": Option("str", user, "account the server runs as (tcpserver -u/-g); empty = "
                        "root", "", check=check_user),
         "maxconn": Option("int", maxconn, "maximum simultaneous connections (tcpserver -c)",
-                          "MAX", min=1),
+                          "MAX", min=1, max=MAX_CONN),
         "rules": Option("str", "", "tcprules cdb (tcpserver -x); empty = none", "",
                         check=check_abs_path),
         "rules_source": Option("str", None, "rules text compiled into rules by services apply; "

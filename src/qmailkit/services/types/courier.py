@@ -19,6 +19,7 @@ from typing import Any
 
 from qmailkit.services import render as R
 from qmailkit.services.config import (
+    MAX_CONN,
     Config,
     Option,
     Service,
@@ -43,9 +44,9 @@ OPTIONS: dict[str, Option] = {
     "sysconfdir": Option("str", None, "Courier's config files (default: prefix/etc)",
                          "sysconfdir", check=check_abs_path, empty_ok=False),
     "maxprocs": Option("int", None, "maximum connections; not set = from the config file",
-                       "MAXDAEMONS", min=1),
+                       "MAXDAEMONS", min=1, max=MAX_CONN),
     "maxperip": Option("int", None, "connections per client IP; not set = from the config "
-                       "file", "MAXPERIP", min=1),
+                       "file", "MAXPERIP", min=1, max=MAX_CONN),
     "maildir": Option("str", None, "mailbox relative to the home directory; not set = from the "
                       "config file", "MAILDIRPATH", empty_ok=False),
     "tls_cert": Option("str", None, "certificate (SSL profiles); not set = from the config "

@@ -10,15 +10,22 @@ from __future__ import annotations
 from typing import Any
 
 from qmailkit.services import render as R
-from qmailkit.services.config import Config, Option, Service, System, check_abs_path, check_program
+from qmailkit.services.config import (
+    Config,
+    Option,
+    Service,
+    System,
+    check_abs_path,
+    check_one_line,
+    check_program,
+)
 from qmailkit.services.shell import Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
     **{k: v for k, v in R.tcp_options("", 110, "").items() if k != "user"},
     "hostname": Option("str", "", "host name for qmail-popup and tcpserver -l; empty = first "
                        "line of control/me at start", "LOCAL",
-                       check=lambda v: ("contains a line break", "give one host name")
-                       if "\n" in v or "\r" in v else None),
+                       check=check_one_line),
     "ssl": Option("bool", False, "run under sslserver -e", ""),
     "tls_cert": Option("str", lambda system: system.qmail_home + "/control/servercert.pem",
                        "PEM certificate and key for sslserver", "CERTFILE", check=check_abs_path),
