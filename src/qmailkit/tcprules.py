@@ -16,11 +16,14 @@ present decides.
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from qmailkit.errors import InputError, os_error
+from qmailkit.fsutil import read_bounded
 
 # tcprules exits 100 when a line cannot be parsed; so do we.
 BAD_RULE_EXIT = 100
@@ -153,16 +156,35 @@ def _parse_line(path: str, number: int, text: bytes, colon: int) -> Rule:
     return Rule(number, text, address, allow, tuple(env), keys)
 
 
-def parse(text: bytes | str, path: str | os.PathLike[str] = "rules") -> Rules:
-    """Parse tcprules source; raises InputError (exit 100) naming the line of a bad rule."""
+#: the longest rules line read (a stream of junk fails here instead of filling memory)
+MAX_LINE = 1 << 20
+
+
+def _lines(source: BinaryIO, path: str) -> Iterator[bytes]:
+    """The lines of ``source`` without their newlines, read one at a time."""
+    number = 0
+    while line := source.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise InputError(f"line longer than {MAX_LINE} bytes", path=path, line=number,
+                             hint="is this a tcprules source?", exit_code=BAD_RULE_EXIT)
+        yield line.removesuffix(b"\n")
+
+
+def parse(
+    text: bytes | str | BinaryIO, path: str | os.PathLike[str] = "rules"
+) -> Rules:
+    """Parse tcprules source; raises InputError (exit 100) naming the line of a bad rule.
+
+    ``text`` may be a binary stream (standard input): it is read a line at a
+    time, and reading stops at the first bad line, as tcprules stops.
+    """
     name = os.fspath(path)
     if isinstance(text, str):
         text = text.encode("utf-8", "surrogateescape")
     result = Rules(name)
-    lines = text.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    for number, raw in enumerate(lines, 1):
+    for number, raw in enumerate(_lines(io.BytesIO(text) if isinstance(text, bytes) else text,
+                                        name), 1):
         if not raw or raw.startswith(b"#"):
             continue
         line = raw.rstrip(b" \t")
@@ -177,9 +199,8 @@ def parse(text: bytes | str, path: str | os.PathLike[str] = "rules") -> Rules:
 
 def _read(path: str | os.PathLike[str]) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as err:
+        return read_bounded(path)  # a regular file only: never hang on a FIFO
+    except FileNotFoundError as err:
         raise os_error(err, "cannot read rules") from err
 
 
@@ -202,7 +223,11 @@ def compile_rules(
     """
     from qmailkit import cdb
 
-    return cdb.write(cdb_path, rules.records(), mode=mode, tmp=tmp_path)
+    def fill(writer: cdb.Writer) -> None:
+        for key, data in rules.records():
+            writer.add(key, data)
+
+    return cdb.install(cdb_path, fill, mode=mode, tmp=tmp_path, what="another tcprules run").count
 
 
 def compile_file(

@@ -60,8 +60,10 @@ def _say(line: str) -> None:
 
 def cmd_compile(cdb_path: str, tmp_path: str) -> int:
     from qmailkit import tcprules
+    from qmailkit.cli import stdin_binary
 
-    rules = tcprules.parse(sys.stdin.buffer.read(), "standard input")
+    # Parsed as a stream: junk on standard input fails at its first bad line.
+    rules = tcprules.parse(stdin_binary(), "standard input")
     for number, text in rules.ignored:
         shown = text.decode("utf-8", "backslashreplace")
         _say(f"warning: standard input:{number}: no ':' in this line, ignored: {shown}")
@@ -73,13 +75,26 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def _is_text(arg: str) -> bool:
+    """False for an argument holding bytes that are not UTF-8 (surrogate escapes)."""
+    try:
+        arg.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def cmd_check(
     rules_path: str | None, cdb_path: str, ip: str, host: str | None = None, info: str | None = None
 ) -> int:
     from qmailkit import tcprules
-    from qmailkit.errors import InputError
+    from qmailkit.errors import InputError, QmailkitError
 
     tcprules.check_ip(ip)
+    for what, value in (("HOST", host), ("INFO", info)):
+        if value is not None and not _is_text(value):
+            raise InputError(f"{what} {_text(os.fsencode(value))!r} is not valid UTF-8 text",
+                             hint="give the name as tcpserver sets TCPREMOTEHOST/TCPREMOTEINFO")
     found = tcprules.explain(cdb_path, ip, host, info)
     # Output as tcprulescheck's, then where the rule came from.
     out = []
@@ -96,7 +111,7 @@ def cmd_check(
     if rules_path is not None:
         try:
             source = tcprules.explain(tcprules.compile_source(rules_path), ip, host, info)
-        except InputError as err:  # the cdb's answer stands; the source cannot explain it
+        except QmailkitError as err:  # the cdb's answer stands; the source cannot explain it
             _say(f"warning: cannot say which line matched: {err}")
     if source is not None:
         if (source.key, source.data) != (found.key, found.data):
