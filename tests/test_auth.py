@@ -736,3 +736,34 @@ def test_one_temp_file_while_writing_and_stale_nested_ones_cleaned(tmp_path, mon
     auth.write_cdb(tmp_path / "auth.cdb", [(b"a", b"$1$a$b")])
     assert seen[0] == [f".auth.cdb{TMP_MARK}{os.getpid()}"]
     assert sorted(os.listdir(tmp_path)) == [".auth.cdb.lock", "auth.cdb"]
+
+
+def test_check_with_standard_input_closed_and_no_terminal(tree):
+    # A14: getpass fell back to sys.stdin, which is None: an AttributeError traceback
+    target = tree["qmail"] / "control" / "auth.cdb"
+    auth.write_cdb(target, auth.collect(auth.Sources(qmail_home=tree["qmail"])).records())
+    proc = subprocess.run([sys.executable, "-m", "qmailkit", "auth", "check", "--cdb",
+                           str(target), "dave@example.net"], stdin=subprocess.DEVNULL,
+                          preexec_fn=lambda: os.close(0), start_new_session=True,
+                          capture_output=True, text=True, check=False, timeout=30)
+    assert proc.returncode == 111
+    assert proc.stderr == ("qmailkit auth: fatal: standard input is closed and no password "
+                           "can be read (give it on standard input, or use --no-password)\n")
+
+
+@pytest.mark.parametrize(("stdin", "code", "err"), [
+    (b"\xff\xfe not utf-8\n", 1, ""),  # any bytes are a password; this one does not match
+    (None, 100, ("qmailkit auth: fatal: the password on standard input is longer than 65536 "
+                "bytes\n")),  # /dev/zero: never slurped
+])
+def test_check_reads_a_bounded_line_of_bytes(tree, stdin, code, err):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    auth.write_cdb(target, auth.collect(auth.Sources(qmail_home=tree["qmail"])).records())
+    cmd = [sys.executable, "-m", "qmailkit", "auth", "check", "--cdb", str(target),
+           "dave@example.net"]
+    if stdin is None:
+        with open("/dev/zero", "rb") as zero:
+            proc = subprocess.run(cmd, stdin=zero, capture_output=True, check=False, timeout=30)
+    else:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, check=False, timeout=30)
+    assert (proc.returncode, proc.stderr.decode()) == (code, err)

@@ -149,12 +149,25 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_password(prompt: str) -> str:
+#: the longest password line read from standard input (it is not a stream to slurp)
+MAX_PASSWORD = 1 << 16
+
+
+def _read_password(prompt: str) -> str | bytes:
+    """From the terminal without echo, else the first line of standard input, as bytes."""
     import getpass
 
-    if sys.stdin is not None and not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\r\n")
-    return getpass.getpass(prompt)
+    from qmailkit.errors import InputError, QmailkitError
+
+    if sys.stdin is None:
+        raise QmailkitError("standard input is closed and no password can be read",
+                            hint="give it on standard input, or use --no-password")
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    line = sys.stdin.buffer.readline(MAX_PASSWORD + 1)
+    if len(line) > MAX_PASSWORD:
+        raise InputError(f"the password on standard input is longer than {MAX_PASSWORD} bytes")
+    return line.rstrip(b"\r\n")
 
 
 def _check(args: argparse.Namespace) -> int:
