@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,97 @@ def test_apply_refuses_force_tls_on_the_mx(tmp_path):
     with pytest.raises(InputError, match=r"refusing to install: mx: FORCE_TLS on a port-25 MX"):
         ap.apply(cfg)
     assert not (tmp_path / "services").exists()
+
+
+# -- who runs as root, and services for this host only ---------------------------------------
+
+
+def test_smtpd_as_root_is_refused(tmp_path):
+    from qmailkit.services import apply as ap
+
+    cfg = load(tmp_path, '[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nuser = "root"\n'
+                         'rules = ""\n')
+    found = [f.describe() for f in check(cfg) if f.key == "services.mx.user"]
+    assert found == [('error: mx: qmail-smtpd runs as root: every remote client talks to a root '
+                     'process [services.mx.user] (use the qmaild account (user = "qmaild"), as '
+                     "qmail intends)")]
+    from qmailkit.errors import InputError
+
+    with pytest.raises(InputError, match="refusing to install: mx: qmail-smtpd runs as root"):
+        ap.apply(cfg, force=True)
+    assert not (tmp_path / "services").exists()
+
+
+def test_loggers_as_root_are_warned_about(tmp_path):
+    from qmailkit.services import config
+
+    text = (f'[supervisor]\nscan_dir = "{tmp_path}/scan"\nservice_root = "{tmp_path}/s"\n'
+            'log_user = "root"\n[services.send]\ntype = "qmail-send"\n'
+            '[services.send2]\ntype = "qmail-send"\nlog_user = "nobody"\n'
+            '[services.send3]\ntype = "qmail-send"\nlog_user = "root"\n')
+    cfg = config.loads(text, str(tmp_path / "q.toml"))
+    found = [f.describe() for f in check(cfg) if f.key.endswith("log_user")]
+    hint = "(use an unprivileged account such as qmaill: multilog only writes the log directory)"
+    assert found == [f"warning: send3: the logger runs as root [services.send3.log_user] {hint}",
+                     f"warning: supervisor: the loggers run as root [supervisor.log_user] {hint}"]
+
+
+def local_only(tmp_path: Path, stype: str, extra: str) -> list[str]:
+    cfg = load(tmp_path, f'[services.v]\ntype = "{stype}"\n{extra}')
+    return [f.describe() for f in check(cfg)
+            if "open to the world" in f.message or "as root" in f.message]
+
+
+HINT = ("(listen on 127.0.0.1, or allow only your own networks in the tcp rules (e.g. "
+        "192.0.2.:allow then :deny))")
+
+
+@pytest.mark.parametrize("stype, what", [
+    ("vpopmaild", "vpopmail's administration protocol (add, delete, change any account)"),
+    ("courierpassd", "password changes"),
+    ("courierauthd", "password checks (a guessing oracle)"),
+])
+def test_local_only_services_open_to_the_world(tmp_path, stype, what):
+    assert local_only(tmp_path, stype, 'ip = "0"\n') == [
+        (f"error: v: open to the world: {what} on 0:{check_port(stype)}, with no tcp rules "
+        f"[services.v.ip] {HINT}")]
+    # the defaults (127.0.0.1), a private address: fine
+    assert local_only(tmp_path, stype, "") == []
+    assert local_only(tmp_path, stype, 'ip = "192.168.1.5"\n') == []
+
+
+def check_port(stype: str) -> int:
+    return {"vpopmaild": 8900, "courierpassd": 106, "courierauthd": 8901}[stype]
+
+
+def test_vpopmaild_rules_judged_as_tcpserver_reads_them(tmp_path):
+    from conftest import need
+
+    (tcprules, tcprulescheck) = need("tcprules", "tcprulescheck")
+    (tmp_path / "tcp").mkdir()
+    src, cdb = tmp_path / "tcp" / "vpop", tmp_path / "tcp" / "vpop.cdb"
+    rules = f'ip = "0"\nuser = "root"\nrules = "{cdb}"\n'
+
+    def compiled(text: bytes) -> None:
+        src.write_bytes(text)
+        subprocess.run([tcprules, cdb, f"{cdb}.tmp"], input=text, check=True)
+        os.utime(src, ns=(1, 1))
+
+    def allowed(ip: str) -> bool:
+        out = subprocess.run([tcprulescheck, cdb], env={"TCPREMOTEIP": ip},
+                             capture_output=True, check=True).stdout
+        return out.endswith(b"allow connection\n")
+
+    compiled(b"127.:allow\n10.:allow\n")  # no catch-all: tcpserver lets everyone else in
+    assert allowed("8.8.8.8")
+    what = "vpopmail's administration protocol (add, delete, change any account)"
+    assert local_only(tmp_path, "vpopmaild", rules) == [
+        (f"error: v: open to the world: {what} on 0:8900: {src}:(no rule matched): lets in every "
+        f"public IPv4 address [services.v.rules] {HINT}"),
+        (f"error: v: open to the world: {what} on 0:8900: {cdb}: keys (none matched): lets in "
+        f"every public IPv4 address [services.v.rules] {HINT}"),
+        ("warning: v: vpopmaild runs as root: a flaw in it gives root [services.v.user] (run it "
+        'as the vpopmail account (user = "vpopmail"))')]
+    compiled(b"127.:allow\n10.:allow\n:deny\n")
+    assert not allowed("8.8.8.8") and allowed("10.1.1.1")
+    assert local_only(tmp_path, "vpopmaild", rules)[:-1] == []

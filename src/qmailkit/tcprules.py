@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -389,39 +389,48 @@ def _public_in(start: int, size: int) -> int:
     return size - hidden
 
 
+def lets_in(data: bytes) -> bool:
+    """A rules value that lets the connection in (no D)."""
+    return decode_data(data)[0]
+
+
 @dataclass(frozen=True)
-class Relaying:
-    """Who a rules table gives RELAYCLIENT to (see the comment above ``first_values``)."""
+class Coverage:
+    """Which clients a rules table does something to (see the comment above ``first_values``)."""
 
-    public: int  # public IPv4 addresses whose lookup ends at a key that sets RELAYCLIENT
-    by_key: dict[bytes, int]  # those addresses, per deciding key (only keys with some)
-    names: tuple[bytes, ...]  # =host keys that set RELAYCLIENT: reachable by any client
+    public: int  # public IPv4 addresses whose lookup ends in what was asked for
+    by_key: dict[bytes | None, int]  # those addresses per deciding key (None: no key matched)
+    names: tuple[bytes, ...]  # =host keys doing it: reachable by any client that picks the name
 
 
-def relaying(table: dict[bytes, bytes]) -> Relaying:
-    """What tcpserver does with ``table`` (key → value, as ``first_values`` gives it)."""
-    decided: dict[tuple[int, ...], tuple[bytes, bool]] = {}
+def coverage(table: dict[bytes, bytes], wanted: Callable[[bytes], bool] = gives_relay,
+             default: bool = False) -> Coverage:
+    """The clients for which tcpserver, reading ``table`` (key → value, as ``first_values``
+    gives it), finds a value that is ``wanted``; ``default`` is the answer when no key
+    matches (tcpserver lets such a client in, without setting anything)."""
+    decided: dict[tuple[int, ...], tuple[bytes | None, bool]] = {(): (None, default)}
     names = []
     for key, data in table.items():
         prefix = _ipv4_prefix(key)
         if prefix is not None:
-            decided[prefix] = (key, gives_relay(data))
-        elif key.startswith(b"=") and gives_relay(data):
+            decided[prefix] = (key, wanted(data))
+        elif key.startswith(b"=") and wanted(data):
             names.append(key)
     # the children that have keys of their own, per prefix: only there does a block split
     kids: dict[tuple[int, ...], set[int]] = {}
     for prefix in decided:
         for n in range(len(prefix)):
             kids.setdefault(prefix[:n], set()).add(prefix[n])
-    by_key: dict[bytes, int] = {}
+    by_key: dict[bytes | None, int] = {}
 
-    def count(decision: tuple[bytes, bool] | None, start: int, size: int) -> None:
+    def count(decision: tuple[bytes | None, bool] | None, start: int, size: int) -> None:
         if size and decision is not None and decision[1]:
             public = _public_in(start, size)
             if public:
                 by_key[decision[0]] = by_key.get(decision[0], 0) + public
 
-    def walk(prefix: tuple[int, ...], start: int, decision: tuple[bytes, bool] | None) -> None:
+    def walk(prefix: tuple[int, ...], start: int,
+             decision: tuple[bytes | None, bool] | None) -> None:
         decision = decided.get(prefix, decision)
         size = 1 << (8 * (4 - len(prefix)))
         if prefix not in kids:
@@ -436,7 +445,12 @@ def relaying(table: dict[bytes, bytes]) -> Relaying:
         count(decision, start + done * child, (256 - done) * child)
 
     walk((), 0, None)
-    return Relaying(sum(by_key.values()), by_key, tuple(sorted(names)))
+    return Coverage(sum(by_key.values()), by_key, tuple(sorted(names)))
+
+
+def relaying(table: dict[bytes, bytes]) -> Coverage:
+    """The clients ``table`` gives RELAYCLIENT to."""
+    return coverage(table)
 
 
 #: every public IPv4 address (what a catch-all rule relays for)

@@ -10,14 +10,17 @@ warnings are likely mistakes.  The checks use what ``render`` lists per service
 from __future__ import annotations
 
 import grp
+import ipaddress
 import os
 import pwd
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qmailkit import tcprules
+from qmailkit.errors import QmailkitError
 from qmailkit.services.config import is_loopback
 from qmailkit.services.render import render
 
@@ -169,7 +172,8 @@ def _port_findings(rendered: Mapping[str, Any], out: list[Finding]) -> None:
 
 
 def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding]) -> set[str]:
-    """The dangerous mistakes, as errors, for qmail-smtpd services; returns the keys covered."""
+    """The dangerous mistakes (errors: apply refuses them) and risky ones (warnings), from the
+    config and the tcp rules alone; returns the keys covered."""
     covered: set[str] = set()
 
     def error(name: str, key: str, message: str, hint: str) -> None:
@@ -177,101 +181,175 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
         covered.add(key)
 
     for name, svc in config.services.items():
-        if svc.type != "qmail-smtpd" or name not in rendered:
+        if name not in rendered:
             continue
-        o = svc.options
-        key = f"services.{name}"
-        ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
-        public = bool(ip) and not is_loopback(ip)
-        if public:
-            if o.get("relay_client"):
-                error(name, f"{key}.relay_client",
-                      f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
-                      "set relay_client = false and allow relaying per network in the tcp "
-                      'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
-                      "loopback address such as 127.0.0.1")
-            if "RELAYCLIENT" in o.get("env", {}):
-                error(name, f"{key}.env.RELAYCLIENT",
-                      f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
-                      "remove it from env and set RELAYCLIENT per network in the tcp rules")
-        for problem, message, hint in _rules_relaying(o):
-            if problem == "bad":
-                error(name, f"{key}.rules", message, hint)
-            elif public:
-                error(name, f"{key}.rules", f"open relay on {ip}:{port}: {message}", hint)
-        if port == 25 and not is_loopback(ip or "0"):
-            for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
-                if o.get(opt):
-                    error(name, f"{key}.{opt}",
-                          f"{what} on a port-25 MX: other mail servers cannot deliver to you",
-                          f"set {opt} = false here; use a submission (587) or smtps (465) "
-                          "service for your users")
+        if svc.type == "qmail-smtpd":
+            _smtpd_policy(name, svc, error)
+        elif svc.type in _LOCAL_ONLY:
+            _local_only_policy(name, svc, error, out)
+    _log_user_policy(config, out)
     return covered
 
 
-#: a rule set that relays for this many public IPv4 addresses (a /8's worth: more than any
-#: site's own networks) relays for strangers; every catch-all spelling relays for all of them
+def _smtpd_policy(name: str, svc: Any, error: Callable[[str, str, str, str], None]) -> None:
+    o = svc.options
+    key = f"services.{name}"
+    ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
+    public = bool(ip) and not is_loopback(ip)
+    if public:
+        if o.get("relay_client"):
+            error(name, f"{key}.relay_client",
+                  f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
+                  "set relay_client = false and allow relaying per network in the tcp "
+                  'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
+                  "loopback address such as 127.0.0.1")
+        if "RELAYCLIENT" in o.get("env", {}):
+            error(name, f"{key}.env.RELAYCLIENT",
+                  f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
+                  "remove it from env and set RELAYCLIENT per network in the tcp rules")
+    tables, bad = _rules_tables(o)
+    if bad:
+        error(name, f"{key}.rules", bad[0], bad[1])
+    for table, where in tables if public else []:
+        r = tcprules.relaying(table)
+        if r.public >= RELAY_LIMIT:
+            error(name, f"{key}.rules", f"open relay on {ip}:{port}: {where(r.by_key)}: "
+                  f"RELAYCLIENT for {_how_many(r.public)}", _RELAY_HINT)
+        for k in r.names:
+            error(name, f"{key}.rules", f"open relay on {ip}:{port}: {where([k])}: "
+                  f"{k.decode('latin-1')!r} sets RELAYCLIENT by the client's host name, which "
+                  "the client chooses (its PTR record)", _NAME_HINT)
+    if port == 25 and not is_loopback(ip or "0"):
+        for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
+            if o.get(opt):
+                error(name, f"{key}.{opt}",
+                      f"{what} on a port-25 MX: other mail servers cannot deliver to you",
+                      f"set {opt} = false here; use a submission (587) or smtps (465) "
+                      "service for your users")
+    if o.get("user") == "root":
+        error(name, f"{key}.user", "qmail-smtpd runs as root: every remote client talks to a "
+              "root process", "use the qmaild account (user = \"qmaild\"), as qmail intends")
+
+
+# Services for this host's own programs (webmail, SMTP AUTH helpers), never for the Internet.
+_LOCAL_ONLY = {
+    "vpopmaild": "vpopmail's administration protocol (add, delete, change any account)",
+    "courierpassd": "password changes",
+    "courierauthd": "password checks (a guessing oracle)",
+}
+
+
+def _local_only_policy(name: str, svc: Any, error: Callable[[str, str, str, str], None],
+                       out: list[Finding]) -> None:
+    o = svc.options
+    key = f"services.{name}"
+    ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
+    what = _LOCAL_ONLY[svc.type]
+    hint = ('listen on 127.0.0.1, or allow only your own networks in the tcp rules '
+            '(e.g. 192.0.2.:allow then :deny)')
+    tables, bad = _rules_tables(o)
+    if bad:
+        error(name, f"{key}.rules", bad[0], bad[1])
+    if _internet_facing(ip):
+        if not o.get("rules"):
+            error(name, f"{key}.ip", f"open to the world: {what} on {ip}:{port}, with no tcp "
+                  "rules", hint)
+        for table, where in tables:
+            r = tcprules.coverage(table, tcprules.lets_in, default=True)
+            if r.public >= RELAY_LIMIT:
+                error(name, f"{key}.rules", f"open to the world: {what} on {ip}:{port}: "
+                      f"{where(r.by_key)}: lets in {_how_many(r.public)}", hint)
+    if svc.type == "vpopmaild" and o.get("user") == "root":
+        out.append(Finding("warning", name, "vpopmaild runs as root: a flaw in it gives root",
+                           'run it as the vpopmail account (user = "vpopmail")', f"{key}.user"))
+
+
+def _internet_facing(ip: str) -> bool:
+    """Listening where strangers may connect: all addresses, a name, or a public address."""
+    if not ip or is_loopback(ip):
+        return False
+    if ip in ("0", "0.0.0.0", "::"):
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_global
+    except ValueError:
+        return True  # a host name: whatever DNS says
+
+
+def _log_user_policy(config: Any, out: list[Finding]) -> None:
+    hint = 'use an unprivileged account such as qmaill: multilog only writes the log directory'
+    inherited = False
+    for name, svc in config.services.items():
+        if svc.log_user != "root":
+            continue
+        if "log_user" in svc.explicit:
+            out.append(Finding("warning", name, "the logger runs as root", hint,
+                               f"services.{name}.log_user"))
+        else:
+            inherited = True
+    if inherited:
+        out.append(Finding("warning", "supervisor", "the loggers run as root", hint,
+                           "supervisor.log_user"))
+
+
+#: rules that relay for (or let in) this many public IPv4 addresses (a /8's worth: more than
+#: any site's own networks) do it for strangers; every catch-all spelling covers all of them
 RELAY_LIMIT = 1 << 24
 _RELAY_HINT = ('allow relaying only for your own networks, e.g. 192.0.2.:allow,RELAYCLIENT="", '
                "and let your users relay with SMTP AUTH")
 _NAME_HINT = "relay by IP address or SMTP AUTH; name rules may only deny or set other variables"
 
 
-def _rules_relaying(o: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """What the tcp rules tcpserver will read give RELAYCLIENT to: ("bad", message, hint) for
-    rules that cannot be read, ("relay", message, hint) for rules that relay for strangers.
+def _how_many(public: int) -> str:
+    if public == tcprules.PUBLIC_IPV4:
+        return "every public IPv4 address"
+    return f"{public:,} public IPv4 addresses ({100 * public / tcprules.PUBLIC_IPV4:.0f}% of them)"
 
-    Both the rules source (when there is one: apply compiles it) and the cdb (unless apply is
-    about to replace it from a newer source) are judged, by their keys, as tcpserver would.
+
+def _rules_tables(o: Mapping[str, Any]) -> tuple[list[tuple[dict[bytes, bytes], Any]],
+                                                 tuple[str, str] | None]:
+    """The rules tables tcpserver reads or will read, each with a function naming where a set
+    of keys comes from; and (message, hint) when one cannot be read.
+
+    The rules source is judged when there is one (apply compiles it), and the cdb unless
+    apply is about to replace it from a newer source.
     """
-    from qmailkit import tcprules
-    from qmailkit.errors import QmailkitError
     from qmailkit.services.apply import _rules_stale
 
     cdb = o.get("rules") or ""
     if not cdb:
-        return []  # no -x: tcpserver reads no rules
+        return [], None  # no -x: tcpserver reads no rules
     source = o.get("rules_source") or ""
-    found: list[tuple[str, str, str]] = []
-    tables = []  # (path, key → value, key → where)
+    tables: list[tuple[dict[bytes, bytes], Any]] = []
     if source and os.path.exists(source):
         try:
             parsed = tcprules.compile_source(source)
         except QmailkitError as err:
-            return [("bad", f"bad tcp rules: {err}",
-                     "fix the rule; apply will not compile the file until then")]
+            return [], (f"bad tcp rules: {err}",
+                        "fix the rule; apply will not compile the file until then")
         lines: dict[bytes, int] = {}
         for rule in parsed.rules:
             for k in rule.keys:
                 lines.setdefault(k, rule.line)
-        tables.append((source, tcprules.first_values(parsed.records()),
-                       lambda keys, lines=lines: _lines(source, {lines[k] for k in keys})))
+        tables.append((tcprules.first_values(parsed.records()),
+                       lambda keys: _lines(source, {lines.get(k, 0) for k in keys})))
     if os.path.lexists(cdb) and not (source and _rules_stale(Path(source), Path(cdb))):
         try:
             table = _read_rules_cdb(cdb)
         except FileNotFoundError:  # a dangling symlink: nothing tcpserver could read
             table = {}
         except QmailkitError as err:
-            return [("bad", f"bad tcp rules: {err}", "recompile it from its source (qmailkit tcprules)")]
-        tables.append((cdb, table, lambda keys: f"{cdb}: keys " + _listed(
-            sorted(repr(k.decode("latin-1")) for k in keys))))
-    for path, table, where in tables:
-        r = tcprules.relaying(table)
-        if r.public >= RELAY_LIMIT:
-            who = ("every public IPv4 address" if r.public == tcprules.PUBLIC_IPV4 else
-                   f"{r.public:,} public IPv4 addresses "
-                   f"({100 * r.public / tcprules.PUBLIC_IPV4:.0f}% of them)")
-            found.append(("relay", f"{where(r.by_key)}: RELAYCLIENT for {who}", _RELAY_HINT))
-        for k in r.names:
-            message = (f"{where([k])}: {k.decode('latin-1')!r} sets RELAYCLIENT by the client's "
-                       "host name, which the client chooses (its PTR record)")
-            found.append(("relay", message, _NAME_HINT))
-    return found
+            return tables, (f"bad tcp rules: {err}",
+                            "recompile it from its source (qmailkit tcprules)")
+        tables.append((table, lambda keys: f"{cdb}: keys " + _listed(
+            sorted("(none matched)" if k is None else repr(k.decode("latin-1"))
+                   for k in keys))))
+    return tables, None
 
 
 def _read_rules_cdb(path: str) -> dict[bytes, bytes]:
     """key → value of a rules cdb, read as a regular file of bounded size (never hangs)."""
-    from qmailkit import fsutil, tcprules
+    from qmailkit import fsutil
     from qmailkit.cdb import pure
     from qmailkit.errors import InputError
 
@@ -284,8 +362,9 @@ def _read_rules_cdb(path: str) -> dict[bytes, bytes]:
 
 
 def _lines(path: str, numbers: set[int]) -> str:
-    ordered = sorted(numbers)
-    return f"{path}:" + _listed([str(n) for n in ordered], sep=",")
+    """path:3,5 (0 stands for no rule: the default)."""
+    shown = ["(no rule matched)" if n == 0 else str(n) for n in sorted(numbers)]
+    return f"{path}:" + _listed(shown, sep=",")
 
 
 def _listed(items: list[str], sep: str = ", ", most: int = 5) -> str:
