@@ -63,3 +63,41 @@ def test_demo_part_choices_match_the_parts():
     demo = next(a for a in parser._actions if a.dest == "command").choices["demo"]
     part = next(a for a in demo._actions if a.dest == "part")
     assert tuple(part.choices) == tuple(name for name, _title in PARTS)
+
+
+def _demo(*args):
+    return subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--part", "cdb", *args],
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_demo_dir_that_is_a_file_is_refused(tmp_path):
+    # A14: it was a FileExistsError traceback
+    target = tmp_path / "afile"
+    target.write_text("keep me\n")
+    proc = _demo("--dir", str(target))
+    assert proc.returncode == 100
+    assert proc.stderr == (f"qmailkit demo: fatal: {target}: is a file, not a directory (name a "
+                           "new or an existing directory for the sandbox)\n")
+    assert target.read_text() == "keep me\n"
+
+
+def test_demo_dir_with_a_missing_parent_is_refused(tmp_path):
+    # it used to create every missing parent (/nonexist/x/y made /nonexist)
+    target = tmp_path / "nonexist" / "x" / "y"
+    proc = _demo("--dir", str(target))
+    assert proc.returncode == 100
+    assert proc.stderr == (f"qmailkit demo: fatal: {target}: its parent directory does not exist "
+                           "(create the parent first, or leave out --dir)\n")
+    assert not (tmp_path / "nonexist").exists()
+
+
+def test_demo_part_dir_that_is_a_symlink_is_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    (sandbox / "cdb").symlink_to(outside)
+    proc = _demo("--dir", str(sandbox))
+    assert proc.returncode == 100
+    assert f"{sandbox}/cdb: is a symbolic link, not a directory" in proc.stderr
+    assert os.listdir(outside) == []

@@ -47,8 +47,7 @@ def demo(args: argparse.Namespace) -> int:
         print(text, flush=True)
 
     if args.dir:
-        sandbox = Path(args.dir).resolve()
-        sandbox.mkdir(parents=True, exist_ok=True)
+        sandbox = tour.sandbox_dir(Path(args.dir).resolve())
     else:
         sandbox = Path(tempfile.mkdtemp(prefix="qmailkit-demo-"))
     say(f"qmailkit demo: sandbox {sandbox}")

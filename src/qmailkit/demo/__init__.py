@@ -8,6 +8,7 @@ module is missing is skipped, so the demo grows with the package.
 from __future__ import annotations
 
 import importlib
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,30 @@ PARTS = (
     ("rcpt", "Valid recipients (validrcptto.cdb)"),
     ("services", "Supervised services from one config file"),
 )
+
+
+def sandbox_dir(path: Path) -> Path:
+    """Make ``path`` (its parent must exist) or take it if it is a real directory already.
+
+    A missing parent is refused rather than created (a typo would otherwise
+    make /nonexist/...), and so is a symlink: the demo writes only below the
+    sandbox it names.
+    """
+    from qmailkit.errors import InputError
+    from qmailkit.fsutil import file_kind
+
+    try:
+        path.mkdir()
+    except FileNotFoundError:
+        raise InputError("its parent directory does not exist", path=path,
+                         hint="create the parent first, or leave out --dir") from None
+    except FileExistsError:
+        mode = path.lstat().st_mode
+        if not stat.S_ISDIR(mode):
+            kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+            raise InputError(f"is {kind}, not a directory", path=path,
+                             hint="name a new or an existing directory for the sandbox") from None
+    return path
 
 
 def run(sandbox: Path, say: Callable[[str], None], only: list[str] | None = None) -> list[str]:
@@ -33,8 +58,7 @@ def run(sandbox: Path, say: Callable[[str], None], only: list[str] | None = None
             continue
         say("")
         say(f"== {title} ==")
-        part_dir = sandbox / name
-        part_dir.mkdir(parents=True, exist_ok=True)
+        part_dir = sandbox_dir(sandbox / name)
         module.run(part_dir, say)
         ran.append(name)
     return ran
