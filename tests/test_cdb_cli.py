@@ -285,10 +285,10 @@ def test_a_symlink_to_dev_zero_is_refused(tmp_path):
     # A17: -1 and 7777 gave -rwsrwsrwt, 1777777 was taken; 9x said "invalid <lambda> value"
     ("-1", "'-1' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
     ("9x", "'9x' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
-    ("7777", "'7777' sets the setuid, setgid or sticky bit; give permission bits only "
-             "(at most 0777)"),
-    ("1777", "'1777' sets the setuid, setgid or sticky bit; give permission bits only "
-             "(at most 0777)"),
+    ("7777", ("'7777' sets the setuid, setgid or sticky bit; give permission bits only "
+             "(at most 0777)")),
+    ("1777", ("'1777' sets the setuid, setgid or sticky bit; give permission bits only "
+             "(at most 0777)")),
     ("1777777", "'1777777' is out of range for a file mode (at most 0777)"),
 ])
 def test_make_mode_is_checked(tmp_path, mode, message):
@@ -313,3 +313,27 @@ def test_make_with_standard_input_closed(tmp_path):
                             stdin=subprocess.DEVNULL, capture_output=True, check=False,
                             preexec_fn=lambda: os.close(0))
     assert theirs.returncode == 111
+
+
+def test_make_lines_from_endless_input_without_a_newline_stops(tmp_path):
+    # it used to gather /dev/zero into one "line" for ever (and copy it on every read)
+    target = tmp_path / "db.cdb"
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run([*QMAILKIT, "cdb", "make", "--lines", str(target)], stdin=zero,
+                              capture_output=True, check=False, timeout=60)
+    assert proc.returncode == 111
+    assert proc.stderr == (b"qmailkit cdb: fatal: standard input: the line at byte 0 is longer "
+                           b"than 16777216 bytes (is this KEY VALUE lines?)\n")
+    assert dir_listing(tmp_path) == []
+
+
+def test_make_from_dev_urandom_stops_at_once_like_cdbmake(tmp_path):
+    (cdbmake,) = need("cdbmake")
+    target = tmp_path / "db.cdb"
+    codes = []
+    for cmd in ([*QMAILKIT, "cdb", "make", str(target)], [cdbmake, str(target), f"{target}.t"]):
+        with open("/dev/urandom", "rb") as junk:
+            codes.append(subprocess.run(cmd, stdin=junk, capture_output=True, check=False,
+                                        timeout=60).returncode)
+    assert codes == [111, 111]
+    assert not target.exists()

@@ -85,11 +85,11 @@ class _Input:
     def offset(self) -> int:
         return self.base + self.pos
 
-    def fill(self) -> bool:
-        """Read another chunk; False at end of input."""
+    def fill(self, want: int = CHUNK) -> bool:
+        """Read another chunk (at least ``want`` bytes if there are); False at end of input."""
         if self.eof:
             return False
-        data = self.stream.read(CHUNK)
+        data = self.stream.read(max(want, CHUNK))
         if not data:
             self.eof = True
             return False
@@ -101,7 +101,8 @@ class _Input:
     def take(self, count: int) -> bytes | None:
         """The next ``count`` bytes, or None if the input ends first."""
         while len(self.buf) - self.pos < count:
-            if not self.fill():
+            # all that is missing in one read: a big record is not copied chunk by chunk
+            if not self.fill(count - (len(self.buf) - self.pos)):
                 return None
         data = self.buf[self.pos : self.pos + count]
         self.pos += count
@@ -243,24 +244,33 @@ def parse_lines(stream: BinaryIO, name: str) -> Iterator[Batch]:
     line after the whitespace that follows it (cdbmake-12 kept only the second
     field).  Blank lines and lines starting with ``#`` are skipped.
     """
-    return map(_lines_batch, _line_chunks(stream))
+    return map(_lines_batch, _line_chunks(stream, name))
 
 
-def _line_chunks(stream: BinaryIO) -> Iterator[bytes]:
+#: the longest ``KEY VALUE`` line read (endless input without a newline fails here)
+MAX_LINE = 1 << 24
+
+
+def _line_chunks(stream: BinaryIO, name: str) -> Iterator[bytes]:
     """The input in chunks of whole lines (the last one perhaps without its newline)."""
-    rest = b""
-    while True:
-        data = stream.read(CHUNK)
-        chunk = rest + data
-        if data:
-            cut = chunk.rfind(b"\n") + 1
-            chunk, rest = chunk[:cut], chunk[cut:]
-        else:
-            rest = b""
-        if chunk:
-            yield chunk
-        if not data:
-            return
+    rest: list[bytes] = []  # the start of a line that has no newline yet
+    waiting = offset = 0
+    while data := stream.read(CHUNK):
+        cut = data.rfind(b"\n") + 1
+        if not cut:
+            rest.append(data)
+            waiting += len(data)
+            if waiting > MAX_LINE:
+                raise QmailkitError(f"the line at byte {offset} is longer than {MAX_LINE} bytes",
+                                    path=name, hint="is this KEY VALUE lines?",
+                                    exit_code=MALFORMED_EXIT)
+            continue
+        chunk = b"".join((*rest, data[:cut])) if rest else data[:cut]
+        offset += len(chunk)
+        yield chunk
+        rest, waiting = ([data[cut:]], len(data) - cut) if cut < len(data) else ([], 0)
+    if rest:
+        yield b"".join(rest)
 
 
 def _plain(chunk: bytes) -> bool:
@@ -331,7 +341,7 @@ def build(
 
     with cdb.make(path, mode=mode, owner=owner) as writer:
         if lines:
-            for chunk in _line_chunks(stream):
+            for chunk in _line_chunks(stream, name):
                 if _plain(chunk):  # no Python object per line
                     writer.add_lines(chunk[:-1] if chunk.endswith(b"\n") else chunk)
                 else:
