@@ -24,6 +24,7 @@ class Tree:
         self.passwd = self.root / "passwd"
         for d in (self.control, self.users, self.alias, self.vpopmail / "domains"):
             d.mkdir(parents=True, exist_ok=True)
+        os.chown(self.alias, 7790, 2108)  # qmail-getpw takes an account that owns its home
         self.accounts: list[str] = [
             "root:x:0:0:root:/root:/bin/sh",
             f"alias:x:7790:2108::{self.alias}:/bin/false",
@@ -50,6 +51,7 @@ class Tree:
         home = self.root / "home" / name
         if make_home:
             home.mkdir(parents=True, exist_ok=True)
+            os.chown(home, uid, uid)  # qmail-getpw takes an account that owns its home
             for fname, text in (files or {}).items():
                 self.write(home / fname, text)
         self.accounts.append(f"{name}:x:{uid}:{uid}::{home}:/bin/sh")

@@ -164,7 +164,8 @@ def test_lookup_only_tries_prefixes_ending_at_a_wildchar():
 _text = st.binary(max_size=12).map(lambda b: b.replace(b":", b"").replace(b"\n", b"")
                                    .replace(b"\0", b""))
 _entry = st.tuples(st.sampled_from([b"=", b"+"]), _text, _text,
-                   st.integers(0, 2**32), st.integers(0, 2**32), _text, _text, _text)
+                   st.integers(0, assign.MAX_ID), st.integers(0, assign.MAX_ID), _text, _text,
+                   _text)
 
 
 @given(st.lists(_entry, max_size=8))

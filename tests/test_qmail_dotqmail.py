@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qmailkit.qmail.dotqmail import Kind, _argv, classify, classify_text, is_default, list_home
+from qmailkit.fsutil import NotRegular
+from qmailkit.qmail.dotqmail import (
+    Kind,
+    _argv,
+    classify,
+    classify_text,
+    is_default,
+    list_home,
+    read_file,
+)
 
 
 @pytest.mark.parametrize(("text", "kind"), [
@@ -55,9 +65,45 @@ def test_list_home_names(tmp_path):
                  ".qmail-d.e"):
         (tmp_path / name).write_text("")
     files = list_home(str(tmp_path))
-    assert files.base == ".qmail"
-    assert files.names == {"a": ".qmail-a", "b.c": ".qmail-b:c"}
+    assert files.present == {".qmail", ".qmail-a", ".qmail-b:c", ".qmail-Big", ".qmail-",
+                             ".qmailx", ".qmail-d.e"}
+    assert files.names == {"a": ".qmail-a", "b:c": ".qmail-b:c"}  # spelt as qmail-local does
     assert list_home(str(tmp_path), dash="").names == {}
+    assert files.skipped == []
+
+
+def test_list_home_skips_what_qmail_local_cannot_read_or_reach(tmp_path):
+    os.mkfifo(tmp_path / ".qmail-fifo")
+    (tmp_path / ".qmail-dir").mkdir()
+    os.symlink("nowhere", tmp_path / ".qmail-dangling")
+    os.symlink("/dev/null", tmp_path / ".qmail-dev")
+    os.symlink(".qmail-real", tmp_path / ".qmail-link")
+    (tmp_path / ".qmail-real").write_text("./Maildir/\n")
+    (tmp_path / ".qmail-x\npostmaster").write_text("./Maildir/\n")
+    files = list_home(str(tmp_path))
+    assert files.names == {"link": ".qmail-link", "real": ".qmail-real"}
+    assert files.skipped == [
+        (f"{tmp_path}/'.qmail-x\\npostmaster': skipped: no address reaches a .qmail name holding "
+        "a newline"),
+        (f"{tmp_path}/.qmail-dangling: skipped: it is a symbolic link to nothing, not a regular "
+        "file, so qmail-local ignores it"),
+        (f"{tmp_path}/.qmail-dev: skipped: it is a character device, not a regular file, so "
+        "qmail-local ignores it"),
+        (f"{tmp_path}/.qmail-dir: skipped: it is a directory, not a regular file, so qmail-local "
+        "ignores it"),
+        (f"{tmp_path}/.qmail-fifo: skipped: it is a FIFO, not a regular file, so qmail-local "
+        "ignores it"),
+    ]
+
+
+def test_read_file_never_blocks_on_a_fifo(tmp_path):
+    fifo = tmp_path / ".qmail-fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(NotRegular) as caught:
+        read_file(str(fifo))
+    assert str(caught.value) == f"{fifo}: is a FIFO, not a regular file (replace it with a " \
+        "regular file)"
+    assert caught.value.exit_code == 111
 
 
 def test_is_default():

@@ -12,7 +12,7 @@ import pytest
 from conftest import need
 from rcpt_helpers import VDELIVER_CATCHALL, Tree
 
-from qmailkit import rcpt, workers
+from qmailkit import cdb, rcpt, workers
 from qmailkit.qmail import model
 from qmailkit.qmail.model import Options
 
@@ -48,6 +48,14 @@ def big_tree(root: Path) -> Tree:
         if i == DOMAINS - 5:  # Windows line ends: the careful reader's path
             vpasswd = ddir / "vpasswd"
             vpasswd.write_bytes(vpasswd.read_bytes().replace(b"\n", b"\r\n"))
+        if i == DOMAINS - 6:  # names no address reaches, and one with two spellings
+            (ddir / ".qmail-x\nroot").write_text("&anna\n")
+            os.mkfifo(ddir / ".qmail-fifo")
+            (ddir / ".qmail-first:last").write_text("&anna\n")
+        if i == DOMAINS - 7:  # vpasswd.cdb only, with a key holding a newline
+            (ddir / "vpasswd").unlink()
+            cdb.write(ddir / "vpasswd.cdb", [(b"evil\nroot", b"x:1:0::/d:NOQUOTA"),
+                                             (b"zoe", b"x:1:0::/d:NOQUOTA")])
     t.write_assign()
     return t
 
@@ -86,7 +94,24 @@ def test_workers_give_the_same_keys_sources_and_warnings(tree, forks):
     assert b"".join(rcpt.lines(split)) == b"".join(rcpt.lines(here))
     assert split.warnings == here.warnings
     last = vdomain_name(DOMAINS - 4)  # done by the worker
-    assert split.source(f"bert@{last}".encode()).endswith(f"{last}/vpasswd")
+    assert split.source(f"anna@{last}".encode()).endswith(f"{last}/vpasswd")
+    assert split.get(f"bert@{last}".encode()) is None  # "Bert": vdelivermail never matches it
+    assert f"{tree.vpopmail}/domains/{last}/vpasswd:2: mailbox 'Bert' skipped: vdelivermail " \
+        "looks up the lower-cased address, so a name with capitals never gets mail" \
+        in split.warnings
+    odd, dbonly = vdomain_name(DOMAINS - 6), vdomain_name(DOMAINS - 7)
+    assert [k for k in split.domains[odd.encode()].keys if b"first" in k or b"root" in k] == [
+        f"first.last@{odd}".encode(), f"first:last@{odd}".encode()]
+    assert split.domains[dbonly.encode()].keys == [
+        f"info@{dbonly}".encode(), f"zoe@{dbonly}".encode()]
+    ddir = f"{tree.vpopmail}/domains"
+    assert [w for w in split.warnings if "\\nroot" in w or "fifo" in w] == [
+        (f"{ddir}/{dbonly}/vpasswd.cdb: skipped 'evil\\nroot@{dbonly}': no address holds a "
+        "newline or NUL"),
+        (f"{ddir}/{odd}/'.qmail-x\\nroot': skipped: no address reaches a .qmail name holding a "
+        "newline"),
+        (f"{ddir}/{odd}/.qmail-fifo: skipped: it is a FIFO, not a regular file, so qmail-local "
+        "ignores it")]
     assert split.get(f"u{DOMAINS - 4}@{last}".encode()) == b""
     assert split.get(f"gone@{vdomain_name(DOMAINS - 23)}".encode()) == b"-"
     assert split.get(f"boss@{vdomain_name(DOMAINS - 3)}".encode()) == b""
@@ -94,7 +119,7 @@ def test_workers_give_the_same_keys_sources_and_warnings(tree, forks):
     assert split.get(f"nobody@{last}".encode()) is None
     assert split.get(f"@{vdomain_name(DOMAINS - 1)}".encode()) == b""  # catch-all
     assert any(f"{vdomain_name(DOMAINS - 1)}/.qmail-default" in w for w in split.warnings)
-    assert len(split) == len(here) > DOMAINS * 4
+    assert len(split) == len(here) > DOMAINS * 3
 
 
 def test_three_jobs_and_fork_failure_give_the_same_keys(tree, forks, monkeypatch):

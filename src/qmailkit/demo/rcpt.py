@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-MAILBOXES = {"bounce.example": ["alice", "Carol"], "catch.example": ["dave"]}
+MAILBOXES = {"bounce.example": ["alice", "carol"], "catch.example": ["dave"]}
 
 
 def _write(path: Path, text: str) -> None:
@@ -23,12 +24,17 @@ def build_tree(root: Path) -> dict[str, Path]:
 
     qmail, vpop, homes = root / "var-qmail", root / "home-vpopmail", root / "home"
     control, alias = qmail / "control", qmail / "alias"
+    # qmail-getpw delivers only to an account that owns its home: as root the demo
+    # gives bob and mary theirs; otherwise they share the uid of whoever runs it.
+    root_runs = os.geteuid() == 0
+    uids = {"bob": 1000, "mary": 1001} if root_runs else dict.fromkeys(("bob", "mary"),
+                                                                     os.geteuid())
     _write(root / "passwd", "".join([
         "root:x:0:0:root:/root:/bin/sh\n",
         f"alias:x:7790:2108::{alias}:/bin/false\n",
         f"vpopmail:x:89:89::{vpop}:/bin/false\n",
-        f"bob:x:1000:1000:Bob:{homes / 'bob'}:/bin/sh\n",
-        f"mary:x:1001:1001:Mary:{homes / 'mary'}:/bin/sh\n",
+        f"bob:x:{uids['bob']}:{uids['bob']}:Bob:{homes / 'bob'}:/bin/sh\n",
+        f"mary:x:{uids['mary']}:{uids['mary']}:Mary:{homes / 'mary'}:/bin/sh\n",
         "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",  # below the uid window
     ]))
     _write(control / "rcpthosts", "example.com\nbounce.example\ncatch.example\n")
@@ -40,6 +46,9 @@ def build_tree(root: Path) -> dict[str, Path]:
     _write(homes / "bob" / ".qmail-lists", "./Maildir/.lists/\n")
     _write(homes / "bob" / ".qmail-spamtrap", "|bouncesaying 'This address is a spam trap.'\n")
     (homes / "mary").mkdir(parents=True, exist_ok=True)
+    if root_runs:
+        for name, uid in uids.items():
+            os.chown(homes / name, uid, uid)
     # The alias user: postmaster and abuse, a no-reply address that bounces, and
     # (when fastforward is installed) /etc/aliases-style entries in a cdb.
     _write(alias / ".qmail-postmaster", "&bob@example.com\n")

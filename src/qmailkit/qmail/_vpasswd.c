@@ -2,9 +2,10 @@
  *
  * Reading every domain's vpasswd is most of mkvalidrcptto's work on a big
  * vpopmail install, and all it needs from a line is the name before the
- * first colon.  names() does only the well-formed case and answers None for
- * anything else; qmailkit.qmail.vpopmail.mailbox_names then does the
- * careful reading in Python, which names the bad line.
+ * first colon.  names() does only the usual case and answers None for
+ * anything else (a damaged line, or a name with capitals, which vdelivermail
+ * never matches); qmailkit.qmail.vpopmail.mailbox_names then does the
+ * careful reading in Python, which names the line.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,7 +38,6 @@ names(PyObject *Py_UNUSED(module), PyObject *arg)
     for (i = 0; i < lines; i++) {
         const char *eol = memchr(p, '\n', end - p), *colon, *q;
         PyObject *name;
-        char *out;
         int colons = 0;
 
         if (eol == NULL)
@@ -50,11 +50,11 @@ names(PyObject *Py_UNUSED(module), PyObject *arg)
                 q++;
         if (q == NULL)
             goto malformed;
-        if ((name = PyBytes_FromStringAndSize(NULL, colon - p)) == NULL)
+        for (q = p; q < colon; q++)
+            if (*q >= 'A' && *q <= 'Z')
+                goto malformed;
+        if ((name = PyBytes_FromStringAndSize(p, colon - p)) == NULL)
             goto error;
-        out = PyBytes_AS_STRING(name);
-        for (q = p; q < colon; q++) /* ASCII only, like bytes.lower() and qmail */
-            *out++ = (*q >= 'A' && *q <= 'Z') ? *q + ('a' - 'A') : *q;
         PyList_SET_ITEM(list, i, name);
         p = eol + 1;
     }
@@ -73,8 +73,8 @@ out:
 static PyMethodDef methods[] = {
     {"names", names, METH_O,
      "names(data) -> list[bytes] | None\n\n"
-     "The lower-cased names of a vpasswd file's lines, when every line has a name\n"
-     "and at least six colons; None otherwise (blank lines included)."},
+     "The names of a vpasswd file's lines, when every line has a name without\n"
+     "capitals and at least six colons; None otherwise (blank lines included)."},
     {NULL, NULL, 0, NULL},
 };
 

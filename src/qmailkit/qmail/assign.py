@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from qmailkit.errors import InputError, os_error
+from qmailkit.fsutil import read_bounded
 
 EXACT = "="
 WILDCARD = "+"
@@ -158,9 +159,8 @@ def _parse_line(raw: bytes, path: str, number: int) -> Assignment:
 def read(path: str | os.PathLike[str]) -> list[Assignment]:
     """Read and parse a users/assign file."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
+        data = read_bounded(path)
+    except FileNotFoundError as err:
         raise os_error(err, "cannot read") from err
     return parse(data, path)
 

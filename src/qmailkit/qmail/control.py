@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qmailkit.errors import InputError, os_error
-
-_TRAILING = " \t\r\n"
+from qmailkit.errors import InputError
+from qmailkit.fsutil import read_bounded
 
 
 def read_control(path: str | os.PathLike[str], *, missing_ok: bool = True) -> list[str]:
@@ -32,14 +31,11 @@ def read_control_numbered(
 ) -> list[tuple[int, str]]:
     """Like read_control, but each value comes with its 1-based line number."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = read_bounded(path)
     except FileNotFoundError:
         if missing_ok:
             return []
         raise InputError("control file is missing", path=path) from None
-    except OSError as err:
-        raise os_error(err, "cannot read control file") from err
     out = []
     for number, raw in enumerate(data.split(b"\n"), 1):
         # qmail strips only space, tab and newline; a CR from a DOS editor is
@@ -58,13 +54,10 @@ def read_control_numbered(
 def read_control_line(path: str | os.PathLike[str]) -> str | None:
     """The first line of a one-value control file (``me``, ``defaultdomain``), or None."""
     try:
-        with open(path, "rb") as fh:
-            first = fh.readline()
+        first = read_bounded(path).split(b"\n", 1)[0]
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise os_error(err, "cannot read control file") from err
-    first = first.rstrip(b" \t\r\n")
+    first = first.rstrip(b" \t\r")
     try:
         value = first.decode("utf-8")
     except UnicodeDecodeError:

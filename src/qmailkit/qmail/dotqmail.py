@@ -1,10 +1,13 @@
 """``.qmail`` files: which extensions a home directory answers, and what a file does.
 
 qmail-local delivers ``ext`` for a user with home H and dash D by reading
-``H/.qmail{D}{ext}`` (the extension lower-cased, ``.`` written as ``:``);
-failing that ``H/.qmail{D}{prefix}default`` for every prefix of ext that ends
-at a ``-``, longest first; then ``H/.qmail{D}default``.  No file found means
-"no mailbox here by that name" (for a non-empty ext).
+``H/.qmail{D}{safe}``, where ``safe`` is the extension lower-cased with every
+``.`` written as ``:`` (so ``a.b`` and ``a:b`` both reach ``.qmail-a:b``);
+failing that ``H/.qmail{D}{prefix}default`` for every prefix of ``safe`` that
+ends at a ``-``, longest first; then ``H/.qmail{D}default``.  Only a regular
+file (or a symlink to one) counts: anything else is as if absent.  No file
+found means "no mailbox here by that name" when D is not empty, and the
+default delivery when it is.
 
 Only what the validrcptto list needs is decided here: whether a file bounces
 every message (``|bouncesaying TEXT`` or ``|exit 100``), runs vdelivermail
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from qmailkit.errors import QmailkitError, os_error
+from qmailkit.fsutil import file_kind, open_regular
+from qmailkit.qmail.validrcptto import fold
 
 DEFAULT = "default"
 
@@ -125,9 +130,10 @@ def classify_text(text: str, path: str) -> Delivery:
 
 def read_file(path: str) -> bytes:
     """The text of a .qmail file (its first 64 KiB: no delivery instruction is longer)."""
-    # os.open/os.read: no buffered file object per .qmail file (there may be tens of thousands).
+    # os.read on the fd: no buffered file object per .qmail file (there may be tens of
+    # thousands); open_regular: a FIFO planted in a home cannot hang the build.
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_regular(path)
         try:
             return os.read(fd, 65536)
         finally:
@@ -142,43 +148,74 @@ def classify(path: str) -> Delivery:
 
 @dataclass(slots=True)
 class HomeFiles:
-    """The ``.qmail{dash}*`` files of one home directory, by extension (``:`` turned into ``.``)."""
+    """The ``.qmail*`` files of one home directory that qmail-local can read."""
 
     home: str
     dash: str
-    names: dict[str, str]  # extension -> file name
-    base: str | None  # ".qmail" itself, if present
+    names: dict[str, str]  # extension as qmail-local spells it (":" for ".") -> file name
+    present: frozenset[str]  # every regular .qmail* file name
+    skipped: list[str] = field(default_factory=list)  # why odd .qmail names were left out
 
     def path(self, name: str) -> str:
         return f"{self.home}/{name}"
+
+    def with_dash(self, dash: str) -> HomeFiles:
+        """The same listing for another dash."""
+        return HomeFiles(self.home, dash, _names(self.present, dash), self.present, self.skipped)
+
+
+def _names(present: frozenset[str], dash: str) -> dict[str, str]:
+    names: dict[str, str] = {}
+    if not dash:
+        return names
+    prefix = ".qmail" + dash
+    for name in sorted(present):
+        if name.startswith(prefix):
+            ext = name[len(prefix):]
+            # qmail-local lower-cases the extension and writes "." as ":" before it
+            # looks for the file, so a name with capitals or a "." is never used.
+            if ext and ext == fold(ext) and "." not in ext:
+                names[ext] = name
+    return names
+
+
+def _not_regular(path: str) -> str:
+    try:
+        return file_kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return "a symbolic link to nothing"
+    except OSError as err:
+        return f"unreadable ({err.strerror})"
 
 
 def list_home(home: str, dash: str = "-") -> HomeFiles:
     """Read the directory once; QmailkitError naming it if it cannot be read."""
     try:
-        entries = os.listdir(home)
+        entries = os.scandir(home)
     except FileNotFoundError:
         raise QmailkitError("home directory does not exist", path=home) from None
     except OSError as err:
         raise os_error(err, "cannot list home directory") from err
-    prefix = ".qmail" + dash
-    names: dict[str, str] = {}
-    base = None
-    for name in entries:
-        if not name.startswith(".qmail"):
-            continue
-        if name == ".qmail":
-            base = name
-            continue
-        if not dash or not name.startswith(prefix):
-            continue
-        ext = name[len(prefix):]
-        # qmail-local lower-cases the extension and writes "." as ":" before it
-        # looks for the file, so a name with capitals or a "." is never used.
-        if not ext or ext != ext.lower() or "." in ext:
-            continue
-        names[ext.replace(":", ".")] = name
-    return HomeFiles(home, dash, names, base)
+    present: set[str] = set()
+    skipped: list[str] = []
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if not name.startswith(".qmail"):
+                continue
+            if "\n" in name:  # no address holds a newline, and no key may
+                skipped.append(f"{home}/{name!r}: skipped: no address reaches a .qmail "
+                               "name holding a newline")
+                continue
+            # d_type answers for all but symlinks; qmail-local reads regular files only.
+            if not entry.is_file():
+                path = f"{home}/{name}"
+                skipped.append(f"{path}: skipped: it is {_not_regular(path)}, not a regular "
+                               "file, so qmail-local ignores it")
+                continue
+            present.add(name)
+    found = frozenset(present)
+    return HomeFiles(home, dash, _names(found, dash), found, sorted(skipped))
 
 
 def is_default(ext: str, delimiter: str = "-") -> bool:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmailkit.errors import InputError, QmailkitError, os_error
+from qmailkit.fsutil import read_bounded
 from qmailkit.qmail import assign as assign_mod
 from qmailkit.qmail import control
 from qmailkit.qmail.dotqmail import (
@@ -49,7 +50,7 @@ from qmailkit.qmail.dotqmail import (
 )
 from qmailkit.qmail.shadow import PasswdEntry, read_passwd
 from qmailkit.qmail.validrcptto import fold
-from qmailkit.qmail.vpopmail import mailbox_names
+from qmailkit.qmail.vpopmail import VPASSWD_LIMIT, mailbox_names
 
 ENC = "utf-8"
 ERRS = "surrogateescape"
@@ -107,7 +108,7 @@ class DomainKeys:
     @property
     def keys(self) -> list[bytes]:
         if self._keys is None:  # split only when asked: writing the cdb needs only _joined
-            self._keys = _unjoin(self._joined) if self._joined else []
+            self._keys = self._joined.split(b"\n") if self._joined else []
         return self._keys
 
     def count(self) -> int:
@@ -209,20 +210,19 @@ PARALLEL_MIN_DOMAINS = 400
 WORKER_HANDICAP = 0.3
 
 
+# A .qmail name with more colons gets two spellings, not 2**n: a file name in a
+# user's home must not blow up the cdb.
+MAX_COLONS = 6
+GETPW_USERLEN = 32  # qmail-getpw's buffer for a user name, its NUL included
+
+
+def _safe(ext: str) -> str:
+    """An extension as qmail-local looks it up: lower case, "." written ":"."""
+    return fold(ext).replace(".", ":")
+
+
 def _first(origin: Origin) -> bytes:
     return origin[0]
-
-
-def _join(items: list[bytes], joined: bytes | None = None) -> bytes | list[bytes]:
-    """Newline-joined (``joined``, if already at hand), to travel between processes
-    cheaply; the list itself if an item holds a newline."""
-    if joined is None:
-        joined = b"\n".join(items)
-    return joined if items and joined.count(b"\n") == len(items) - 1 else items
-
-
-def _unjoin(data: bytes | list[bytes]) -> list[bytes]:
-    return data.split(b"\n") if isinstance(data, bytes) else data
 
 
 _QMAIL_EXT = re.compile(rb"^\s*#\s*define\s+QMAIL_EXT\s+1\b", re.MULTILINE)
@@ -253,17 +253,6 @@ class _AssignIndex:
         return None
 
 
-def _read_all(fd: int) -> bytes:
-    # One read for the usual file (no fstat: a system call per vpopmail domain saved).
-    first = os.read(fd, 1 << 16)
-    if len(first) < 1 << 16:
-        return first
-    chunks = [first]
-    while chunks[-1]:
-        chunks.append(os.read(fd, 1 << 20))
-    return b"".join(chunks)
-
-
 class _Builder:
     def __init__(self, opts: Options) -> None:
         self.o = opts
@@ -272,11 +261,14 @@ class _Builder:
         self.delim = opts.delimiter
         self.warnings: list[str] = []
         self.problems: list[str] = []
-        self._homes: dict[tuple[str, str], HomeFiles | QmailkitError] = {}
+        self._homes: dict[str, HomeFiles | QmailkitError] = {}  # listed with dash "-"
+        self._dashed: dict[tuple[str, str], HomeFiles] = {}  # the same for other dashes
         self._deliveries: dict[str, Delivery] = {}
         self._shapes: dict[bytes, Delivery] = {}  # .qmail text -> what it does
         self._ff: dict[str, list[bytes]] = {}
         self._accounts: list[PasswdEntry] | None = None
+        self._getpw: dict[str, str | None] = {}  # account name -> _getpw_problem
+        self._default: Delivery | None = None
         self._by_name: dict[str, PasswdEntry] | None = None
         self._qmail_ext: bool | None = opts.qmail_ext
         self._index: _AssignIndex | None = None
@@ -286,7 +278,8 @@ class _Builder:
         self._assign_src = ""
         self._prepends: set[str] = set()
         self._local_common: list[Entry] | None = None
-        self._singles: dict[str, list[tuple[bytes, str]]] = {}
+        self._singles: dict[str, list[tuple[str, str, str]]] = {}  # (address, local, source)
+        self._local_label = ""  # the local domains, for warnings about their shared users
         self._excluded: dict[bytes, list[bytes]] = {}
 
     # -- small readers, cached ------------------------------------------------
@@ -318,25 +311,29 @@ class _Builder:
         if self._qmail_ext is None:
             header = self.vpopmail_home() / "include" / "vpopmail_config.h"
             try:
-                self._qmail_ext = bool(_QMAIL_EXT.search(header.read_bytes()))
+                self._qmail_ext = bool(_QMAIL_EXT.search(read_bounded(header)))
             except FileNotFoundError:
                 self._qmail_ext = False
-            except OSError as err:
-                raise os_error(err, "cannot read vpopmail's config header") from err
         return self._qmail_ext
 
     def home(self, home: str, dash: str) -> HomeFiles:
-        key = (home, dash)
-        found = self._homes.get(key)
+        """The .qmail files of ``home`` (the directory is listed once, whatever the dash)."""
+        found = self._homes.get(home)
         if found is None:
             try:
-                found = list_home(home, dash)
+                found = list_home(home)
+                self.warnings.extend(found.skipped)
             except QmailkitError as err:
                 found = err
-            self._homes[key] = found
+            self._homes[home] = found
         if isinstance(found, QmailkitError):
             raise found
-        return found
+        if dash == found.dash:
+            return found
+        other = self._dashed.get((home, dash))
+        if other is None:
+            other = self._dashed[(home, dash)] = found.with_dash(dash)
+        return other
 
     def delivery(self, path: str) -> Delivery:
         """What the .qmail file at ``path`` does (``dotqmail.classify``, cached by content)."""
@@ -389,8 +386,11 @@ class _Builder:
         return path, out
 
     @staticmethod
-    def suffix_lookup(table: dict[str, tuple[str, str]], domain: str) -> tuple[str, str] | None:
-        """qmail's host lookup: the name, then each ``.suffix`` of it."""
+    def suffix_lookup(
+        table: dict[str, tuple[str, str]], domain: str, *, catch_all: bool = False
+    ) -> tuple[str, str] | None:
+        """qmail's host lookup: the name, then each ``.suffix`` of it; with ``catch_all``
+        (virtualdomains, as qmail-send reads it) last the empty name ``:prepend``."""
         if domain in table:
             return table[domain]
         if not table:
@@ -400,7 +400,7 @@ class _Builder:
             if domain[dot:] in table:
                 return table[domain[dot:]]
             dot = domain.find(".", dot + 1)
-        return None
+        return table.get("") if catch_all else None
 
     # -- users/assign ----------------------------------------------------------
 
@@ -431,23 +431,73 @@ class _Builder:
         of the extension (system user bob: "bob-"; vpopmail domain: "").
         """
         files = self.home(home, dash)
+        fixed = _safe(ext)  # file names spell the extension as qmail-local does
         exact: list[Entry] = []
         wild: list[Entry] = []
         catch: tuple[str, str] | None = None  # (wildcard prefix, file name)
         for e, name in files.names.items():
             if is_default(e, self.delim):
                 w = e[: -len("default")]
-                if len(w) > len(ext) and w.startswith(ext):
-                    value = self._value(files.path(name))
-                    wild.append((q + w[len(ext):] + "default", value, files.path(name)))
-                elif ext.startswith(w) and (catch is None or len(w) > len(catch[0])):
+                if len(w) > len(fixed) and w.startswith(fixed):
+                    path = files.path(name)
+                    value = self._value(path)
+                    wild.extend((q + x + "default", value, path)
+                                for x in self._spellings(w[len(fixed):], path))
+                elif fixed.startswith(w) and (catch is None or len(w) > len(catch[0])):
                     catch = (w, name)
-            elif len(e) > len(ext) and e.startswith(ext):
-                exact.append((q + e[len(ext):], self._value(files.path(name)), files.path(name)))
+            elif len(e) > len(fixed) and e.startswith(fixed):
+                path = files.path(name)
+                value = self._value(path)
+                exact.extend((q + x, value, path) for x in self._spellings(e[len(fixed):], path))
         out = exact + wild
         if catch is not None:
-            out.extend(self._catch_all(files, catch, ext, q, domain, what))
+            out.extend(self._catch_all(files, catch, fixed, q, domain, what))
         return out
+
+    def _spellings(self, safe: str, path: str) -> list[str]:
+        """The extensions qmail-local turns into ``safe``: each ":" may be written "." or ":"."""
+        colons = safe.count(":")
+        if not colons:
+            return [safe]
+        if colons > MAX_COLONS:
+            self.warnings.append(f"{path}: {colons} colons: only the spellings with all '.' and "
+                                 "all ':' are listed")
+            return [safe.replace(":", "."), safe]
+        found = [""]
+        for i, part in enumerate(safe.split(":")):
+            found = [x + sep + part for x in found for sep in ((".", ":") if i else ("",))]
+        return found
+
+    def qmail_file(self, home: str, dash: str, ext: str) -> str | None:
+        """qmail-local's search for the file that takes ``ext`` at (home, dash), or None:
+        ``.qmail{dash}{ext}``, then each ``-default`` from the longest prefix down."""
+        files = self.home(home, dash)
+        safe = _safe(ext)
+        head = ".qmail" + dash
+        if head + safe in files.present:
+            return files.path(head + safe)
+        for i in range(len(safe), -1, -1):
+            if (not i or safe[i - 1] == "-") and f"{head}{safe[:i]}default" in files.present:
+                return files.path(f"{head}{safe[:i]}default")
+        return None
+
+    def verdict(self, home: str, dash: str, ext: str, src: str, what: str) -> bytes:
+        """What qmail-local does with mail for ``ext`` at (home, dash): accept, or reject when
+        the file bounces or there is none (with a dash: "no mailbox here by that name").
+
+        ``src`` and ``what`` name the mapping and the address in a warning."""
+        try:
+            path = self.qmail_file(home, dash, ext)
+        except QmailkitError as err:
+            self.warnings.append(f"{src}: {what} rejected: {err}")
+            return REJECT
+        if path is not None:
+            return self._value(path)
+        if dash:
+            self.warnings.append(f"{src}: {what} rejected: qmail-local finds neither "
+                                 f"{home}/.qmail{dash}{_safe(ext)} nor a -default file for it")
+            return REJECT
+        return REJECT if self._default_delivery().kind is Kind.BOUNCE else ACCEPT
 
     def _value(self, path: str) -> bytes:
         return REJECT if self.delivery(path).kind is Kind.BOUNCE else ACCEPT
@@ -474,7 +524,8 @@ class _Builder:
                                      "passes unknown names on)")
                 out.append((whole, ACCEPT, path))
             return out
-        self.warnings.append(f"{where}: every address {q}*@{domain} is accepted (catch-all)")
+        at = domain or self._local_label  # local domains share one list of users
+        self.warnings.append(f"{where}: every address {q}*@{at} is accepted (catch-all)")
         return [(whole, ACCEPT, path)]
 
     def _fastforward(
@@ -517,27 +568,26 @@ class _Builder:
     # -- vpopmail ----------------------------------------------------------------
 
     def vpopmail_users(self, domain_dir: str, domain: str) -> tuple[list[bytes], str]:
-        """Mailbox names of a vpopmail domain (lower-cased), and their source."""
+        """Mailbox names of a vpopmail domain that can get mail, and their source."""
         text = f"{domain_dir}/vpasswd"
         use_sql = self.o.vpopmail_sql
         if use_sql is not True:
             try:
-                fd = os.open(text, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    data = _read_all(fd)
-                finally:
-                    os.close(fd)
+                data = read_bounded(text, VPASSWD_LIMIT)
             except FileNotFoundError:
                 data = None
-            except OSError as err:
-                raise os_error(err, "cannot read vpasswd") from err
             if data is not None:
-                return mailbox_names(data, text), text
+                names, notes = mailbox_names(data, text)
+                self.warnings.extend(notes)
+                return names, text
             db = os.path.join(domain_dir, "vpasswd.cdb")
             if os.path.exists(db):
-                from qmailkit.qmail.vpopmail import read_vpasswd_cdb
+                from qmailkit.qmail.vpopmail import read_vpasswd_cdb, without_capitals
 
-                return [_b(e.name) for e in read_vpasswd_cdb(db)], db
+                names = [e.name.encode(ENC, ERRS) for e in read_vpasswd_cdb(db)]
+                names, notes = without_capitals(names, db)
+                self.warnings.extend(notes)
+                return names, db
             if use_sql is False:
                 raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb",
                                  path=domain_dir)
@@ -594,16 +644,15 @@ class _Builder:
                     f"{domain} ({src}) is a wildcard entry: validrcptto.cdb cannot express "
                     "\"every subdomain\"; list the subdomains in rcpthosts instead")
                 continue
-            vd = self.suffix_lookup(vdoms, domain)
+            is_local = domain in local_set
+            # qmail-send looks at virtualdomains only for a domain not in locals.
+            vd = None if is_local else self.suffix_lookup(vdoms, domain, catch_all=True)
             if vd is not None and not vd[0]:
                 vd = None  # "domain:" exempts a domain from a wildcard entry
             route = self.suffix_lookup(routes, domain)
-            if route is not None and domain == "":
-                route = None
-            is_local = domain in local_set
-            if is_local and vd is not None:
-                self.problems.append(f"{domain} is in both {locals_path} and {vd[1]}: "
-                                     "remove it from one of them")
+            if is_local and domain in vdoms:
+                self.problems.append(f"{domain} is in both {locals_path} and "
+                                     f"{vdoms[domain][1]}: remove it from one of them")
             if route is not None and (is_local or vd is not None):
                 where = str(locals_path) if is_local else vd[1]  # type: ignore[index]
                 self.problems.append(f"{domain} is in both {where} and {route[1]}: "
@@ -628,11 +677,20 @@ class _Builder:
         self._prepends = {fold(v[0]) + self.delim for k, v in vdoms.items()
                           if "@" not in k and v[0]}
         # Single addresses from virtualdomains (user@domain:prepend) come first
-        # in qmail-send's lookup, so they win over anything else.
+        # in qmail-send's lookup, so they win over anything else; but it never
+        # reads virtualdomains for a domain in locals.
         for key, (prepend, src) in vdoms.items():
-            _local, at, domain = key.rpartition("@")
-            if at and prepend and domain in kinds:
-                self._singles.setdefault(domain, []).append((_b(key), src))
+            local, at, domain = key.rpartition("@")
+            if not (at and prepend and domain in kinds):
+                continue
+            if kinds[domain][0] == "local":
+                self.warnings.append(f"{src}: {key}:{prepend} is ignored: {domain} is in "
+                                     f"{locals_path}, and qmail-send does not look at "
+                                     "virtualdomains for a local domain")
+                continue
+            # qmail-send turns the address into the local name PREPEND-user.
+            self._singles.setdefault(domain, []).append((key, f"{fold(prepend)}-{local}", src))
+        self._local_label = ", ".join(d for d in sorted(kinds) if kinds[d][0] == "local")
         for address in self.o.exclude:
             key = _b(address)
             at = key.rfind(b"@")
@@ -653,6 +711,8 @@ class _Builder:
         for domain in empty:
             self.warnings.append(f"{domain}: no valid address found; all mail to it "
                                  "will be rejected")
+        # A home several domains share is warned about once (workers each saw it).
+        self.warnings[:] = dict.fromkeys(self.warnings)
         return result
 
     def domain_keys(self, domain: str) -> DomainKeys:
@@ -669,16 +729,36 @@ class _Builder:
             found = self.relay_entries(domain, detail)
         table = self._table(found, domain)
         valued = any(item.origin[0] if isinstance(item, Bulk) else item[1] for item in found)
-        for key, src in self._singles.get(domain, ()):
-            table[key] = (ACCEPT, src)
+        for address, local, src in self._singles.get(domain, ()):
+            home, dash, ext = self.deliverer(local)
+            value = self.verdict(home, dash, ext, src, address)
+            table[_b(address)] = (value, src)
+            valued = valued or bool(value)
         for key in self._excluded.get(_b(domain), ()):
             table.pop(key, None)
         keys = sorted(table)
+        joined = b"\n".join(keys)
+        if keys and (joined.count(b"\n") >= len(keys) or b"\0" in joined):
+            keys = self._drop_unreachable(keys, table)
+            joined = b"\n".join(keys)
         origins = list(map(table.__getitem__, keys))
         values = list(map(_first, origins)) if valued else None
         if values is not None and not any(values):
             values = None
-        return DomainKeys(keys, values, origins)
+        return DomainKeys(keys, values, origins, _joined=joined)
+
+    def _drop_unreachable(self, keys: list[bytes], table: dict[bytes, Origin]) -> list[bytes]:
+        """The keys without those holding a newline or NUL (from a file name or a cdb key):
+        no address holds one, and keys travel newline-separated."""
+        kept = []
+        for key in keys:
+            if b"\n" in key or b"\0" in key:
+                shown = key.decode(ENC, ERRS)
+                self.warnings.append(f"{table[key][1]}: skipped {shown!r}: no address holds "
+                                     "a newline or NUL")
+            else:
+                kept.append(key)
+        return kept
 
     def _one(self, domain: str) -> tuple[DomainKeys, list[str]]:
         """One domain's keys, and the warnings it gave (put back in domain order later)."""
@@ -746,10 +826,8 @@ class _Builder:
                         failed = (answer[1], answer[2])
                     continue
                 for domain, keys, values, packed, notes, digest in answer[1]:
-                    joined = isinstance(keys, bytes)
-                    found = DomainKeys(None if joined else keys,
-                                       None if values is None else _unjoin(values),
-                                       None, packed, keys if joined else None, digest)
+                    found = DomainKeys(None, None if values is None else values.split(b"\n"),
+                                       None, packed, keys, digest)
                     done[domain] = (found, notes)
         finally:
             for worker in started:
@@ -770,9 +848,9 @@ class _Builder:
                 except Exception:  # noqa: BLE001 - an exception that cannot travel
                     return pickle.dumps(("error", position[domain], QmailkitError(
                         f"{type(err).__name__}: {err}")))
-            values = None if found.values is None else _join(found.values)
-            keys = _join(found.keys, found.joined_keys())
-            out.append((domain, keys, values, found.pack(), notes, found.digest()))
+            # Newline-joined, to travel cheaply: no key or value holds a newline.
+            values = None if found.values is None else b"\n".join(found.values)
+            out.append((domain, found.joined_keys(), values, found.pack(), notes, found.digest()))
         return pickle.dumps(("ok", out), protocol=pickle.HIGHEST_PROTOCOL)
 
     def _table(self, found: list[Entry], domain: str) -> dict[bytes, Origin]:
@@ -804,7 +882,8 @@ class _Builder:
             src = f"{assign_src}:{entry.line}" if entry.line else assign_src
             if not entry.wildcard:
                 if not any(local.startswith(p) for p in prepends):
-                    out.append((local, ACCEPT, src))
+                    value = self.verdict(entry.home, entry.dash, entry.ext, src, local)
+                    out.append((local, value, src))
                 continue
             if local in prepends:
                 continue  # vpopmail's +domain- entries serve virtual domains
@@ -819,7 +898,6 @@ class _Builder:
             out.extend(got)
         index = self._assign_index(entries) if entries else None
         ignore = self.o.uid_ignore
-        default_delivery: Delivery | None = None
         for acct in self.accounts():
             if acct.uid == 0 or acct.uid in ignore:
                 continue
@@ -828,8 +906,6 @@ class _Builder:
             name = acct.name
             if name == "alias":
                 continue  # its names are the alias entries below
-            if name != name.lower() or not name:
-                continue  # qmail-getpw never delivers to a name with capitals
             # users/assign wins over the system account: for the name itself if
             # any entry matches it, for its extensions if a wildcard covers "name-".
             base_taken = index is not None and index.lookup(name) is not None
@@ -838,29 +914,84 @@ class _Builder:
             if base_taken and ext_taken:
                 continue
             src = f"{self.o.passwd}:{acct.line}"
+            problem = self._getpw_problem(acct)
+            if problem is not None:
+                if problem:
+                    self.warnings.append(f"{src}: user {name} skipped: {problem}")
+                continue
             try:
-                files = self.home(acct.home, "-")
+                self.home(acct.home, "-")
             except QmailkitError as err:
                 self.warnings.append(f"{src}: user {name} skipped: {err}")
                 continue
             if not base_taken:
-                if files.base is not None:
-                    value = self._value(files.path(files.base))
-                else:
-                    if default_delivery is None:
-                        default_delivery = self._default_delivery()
-                    value = REJECT if default_delivery.kind is Kind.BOUNCE else ACCEPT
-                out.append((name, value, src))
+                out.append((name, self.verdict(acct.home, "", "", src, name), src))
             if not ext_taken:
                 out.extend(self.target_entries(acct.home, "-", "", name + self.delim, "",
                                                f"user {name}"))
         return out
 
+    def _getpw_problem(self, acct: PasswdEntry) -> str | None:
+        """Why qmail-getpw never delivers to this account: None if it does, "" if that
+        goes without saying (uid 0, capitals).
+
+        qmail-getpw asks getpwnam for a name lower-cased and shorter than 32
+        characters, and takes the account only if its uid is not 0 and it owns
+        its home directory (else it goes on with a shorter name, then the alias user).
+        """
+        if acct.name in self._getpw:
+            return self._getpw[acct.name]
+        problem: str | None = None
+        if acct.uid == 0 or not acct.name or acct.name != fold(acct.name):
+            problem = ""
+        elif len(acct.name) >= GETPW_USERLEN:
+            problem = f"qmail-getpw looks up names of at most {GETPW_USERLEN - 1} characters"
+        else:
+            try:
+                owner = os.stat(acct.home).st_uid
+            except FileNotFoundError:
+                problem = f"{acct.home}: home directory does not exist"
+            except OSError as err:
+                problem = f"{acct.home}: cannot stat home directory: {err.strerror}"
+            else:
+                if owner != acct.uid:
+                    problem = (f"its home {acct.home} is owned by uid {owner}, not {acct.uid} "
+                               "(qmail-getpw delivers only to an account that owns its home)")
+        self._getpw[acct.name] = problem
+        return problem
+
+    def getpw(self, name: str) -> str | None:
+        """The home of the account qmail-getpw takes for the (folded) user name, if any."""
+        acct = self.account(name)
+        if acct is None:
+            # No passwd entry for the alias user: qmail's own home for it stands in.
+            return self.alias_home() if name == "alias" else None
+        return acct.home if self._getpw_problem(acct) is None else None
+
+    def deliverer(self, local: str) -> tuple[str, str, str]:
+        """Who delivers the (folded) local name, as qmail-lspawn and qmail-getpw decide:
+        the home, dash and extension qmail-local gets."""
+        if self._entries:
+            entry = self._assign_index(self._entries).lookup(local)
+            if entry is not None:
+                ext = entry.ext + local[len(entry.local):] if entry.wildcard else entry.ext
+                return entry.home, entry.dash, ext
+        end = len(local)
+        while end > 0:  # the whole name, then up to each delimiter, longest first
+            home = self.getpw(local[:end])
+            if home is not None:
+                return home, "-" if end < len(local) else "", local[end + len(self.delim):]
+            end = local.rfind(self.delim, 0, end)
+        return self.alias_home(), "-", local
+
     def _default_delivery(self) -> Delivery:
-        path = self.control / "defaultdelivery"
-        lines = control.read_control(path)
-        return classify_text("\n".join(lines), str(path)) if lines else Delivery(
-            Kind.DELIVER, str(path))
+        """What qmail-local does when no .qmail file takes an address without a dash."""
+        if self._default is None:
+            path = self.control / "defaultdelivery"
+            lines = control.read_control(path)
+            self._default = classify_text("\n".join(lines), str(path)) if lines else Delivery(
+                Kind.DELIVER, str(path))
+        return self._default
 
     def alias_entries(self, domain: str) -> list[Entry]:
         if self.o.skip_alias:
@@ -884,7 +1015,9 @@ class _Builder:
         while i < len(exact) and exact[i][0].startswith(prefix):  # exact names under the prefix
             local, entry = exact[i]
             src = f"{assign_src}:{entry.line}" if entry.line else assign_src
-            out.append((local[len(prefix):], ACCEPT, src))
+            name = local[len(prefix):]
+            value = self.verdict(entry.home, entry.dash, entry.ext, src, f"{name}@{domain}")
+            out.append((name, value, src))
             i += 1
         home, dash, ext, what = self.resolve_prefix(prefix, entries)
         if self.o.skip_alias and home == self.alias_home():
@@ -924,11 +1057,9 @@ class _Builder:
         # qmail-getpw: the longest user name that is the prefix up to a delimiter.
         cut = len(prefix) - len(self.delim)
         while cut > 0:
-            name = prefix[:cut]
-            acct = self.account(name)
-            if name == "alias" or (acct is not None and acct.uid != 0 and name == name.lower()):
-                home = acct.home if acct else self.alias_home()
-                return home, "-", prefix[cut + len(self.delim):], f"user {name}"
+            home = self.getpw(prefix[:cut])
+            if home is not None:
+                return home, "-", prefix[cut + len(self.delim):], f"user {prefix[:cut]}"
             cut = prefix.rfind(self.delim, 0, cut)
         return self.alias_home(), "-", prefix, "alias user"
 
@@ -937,10 +1068,13 @@ class _Builder:
     def relay_entries(self, domain: str, source: str) -> list[Entry]:
         if self.o.smtproutes_dir is not None:
             path = Path(self.o.smtproutes_dir) / domain
-            if path.exists():
+            try:
+                data = read_bounded(path)
+            except FileNotFoundError:
+                data = None
+            if data is not None:
                 out = []
-                for number, raw in enumerate(
-                        path.read_bytes().decode(ENC, ERRS).split("\n"), 1):
+                for number, raw in enumerate(data.decode(ENC, ERRS).split("\n"), 1):
                     name = raw.split("#", 1)[0].split("@", 1)[0].strip()
                     if name:
                         out.append((fold(name), ACCEPT, f"{path}:{number}"))

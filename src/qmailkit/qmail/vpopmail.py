@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
 
 from qmailkit.errors import InputError, os_error
+from qmailkit.fsutil import read_bounded
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
+# The biggest vpasswd read: far above any real domain's, still a bound.
+VPASSWD_LIMIT = 1 << 30
 
 try:  # the C scanner, built at install when a compiler is there
     from qmailkit.qmail._vpasswd import names as _c_names
@@ -85,9 +89,8 @@ def parse_vpasswd_line(
 def read_vpasswd(path: str | os.PathLike[str]) -> list[VpasswdEntry]:
     """Every entry of a vpasswd file, in file order.  Empty lines are skipped."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
+        data = read_bounded(path, VPASSWD_LIMIT)
+    except FileNotFoundError as err:
         raise os_error(err, "cannot read vpasswd") from err
     text = data.decode(ENCODING, ERRORS)
     entries = []
@@ -148,8 +151,9 @@ def _uniform_colons(body: bytes) -> int | None:
     return None
 
 
-def mailbox_names(data: bytes, path: str) -> list[bytes]:
-    """The lower-cased mailbox names of the vpasswd file ``path`` whose bytes are ``data``.
+def mailbox_names(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
+    """The names of the mailboxes that can get mail in the vpasswd file ``path`` whose bytes
+    are ``data``, and a warning for each one left out (see ``without_capitals``).
 
     The hot loop of a big vpopmail install: the C scanner when built, else bulk
     bytes operations; a damaged line raises InputError naming it.
@@ -157,28 +161,53 @@ def mailbox_names(data: bytes, path: str) -> list[bytes]:
     if _c_names is not None:
         names = _c_names(data)
         if names is not None:
-            return names
+            return names, []
     return _python_names(data, path)
 
 
-def _python_names(data: bytes, path: str) -> list[bytes]:
+def without_capitals(
+    names: list[bytes], path: str, numbers: Sequence[int] | None = None
+) -> tuple[list[bytes], list[str]]:
+    """``names`` without those holding a capital letter, and a warning for each of those.
+
+    vdelivermail lower-cases the address and looks the name up as it is, so a
+    mailbox whose name has capitals never gets mail.  ``numbers`` gives the line
+    of each name, if it has one.
+    """
+    joined = b"\n".join(names)
+    if joined == joined.lower():  # ASCII only, like vpopmail's lower-casing
+        return names, []
+    kept, notes = [], []
+    for i, name in enumerate(names):
+        if name == name.lower():
+            kept.append(name)
+            continue
+        where = f"{path}:{numbers[i]}" if numbers else path
+        notes.append(f"{where}: mailbox {name.decode(ENCODING, ERRORS)!r} skipped: vdelivermail "
+                     "looks up the lower-cased address, so a name with capitals never gets mail")
+    return kept, notes
+
+
+def _python_names(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
     # The usual file: every line has a name and the same number of colons.
     body = data[:-1] if data.endswith(b"\n") else data
     if _uniform_colons(body):
         names = _LINE_NAME.findall(b"\n" + body)
         if b"" not in names:
-            return b"\n".join(names).lower().split(b"\n")
-    lines = data.lower().split(b"\n")
+            return without_capitals(names, path, range(1, len(names) + 1))
+    lines = data.split(b"\n")
+    numbers = list(range(1, len(lines) + 1))
     if lines and not lines[-1]:
         lines.pop()
     if b"" in lines or b"\r" in lines:
+        numbers = [n for n, line in zip(numbers, lines) if line.rstrip(b"\r")]
         lines = [line for line in lines if line.rstrip(b"\r")]
     names = [line[:line.find(b":")] for line in lines]
     # vpasswd lines have seven fields and a name; let the careful reader find
     # and name a damaged line.
     if b"" in names or min(map(bytes.count, lines, repeat(b":")), default=6) < 6:
         read_vpasswd(path)  # raises with the line number
-    return names
+    return without_capitals(names, path, numbers)
 
 
 @dataclass(frozen=True, slots=True)
