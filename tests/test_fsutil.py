@@ -176,6 +176,12 @@ def test_open_append_never_through_symlink(tmp_path):
     assert (tmp_path / "new").read_bytes() == b"ab"
     with pytest.raises(FileNotFoundError):
         fsutil.open_append(tmp_path / "absent")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(fsutil.NotRegular, match="dir: is a directory, not a regular file"):
+        fsutil.open_append(tmp_path / "dir", create_mode=0o640)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(fsutil.NotRegular, match="fifo: is not a regular file"):
+        fsutil.open_append(tmp_path / "fifo")  # at once: never waits for a reader
 
 
 def test_private_dir_refuses_symlink_and_loose_modes(tmp_path):

@@ -375,6 +375,10 @@ def open_append(path: str | os.PathLike[str], *, create_mode: int | None = None)
     except OSError as err:
         if err.errno == errno.ELOOP:
             raise NotRegular("is a symbolic link (not followed)", path=path) from None
+        if err.errno == errno.EISDIR:
+            raise NotRegular("is a directory, not a regular file", path=path) from None
+        if err.errno == errno.ENXIO:  # a FIFO nobody reads, a socket
+            raise NotRegular("is not a regular file", path=path) from None
         raise os_error(err, "cannot open for appending") from err
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
