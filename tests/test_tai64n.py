@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from tai64n_helpers import BAD_LINES, label, set_tz, zone
 
 from qmailkit.tai64n import (
+    _LEAP_TAI,
     LABEL_LEN,
     LABEL_OFFSET,
     LABEL_RE,
@@ -135,6 +137,47 @@ def test_block_conversion_equals_line_by_line(lines, tz):
         )
 
 
+# Label seconds: ordinary times, years that are not four digits, and real TAI's leap seconds.
+_LEAPS = [t for leap in _LEAP_TAI for t in range(leap - 2, leap + 3)]
+RUN_LINE = st.one_of(
+    st.builds(
+        lambda s, n, t: b"@%016x%08x" % (s + (1 << 62), n) + t,
+        st.one_of(
+            st.integers(1_600_000_000, 1_600_300_000),  # one file's few days
+            st.integers(-40_000_000_000, 300_000_000_000),  # years 700 to 11000
+            st.sampled_from(_LEAPS),
+            st.integers(2**62, 2**63),  # beyond localtime
+        ),
+        NANOS,
+        st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")),
+    ),
+    st.sampled_from(BAD_LINES),
+    st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(offset=OFFSETS, lines=st.lists(RUN_LINE, min_size=1, max_size=40),
+       tz=st.sampled_from(["UTC", "Europe/Berlin", "right/UTC"]), newline=st.booleans())
+def test_runs_equal_the_line_by_line_engine(offset, lines, tz, newline):
+    """convert-multilog's bulk path (runs) is convert + date line by line, for both offsets."""
+    assume(newline or lines[-1])  # else the last "line" is no line at all
+    with zone(tz):
+        local = LocalTime(offset)
+        runs = local.runs(b"\n".join(lines) + b"\n" * newline)
+        assert b"".join(text for _, text, _ in runs) == b"".join(
+            local.convert(line) + b"\n" for line in lines)
+        assert sum(n for _, _, n in runs) == len(lines)
+        want, date = [], None
+        for line in lines:  # a line without a usable date goes with the line before it
+            date = local.date(line) or date
+            want.append(date)
+        assert [d for d, _, n in runs for _ in range(n)] == want
+        dates = [d for d, _, _ in runs]
+        assert all(a != b for a, b in pairwise(dates))  # each run as long as it can be
+        assert None not in dates[1:]
+
+
 def test_bad_lines_are_unchanged_and_dateless(monkeypatch):
     set_tz(monkeypatch, "UTC")
     local = LocalTime()
@@ -166,8 +209,12 @@ def test_year_before_1000_and_after_9999_like_the_c_tool(monkeypatch):
     assert local.convert(label(-30_610_224_000 - 86400, 5) + b" y") == (
         b"999-12-31 00:00:00.000000005 y"
     )
-    assert local.date(label(-30_610_224_000 - 86400, 5)) == b"999-12-31"
-    assert local.date(label(253_402_300_800, 0)) == b"10000-01-01"
+    assert local.convert(label(253_402_300_800, 0)) == b"10000-01-01 00:00:00.000000000"
+    # no day file "svc.999-12-31": such a line is routed like a continuation line
+    assert local.date(label(-30_610_224_000 - 86400, 5)) is None
+    assert local.date(label(253_402_300_800, 0)) is None
+    assert local.date(label(253_402_300_799, 0)) == b"9999-12-31"
+    assert local.date(label(-30_610_224_000, 0)) == b"1000-01-01"
 
 
 @settings(deadline=None)

@@ -29,25 +29,30 @@ finishes step 4.  So a kill -9 at any instant, a full disk or an unopenable
 day file never loses a line or writes one twice.  When an append fails, that
 input's lines are cut off at once and the inputs before it are committed.  A
 lock (``LOGDIR/.convert-multilog/lock``) keeps two runs apart.
+
+Runs as root over directories other accounts write (``log/main`` belongs to the
+log user, LOGDIR may be group-writable): inputs are read only if they are
+regular files (no symlink followed, no FIFO opened blocking, at most
+``multilog.MAX_FILE`` bytes), day files are appended to only if they are
+regular files (never through a symlink), the state directory must be a real
+directory only root can use, and a journal naming anything but this service's
+rotated files and day files is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import json
 import os
 import pickle
 import re
 import selectors
 import signal
-import sys
+import stat
 import time
-from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from operator import itemgetter
 from pathlib import Path
 
 from qmailkit import fsutil, multilog, tai64n, workers
@@ -56,223 +61,11 @@ from qmailkit.workers import write_all
 
 STATE_DIR = ".convert-multilog"
 LOCK_NAME = "lock"
+#: how ``services apply --prune`` renames a retired service directory (services/apply.py:
+#: RETIRED_PREFIX + NAME + "-" + a UTC stamp, "-N" if taken); not imported, to start fast
+RETIRED = re.compile(r"\.retired-(?P<name>.+)-(?P<stamp>[0-9]{8}T[0-9]{6})(?:-(?P<n>[0-9]+))?\Z")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 Log = Callable[[str], None]
-
-
-# --------------------------------------------------------------------------
-# Conversion of bytes: labels → local time, lines grouped by date
-# --------------------------------------------------------------------------
-
-_HEX = b"0123456789abcdef"
-_HEX_AT_SP = _HEX + b"@ "
-_AT_TO_SPACE = bytes.maketrans(b"@", b" ")
-_label_and_space = itemgetter(slice(0, 26))
-_rest = itemgetter(slice(25, None))
-
-
-class Converter:
-    """Turns blocks of log lines into runs of converted lines per local date.
-
-    The output is byte for byte what ``tai64nlocal`` prints (through
-    ``tai64n.LocalTime``).  Ordinary lines (``@`` + 24 hex + space, as every
-    logger writes them) are converted in bulk with C-level list and bytes
-    operations; anything else goes through ``LocalTime`` one line at a time.
-    """
-
-    def __init__(self, offset: int = tai64n.LABEL_OFFSET) -> None:
-        self.local = tai64n.LocalTime(offset)
-        self.offset = offset
-        self._prefix: dict[int, bytes] = {}  # TAI64 second -> b"YYYY-MM-DD HH:MM:SS."
-        self._hours: dict[int, tuple[bytes, int] | None] = {}
-
-    # -- formatting of one second, cached ---------------------------------
-    def _exact(self, unix: int) -> bytes:
-        tm = time.localtime(unix)
-        return b"%d-%02d-%02d %02d:%02d:%02d." % tm[:6]
-
-    def _hour(self, hour: int) -> tuple[bytes, int] | None:
-        """(date, second of day at the hour's start) if local time runs evenly through it."""
-        first, last = time.localtime(hour * 3600), time.localtime(hour * 3600 + 3599)
-        sod0 = first.tm_hour * 3600 + first.tm_min * 60 + first.tm_sec
-        sod1 = last.tm_hour * 3600 + last.tm_min * 60 + last.tm_sec
-        if first[:3] != last[:3] or sod1 - sod0 != 3599:
-            return None  # a zone change, a leap second or midnight inside: format exactly
-        return b"%d-%02d-%02d " % first[:3], sod0
-
-    def prefix(self, label_second: int) -> bytes:
-        """``YYYY-MM-DD HH:MM:SS.`` for a label's TAI64 second (local time)."""
-        text = self._prefix.get(label_second)
-        if text is not None:
-            return text
-        if len(self._prefix) > 200_000:
-            self._prefix.clear()
-        unix = label_second - self.offset
-        hour = unix // 3600
-        try:
-            info = self._hours[hour]
-        except KeyError:
-            info = self._hours[hour] = self._hour(hour)
-        if info is None:
-            text = self._exact(unix)
-        else:
-            sod = info[1] + unix - hour * 3600
-            text = info[0] + b"%02d:%02d:%02d." % (sod // 3600, sod // 60 % 60, sod % 60)
-        self._prefix[label_second] = text
-        return text
-
-    def _linear_table(self, lo: int, hi: int) -> dict[int, bytes] | None:
-        """Prefixes for every label second in [lo, hi] if local time runs evenly through it.
-
-        A rotated file spans minutes to hours; unless it holds a midnight, a zone
-        change or a leap second, its seconds map to one date and consecutive
-        times of day, so the whole table is built with C-level maps.  None when
-        that does not hold (then each second is formatted on its own).
-        """
-        if hi - lo > 20_000:
-            return None
-        first = time.localtime(lo - self.offset)
-        last = time.localtime(hi - self.offset)
-        sod = first.tm_hour * 3600 + first.tm_min * 60 + first.tm_sec
-        if (
-            first[:3] != last[:3]
-            or last.tm_hour * 3600 + last.tm_min * 60 + last.tm_sec - sod != hi - lo
-            or last.tm_sec > 59
-        ):
-            return None
-        date = b"%d-%02d-%02d " % first[:3]
-        day = _times_of_day()
-        return dict(zip(range(lo, hi + 1), map(date.__add__, day[sod : sod + hi - lo + 1])))
-
-    # -- blocks -------------------------------------------------------------
-    def convert(self, data: bytes) -> list[tuple[bytes | None, bytes, int]]:
-        """Runs ``(date, converted lines, line count)`` in input order.
-
-        The date is ``b"YYYY-MM-DD"``, or None for continuation lines (no label).
-
-        Every line of the output ends with a newline (a last line without
-        one gets it, so that day files stay line-structured).
-        """
-        lines = data.split(b"\n")
-        if not lines[-1]:
-            lines.pop()  # the text after the last newline; a last line without one stays
-        if not lines:
-            return []
-        runs = self._fast(lines)
-        if runs is not None:
-            return runs
-        return self._mixed(lines)
-
-    def _fast(self, lines: list[bytes]) -> list | None:
-        """Bulk conversion if every line is ``@`` + 24 lower-case hex + space; else None."""
-        n = len(lines)
-        heads = b"".join(list(map(_label_and_space, lines)))
-        if (
-            len(heads) != 26 * n
-            or heads.translate(None, _HEX_AT_SP)
-            or heads.count(b"@") != n
-            or heads[0::26].count(b"@") != n
-            or heads.count(b" ") != n
-            or heads[25::26].count(b" ") != n
-        ):
-            return None
-        # fromhex skips whitespace: 12 bytes a line
-        raw = bytes.fromhex(heads.translate(_AT_TO_SPACE).decode("ascii"))
-        secs_buf = bytearray(8 * n)
-        nano_buf = bytearray(4 * n)
-        for i in range(8):
-            secs_buf[i::8] = raw[i::12]
-        for i in range(4):
-            nano_buf[i::4] = raw[8 + i :: 12]
-        secs = array("Q", secs_buf)
-        nanos = array("I", nano_buf)
-        if sys.byteorder == "little":  # the buffers hold big-endian numbers
-            secs.byteswap()
-            nanos.byteswap()
-        nano_list = nanos.tolist()
-        if max(nano_list) > 999_999_999:
-            return None
-        sec_list = secs.tolist()
-        try:
-            table = self._linear_table(min(sec_list), max(sec_list))
-            one_date = table is not None
-            if table is None:
-                table = {s: self.prefix(s) for s in dict.fromkeys(sec_list)}
-        except (OverflowError, ValueError, OSError):
-            return None  # a label out of the platform's range: let LocalTime decide per line
-        prefixes = list(map(table.__getitem__, sec_list))
-        args: list = [None] * (3 * n)
-        args[0::3] = prefixes
-        args[1::3] = nano_list
-        args[2::3] = list(map(_rest, lines))
-        if one_date:
-            return [(prefixes[0][:-10], (b"%s%09d%s\n" * n) % tuple(args), n)]
-        dates = {p[:-10] for p in table.values()}
-        if len(dates) == 1:
-            return [(dates.pop(), (b"%s%09d%s\n" * n) % tuple(args), n)]
-        runs = []
-        start = 0
-        for date, group in itertools.groupby(p[:-10] for p in prefixes):
-            count = sum(1 for _ in group)
-            end = start + count
-            runs.append(
-                (date, (b"%s%09d%s\n" * count) % tuple(args[3 * start : 3 * end]), count)
-            )
-            start = end
-        return runs
-
-    def _mixed(self, lines: list[bytes]) -> list[tuple[bytes | None, bytes, int]]:
-        """Lines of every kind: ordinary stretches in bulk, the others one by one."""
-        runs: list[tuple[bytes | None, bytes, int]] = []
-        good_start = 0
-
-        def flush_good(end: int) -> None:
-            if end > good_start:
-                stretch = lines[good_start:end]
-                fast = self._fast(stretch)
-                if fast is None:
-                    for line in stretch:
-                        self._one(line, runs)
-                else:
-                    runs.extend(fast)
-
-        for i, line in enumerate(lines):
-            if len(line) > 25 and line[0] == 0x40 and line[25] == 0x20:
-                continue
-            flush_good(i)
-            self._one(line, runs)
-            good_start = i + 1
-        flush_good(len(lines))
-        return _merge(runs)
-
-    def _one(self, line: bytes, runs: list) -> None:
-        try:
-            converted = self.local.convert(line)
-            date = self.local.date(line) if converted is not line else None
-        except (OverflowError, ValueError, OSError):
-            converted, date = line, None  # a label beyond the platform's time range
-        runs.append((date, converted + b"\n", 1))
-
-
-_TIMES_OF_DAY: list[bytes] = []
-
-
-def _times_of_day() -> list[bytes]:
-    """``b"HH:MM:SS."`` for every second of a day (built once; workers inherit it)."""
-    if not _TIMES_OF_DAY:
-        hms = itertools.chain.from_iterable(
-            itertools.product(range(24), range(60), range(60)))
-        text = (b"%02d:%02d:%02d.\n" * 86400) % tuple(hms)
-        _TIMES_OF_DAY.extend(text.split(b"\n")[:86400])
-    return _TIMES_OF_DAY
-
-
-def _merge(runs: list[tuple[bytes | None, bytes, int]]) -> list[tuple[bytes | None, bytes, int]]:
-    """Join neighbouring runs with the same date."""
-    merged = []
-    for date, group in itertools.groupby(runs, key=itemgetter(0)):
-        items = list(group)
-        merged.append((date, b"".join(i[1] for i in items), sum(i[2] for i in items)))
-    return merged
 
 
 # --------------------------------------------------------------------------
@@ -295,6 +88,7 @@ class Options:
     jobs: int = 0  # worker processes; 0: one per CPU
     wait: float = 0.0  # seconds to wait for another run's lock
     gzip_after: int | None = None  # compress day files older than this many days
+    service_roots: tuple[Path, ...] = ()  # more places to find retired services in
     batch_bytes: int = 64 << 20  # inputs committed together (one round of fsyncs)
 
 
@@ -334,31 +128,92 @@ class RunResult:
         return all(s.ok for s in self.services)
 
 
+@dataclass(frozen=True)
+class Service:
+    """A service's name and the service directories whose ``log/main`` are converted for it:
+    retired ones first (oldest first), then the one in the scan directory, if any."""
+
+    name: str
+    dirs: tuple[Path, ...]
+
+    @property
+    def live(self) -> Path | None:
+        last = self.dirs[-1]
+        return None if last.name.startswith(".") else last
+
+
 def find_services(
-    service_dir: Path, exclude: Iterable[str] = (), log: Log | None = None
-) -> list[tuple[str, Path]]:
-    """(name, path) of every service with a ``log/main`` directory, in name order."""
+    service_dir: Path,
+    exclude: Iterable[str] = (),
+    log: Log | None = None,
+    service_roots: Iterable[Path] = (),
+) -> list[Service]:
+    """Every service with a ``log/main`` directory, in name order.
+
+    Dot-names are never services (no supervisor starts them), except retired
+    ones (``.retired-NAME-STAMP``, left by ``services apply --prune``): those in
+    the scan directory, in the directories its links lead into (the service
+    roots in use) and in ``service_roots`` are converted into NAME's day files.
+    """
     log = log or _quiet
     excluded = set(exclude)
     try:
         names = sorted(os.listdir(service_dir))
     except OSError as err:
-        raise QmailkitError(
-            f"cannot read the service directory: {err.strerror}",
-            path=service_dir,
-            hint="give the scan directory with --service-dir",
-        ) from None
-    found = []
+        raise _unreadable(service_dir, err, "the service directory",
+                          "give the scan directory with --service-dir") from None
+    live: dict[str, Path] = {}
+    retired: dict[str, list[tuple[tuple[str, int], Path]]] = {}
+    explicit = [Path(r) for r in service_roots]
+    roots = list(explicit)
     for name in names:
         path = Path(service_dir) / name
+        if name.startswith("."):
+            _note_retired(path, retired)
+            continue
+        if os.path.islink(path):
+            roots.append(Path(os.path.realpath(path)).parent)
         if not (path / "log" / "main").is_dir():
             log(f"No log/main directory under {path}")
             continue
-        if name in excluded:
-            log(f"Skipping {path}")
+        live[name] = path
+    seen = {os.path.realpath(service_dir)}
+    for root in roots:
+        real = os.path.realpath(root)
+        if real in seen:
             continue
-        found.append((name, path))
+        seen.add(real)
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError as err:
+            if root in explicit:
+                raise _unreadable(root, err, "the service root", "check --service-root") from None
+            continue
+        for name in entries:
+            if name.startswith("."):
+                _note_retired(root / name, retired)
+    found = []
+    for name in sorted(live.keys() | retired.keys()):
+        dirs = [path for _key, path in sorted(retired.get(name, []))]
+        if name in live:
+            dirs.append(live[name])
+        if name in excluded:
+            for path in dirs:
+                log(f"Skipping {path}")
+            continue
+        found.append(Service(name, tuple(dirs)))
     return found
+
+
+def _unreadable(path: Path, err: OSError, what: str, hint: str) -> QmailkitError:
+    return QmailkitError(f"cannot read {what}: {err.strerror}", path=path, hint=hint)
+
+
+def _note_retired(path: Path, retired: dict) -> None:
+    m = RETIRED.match(path.name)
+    if m and (path / "log" / "main").is_dir():
+        key = (m["stamp"], int(m["n"] or 1))
+        retired.setdefault(m["name"], []).append((key, path))
 
 
 def _quiet(_msg: str) -> None:
@@ -371,27 +226,81 @@ def _quiet(_msg: str) -> None:
 
 
 class _Journal:
-    """The per-service journal file: what the input in progress may have changed."""
+    """The per-service journal file: what the batch in progress may have changed.
 
-    def __init__(self, path: Path) -> None:
+    Its names are checked before anything is done with them: inputs must be
+    rotated-file names (plain names in the log directory they came from), day
+    files ``SERVICE.YYYY-MM-DD`` of this service, the source directory a
+    retired service of this name.
+    """
+
+    LIMIT = 1 << 20  # a journal names at most BATCH_FILES inputs and their day files
+
+    def __init__(self, path: Path, service: str) -> None:
         self.path = path
+        self.service = service
 
     def read(self) -> dict:
         try:
-            with open(self.path, "rb") as fh:
-                data = json.loads(fh.read())
+            state = json.loads(fsutil.read_bounded(self.path, self.LIMIT, follow=False))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as err:
+        except (QmailkitError, ValueError) as err:
             raise QmailkitError(
-                f"cannot read the journal: {err}",
+                f"cannot read the journal: {getattr(err, 'message', err)}",
                 path=self.path,
                 hint="if no other run is active, check it by hand; removing it may duplicate lines",
             ) from None
-        return data
+        problem = self._problem(state)
+        if problem:
+            raise QmailkitError(
+                f"journal {problem}; nothing done",
+                path=self.path,
+                hint="convert-multilog did not write this: check it by hand; if no run was "
+                     "interrupted, remove it",
+            )
+        return state
+
+    def _problem(self, state) -> str | None:
+        """What is wrong with a journal's content, or None."""
+        if not isinstance(state, dict):
+            return "is not a JSON object"
+        inputs, sizes, last = state.get("inputs", []), state.get("sizes", {}), state.get("last")
+        if not isinstance(inputs, list):
+            return "has inputs that are not a list"
+        for name in inputs:
+            if not (isinstance(name, str) and multilog.is_rotated_name(name)):
+                return f"names an input {_short(name)} that is not a rotated file name"
+        if not isinstance(sizes, dict):
+            return "has sizes that are not an object"
+        for out, size in sizes.items():
+            if not _is_day_file(out, self.service):
+                return f"names a day file {_short(out)} that is not {self.service}.YYYY-MM-DD"
+            if type(size) is not int or size < -1:
+                return f"has a bad size {_short(size)} for {out}"
+        if last is not None and not (isinstance(last, str) and _DATE.match(last)):
+            return f"has a bad date {_short(last)}"
+        if not isinstance(state.get("done", False), bool):
+            return "has a bad done flag"
+        source = state.get("dir")
+        if source is not None and not (
+            isinstance(source, str) and (m := RETIRED.match(source)) and m["name"] == self.service
+        ):
+            return f"names a directory {_short(source)} that is not a retired {self.service}"
+        return None
 
     def write(self, state: dict) -> None:
         fsutil.atomic_write(self.path, json.dumps(state, sort_keys=True).encode(), mode=0o600)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_day_file(name: str, service: str) -> bool:
+    head, dot, date = name.rpartition(".")
+    return bool(dot) and head == service and bool(_DATE.match(date))
 
 
 #: at most this many inputs in one batch (besides Options.batch_bytes)
@@ -401,25 +310,28 @@ BATCH_FILES = 256
 class _ServiceRun:
     def __init__(
         self,
-        name: str,
-        path: Path,
+        service: Service,
         opts: Options,
         log: Log,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        self.name = name
-        self.path = path
+        self.name = service.name
+        self.service = service
         self.opts = opts
         self.log = log
         self.progress = progress or (lambda _n: None)
-        self.logdir = multilog.LogDir(path / "log" / "main")
         self.out_dir = Path(opts.log_dir)
-        self.journal = _Journal(self.out_dir / STATE_DIR / f"{name}.journal")
-        self.result = ServiceResult(name)
-        self.converter = Converter(tai64n.TAI_OFFSET if opts.tai else tai64n.LABEL_OFFSET)
+        self.journal = _Journal(self.out_dir / STATE_DIR / f"{self.name}.journal", self.name)
+        self.result = ServiceResult(self.name)
+        self.offset = tai64n.TAI_OFFSET if opts.tai else tai64n.LABEL_OFFSET
+        self.local = tai64n.LocalTime(self.offset)
         self.last: str | None = None  # date of the last dated line (continuation state)
         self.current_out: str | None = None  # for the Adding/Closing messages
         self.current_count = 0
+        # the source in progress: its log directory, and its name in journals (None: the live one)
+        self.logdir = multilog.LogDir(service.dirs[-1] / "log" / "main")
+        self.source: str | None = None
+        self.reading: Path | None = None  # the input being converted, for messages
         # the batch in progress
         self.sizes: dict[str, int] = {}  # day file -> size before the batch (-1: absent)
         self.fds: dict[str, int] = {}
@@ -430,25 +342,36 @@ class _ServiceRun:
     def run(self) -> ServiceResult:
         try:
             self.recover()
-            if self.opts.alarm:
-                self.rotate_current()
-            files = self.logdir.rotated()
-            while files:
-                size = 0
-                count = 0
-                for path in files:
-                    if count and (size >= self.opts.batch_bytes or count >= BATCH_FILES):
-                        break
-                    size += _size(path)
-                    count += 1
-                self.convert_batch(files[:count])
-                files = files[count:]
+            for sdir in self.service.dirs:
+                self.use_source(sdir)
+                if self.opts.alarm and sdir == self.service.live:
+                    self.rotate_current(sdir)
+                files = self.logdir.rotated()
+                while files:
+                    size = 0
+                    count = 0
+                    for path in files:
+                        if count and (size >= self.opts.batch_bytes or count >= BATCH_FILES):
+                            break
+                        size += _size(path)
+                        count += 1
+                    self.convert_batch(files[:count])
+                    files = files[count:]
         except QmailkitError as err:
             self.result.error = str(err)
         except OSError as err:
-            self.result.error = f"{err.filename or self.path}: {err.strerror or err}"
+            self.result.error = f"{err.filename or self.logdir.path}: {err.strerror or err}"
         self.close_current()
         return self.result
+
+    def use_source(self, sdir: Path) -> None:
+        self.logdir = multilog.LogDir(sdir / "log" / "main")
+        self.source = None if sdir == self.service.live else sdir.name
+
+    def journal_state(self, **state) -> dict:
+        if self.source is not None:
+            state["dir"] = self.source
+        return state
 
     def recover(self) -> None:
         """Finish or undo what an interrupted run left, as its journal says."""
@@ -458,19 +381,29 @@ class _ServiceRun:
         names = state.get("inputs") or []
         if not names:
             return
-        inputs = [self.logdir.path / n for n in names]
+        source = state.get("dir")  # a retired service's directory; None: the live one
+        sdir = next((d for d in self.service.dirs if d.name == source), None) if source \
+            else self.service.live
+        if sdir is not None:
+            self.use_source(sdir)
+        main = sdir / "log" / "main" if sdir is not None else None
+        inputs = [main / n for n in names] if main else []
         if state.get("done"):
-            left = [p for p in inputs if p.exists()]
+            left = [p for p in inputs if os.path.lexists(p)]
             for src in left:
                 self.log(f"Finishing {src} (converted by an interrupted run)")
                 self.dispose(src)
             if left:
-                fsutil.fsync_dir(self.logdir.path)
+                fsutil.fsync_dir(main)
             return
+        if main is None:
+            self.warn(f"{source or 'log/main'}: gone while a run converting its files was "
+                      "interrupted")
         for src in inputs:
-            if not src.exists():
+            if not os.path.lexists(src):
                 self.warn(f"{src} was removed while a run converting it was interrupted")
-        self.log(f"Undoing the interrupted conversion of {len(inputs)} file(s) in {self.logdir.path}")
+        self.log(f"Undoing the interrupted conversion of {len(names)} file(s) in "
+                 f"{main or source}")
         self.rollback(state.get("sizes", {}))
         self.journal.write({"last": self.last})
 
@@ -480,12 +413,17 @@ class _ServiceRun:
             target = self.out_dir / out
             if size < 0:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(target)
+                    os.unlink(target)  # a name: a symlink planted there is removed, not followed
                 continue
             try:
-                fd = os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+                fd = fsutil.open_append(target)  # ftruncate works on it; never through a symlink
             except FileNotFoundError:
                 continue
+            except fsutil.NotRegular as err:
+                raise fsutil.NotRegular(
+                    f"{err.message}; cannot cut it back to {size} bytes", path=target,
+                    hint="day files must be regular files: remove it, then run again",
+                ) from None
             try:
                 if os.fstat(fd).st_size > size:
                     os.ftruncate(fd, size)
@@ -494,13 +432,13 @@ class _ServiceRun:
                 os.close(fd)
         fsutil.fsync_dir(self.out_dir)
 
-    def rotate_current(self) -> None:
+    def rotate_current(self, sdir: Path) -> None:
         """-a: make the logger rotate a non-empty ``current`` and wait for the new file."""
         from qmailkit import supervisor
 
         if self.logdir.current_size() == 0:
             return
-        log_service = self.path / "log"
+        log_service = sdir / "log"
         kind = self.opts.supervisor or supervisor.detect(log_service)
         if kind is None:
             self.warn(f"{log_service}: cannot tell which supervisor runs it (use --supervisor)")
@@ -536,6 +474,7 @@ class _ServiceRun:
                 file_ends = dict(self.ends)
                 file_last = self.last
                 self.log(f"Reading {src}")
+                self.reading = src
                 try:
                     added = self.convert_file(src)
                 except (OSError, QmailkitError) as err:
@@ -576,7 +515,7 @@ class _ServiceRun:
         for data in multilog.read_chunks(src):
             self.progress(len(data))
             batches: dict[str, list[bytes]] = {}
-            for date_b, text, count in self.converter.convert(data):
+            for date_b, text, count in self.local.runs(data):
                 if date_b is None:
                     if self.last is None:
                         pending.append(text)
@@ -595,7 +534,7 @@ class _ServiceRun:
             if batches:
                 self.append(batches)
         if pending:
-            when = multilog.rotation_time(src, self.converter.offset)
+            when = multilog.rotation_time(src, self.offset)
             date = time.strftime("%Y-%m-%d", time.localtime(when))
             self.append({date: pending})
             added.append((date, pending_count))
@@ -607,40 +546,63 @@ class _ServiceRun:
         if new:
             for date in new:
                 out = f"{self.name}.{date}"
-                try:
-                    self.sizes[out] = os.stat(self.out_dir / out).st_size
-                except FileNotFoundError:
-                    self.sizes[out] = -1
-            self.journal.write(
-                {"inputs": self.batch_names, "sizes": self.sizes, "last": self.batch_last}
-            )
+                # an existing day file is opened (not written) before its size is journalled
+                fd = self.open_output(out, create=False)
+                self.sizes[out] = -1 if fd is None else self.ends[out]
+            self.journal.write(self.journal_state(
+                inputs=self.batch_names, sizes=self.sizes, last=self.batch_last))
         for date, texts in batches.items():
             out = f"{self.name}.{date}"
             fd = self.fds.get(out)
             if fd is None:
-                fd = self.open_output(out)
+                fd = self.open_output(out, create=True)
             data = b"".join(texts) if len(texts) > 1 else texts[0]
             self.ends[out] += len(data)  # counted first: a partial write is cut back too
-            write_all(fd, data)
-
-    def open_output(self, out: str) -> int:
-        path = self.out_dir / out
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
-        try:
-            fd = os.open(path, flags)
-        except FileNotFoundError:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-            self.created = True
             try:
-                if self.opts.owner is not None and os.geteuid() == 0:
-                    os.fchown(fd, *self.opts.owner)
-                os.fchmod(fd, self.opts.mode)
-            except OSError:
-                os.close(fd)
-                raise
+                write_all(fd, data)
+            except OSError as err:
+                raise self.output_error(out, err) from None
+
+    def open_output(self, out: str, create: bool) -> int | None:
+        """Open a day file for appending (None: it does not exist and ``create`` is false).
+
+        Only a regular file, never through a symlink; a new one is made O_EXCL
+        with the run's mode and owner."""
+        path = self.out_dir / out
+        try:
+            try:
+                fd = fsutil.open_append(path)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                fd = fsutil.open_append(path, create_mode=0o600)
+                self.created = True
+                try:
+                    if self.opts.owner is not None and os.geteuid() == 0:
+                        os.fchown(fd, *self.opts.owner)
+                    os.fchmod(fd, self.opts.mode)
+                except OSError:
+                    os.close(fd)
+                    raise
+        except (OSError, QmailkitError) as err:
+            raise self.output_error(out, err) from None
         self.fds[out] = fd
         self.ends[out] = os.fstat(fd).st_size
         return fd
+
+    def output_error(self, out: str, err: OSError | QmailkitError) -> QmailkitError:
+        """An error of a day file, named as such (not the input's)."""
+        if isinstance(err, QmailkitError):
+            reason = err.message
+        else:
+            reason = err.strerror or str(err)
+        hint = "the input is kept and converted on the next run"
+        if isinstance(err, fsutil.NotRegular):
+            hint = "day files must be regular files: remove it or move it away; " + hint
+        elif getattr(err, "errno", None) == errno.ENOSPC:
+            hint = f"free some space in {self.out_dir}; " + hint
+        return QmailkitError(
+            f"{reason} (while converting {self.reading})", path=self.out_dir / out, hint=hint)
 
     def cut_back(self, file_ends: dict[str, int]) -> bool:
         """Undo the appends of the failed file; False if that failed too (the journal then
@@ -660,7 +622,8 @@ class _ServiceRun:
 
     def commit(self, done: list[tuple[Path, list[tuple[str, int]]]]) -> None:
         """Mark the (durable) batch done, then remove its inputs."""
-        self.journal.write({"inputs": [p.name for p, _ in done], "done": True, "last": self.last})
+        self.journal.write(self.journal_state(
+            inputs=[p.name for p, _ in done], done=True, last=self.last))
         for src, added in done:
             nlines = 0
             for date, count in added:
@@ -676,8 +639,11 @@ class _ServiceRun:
 
     def sync(self) -> None:
         """Make the batch's appends durable."""
-        for fd in self.fds.values():
-            os.fsync(fd)
+        for out, fd in self.fds.items():
+            try:
+                os.fsync(fd)
+            except OSError as err:
+                raise self.output_error(out, err) from None
         if self.created:
             fsutil.fsync_dir(self.out_dir)
 
@@ -714,10 +680,10 @@ def _describe(src: Path, err: OSError | QmailkitError) -> QmailkitError:
 
 
 def convert_service(
-    name: str, path: Path, opts: Options, log: Log | None = None, progress=None
+    service: Service, opts: Options, log: Log | None = None, progress=None
 ) -> ServiceResult:
     """Convert one service's rotated files (the caller holds the lock)."""
-    return _ServiceRun(name, Path(path), opts, log or _quiet, progress).run()
+    return _ServiceRun(service, opts, log or _quiet, progress).run()
 
 
 # --------------------------------------------------------------------------
@@ -726,21 +692,25 @@ def convert_service(
 
 
 def state_dir(log_dir: Path) -> Path:
-    """``LOGDIR/.convert-multilog``: the lock and the journals (created 0700)."""
+    """``LOGDIR/.convert-multilog``: the lock and the journals.
+
+    A real directory owned by this user (root) with mode 0700, or the run is
+    refused: its journals say which files to cut back and remove, so one that
+    others could replace (LOGDIR may be group-writable) must not be used.
+    """
     path = Path(log_dir) / STATE_DIR
     if not Path(log_dir).is_dir():
         raise QmailkitError(
             "the log directory does not exist", path=log_dir, hint="create it or give --log-dir"
         )
     try:
-        path.mkdir(mode=0o700, exist_ok=True)
-    except OSError as err:
+        return Path(fsutil.private_dir(path))
+    except OSError as err:  # mkdir refused
         raise QmailkitError(
             f"cannot create the state directory: {err.strerror}",
             path=path,
             hint="is the log directory writable by this user?",
         ) from None
-    return path
 
 
 def convert_all(
@@ -749,7 +719,7 @@ def convert_all(
     progress: Callable[[int], None] | None = None,
     total: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Convert every service under ``opts.service_dir``.
+    """Convert every service under ``opts.service_dir`` (and the retired ones found).
 
     ``log`` gets the messages, ``total`` the number of input bytes found, and
     ``progress`` the bytes read as the work goes on.
@@ -758,15 +728,13 @@ def convert_all(
     sdir = state_dir(opts.log_dir)
     with fsutil.locked(sdir / LOCK_NAME, wait=opts.wait or False, what="another convert-multilog"):
         log("Starting")
-        services = find_services(opts.service_dir, opts.exclude, log)
+        services = find_services(opts.service_dir, opts.exclude, log, opts.service_roots)
         if total is not None:
-            total(sum(_size(p) for _, s in services
-                      for p in multilog.LogDir(s / "log" / "main").rotated()))
+            total(sum(_size(p) for s in services for d in s.dirs
+                      for p in multilog.LogDir(d / "log" / "main").rotated()))
         jobs = opts.jobs or len(os.sched_getaffinity(0))
-        if services:
-            _times_of_day()  # once here, not in every worker
         if jobs <= 1 or len(services) <= 1:
-            results = [convert_service(n, p, opts, log, progress) for n, p in services]
+            results = [convert_service(s, opts, log, progress) for s in services]
         else:
             results = _parallel(services, opts, jobs, log, progress)
         if opts.gzip_after is not None:
@@ -782,12 +750,14 @@ def convert_all(
 
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return os.lstat(path).st_size
     except OSError:
         return 0
 
 
-def _parallel(services, opts: Options, jobs: int, log: Log, progress) -> list[ServiceResult]:
+def _parallel(
+    services: list[Service], opts: Options, jobs: int, log: Log, progress
+) -> list[ServiceResult]:
     """One forked worker per service, at most ``jobs`` at a time.
 
     Workers send their messages, progress and result back through a pipe; they
@@ -801,11 +771,11 @@ def _parallel(services, opts: Options, jobs: int, log: Log, progress) -> list[Se
     try:
         while todo or running:
             while todo and len(running) < jobs:
-                name, path = todo.pop(0)
-                spawned = workers.spawn(
-                    lambda wfd, name=name, path=path: _worker(name, path, opts, wfd))
+                service = todo.pop(0)
+                name = service.name
+                spawned = workers.spawn(lambda wfd, s=service: _worker(s, opts, wfd))
                 if spawned is None:  # out of descriptors or processes: do this one here
-                    results[name] = convert_service(name, path, opts, log, progress)
+                    results[name] = convert_service(service, opts, log, progress)
                     continue
                 pid, rfd = spawned
                 running[rfd] = (pid, name, bytearray())
@@ -848,10 +818,10 @@ def _parallel(services, opts: Options, jobs: int, log: Log, progress) -> list[Se
                 os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-    return [results[name] for name, _ in services]
+    return [results[s.name] for s in services]
 
 
-def _worker(name: str, path: Path, opts: Options, wfd: int) -> None:
+def _worker(service: Service, opts: Options, wfd: int) -> None:
     """In a forked worker: convert one service, streaming messages and the result to ``wfd``."""
 
     def send(kind: str, value) -> None:
@@ -859,7 +829,7 @@ def _worker(name: str, path: Path, opts: Options, wfd: int) -> None:
         write_all(wfd, len(blob).to_bytes(4, "big") + blob)
 
     result = convert_service(
-        name, path, opts, lambda m: send("log", m), lambda n: send("progress", n)
+        service, opts, lambda m: send("log", m), lambda n: send("progress", n)
     )
     send("result", asdict(result))
 
@@ -893,14 +863,17 @@ def gzip_old_days(
         if not m or m["name"] != service or m["date"] >= limit:
             continue
         plain = Path(log_dir) / entry
-        if not plain.is_file():
+        try:
+            st_ = os.lstat(plain)
+        except FileNotFoundError:
             continue
+        if not stat.S_ISREG(st_.st_mode):
+            continue  # never through a symlink, never a FIFO
         packed = plain.with_name(entry + ".gz")
-        data = plain.read_bytes()
-        st_ = plain.stat()
-        if not (packed.exists() and _gz_ends_with(packed, data)):
+        data = _read_regular(plain)
+        old = _read_regular(packed) if os.path.lexists(packed) else b""
+        if not (old and _gz_ends_with(old, data)):
             log(f"Compressing {plain}")
-            old = packed.read_bytes() if packed.exists() else b""
             fsutil.atomic_write(
                 packed,
                 old + _gzip_member(data, entry),
@@ -913,6 +886,11 @@ def gzip_old_days(
     return done
 
 
+def _read_regular(path: Path) -> bytes:
+    with fsutil.open_input(path, follow=False) as fh:
+        return fh.read()
+
+
 def _gzip_member(data: bytes, name: str) -> bytes:
     import gzip
     import io
@@ -923,13 +901,14 @@ def _gzip_member(data: bytes, name: str) -> bytes:
     return buf.getvalue()
 
 
-def _gz_ends_with(path: Path, tail: bytes) -> bool:
-    """True if the decompressed content of ``path`` ends with ``tail`` (streamed)."""
+def _gz_ends_with(packed: bytes, tail: bytes) -> bool:
+    """True if the decompressed ``packed`` ends with ``tail`` (streamed)."""
     import gzip
+    import io
 
     keep = b""
     try:
-        with gzip.open(path, "rb") as gz:
+        with gzip.GzipFile(fileobj=io.BytesIO(packed)) as gz:
             while block := gz.read(1 << 20):
                 keep = (keep + block)[-len(tail) :] if tail else b""
     except (OSError, EOFError):

@@ -13,22 +13,28 @@ still called ``@….s`` and are read transparently when gzip'd.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from qmailkit import tai64n
+from qmailkit import fsutil, tai64n
+from qmailkit.errors import QmailkitError, os_error
 
 # The original's glob was ``@*.[su]``; keep it that wide so unusual but valid
 # names (a processor's output) are never left behind.
-_ROTATED = re.compile(r"@.*\.[su]\Z", re.DOTALL)
+_ROTATED = re.compile(r"@[^/\0]*\.[su]\Z", re.DOTALL)
 _LABEL_NAME = re.compile(r"@([0-9a-f]{24})\.[su]\Z")
 
 
 def is_rotated_name(name: str) -> bool:
-    """True for ``@….s`` / ``@….u`` names (never ``current``, never ``….done``)."""
+    """True for ``@….s`` / ``@….u`` names (never ``current``, never ``….done``).
+
+    A plain name only (no ``/``): a journal's names are checked with this too.
+    """
     return bool(_ROTATED.match(name))
 
 
@@ -81,53 +87,136 @@ class LogDir:
 def rotation_time(path: str | os.PathLike[str], offset: int = tai64n.LABEL_OFFSET) -> float:
     """Unix time a rotated file was made: from its ``@label`` name, else its mtime."""
     m = _LABEL_NAME.match(os.path.basename(path))
-    if m:
-        decoded = tai64n.decode(b"@" + m.group(1).encode(), offset)
-        if decoded is not None:
-            return decoded[0] + decoded[1] / 1e9
-    return os.stat(path).st_mtime
+    if m and int(m[1][16:], 16) <= 999_999_999:
+        unix, _leap = tai64n.to_unix(int(m[1][:16], 16), offset)
+        return unix + int(m[1][16:], 16) / 1e9
+    return os.lstat(path).st_mtime
 
 
 #: rotated files hold up to 16 MB (multilog's cap); they are read in pieces of at most
 #: this size, so that converting one (several lists of its lines) stays within ~30 MB
 CHUNK = 4 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
+#: the most read from one rotated file, and the most a gzip'd one may expand to: four times
+#: multilog's largest (s16777215), far above svlogd's and s6-log's defaults.  A larger file is
+#: refused (named, and kept), so that a file the log user made cannot fill memory or the disk.
+MAX_FILE = 64 << 20
 
 
-def read_chunks(path: str | os.PathLike[str], size: int = CHUNK):
+def is_gzip(head: bytes) -> bool:
+    """True if ``head`` starts with a complete gzip member header (RFC 1952), not just 1f 8b."""
+    if len(head) < 10 or head[:3] != b"\x1f\x8b\x08" or head[3] & 0xE0:
+        return False
+    flags, pos = head[3], 10
+    if flags & 0x04:  # FEXTRA: a length, then that many bytes
+        if len(head) < pos + 2:
+            return False
+        pos += 2 + int.from_bytes(head[pos : pos + 2], "little")
+    for flag in (0x08, 0x10):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            end = head.find(b"\0", pos)
+            if end < 0:
+                return False
+            pos = end + 1
+    if flags & 0x02:  # FHCRC
+        pos += 2
+    return pos < len(head)  # compressed data follows
+
+
+def read_chunks(path: str | os.PathLike[str], size: int = CHUNK, limit: int = MAX_FILE):
     """Yield the file's content in pieces that end at a newline (except a last partial line).
 
     A file up to ``size`` bytes (every rotated file, normally) comes in one piece.
-    A gzip'd file (multilog ``!gzip`` processor) is decompressed.
+    A gzip'd file (multilog ``!gzip`` processor) is decompressed.  Only a regular
+    file is read, never through a symlink, and at most ``limit`` bytes (before and
+    after decompression): anything else raises QmailkitError naming the file.
     """
-    with open(path, "rb", buffering=0) as fh:
-        if os.fstat(fh.fileno()).st_size <= size:
-            data = fh.readall()  # one exact-size read
-            if data[:2] == _GZIP_MAGIC:
-                import gzip  # rare: only multilog's !gzip processor makes these
-
-                data = gzip.decompress(data)
-            if data:
-                yield data
+    try:
+        fd = fsutil.open_regular(path, follow=False)
+    except fsutil.NotRegular as err:
+        raise fsutil.NotRegular(err.message, path=path, hint=_KEPT) from None
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        blocks = _blocks(fh, path, size, limit)
+        first = next(blocks, None)
+        if first is None:
             return
-        head = fh.read(2)
-        if head == _GZIP_MAGIC:
-            import gzip
+        if is_gzip(first):
+            blocks = _gunzip(itertools.chain((first,), blocks), path, size, limit)
+        else:
+            blocks = itertools.chain((first,), blocks)
+        yield from _at_newlines(blocks)
 
-            fh.seek(0)
-            yield gzip.GzipFile(fileobj=fh).read()
-            return
-        carry = head
-        while True:
-            block = fh.read(size)
-            if not block:
-                if carry:
-                    yield carry
-                return
-            data = carry + block if carry else block
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                carry = data
-                continue
-            carry = data[cut:]
-            yield data[:cut]
+
+_KEPT = "kept: it and the files after it wait until it is replaced by a regular file or removed"
+
+
+def _too_big(path, limit: int, what: str = "") -> QmailkitError:
+    return QmailkitError(
+        f"larger than {limit >> 20} MiB{what}, more than any logger writes; not read",
+        path=path,
+        hint="kept: convert it by hand (tai64nlocal) and remove it; the files after it wait",
+    )
+
+
+def _blocks(fh, path, size: int, limit: int):
+    """The raw file in reads of ``size`` bytes; one read for a file that fits."""
+    want = min(size, os.fstat(fh.fileno()).st_size + 1)
+    total = 0
+    try:
+        while block := fh.read(want):
+            total += len(block)
+            if total > limit:
+                raise _too_big(path, limit)
+            yield block
+            want = size
+    except OSError as err:
+        raise os_error(err, "cannot read") from None
+
+
+def _gunzip(blocks, path, size: int, limit: int):
+    """Decompress gzip members (one after the other), ``size`` bytes of output at a time."""
+    inflate = zlib.decompressobj(31)
+    total = 0
+    try:
+        for data in blocks:
+            while True:
+                if inflate.eof:  # another member may follow (zero padding is skipped)
+                    data = data.lstrip(b"\0")
+                    if not data:
+                        break
+                    inflate = zlib.decompressobj(31)
+                out = inflate.decompress(data, size)
+                total += len(out)
+                if total > limit:
+                    raise _too_big(path, limit, " when decompressed")
+                if out:
+                    yield out
+                if inflate.eof:
+                    data = inflate.unused_data
+                    continue
+                data = inflate.unconsumed_tail
+                if not data and len(out) < size:  # all taken in, nothing pending
+                    break
+        if not inflate.eof:
+            raise zlib.error("the file ends inside the compressed data")
+    except zlib.error as err:
+        raise QmailkitError(
+            f"starts like gzip but does not decompress: {err}", path=path, hint=_KEPT
+        ) from None
+
+
+def _at_newlines(blocks):
+    """Re-cut blocks so that each piece ends at a newline (a last partial line aside)."""
+    carry: list[bytes] = []  # the start of a line longer than a block
+    for block in blocks:
+        cut = block.rfind(b"\n") + 1
+        if not cut:
+            carry.append(block)
+            continue
+        if carry:
+            carry.append(block[:cut])
+            yield b"".join(carry)
+        else:
+            yield block if cut == len(block) else block[:cut]
+        carry = [block[cut:]] if cut < len(block) else []
+    if carry:
+        yield b"".join(carry)

@@ -104,6 +104,17 @@ def tai_to_unix(tai: int) -> tuple[int, bool]:
     return tai - 10 - passed, False
 
 
+def to_unix(label_seconds: int, offset: int = LABEL_OFFSET) -> tuple[int, bool]:
+    """(Unix time, is a leap second) of a label's second (``label_seconds``: its 16 hex digits).
+
+    With ``TAI_OFFSET`` the label is real TAI, read with the leap-second table
+    (``tai_to_unix``); otherwise the offset is subtracted (daemontools ignores leap seconds).
+    """
+    if offset == TAI_OFFSET:
+        return tai_to_unix(label_seconds - (1 << 62))
+    return label_seconds - offset, False
+
+
 def now_label(offset: int = LABEL_OFFSET) -> bytes:
     """The label for the current time."""
     ns = time.time_ns()
@@ -126,9 +137,7 @@ class _SecondCache(dict):
 
     def unix(self, label_seconds: int) -> tuple[int, bool]:
         """(Unix time, is a leap second) of a label's second."""
-        if self.real_tai:
-            return tai_to_unix(label_seconds - (1 << 62))
-        return label_seconds - self.offset, False
+        return to_unix(label_seconds, self.offset)
 
     def __missing__(self, hex16: bytes) -> bytes | None:
         if len(self) >= _CACHE_LIMIT:
@@ -203,14 +212,15 @@ class LocalTime:
         return b"%s%09d%s" % (prefix[1:], int(match[2], 16), line[LABEL_LEN:])
 
     def date(self, line: bytes) -> bytes | None:
-        """The local ``YYYY-MM-DD`` of a line's label, or None for a line without one."""
+        """The local ``YYYY-MM-DD`` of a line's label; None for a line without a usable one.
+
+        A label whose year is not four digits (before 1000, after 9999) has no
+        usable date either: such a line is routed like a continuation line.
+        """
         match = LABEL_RE.match(line)
         if match is None:
             return None
-        prefix = self._cache[match[1]]
-        if prefix is None:
-            return None
-        return prefix[1:-10]  # years before 1000 or after 9999 are not 4 digits
+        return _day(self._cache[match[1]])
 
     def convert_lines(self, data: bytes) -> bytes:
         """``data`` (whole lines, the last may lack its newline) with every label converted."""
@@ -225,32 +235,105 @@ class LocalTime:
         """
         return self._convert_text(block, False)
 
+    def _split(self, text: bytes) -> tuple[list, list[bytes]]:
+        """``text`` cut at the labels after its newlines: ``[text, prefix, nanos, text, ...]``
+        (each prefix ``b"\\nYYYY-MM-DD HH:MM:SS."``, None where localtime cannot render the
+        second), and the labels' 16-hex-digit seconds."""
+        parts = _LINE_LABEL_RE.split(text)
+        seconds = parts[1::3]
+        if seconds:
+            nanos = array(_U32, unhexlify(b"".join(parts[2::3])))
+            if _SWAP:
+                nanos.byteswap()
+            parts[1::3] = map(self._cache.__getitem__, seconds)
+            parts[2::3] = nanos.tolist()
+        return parts, seconds
+
     def _convert_text(self, text: bytes, at_line_start: bool) -> bytes:
-        parts = _LINE_LABEL_RE.split(text)  # [text, sec, nano, text, sec, nano, text...]
+        parts, seconds = self._split(text)
         if at_line_start:
             parts[0] = self.convert(parts[0])
-        count = len(parts) // 3
+        count = len(seconds)
         if not count:
             return parts[0]
-        seconds = parts[1::3]
-        nanos = array(_U32, unhexlify(b"".join(parts[2::3])))
-        if _SWAP:
-            nanos.byteswap()
-        parts[1::3] = map(self._cache.__getitem__, seconds)
-        parts[2::3] = nanos.tolist()
         try:
             return (b"%s" + b"%s%09d%s" * count) % tuple(parts)
         except TypeError:  # a None prefix: a second localtime cannot render
-            return self._convert_parts_slowly(parts, seconds)
+            return b"".join(_pieces_slowly(parts, seconds))
 
-    @staticmethod
-    def _convert_parts_slowly(parts: list, seconds: list[bytes]) -> bytes:
-        out = [parts[0]]
-        for i, hex16 in enumerate(seconds):
-            prefix, nanos, text = parts[3 * i + 1 : 3 * i + 4]
-            if prefix is None:
-                out.append(b"\n@%s%08x" % (hex16, nanos))  # unchanged
-            else:
-                out.append(b"%s%09d" % (prefix, nanos))
-            out.append(text)
-        return b"".join(out)
+    def runs(self, data: bytes) -> list[tuple[bytes | None, bytes, int]]:
+        """``data`` (whole lines) converted, in runs ``(date, lines, line count)``, in order.
+
+        A run's date is the ``b"YYYY-MM-DD"`` of its first line.  Lines without a
+        usable label (none, a malformed one, a second localtime cannot render, a
+        year that is not four digits) are continuation lines: they stay in the run
+        of the line before them, or, before the first dated line, make a run whose
+        date is None.  The text is what ``convert`` gives line by line, each line
+        ending with a newline (a last line without one gets it).  This is how
+        convert-multilog routes lines to day files.
+        """
+        if not data:
+            return []
+        if data[-1] != 0x0A:
+            data += b"\n"
+        # Every piece of the split starts with the newline that ends the line before it;
+        # a run's text is its pieces joined, that first newline moved to the end.
+        parts, seconds = self._split(b"\n" + data)
+        count = len(seconds)
+        days = dict.fromkeys(parts[1::3])
+        if None in days:  # a second localtime cannot render: rare, piece by piece
+            pieces = list(_pieces_slowly(parts, seconds))
+            dates = [None, *(_day(p) for p in parts[1::3])]
+            return _group(pieces, dates)
+        for prefix in days:
+            days[prefix] = _day(prefix)
+        lead = parts[0]  # lines before the first label
+        if len(set(days.values())) == 1 and None not in days.values():
+            parts[0] = b""
+            body = (b"%s" + b"%s%09d%s" * count) % tuple(parts)
+            date = next(iter(days.values()))
+            runs = [(None, lead[1:] + b"\n", lead.count(b"\n"))] if lead else []
+            text = body[1:]
+            runs.append((date, text, text.count(b"\n")))
+            return runs
+        pieces = [lead]
+        pieces.extend(map(b"%s%09d%s".__mod__, zip(parts[1::3], parts[2::3], parts[3::3])))
+        return _group(pieces, [None, *map(days.__getitem__, parts[1::3])])
+
+
+def _day(prefix: bytes | None) -> bytes | None:
+    """The ``YYYY-MM-DD`` of a cached prefix; None if unrenderable or the year is not 4 digits."""
+    if prefix is None or len(prefix) != 21:  # b"\nYYYY-MM-DD HH:MM:SS."
+        return None
+    return prefix[1:11]
+
+
+def _pieces_slowly(parts: list, seconds: list[bytes]):
+    """The converted pieces of a split text, a label whose second cannot be rendered kept."""
+    yield parts[0]
+    for i, hex16 in enumerate(seconds):
+        prefix, nanos, text = parts[3 * i + 1 : 3 * i + 4]
+        if prefix is None:
+            yield b"\n@%s%08x%s" % (hex16, nanos, text)  # unchanged
+        else:
+            yield b"%s%09d%s" % (prefix, nanos, text)
+
+
+def _group(pieces: list[bytes], dates: list[bytes | None]) -> list[tuple[bytes | None, bytes, int]]:
+    """Runs of pieces by date, a piece without a date joining the run before it."""
+    runs: list[tuple[bytes | None, bytes, int]] = []
+
+    def close(start: int, end: int, date: bytes | None) -> None:
+        text = b"".join(pieces[start:end])
+        if text:  # (an empty first piece: no lines before the first label)
+            text = text[1:] if end == len(pieces) else text[1:] + b"\n"
+            runs.append((date, text, text.count(b"\n")))
+
+    start, current = 0, dates[0]
+    for i in range(1, len(pieces)):
+        date = dates[i]
+        if date is not None and date != current:
+            close(start, i, current)
+            start, current = i, date
+    close(start, len(pieces), current)
+    return runs

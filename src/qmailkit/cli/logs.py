@@ -98,6 +98,9 @@ See docs/convert-multilog.md.
 """
 
 
+_MAX_GZIP_DAYS = 36500  # a hundred years: more would reach before year 1
+
+
 def _add_convert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-a", "--alarm", action="store_true",
                    help="first make each log service rotate a non-empty current (ALRM through "
@@ -136,7 +139,11 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
                    help="with -a, how long to wait for the rotated file (default 10)")
     p.add_argument("--gzip-after", metavar="DAYS", type=int,
                    help="afterwards, gzip each converted service's day files more than DAYS "
-                        "days old (SERVICE.YYYY-MM-DD.gz)")
+                        f"days old (SERVICE.YYYY-MM-DD.gz); 0 to {_MAX_GZIP_DAYS}")
+    p.add_argument("--service-root", metavar="DIR", action="append", default=[],
+                   help="also convert the retired services (.retired-NAME-STAMP, left by "
+                        "services apply --prune) in DIR; those in the scan directory and in "
+                        "the directories its links point into are found anyway; repeatable")
     p.set_defaults(func=_convert_multilog)
 
 
@@ -193,6 +200,8 @@ def _owner(spec: str | None) -> tuple[int, int] | None:
             gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
         except KeyError:
             raise InputError(f"--owner: no group {group!r}") from None
+        if gid >= 0xFFFFFFFF:  # (uid_t)-1 and beyond: no such group id
+            raise InputError(f"--owner: group id {group} is out of range")
     return pw.pw_uid, gid
 
 
@@ -213,8 +222,8 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         raise InputError(f"--mode: {args.mode!r} is not an octal file mode like 0640")
     if args.jobs < 0:
         raise InputError("--jobs: must be 0 (one per CPU) or more")
-    if args.gzip_after is not None and args.gzip_after < 0:
-        raise InputError("--gzip-after: must be 0 or more days")
+    if args.gzip_after is not None and not 0 <= args.gzip_after <= _MAX_GZIP_DAYS:
+        raise InputError(f"--gzip-after: must be 0 to {_MAX_GZIP_DAYS} days")
     owner = _owner(args.owner)  # checked even when not root, so a typo is noticed
     exclude = set(args.exclude)
     exclude.update(n for n in re.split(r"[\s,]+", os.environ.get("QMAILKIT_CONVERT_EXCLUDE", ""))
@@ -233,6 +242,7 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         wait=args.wait,
         gzip_after=args.gzip_after,
+        service_roots=tuple(Path(d) for d in args.service_root),
     )
 
     syslog = None
