@@ -531,3 +531,245 @@ def test_indexed_users_lookup_agrees_with_qmail_assign_lookup(tree):
     index = _Builder(Options())._assign_index(entries)
     for local in ("joe", "jo", "jo-x", "jox", "john", "", "big.x", "x", "joe-"):
         assert index.lookup(local) == assign.lookup(entries, local), local
+
+
+# -- qmail-local's rules for an exact users/assign entry (O1) ----------------------------------
+
+def assign_tree(tree: Tree, *lines: str) -> Tree:
+    local_tree(tree)
+    tree.assign_lines += list(lines)
+    tree.write_assign()
+    return tree
+
+
+def test_exact_users_assign_entry_reaches_its_dot_qmail_file(tree):
+    """=local:user:uid:gid:home:dash:ext: makes qmail-local read home/.qmail{dash}{ext},
+    then each -default down to .qmail{dash}default; with a dash, none is a bounce."""
+    home = tree.root / "joe"
+    tree.write(home / ".qmail-list", "./Maildir/\n")
+    tree.write(home / ".qmail-gone", "|bouncesaying 'gone'\n")
+    tree.write(home / ".qmail-a:b", "./Maildir/\n")
+    tree.write(home / ".qmail-team-default", "./Maildir/\n")
+    assign_tree(tree, f"=list:joe:2000:2000:{home}:-:list:",
+                f"=gone:joe:2000:2000:{home}:-:gone:",
+                f"=missing:joe:2000:2000:{home}:-:nothing:",
+                f"=dotted:joe:2000:2000:{home}:-:A.b:",  # lower-cased, "." written ":"
+                f"=member:joe:2000:2000:{home}:-:team-x:")
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert dict(rec.records()) == {
+        b"list@example.com": b"", b"gone@example.com": b"-", b"missing@example.com": b"-",
+        b"dotted@example.com": b"", b"member@example.com": b""}
+    assert rec.warnings == [
+        (f"{tree.users}/cdb: missing rejected: qmail-local finds neither {home}/.qmail-nothing "
+        "nor a -default file for it")]
+    # a .qmail-default takes what nothing else does
+    tree.write(home / ".qmail-default", "./Maildir/\n")
+    assert keys(tree)["missing@example.com"] == ""
+
+
+def test_exact_users_assign_entry_without_a_dash_uses_the_default_delivery(tree):
+    home = tree.root / "joe"
+    home.mkdir()
+    assign_tree(tree, f"=joe:joe:2000:2000:{home}:::")
+    assert keys(tree) == {"joe@example.com": ""}  # no .qmail: the default delivery
+    tree.ctl("defaultdelivery", "|bouncesaying 'no local delivery'")
+    assert keys(tree) == {"joe@example.com": "-"}
+    tree.write(home / ".qmail", "|bouncesaying 'left'\n")
+    tree.ctl("defaultdelivery", "./Maildir/")
+    assert keys(tree) == {"joe@example.com": "-"}
+    (home / ".qmail").unlink()
+    tree.write(home / ".qmaildefault", "./Maildir/\n")  # qmail-local's last try for ""
+    tree.ctl("defaultdelivery", "|bouncesaying 'no local delivery'")
+    assert keys(tree) == {"joe@example.com": ""}
+
+
+def test_a_bouncing_exact_entry_is_rejected_in_front_of_a_catch_all(tree):
+    assign_tree(tree, f"=joe:joe:2000:2000:{tree.root}/nowhere:-:x:")
+    tree.alias_file(".qmail-default", "./Maildir/\n")  # the alias user takes everything
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert dict(rec.records()) == {b"joe@example.com": b"-", b"@example.com": b""}
+    assert not lookup("joe@example.com", rec.get).accept
+    assert f"{tree.users}/cdb: joe rejected: {tree.root}/nowhere: home directory does not " \
+        "exist" in rec.warnings
+
+
+# -- virtualdomains as qmail-send reads it (O2, O3) ----------------------------------------------
+
+def test_single_addresses_for_a_local_domain_are_ignored(tree):
+    local_tree(tree)
+    tree.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n"})
+    tree.ctl("virtualdomains", "bob-spam@example.com:bob", "nobody@example.com:bob")
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert dict(rec.records()) == {b"bob@example.com": b"", b"bob-spam@example.com": b"-"}
+    vd = tree.control / "virtualdomains"
+    assert rec.warnings == [
+        f"{vd}:{n}: {a}:bob is ignored: example.com is in {tree.control}/locals, and "
+        "qmail-send does not look at virtualdomains for a local domain"
+        for n, a in ((1, "bob-spam@example.com"), (2, "nobody@example.com"))]
+
+
+def test_a_single_address_is_delivered_by_its_local_name(tree):
+    """user@domain:prepend makes the local name prepend-user: whoever owns that decides."""
+    tree.ctl("rcpthosts", "v.example")
+    tree.ctl("virtualdomains", "boss@v.example:joe", "ghost@v.example:joe",
+             "shut@v.example:joe", "v.example:alias")
+    tree.user("joe", 1000, {".qmail-boss": "./Maildir/\n", ".qmail-shut": "|exit 100\n"})
+    tree.alias_file(".qmail-default", "./Maildir/\n")  # every alias-x@v.example
+    assert keys(tree) == {"boss@v.example": "", "ghost@v.example": "-",
+                          "shut@v.example": "-", "@v.example": ""}
+
+
+def test_the_empty_virtualdomains_entry_catches_every_other_domain(tree):
+    tree.ctl("rcpthosts", "a.example", "b.example", "local.example", "out.example")
+    tree.ctl("locals", "local.example")
+    tree.ctl("virtualdomains", ":catchall", "b.example:bee", "out.example:")
+    tree.ctl("smtproutes", "out.example:10.0.0.1")
+    tree.user("bob", 1000)
+    tree.alias_file(".qmail-catchall-info")
+    tree.alias_file(".qmail-bee-x")
+    assert keys(tree) == {"info@a.example": "", "x@b.example": "", "@out.example": "",
+                          # the alias user serves local domains with the same files
+                          "bob@local.example": "", "catchall-info@local.example": "",
+                          "bee-x@local.example": ""}
+
+
+# -- qmail-getpw's rules for system accounts (Q3) ------------------------------------------------
+
+def test_accounts_qmail_getpw_never_delivers_to_are_left_out(tree):
+    local_tree(tree)
+    tree.user("owner", 1000)
+    qmaild = tree.user("qmaild", 1001)
+    os.chown(qmaild, 0, 0)  # like /var/qmail: the account does not own its home
+    tree.accounts.append(f"systemd-network:x:998:998::{tree.root}/nonexistent:/usr/sbin/nologin")
+    tree.write_passwd()
+    long_name = "a" * 32  # qmail-getpw looks up at most 31 characters
+    tree.user(long_name, 1002)
+    tree.user("a" * 31, 1003)
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert sorted(k for k, _ in rec.records()) == [
+        b"a" * 31 + b"@example.com", b"owner@example.com"]
+    assert rec.warnings == [
+        (f"{tree.passwd}:5: user qmaild skipped: its home {qmaild} is owned by uid 0, not 1001 "
+        "(qmail-getpw delivers only to an account that owns its home)"),
+        (f"{tree.passwd}:6: user systemd-network skipped: {tree.root}/nonexistent: home "
+        "directory does not exist"),
+        (f"{tree.passwd}:7: user {long_name} skipped: qmail-getpw looks up names of at most 31 "
+        "characters")]
+
+
+def test_a_virtual_domain_whose_user_does_not_own_its_home_goes_to_the_alias_user(tree):
+    tree.ctl("rcpthosts", "v.example")
+    tree.ctl("virtualdomains", "v.example:qmaild-v")
+    home = tree.user("qmaild", 1001, {".qmail-v-info": "./Maildir/\n"})
+    tree.alias_file(".qmail-qmaild-v-sales")  # where qmail-getpw's miss sends it
+    assert keys(tree) == {"info@v.example": ""}
+    os.chown(home, 0, 0)
+    assert keys(tree) == {"sales@v.example": ""}
+
+
+# -- qmail-local's spelling of an extension (Q4) -------------------------------------------------
+
+def test_dot_and_colon_both_reach_a_dot_qmail_name_with_a_colon(tree):
+    local_tree(tree)
+    tree.user("alice", 1000, {".qmail-dot:ted": "./Maildir/\n",
+                              ".qmail-www:x-default": "./Maildir/\n",
+                              ".qmail-a:b:c:d:e:f:g:h": "./Maildir/\n"})  # 7 colons: 2**7?
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    got = {k.decode() for k, _ in rec.records()}
+    assert got == {"alice@example.com", "alice-dot.ted@example.com", "alice-dot:ted@example.com",
+                   "alice-www.x-default@example.com", "alice-www:x-default@example.com",
+                   "alice-a.b.c.d.e.f.g.h@example.com", "alice-a:b:c:d:e:f:g:h@example.com"}
+    for address in ("alice-dot:ted@example.com", "Alice-Dot.Ted@example.com",
+                    "alice-www:x-y@example.com", "alice-www.x-y@example.com"):
+        assert lookup(address, rec.get).accept, address
+    assert rec.warnings == [(f"{tree.root}/home/alice/.qmail-a:b:c:d:e:f:g:h: 7 colons: only the "
+                            "spellings with all '.' and all ':' are listed")]
+
+
+# -- names no address reaches, files qmail-local cannot read (A6, A7) ----------------------------
+
+def test_a_newline_in_a_dot_qmail_name_is_skipped_not_split(tree):
+    """The finding's reproduction: bob's .qmail-x<LF>postmaster2 made keys 'bob-x' and
+    'postmaster2@example.com' (and crashed -c where a domain had '-' values)."""
+    local_tree(tree)
+    home = tree.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n",
+                                   ".qmail-x\npostmaster2": "./Maildir/\n"})
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert dict(rec.records()) == {b"bob@example.com": b"", b"bob-spam@example.com": b"-"}
+    assert rec.warnings == [(f"{home}/'.qmail-x\\npostmaster2': skipped: no address reaches a "
+                            ".qmail name holding a newline")]
+
+
+def test_a_newline_or_nul_in_a_cdb_key_is_skipped(tree):
+    vpop_tree(tree)
+    ddir = tree.vpopmail / "domains" / "bounce.example"
+    (ddir / "vpasswd").unlink()
+    cdb.write(ddir / "vpasswd.cdb", [(b"evil\nroot", b"x:1:0::/d:NOQUOTA"),
+                                     (b"nul\0x", b"x:1:0::/d:NOQUOTA"),
+                                     (b"alice", b"x:1:0::/d:NOQUOTA")])
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
+    got = {k.decode(): v.decode() for k, v in rec.records()}
+    assert got == VPOP_KEYS  # bob@ comes from .qmail-bob
+    assert [w for w in rec.warnings if "skipped" in w] == [
+        f"{ddir}/vpasswd.cdb: skipped {name!r}: no address holds a newline or NUL"
+        for name in ("evil\nroot@bounce.example", "nul\0x@bounce.example")]
+
+
+@pytest.mark.parametrize("where", [
+    "home/bob/.qmail-fifo", "home/bob/.qmail", "var-qmail/alias/.qmail-default",
+    "home-vpopmail/domains/bounce.example/.qmail-gone"])
+def test_a_fifo_where_qmail_local_looks_is_skipped_like_qmail_local_does(tree, where):
+    vpop_tree(tree)
+    tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example")
+    tree.ctl("locals", "example.com")
+    tree.user("bob", 1000)
+    path = tree.root / where
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
+    got = {k.decode(): v.decode() for k, v in rec.records()}
+    assert got == {k: v for k, v in (VPOP_KEYS | {"bob@example.com": ""}).items()
+                   if not where.endswith(".qmail-gone") or k != "gone@bounce.example"}
+    assert f"{path}: skipped: it is a FIFO, not a regular file, so qmail-local ignores it" \
+        in rec.warnings
+
+
+@pytest.mark.parametrize("where", [
+    "var-qmail/control/rcpthosts", "var-qmail/control/locals", "var-qmail/control/virtualdomains",
+    "var-qmail/control/smtproutes", "var-qmail/control/defaultdelivery", "var-qmail/users/assign",
+    "home-vpopmail/domains/bounce.example/vpasswd",
+    "home-vpopmail/include/vpopmail_config.h", "routes/relay.example"])
+def test_a_fifo_as_a_configuration_file_is_an_error_naming_it(tree, where):
+    vpop_tree(tree)
+    tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "relay.example")
+    tree.ctl("locals", "example.com")
+    tree.ctl("smtproutes", "relay.example:10.0.0.1")
+    tree.user("bob", 1000)
+    tree.write(tree.root / "routes" / "relay.example", "ann\n")
+    (tree.users / "cdb").unlink()  # so that users/assign is read
+    path = tree.root / where
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    with pytest.raises(QmailkitError) as caught:
+        keys(tree, smtproutes_dir=tree.root / "routes")
+    assert str(caught.value) == (f"{path}: is a FIFO, not a regular file (replace it with a "
+                                 "regular file)")
+    assert caught.value.exit_code == 111
+
+
+# -- messages --------------------------------------------------------------------------------
+
+def test_catch_all_warning_names_the_domains(tree):
+    tree.ctl("rcpthosts", "example.com", "example.net")
+    tree.ctl("locals", "example.com", "example.net")
+    home = tree.user("bob", 1000, {".qmail-default": "./Maildir/\n"})
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert rec.warnings == [(f"user bob ({home}/.qmail-default): every address bob-*@D for "
+                            "each local domain D (example.com, example.net) is accepted "
+                            "(catch-all)")]
+    tree.ctl("locals", "example.com")
+    tree.ctl("rcpthosts", "example.com")
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert rec.warnings == [(f"user bob ({home}/.qmail-default): every address "
+                            "bob-*@example.com is accepted (catch-all)")]

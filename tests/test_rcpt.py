@@ -42,9 +42,10 @@ ALL = {
 
 def run(tree: Tree, *args: str, prog: list[str] | None = None) -> subprocess.CompletedProcess:
     cmd = prog or [sys.executable, "-m", "qmailkit", "rcpt", "build"]
+    # A timeout: a FIFO read by mistake would hang the run for good.
     return subprocess.run([*cmd, "--qmail-home", str(tree.qmail), "--passwd", str(tree.passwd),
                            "--vpopmail-home", str(tree.vpopmail), *args],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, timeout=60)
 
 
 def test_c_writes_a_cdb_tinycdb_reads(tree, tmp_path):
@@ -281,3 +282,66 @@ def test_fast_path_notices_a_file_replaced_behind_its_back(tree, tmp_path):
     # A damaged state note only costs a full comparison.
     (tmp_path / "validrcptto.cdb.lock").write_text("garbage\n")
     assert "unchanged" in run(tree, "-q", "-c", str(out)).stdout
+
+
+def test_a_newline_in_a_dot_qmail_name_neither_crashes_nor_adds_keys(tree, tmp_path):
+    """A6, as found: any local user could freeze validrcptto.cdb (ValueError, exit 1)."""
+    out = tmp_path / "validrcptto.cdb"
+    odd = tree.write(tree.root / "home" / "bob" / ".qmail-x\npostmaster2", "./Maildir/\n")
+    done = run(tree, "-c", str(out))
+    assert (done.returncode, done.stdout) == (0, f"qmailkit rcpt build: {out}: wrote 10 keys\n")
+    assert f"warning: {odd.parent}/'.qmail-x\\npostmaster2': skipped: no address reaches a " \
+        ".qmail name holding a newline\n" in done.stderr
+    assert cdb_dump_keys(out) == ALL
+
+
+def test_a_fifo_in_a_home_does_not_hang_the_build(tree, tmp_path):
+    """A7: a FIFO in ~bob held the lock for good; qmail-local ignores what is not a file."""
+    out = tmp_path / "validrcptto.cdb"
+    fifo = tree.root / "home" / "bob" / ".qmail-fifo"
+    os.mkfifo(fifo)
+    done = run(tree, "-c", str(out))
+    assert (done.returncode, done.stdout) == (0, f"qmailkit rcpt build: {out}: wrote 10 keys\n")
+    assert f"warning: {fifo}: skipped: it is a FIFO, not a regular file, so qmail-local " \
+        "ignores it\n" in done.stderr
+    assert cdb_dump_keys(out) == ALL
+
+
+@pytest.mark.parametrize("where", ["var-qmail/control/rcpthosts",
+                                   "home-vpopmail/domains/bounce.example/vpasswd"])
+def test_a_fifo_as_a_configuration_file_is_a_temporary_error(tree, tmp_path, where):
+    out = tmp_path / "validrcptto.cdb"
+    assert run(tree, "-q", "-c", str(out)).returncode == 0
+    before = out.read_bytes()
+    path = tree.root / where
+    path.unlink()
+    os.mkfifo(path)
+    done = run(tree, "-q", "-c", str(out))
+    assert (done.returncode, done.stdout) == (111, "")
+    assert done.stderr == (f"qmailkit rcpt: fatal: {path}: is a FIFO, not a regular file "
+                           "(replace it with a regular file)\n")
+    assert out.read_bytes() == before
+
+
+def test_a_directory_where_a_cdb_belongs_is_named(tree, tmp_path):
+    """A18: was "fatal: cannot read cdb: No such device", with no file name."""
+    target = tmp_path / "validrcptto.cdb"
+    target.mkdir()
+    done = run(tree, "-q", "-c", str(target))
+    assert (done.returncode, done.stdout) == (111, "")
+    assert done.stderr == (f"qmailkit rcpt: fatal: {target}: is a directory, not a "
+                           "regular file (replace it with a regular file)\n")
+    more = tree.control / "morercpthosts.cdb"
+    more.mkdir()
+    done = run(tree, "-q")
+    assert (done.returncode, done.stdout) == (111, "")
+    assert done.stderr == (f"qmailkit rcpt: fatal: {more}: is a directory, not a "
+                           "regular file (replace it with a regular file)\n")
+
+
+def test_check_says_when_the_domain_is_not_in_rcpthosts(tree):
+    done = check(tree, "someone@elsewhere.example")
+    assert done.returncode == 1
+    assert done.stdout == ("reject: someone@elsewhere.example: elsewhere.example is not in "
+                           "rcpthosts or morercpthosts.cdb (qmail-smtpd answers 553 unless the "
+                           "client may relay)\n")

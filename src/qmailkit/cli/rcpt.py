@@ -172,6 +172,11 @@ def _check(args: argparse.Namespace) -> int:
             decision, rec = rcpt.check_live(args.address, _options(args))
         if decision.key is not None:
             source = rec.source(decision.key)
+        domain = rec.foreign_domain(args.address)
+        if domain is not None:
+            print(f"reject: {args.address}: {domain} is not in rcpthosts or morercpthosts.cdb "
+                  "(qmail-smtpd answers 553 unless the client may relay)")
+            return 1
     shown = " ".join(k.decode("utf-8", "surrogateescape") for k in decision.tried)
     verdict = "accept" if decision.accept else "reject"
     where = f" (from {source})" if source else ""

@@ -153,7 +153,7 @@ class HomeFiles:
     home: str
     dash: str
     names: dict[str, str]  # extension as qmail-local spells it (":" for ".") -> file name
-    present: frozenset[str]  # every regular .qmail* file name
+    present: dict[str, None]  # every regular .qmail* file name, in directory order
     skipped: list[str] = field(default_factory=list)  # why odd .qmail names were left out
 
     def path(self, name: str) -> str:
@@ -161,22 +161,19 @@ class HomeFiles:
 
     def with_dash(self, dash: str) -> HomeFiles:
         """The same listing for another dash."""
-        return HomeFiles(self.home, dash, _names(self.present, dash), self.present, self.skipped)
+        names = {}
+        if dash:
+            prefix = ".qmail" + dash
+            for name in self.present:
+                if name.startswith(prefix) and _usable(ext := name[len(prefix):]):
+                    names[ext] = name
+        return HomeFiles(self.home, dash, names, self.present, self.skipped)
 
 
-def _names(present: frozenset[str], dash: str) -> dict[str, str]:
-    names: dict[str, str] = {}
-    if not dash:
-        return names
-    prefix = ".qmail" + dash
-    for name in sorted(present):
-        if name.startswith(prefix):
-            ext = name[len(prefix):]
-            # qmail-local lower-cases the extension and writes "." as ":" before it
-            # looks for the file, so a name with capitals or a "." is never used.
-            if ext and ext == fold(ext) and "." not in ext:
-                names[ext] = name
-    return names
+def _usable(ext: str) -> bool:
+    # qmail-local lower-cases the extension and writes "." as ":" before it looks
+    # for the file, so a name with capitals or a "." is never used.
+    return bool(ext) and (ext == ext.lower() or ext == fold(ext)) and "." not in ext
 
 
 def _not_regular(path: str) -> str:
@@ -188,15 +185,17 @@ def _not_regular(path: str) -> str:
         return f"unreadable ({err.strerror})"
 
 
-def list_home(home: str, dash: str = "-") -> HomeFiles:
-    """Read the directory once; QmailkitError naming it if it cannot be read."""
+def list_home(home: str) -> HomeFiles:
+    """Read the directory once (the names for dash ``-``); QmailkitError naming it if it
+    cannot be read."""
     try:
         entries = os.scandir(home)
     except FileNotFoundError:
         raise QmailkitError("home directory does not exist", path=home) from None
     except OSError as err:
         raise os_error(err, "cannot list home directory") from err
-    present: set[str] = set()
+    present: dict[str, None] = {}
+    names: dict[str, str] = {}
     skipped: list[str] = []
     with entries:
         for entry in entries:
@@ -206,16 +205,16 @@ def list_home(home: str, dash: str = "-") -> HomeFiles:
             if "\n" in name:  # no address holds a newline, and no key may
                 skipped.append(f"{home}/{name!r}: skipped: no address reaches a .qmail "
                                "name holding a newline")
-                continue
             # d_type answers for all but symlinks; qmail-local reads regular files only.
-            if not entry.is_file():
+            elif not entry.is_file():
                 path = f"{home}/{name}"
                 skipped.append(f"{path}: skipped: it is {_not_regular(path)}, not a regular "
                                "file, so qmail-local ignores it")
-                continue
-            present.add(name)
-    found = frozenset(present)
-    return HomeFiles(home, dash, _names(found, dash), found, sorted(skipped))
+            else:
+                present[name] = None
+                if name.startswith(".qmail-") and _usable(ext := name[7:]):
+                    names[ext] = name
+    return HomeFiles(home, "-", names, present, sorted(skipped) if skipped else skipped)
 
 
 def is_default(ext: str, delimiter: str = "-") -> bool:

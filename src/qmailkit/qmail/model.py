@@ -203,6 +203,12 @@ class Recipients:
         origin = self._origin(key)
         return origin[1] if origin else None
 
+    def foreign_domain(self, address: str) -> str | None:
+        """The (folded) domain of ``address`` if it is not one of the received domains
+        (rcpthosts, morercpthosts.cdb): qmail-smtpd refuses it before any validrcptto lookup."""
+        _local, at, domain = fold(address).rpartition("@")
+        return domain if at and _b(domain) not in self.domains else None
+
 
 # Below this many virtual/relayed domains, a worker process costs more than it saves.
 PARALLEL_MIN_DOMAINS = 400
@@ -441,14 +447,22 @@ class _Builder:
                 if len(w) > len(fixed) and w.startswith(fixed):
                     path = files.path(name)
                     value = self._value(path)
-                    wild.extend((q + x + "default", value, path)
-                                for x in self._spellings(w[len(fixed):], path))
+                    rest = w[len(fixed):]
+                    if ":" not in rest:
+                        wild.append((q + rest + "default", value, path))
+                    else:
+                        wild.extend((q + x + "default", value, path)
+                                    for x in self._spellings(rest, path))
                 elif fixed.startswith(w) and (catch is None or len(w) > len(catch[0])):
                     catch = (w, name)
             elif len(e) > len(fixed) and e.startswith(fixed):
                 path = files.path(name)
                 value = self._value(path)
-                exact.extend((q + x, value, path) for x in self._spellings(e[len(fixed):], path))
+                rest = e[len(fixed):]
+                if ":" not in rest:
+                    exact.append((q + rest, value, path))
+                else:
+                    exact.extend((q + x, value, path) for x in self._spellings(rest, path))
         out = exact + wild
         if catch is not None:
             out.extend(self._catch_all(files, catch, fixed, q, domain, what))
@@ -457,8 +471,6 @@ class _Builder:
     def _spellings(self, safe: str, path: str) -> list[str]:
         """The extensions qmail-local turns into ``safe``: each ":" may be written "." or ":"."""
         colons = safe.count(":")
-        if not colons:
-            return [safe]
         if colons > MAX_COLONS:
             self.warnings.append(f"{path}: {colons} colons: only the spellings with all '.' and "
                                  "all ':' are listed")
@@ -690,7 +702,9 @@ class _Builder:
                 continue
             # qmail-send turns the address into the local name PREPEND-user.
             self._singles.setdefault(domain, []).append((key, f"{fold(prepend)}-{local}", src))
-        self._local_label = ", ".join(d for d in sorted(kinds) if kinds[d][0] == "local")
+        local_domains = [d for d in sorted(kinds) if kinds[d][0] == "local"]
+        self._local_label = local_domains[0] if len(local_domains) == 1 else (
+            f"D for each local domain D ({', '.join(local_domains)})")
         for address in self.o.exclude:
             key = _b(address)
             at = key.rfind(b"@")
