@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import logs_helpers
 import pytest
 from conftest import need
 from logs_helpers import (
@@ -312,7 +313,7 @@ def test_unwritable_day_file_fails_that_service_only(tmp_path, utc):
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), "--jobs", "2")
     assert res.returncode == 111
     main = sdir / "bad" / "log" / "main"
-    second = sorted(main.iterdir())[0]
+    second = min(main.iterdir())
     assert res.stderr.decode() == (
         f"convert-multilog: bad: 1 file, 1 line into 1 day file; FAILED: {ldir}/bad.2023-11-15: "
         f"is a directory, not a regular file (while converting {second}) (day files must be "
@@ -481,7 +482,7 @@ def test_help_documents_every_option():
     res = run_cli("--help")
     text = res.stdout.decode()
     for word in ("-a,", "-r,", "-v,", "--service-dir", "--log-dir", "--exclude", "--supervisor",
-                 "--syslog", "--mode", "--owner", "--tai", "--jobs", "--wait",
+                 "--syslog", "--mode", "--owner", "--tai", "--jobs", "--wait", "--service-root",
                  "QMAILKIT_CONVERT_EXCLUDE", "exit codes", "111"):
         assert word in text, word
 
@@ -496,6 +497,10 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
     assert "--mode: '999' is not an octal file mode" in capsys.readouterr().err
     assert convert_multilog_main(["--owner", "no-such-user", "--log-dir", str(ldir)]) == 100
     assert "--owner: no user 'no-such-user'" in capsys.readouterr().err
+    # a gid fchown cannot take: refused before converting, not an OverflowError in a worker
+    assert convert_multilog_main(["--owner", "root:99999999999", "--log-dir", str(ldir)]) == 100
+    assert capsys.readouterr().err == (
+        "convert-multilog: fatal: --owner: group id 99999999999 is out of range\n")
     with pytest.raises(SystemExit) as exc:
         convert_multilog_main(["-x"])
     assert exc.value.code == 100
@@ -644,3 +649,81 @@ def test_no_worker_process_possible_converts_in_process(tmp_path, monkeypatch, u
     monkeypatch.undo()
     assert res.ok and [s.name for s in res.services] == ["a", "b"]
     assert day_files(ldir) == expected_all(inputs)
+
+
+# -- what a line or file is taken for ----------------------------------------------------------
+
+
+def test_a_file_that_only_starts_like_gzip_is_plain_text(tmp_path, utc):
+    """O6: 1f 8b alone is no gzip header; a real one of several members is read whole."""
+    import gzip
+
+    sdir, ldir = tmp_path / "s", tmp_path / "l"
+    ldir.mkdir()
+    main = service(sdir, "x")
+    plain, packed = (main / (label(T0 + i * 10**9).decode() + ".s") for i in range(2))
+    plain.write_bytes(b"\x1f\x8b not gzip\n" + label(T0) + b" plain\n")
+    packed.write_bytes(gzip.compress(label(T0 + 1) + b" member 1\n")
+                       + gzip.compress(label(T0 + 2) + b" member 2\n") + b"\0\0")
+    res = convert_all(opts(sdir, ldir))
+    assert res.ok, res.services[0].error
+    assert day_files(ldir) == {"x.2023-11-14": (
+        b"\x1f\x8b not gzip\n2023-11-14 22:13:20.000000000 plain\n"
+        b"2023-11-14 22:13:20.000000001 member 1\n2023-11-14 22:13:20.000000002 member 2\n")}
+
+
+def test_a_gzip_file_that_does_not_decompress_is_named_and_kept(tmp_path, utc):
+    import gzip
+
+    sdir, ldir = tmp_path / "s", tmp_path / "l"
+    ldir.mkdir()
+    main = service(sdir, "x")
+    bad = main / (label(T0).decode() + ".s")
+    bad.write_bytes(gzip.compress(label(T0) + b" cut\n" * 100)[:-30])
+    res = convert_all(opts(sdir, ldir))
+    assert res.services[0].error == (
+        f"{bad}: starts like gzip but does not decompress: the file ends inside the compressed "
+        "data (kept: it and the files after it wait until it is replaced by a regular file or "
+        "removed)")
+    assert bad.exists() and day_files(ldir) == {}
+
+
+def test_a_year_that_is_not_four_digits_stays_with_the_line_before(tmp_path, utc):
+    """O7: no day file x.512-04-26; the line is kept as the C tool converts it, like the
+    original (whose date pattern wants four digits) kept it with the line before."""
+    need("tai64nlocal")
+    from datetime import UTC, datetime
+
+    odd = int(datetime(512, 4, 26, tzinfo=UTC).timestamp()) * 10**9 + 5  # the finding's date
+    lines = [label(T0) + b" before", label(odd) + b" odd year", label(T0 + DAY) + b" after",
+             label(253_402_300_800 * 10**9) + b" year 10000"]
+    sdir, ldir, _ = tree(tmp_path, {"x": [lines]})
+    assert convert_all(opts(sdir, ldir)).ok
+    c = logs_helpers.tai64nlocal(b"\n".join(lines) + b"\n", "UTC").split(b"\n")
+    assert c[1] == b"512-04-26 00:00:00.000000005 odd year"
+    assert day_files(ldir) == {
+        "x.2023-11-14": c[0] + b"\n" + c[1] + b"\n",
+        "x.2023-11-15": c[2] + b"\n" + c[3] + b"\n",
+    }
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_tai_applies_the_leap_seconds_like_s6_tai64nlocal(tmp_path, tz):
+    """O8: an s6-log label of 2001-09-09 01:46:40 UTC lands at 01:46:40, not 01:46:35."""
+    import random
+
+    need("s6-tai64nlocal")
+    rng = random.Random(8)
+    tais = [1_000_000_032]  # 2001-09-09 01:46:40 UTC: TAI-UTC was 32 s
+    for leap in tai64n._LEAP_TAI:
+        tais.extend(range(leap - 3, leap + 3))
+    tais.extend(rng.randrange(0, 4_102_444_800) for _ in range(500))
+    lines = [b"@%016x%08x s6 %d" % ((1 << 62) + t, rng.randrange(10**9), t) for t in sorted(tais)]
+    sdir, ldir, inputs = tree(tmp_path, {"x": [lines[:200], lines[200:]]})
+    res = run_cli("--tai", "--service-dir", str(sdir), "--log-dir", str(ldir), env={"TZ": tz})
+    assert res.returncode == 0, res.stderr
+    want = expected_outputs("x", inputs["x"], tz, prog="s6-tai64nlocal")
+    assert day_files(ldir) == want
+    if tz == "UTC":
+        assert want["x.2001-09-09"].startswith(b"2001-09-09 01:46:40.")
+        assert sum(v.count(b":60.") for v in want.values()) == 27
