@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 OFFSET = (1 << 62) + 10
-TAI_OFFSET = (1 << 62) + 37
 QMAILKIT = [sys.executable, "-m", "qmailkit"]
 _LABEL = re.compile(rb"@[0-9a-f]{24}")
 

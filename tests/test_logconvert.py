@@ -352,10 +352,10 @@ def test_unwritable_log_dir_is_a_clear_error_and_touches_nothing(tmp_path, monke
             assert "cannot create the state directory: Read-only file system" \
                 in res.stderr.decode()
         else:  # no mount here: the same refusal, injected
-            def refuse(self, *a, **kw):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+            def refuse(path, *a, **kw):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
-            monkeypatch.setattr(Path, "mkdir", refuse)
+            monkeypatch.setattr(os, "mkdir", refuse)
             with pytest.raises(logconvert.QmailkitError, match="cannot create the state dir"):
                 convert_all(opts(sdir, ldir))
             monkeypatch.undo()

@@ -149,3 +149,26 @@ def test_an_interrupted_retired_batch_is_finished_in_its_own_directory(tmp_path,
         in messages
     assert list((retired / "log" / "main").iterdir()) == []
     assert day_files(ldir) == {"x.2023-11-14": _line(T0, b"old")}
+
+
+def test_a_service_retired_after_an_interrupted_run_is_finished_not_duplicated(
+        tmp_path, monkeypatch):
+    """Killed between the journal's done and the unlink, then retired: the files went along."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    sdir, ldir = tmp_path / "scan", tmp_path / "log"
+    ldir.mkdir()
+    inputs = write_rotated(service(sdir, "x"), [[label(T0) + b" once"]])
+    run = logconvert._ServiceRun
+    real_dispose = run.dispose
+    monkeypatch.setattr(run, "dispose", lambda self, src: (_ for _ in ()).throw(Crash()))
+    opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
+    with pytest.raises(Crash):
+        logconvert.convert_all(opts)
+    monkeypatch.setattr(run, "dispose", real_dispose)
+    retired = _retire(sdir / "x")
+    messages: list[str] = []
+    assert logconvert.convert_all(opts, messages.append).ok
+    assert f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)" \
+        in messages
+    assert day_files(ldir) == {"x.2023-11-14": _line(T0, b"once")}

@@ -382,8 +382,9 @@ class _ServiceRun:
         if not names:
             return
         source = state.get("dir")  # a retired service's directory; None: the live one
+        # (no "dir" and no live service: it was retired since, and its files went with it)
         sdir = next((d for d in self.service.dirs if d.name == source), None) if source \
-            else self.service.live
+            else self.service.live or self.service.dirs[-1]
         if sdir is not None:
             self.use_source(sdir)
         main = sdir / "log" / "main" if sdir is not None else None

@@ -115,12 +115,6 @@ def to_unix(label_seconds: int, offset: int = LABEL_OFFSET) -> tuple[int, bool]:
     return label_seconds - offset, False
 
 
-def now_label(offset: int = LABEL_OFFSET) -> bytes:
-    """The label for the current time."""
-    ns = time.time_ns()
-    return encode(ns // 1_000_000_000, ns % 1_000_000_000, offset)
-
-
 class _SecondCache(dict):
     """16 hex digits of a label's second → ``b"\\nYYYY-MM-DD HH:MM:SS."`` (None: unrenderable).
 
