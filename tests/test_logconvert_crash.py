@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import need
@@ -125,45 +126,46 @@ def _crash_tree(tmp_path):
 
 @pytest.mark.parametrize("point", ["after-append", "after-sync", "after-done", "mid-dispose"])
 def test_interrupted_at_each_step_then_rerun_is_exact(tmp_path, monkeypatch, point):
-    """Each step of a batch interrupted (in-process, deterministic), then a normal rerun."""
+    """Each step of a batch interrupted (in-process, at the OS boundary), then a normal rerun.
+
+    after-append: at the first fsync of a day file; after-sync: as the journal is
+    marked done; after-done: at the first unlink of an input; mid-dispose: at the third.
+    """
     need("tai64nlocal")
     from qmailkit import logconvert
 
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     sdir, ldir, inputs = _crash_tree(tmp_path)
-    run = logconvert._ServiceRun
-    originals = {n: getattr(run, n) for n in ("append", "sync", "commit", "dispose")}
-    calls = {"dispose": 0}
+    real = {n: getattr(os, n) for n in ("fsync", "rename", "unlink")}
+    unlinks = [0]
 
-    def crash_after(name):
-        def wrapper(self, *args):
-            originals[name](self, *args)
-            raise Crash(name)
-        return wrapper
+    def fsync(fd):
+        if point == "after-append" and os.readlink(f"/proc/self/fd/{fd}").startswith(
+                f"{ldir}/x."):
+            raise Crash(point)
+        return real["fsync"](fd)
 
-    if point == "after-append":
-        monkeypatch.setattr(run, "append", crash_after("append"))
-    elif point == "after-sync":
-        monkeypatch.setattr(run, "sync", crash_after("sync"))
-    elif point == "after-done":
-        def done_then_crash(self, done):
-            self.journal.write({"inputs": [p.name for p, _ in done], "done": True,
-                                "last": self.last})
-            raise Crash("commit")
-        monkeypatch.setattr(run, "commit", done_then_crash)
-    else:
-        def dispose_twice_then_crash(self, src):
-            calls["dispose"] += 1
-            if calls["dispose"] > 2:
-                raise Crash("dispose")
-            return originals["dispose"](self, src)
-        monkeypatch.setattr(run, "dispose", dispose_twice_then_crash)
+    def rename(src_, dst, **kw):
+        if point == "after-sync" and str(dst).endswith(".journal") \
+                and b'"done": true' in Path(src_).read_bytes():
+            raise Crash(point)
+        return real["rename"](src_, dst, **kw)
+
+    def unlink(path, **kw):
+        if "/log/main/" in os.fspath(path):
+            unlinks[0] += 1
+            if unlinks[0] == {"after-done": 1, "mid-dispose": 3}.get(point):
+                raise Crash(point)
+        return real["unlink"](path, **kw)
+
+    for name, fn in (("fsync", fsync), ("rename", rename), ("unlink", unlink)):
+        monkeypatch.setattr(os, name, fn)
     opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1, batch_bytes=120_000)
     with pytest.raises(Crash):
         logconvert.convert_all(opts)
-    for name, fn in originals.items():
-        monkeypatch.setattr(run, name, fn)
+    for name, fn in real.items():
+        monkeypatch.setattr(os, name, fn)
     res = logconvert.convert_all(opts)
     assert res.ok, res.services[0].error
     assert day_files(ldir) == expected_outputs("x", inputs, "UTC")

@@ -8,6 +8,7 @@ files are converted into NAME's day files, once.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -126,6 +127,21 @@ class Crash(BaseException):
     """A kill at a chosen point: nothing after it runs."""
 
 
+def _crash_at_the_first_input_unlink(monkeypatch, opts) -> None:
+    """Run convert-multilog, "killed" as it removes its first input (the journal says done)."""
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kw):
+        if "/log/main/" in os.fspath(path):
+            raise Crash(path)
+        return real_unlink(path, *args, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(Crash):
+        logconvert.convert_all(opts)
+    monkeypatch.setattr(os, "unlink", real_unlink)
+
+
 def test_an_interrupted_retired_batch_is_finished_in_its_own_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
@@ -133,16 +149,11 @@ def test_an_interrupted_retired_batch_is_finished_in_its_own_directory(tmp_path,
     ldir.mkdir()
     inputs = write_rotated(service(sdir, "x"), [[label(T0) + b" old"]])
     retired = _retire(sdir / "x")
-    run = logconvert._ServiceRun
-    real_dispose = run.dispose
-    monkeypatch.setattr(run, "dispose", lambda self, src: (_ for _ in ()).throw(Crash()))
     opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
-    with pytest.raises(Crash):
-        logconvert.convert_all(opts)
+    _crash_at_the_first_input_unlink(monkeypatch, opts)
     journal = json.loads((ldir / ".convert-multilog" / "x.journal").read_text())
     assert journal == {"dir": retired.name, "done": True, "inputs": [inputs[0].name],
                        "last": "2023-11-14"}
-    monkeypatch.setattr(run, "dispose", real_dispose)
     messages: list[str] = []
     assert logconvert.convert_all(opts, messages.append).ok
     assert f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)" \
@@ -159,13 +170,8 @@ def test_a_service_retired_after_an_interrupted_run_is_finished_not_duplicated(
     sdir, ldir = tmp_path / "scan", tmp_path / "log"
     ldir.mkdir()
     inputs = write_rotated(service(sdir, "x"), [[label(T0) + b" once"]])
-    run = logconvert._ServiceRun
-    real_dispose = run.dispose
-    monkeypatch.setattr(run, "dispose", lambda self, src: (_ for _ in ()).throw(Crash()))
     opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
-    with pytest.raises(Crash):
-        logconvert.convert_all(opts)
-    monkeypatch.setattr(run, "dispose", real_dispose)
+    _crash_at_the_first_input_unlink(monkeypatch, opts)
     retired = _retire(sdir / "x")
     messages: list[str] = []
     assert logconvert.convert_all(opts, messages.append).ok

@@ -9,6 +9,10 @@ log file.  ``*.done`` files are inputs that convert-multilog kept (``-r``).
 
 multilog can hand a rotated file to a processor (``!gzip``); such files are
 still called ``@….s`` and are read transparently when gzip'd.
+
+The directory belongs to the log user, so a rotated file is read only if it
+is a regular file (a symlink or FIFO put there is refused) and up to
+``MAX_FILE`` bytes.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class LogDir:
 
     def current_size(self) -> int:
         try:
-            return self.current.stat().st_size
+            return os.lstat(self.current).st_size  # only looked at, never followed
         except FileNotFoundError:
             return 0
 
