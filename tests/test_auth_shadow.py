@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from qmailkit.errors import InputError, QmailkitError
@@ -66,3 +68,21 @@ def test_unreadable_file(tmp_path):
     with pytest.raises(QmailkitError) as exc:
         shadow.read_shadow(tmp_path / "none")
     assert str(exc.value) == f"{tmp_path}/none: cannot read shadow file: No such file or directory"
+
+
+@pytest.mark.parametrize("plant", ["fifo", "zero"])
+def test_a_fifo_or_device_is_refused_without_hanging(tmp_path, plant):
+    # A16/A7: a FIFO as --shadow or --passwd hung mkauth and mkvalidrcptto for good
+    from qmailkit.fsutil import NotRegular
+
+    path = tmp_path / "shadow"
+    if plant == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    kind = "a FIFO" if plant == "fifo" else "a character device"
+    for read in (shadow.read_shadow, shadow.read_passwd):
+        with pytest.raises(NotRegular) as exc:
+            read(path)
+        assert str(exc.value) == (f"{path}: is {kind}, not a regular file "
+                                  "(replace it with a regular file)")

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from qmailkit.errors import InputError, os_error
+from qmailkit.fsutil import read_bounded
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
@@ -69,9 +70,8 @@ def is_locked(hash_: str) -> bool:
 
 def _read_lines(path: str | os.PathLike[str], what: str) -> list[tuple[int, str]]:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
+        data = read_bounded(path)  # a regular file only: a FIFO or /dev/zero cannot stall a run
+    except FileNotFoundError as err:
         raise os_error(err, f"cannot read {what} file") from err
     text = data.decode(ENCODING, ERRORS)
     out = []
