@@ -355,3 +355,44 @@ def test_vpopmaild_rules_judged_as_tcpserver_reads_them(tmp_path):
     compiled(b"127.:allow\n10.:allow\n:deny\n")
     assert not allowed("8.8.8.8") and allowed("10.1.1.1")
     assert local_only(tmp_path, "vpopmaild", rules)[:-1] == []
+
+
+# -- one rule each for check, the run script and apply (Q6) ----------------------------------
+
+
+def test_rules_cdb_not_compiled_yet_is_not_an_error(tmp_path):
+    """Before the first apply the cdb is missing; apply compiles it from the source."""
+    (tmp_path / "tcp").mkdir()
+    mx = (f'[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nuser = "nobody"\n'
+          f'rules = "{tmp_path}/tcp/smtp.cdb"\n')
+    rules_findings = lambda: [f.describe() for f in check(load(tmp_path, mx))
+                              if f.key == "services.mx.rules"]
+    assert rules_findings() == [
+        (f"error: mx: rules file {tmp_path}/tcp/smtp.cdb does not exist [services.mx.rules] "
+        "(write the rules source and run qmailkit services apply (it compiles them))")]
+    (tmp_path / "tcp" / "smtp").write_text('127.:allow,RELAYCLIENT=""\n')
+    assert rules_findings() == []
+
+
+@pytest.mark.parametrize("extra, level", [
+    ("", "warning"),  # an MX without its certificate runs, without STARTTLS
+    ("force_tls = true\nport = 587\n", "error"),
+    ("require_auth = true\nport = 587\n", "error"),  # AUTH only over TLS: nobody gets in
+    ("require_auth = true\nport = 587\nallow_insecure_auth = true\n", "warning"),
+])
+def test_missing_starttls_certificate(tmp_path, extra, level):
+    from qmailkit.services.render import render
+
+    cert = tmp_path / "cert.pem"
+    cfg = load(tmp_path, f'[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nrules = ""\n'
+                         f'tls_cert = "{cert}"\n{extra}')
+    found = [f.describe() for f in check(cfg) if f.key == "services.mx.tls_cert"]
+    without = " (the service starts without it)" if level == "warning" else ""
+    assert found == [(f"{level}: mx: cert file {cert} does not exist{without} "
+                     "[services.mx.tls_cert] (create the certificate (PEM, key included) or fix "
+                     "the path)")]
+    run = render(cfg)["mx"].files["run"][0].decode()
+    if level == "error":
+        assert f"fatal 'certificate {cert} is missing or unreadable (" in run
+    else:
+        assert f"certificate {cert} is missing: no STARTTLS" in run

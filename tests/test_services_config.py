@@ -226,6 +226,11 @@ ERRORS = [
      "services.mx.tls_cert: ssl = true needs a certificate", None),
     (MX + 'require_auth = true\nauth = false\n', 3,
      "services.mx.require_auth: require_auth without auth refuses every client", None),
+    (MX + 'require_auth = true\ntls_cert = ""\n', 3,
+     ("services.mx.require_auth: require_auth refuses every client: AUTH is offered only over "
+     "TLS, and there is no TLS"), "set tls_cert"),
+    (MX + 'require_auth = true\ndeny_tls = true\n', 3,
+     "services.mx.require_auth: require_auth refuses every client", None),
     (MX + 'checkpassword = ""\n', 1,
      "services.mx.auth: auth needs auth_cdb or a checkpassword program", None),
     (MX + 'rules = ""\nrules_source = "/etc/tcp/smtp"\n', 4,
@@ -323,6 +328,23 @@ def test_load_missing_file(tmp_path):
     assert info.value.path == str(tmp_path / "none.toml")
     assert "--config" in info.value.hint
     assert os.listdir(tmp_path) == []
+
+
+def test_no_certificate_means_no_starttls():
+    """tls_cert = "" renders DENY_TLS=1: without it jms1's qmail-smtpd offers STARTTLS with
+    its default certificate (control/servercert.pem)."""
+    from qmailkit.services.render import render
+
+    for text, deny in ((MX + 'tls_cert = ""\n', True), (MX, False),
+                       (MX + 'profile = "smtps"\n', False)):
+        cfg = config.loads(text)
+        assert cfg.services["mx"].options["deny_tls"] is deny
+        run = render(cfg)["mx"].files["run"][0].decode()
+        assert ("setenv DENY_TLS 1\n" in run) is deny
+        assert ("TLS_SERVER_CERT" in run) is (not deny and "smtps" not in text)
+    # require_auth with AUTH in clear allowed is possible (check warns about it)
+    cfg = config.loads(MX + 'require_auth = true\ntls_cert = ""\nallow_insecure_auth = true\n')
+    assert cfg.services["mx"].options["require_auth"] is True
 
 
 def test_names_of_64_characters_fit_every_file_apply_makes(tmp_path):

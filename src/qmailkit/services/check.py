@@ -114,10 +114,17 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
         elif not os.access(found, os.X_OK) or found.is_dir():
             out.append(Finding("error", name, f"program {found} is not executable",
                                f"chmod 755 {found}", key))
+    compiled_by_apply = {r.rules[1]} if r.rules and os.path.exists(r.rules[0]) else set()
     for fc in checks.files:
         path = Path(fc.path)
+        # a file the service can run without (a STARTTLS certificate) is a warning, as in
+        # the run script
+        level = "error" if fc.required else "warning"
         if not path.exists():
-            out.append(Finding("error", name, f"{fc.kind} file {path} does not exist",
+            if fc.path in compiled_by_apply:
+                continue  # apply compiles it from its source before the service starts
+            without = "" if fc.required else " (the service starts without it)"
+            out.append(Finding(level, name, f"{fc.kind} file {path} does not exist{without}",
                                _create_hint(fc.kind), fc.key))
             continue
         if fc.user in missing_users:
@@ -132,7 +139,7 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
                     if fc.secret else f"make it and its directories readable by {who}")
             if fc.kind == "rules":
                 hint += "; tcpserver opens the rules cdb after dropping privileges"
-            out.append(Finding("error", name, f"{fc.kind} file {path}: {reason}", hint, fc.key))
+            out.append(Finding(level, name, f"{fc.kind} file {path}: {reason}", hint, fc.key))
         if fc.secret and path.stat().st_mode & 0o004:
             out.append(Finding("error", name,
                                f"{fc.kind} file {path} is world-readable and holds a private key",

@@ -30,6 +30,7 @@ class FileCheck:
     kind: str  # "cert", "rules", "auth_cdb", "validrcptto_cdb", "config"
     user: str | None = None  # must be readable by this account (None: root)
     secret: bool = False  # holds a private key: must not be world-readable
+    required: bool = True  # False: the service runs without it (missing = a warning)
 
 
 @dataclass

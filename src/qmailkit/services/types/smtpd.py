@@ -279,6 +279,11 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
     if o["require_auth"] and not o["auth"]:
         return ("require_auth", "require_auth without auth refuses every client",
                 "set auth = true, or require_auth = false")
+    if o["require_auth"] and not _auth_possible(o):
+        message = ("require_auth refuses every client: AUTH is offered only over TLS, and "
+                   "there is no TLS")
+        return ("require_auth", message,
+                "set tls_cert (and deny_tls = false), or require_auth = false")
     if o["auth"] and not o["auth_cdb"] and not o["checkpassword"]:
         return ("auth", "auth needs auth_cdb or a checkpassword program",
                 "set auth_cdb or checkpassword, or auth = false")
@@ -289,7 +294,28 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
         if not _valid_env_name(name):
             return ("auth_unset", f"not a variable name: {name!r}",
                     "use letters, digits and _")
+    if not o["ssl"] and not o["tls_cert"]:
+        # no certificate means no STARTTLS: say so, or the patch offers it with its default one
+        o["deny_tls"] = True
     return None
+
+
+def _starttls(o: dict[str, Any]) -> bool:
+    """STARTTLS is configured (its certificate may still be missing when the service starts)."""
+    return not o["ssl"] and bool(o["tls_cert"]) and not o["deny_tls"]
+
+
+def _auth_possible(o: dict[str, Any]) -> bool:
+    """AUTH can be offered: over SMTPS, over STARTTLS, or in clear when allowed."""
+    return o["ssl"] or _starttls(o) or o["allow_insecure_auth"]
+
+
+def cert_required(o: dict[str, Any]) -> bool:
+    """Whether the STARTTLS certificate is needed for the service to do its job: with
+    force_tls, or with require_auth when AUTH is offered only over TLS.  The one rule for the
+    run script (fatal or a warning) and services check (error or warning)."""
+    return _starttls(o) and (o["force_tls"] or (o["require_auth"]
+                                                 and not o["allow_insecure_auth"]))
 
 
 def _valid_env_name(name: str) -> bool:
@@ -327,8 +353,7 @@ def _policy_warnings(svc: Service, checks: R.Checks) -> None:
     if not o["ip"]:
         warn("ip", "no listen address: the service will not start",
              'set ip, e.g. "0" for all addresses')
-    no_tls = not o["ssl"] and (not o["tls_cert"] or o["deny_tls"])
-    if o["auth"] and no_tls and not o["allow_insecure_auth"]:
+    if o["auth"] and not _auth_possible(o):
         warn("auth", "AUTH is never offered: there is no TLS", "set tls_cert, or auth = false")
     if o["auth"] and o["allow_insecure_auth"]:
         warn("allow_insecure_auth", "AUTH is offered without TLS: passwords cross in clear",
@@ -439,12 +464,14 @@ def build(svc: Service, config: Config) -> R.Built:
     else:
         server = ["tcpserver"]
         checks.programs.append(("tcpserver", ""))
-        if cert and not o["deny_tls"]:
-            checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True))
-            if o["force_tls"]:
+        if _starttls(o):
+            needed = cert_required(o)
+            checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True,
+                                            required=needed))
+            if needed:
+                why = "force_tls" if o["force_tls"] else "require_auth with AUTH over TLS"
                 s.fatal_unless(f"[ -r {quote(cert)} ]",
-                               f"certificate {cert} is missing or unreadable (force_tls needs "
-                               "it)")
+                               f"certificate {cert} is missing or unreadable ({why} needs it)")
             else:
                 s.warn_unless(f"[ -r {quote(cert)} ]",
                               f"certificate {cert} is missing: no STARTTLS")
