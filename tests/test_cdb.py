@@ -266,3 +266,122 @@ def test_stats(tmp_path):
     assert (st_.min_key, st_.max_key, st_.slots) == (1, 2, 6)
     assert sum(st_.distances) == 3 and len(st_.distances) == 11
     assert st_.size == path.stat().st_size
+
+
+# -- install: the one guarded, locked, only-if-changed replacement -----------------------------
+
+
+def _fill(records):
+    def fill(writer):
+        for key, value in records:
+            writer.add(key, value)
+    return fill
+
+
+GUARD = cdb.Guard("entries", "does harm")
+
+
+def test_install_creates_replaces_and_leaves_only_the_lock(tmp_path):
+    (tinycdb,) = need("cdb")
+    target = tmp_path / "db.cdb"
+    records = [(b"b", b"2"), (b"a", b"1")]
+    done = cdb.install(target, _fill(records), guard=GUARD, mode=0o640)
+    assert done == cdb.Installed(str(target), True, 2, None, "created")
+    assert target.read_bytes() == tinycdb_make(tmp_path / "ref.cdb", records)
+    assert os.stat(target).st_mode & 0o7777 == 0o640
+    done = cdb.install(target, _fill(records + [(b"c", b"3")]), guard=GUARD, mode=0o640)
+    assert (done.written, done.count, done.previous, done.reason) == (True, 3, 2, "replaced")
+    assert sorted(os.listdir(tmp_path)) == [".db.cdb.lock", "db.cdb", "ref.cdb"]
+    assert subprocess.run([tinycdb, "-q", str(target), "c"], capture_output=True,
+                          check=True).stdout == b"3"
+
+
+def test_install_only_if_changed_compares_records_in_any_order(tmp_path):
+    target = tmp_path / "db.cdb"
+    cdb.install(target, _fill([(b"a", b"1"), (b"b", b"2")]))
+    os.utime(target, ns=(1, 1))
+    done = cdb.install(target, _fill([(b"b", b"2"), (b"a", b"1")]), only_if_changed=True)
+    assert (done.written, done.reason, done.previous) == (False, "unchanged", 2)
+    assert target.stat().st_mtime_ns == 1
+    os.chmod(target, 0o600)
+    done = cdb.install(target, _fill([(b"a", b"1"), (b"b", b"2")]), only_if_changed=True)
+    assert done.reason == "rewritten (records unchanged; mode or owner fixed)"
+    assert os.stat(target).st_mode & 0o777 == 0o644
+
+
+def test_install_guard_counts_entries_not_fixed_records(tmp_path):
+    target = tmp_path / "users.cdb"
+    guard = cdb.Guard("entries", "drops every route", name="users/cdb", uncounted=1)
+    five = [(b"!%d" % i, b"v") for i in range(5)] + [(b"", b"-")]
+    assert cdb.install(target, _fill(five), guard=guard).count == 5
+    before = target.read_bytes()
+    with pytest.raises(InputError) as exc:
+        cdb.install(target, _fill([(b"", b"")]), guard=guard)
+    assert exc.value.message == "no entries found: an empty users/cdb drops every route"
+    with pytest.raises(InputError) as exc:
+        cdb.install(target, _fill(five[:3] + five[-1:]), guard=guard)
+    assert exc.value.message == "would shrink from 5 to 3 entries (40 % fewer, limit 20 %)"
+    assert target.read_bytes() == before and temps_in(tmp_path) == []
+    forced = cdb.Guard("entries", "drops every route", force=True, uncounted=1)
+    assert cdb.install(target, _fill([(b"", b"")]), guard=forced).previous == 5
+
+
+def test_install_corrupt_old_file_needs_force_only_with_a_guard(tmp_path):
+    target = tmp_path / "db.cdb"
+    target.write_bytes(b"garbage")
+    with pytest.raises(InputError) as exc:
+        cdb.install(target, _fill([(b"a", b"")]), guard=GUARD)
+    assert exc.value.hint == "the shrink guard needs the old file; use --force to replace it"
+    assert target.read_bytes() == b"garbage"
+    done = cdb.install(target, _fill([(b"a", b"")]), only_if_changed=True)  # no guard: replaced
+    assert (done.written, done.previous, done.reason) == (True, None, "replaced")
+
+
+def test_install_lock_is_shared_and_can_be_held_by_the_caller(tmp_path):
+    from qmailkit.errors import LockBusy
+
+    target = tmp_path / "db.cdb"
+    with cdb.lock(target, what="another run of the test"):
+        with pytest.raises(LockBusy) as exc:
+            cdb.install(target, _fill([(b"a", b"")]), what="another run of the test")
+        assert str(exc.value) == (f"{tmp_path}/.db.cdb.lock: another run of the test holds the "
+                                  "lock (try again when it has finished)")
+        assert cdb.install(target, _fill([(b"a", b"")]), lock=False).written
+    assert not (tmp_path / "nothere").exists()
+    with pytest.raises(InputError, match="the directory for the cdb does not exist"):
+        cdb.install(tmp_path / "nothere" / "db.cdb", _fill([]))
+
+
+def test_install_fsyncs_the_file_before_the_rename_and_the_directory_after(tmp_path,
+                                                                           monkeypatch):
+    target = tmp_path / "db.cdb"
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd):
+        is_dir = os.path.isdir(f"/proc/self/fd/{fd}")
+        events.append("fsync dir" if is_dir else "fsync file")
+        real_fsync(fd)
+
+    def rename(src, dst):
+        events.append("rename")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    cdb.install(target, _fill([(b"a", b"1")]), guard=GUARD)
+    assert events == ["fsync file", "rename", "fsync dir"]
+
+
+def test_install_a_failing_fill_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "db.cdb"
+    cdb.install(target, _fill([(b"a", b"1")]))
+    before = target.read_bytes()
+
+    def fill(writer):
+        writer.add(b"x", b"y")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        cdb.install(target, fill)
+    assert target.read_bytes() == before and temps_in(tmp_path) == []

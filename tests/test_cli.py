@@ -60,3 +60,34 @@ def test_usage_errors_exit_100():
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 100
     assert "qmailkit: usage: argument COMMAND: invalid choice: 'no-such-command'" in proc.stderr
+
+
+def test_option_types_parse_and_refuse_with_actionable_messages():
+    import argparse
+    import grp
+    import pwd
+
+    import pytest
+
+    from qmailkit.cli import options
+
+    assert [options.octal_mode(m) for m in ("644", "0640", "0", "777")] == [
+        0o644, 0o640, 0, 0o777]
+    for bad, why in (("9x", "is not an octal file mode"), ("", "is not an octal file mode"),
+                     ("4755", "sets the setuid, setgid or sticky bit"),
+                     ("17777", "is out of range")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            options.octal_mode(bad)
+    root_group = grp.getgrgid(0).gr_name
+    assert options.owner("root") == (0, -1)
+    assert options.owner(f"root:{root_group}") == (0, 0)
+    assert options.owner(":0") == (-1, 0)
+    assert options.owner("root:") == (0, pwd.getpwuid(0).pw_gid)
+    assert options.owner("4294967294:4294967294") == (4294967294, 4294967294)
+    for bad, why in (("4294967295", "uid 4294967295 is out of range"), (":", "names no user"),
+                     ("nosuchuser-qk", "no such user"), (":nosuchgroup-qk", "no such group")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            options.owner(bad)
+    assert options.percent("20%") == 0.2
+    with pytest.raises(argparse.ArgumentTypeError, match="not between 0 and 100"):
+        options.percent("101")
