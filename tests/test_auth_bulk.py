@@ -258,7 +258,8 @@ def test_unreadable_vpasswd_is_named(tmp_path):
     path.mkdir()  # exists, but cannot be read as a file (also for root)
     with pytest.raises(Exception) as exc:
         auth.collect(auth.Sources(qmail_home=qmail))
-    assert str(exc.value) == f"{path}: cannot read vpasswd: Is a directory"
+    assert str(exc.value) == (f"{path}: is a directory, not a regular file "
+                              "(replace it with a regular file)")
 
 
 DOMAIN_TEXT = st.lists(
