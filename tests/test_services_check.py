@@ -396,3 +396,65 @@ def test_missing_starttls_certificate(tmp_path, extra, level):
         assert f"fatal 'certificate {cert} is missing or unreadable (" in run
     else:
         assert f"certificate {cert} is missing: no STARTTLS" in run
+
+
+# -- which qmail-smtpd (Q5) ------------------------------------------------------------------
+
+
+def test_stock_qmail_smtpd_is_told_what_it_ignores(tmp_path):
+    from qmailkit.services.render import render
+
+    cfg = load(tmp_path, '[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nrules = ""\n'
+                         'smtpd_patch = "stock"\ngreeting = "hi"\nspf = 3\n'
+                         '[services.plain]\ntype = "qmail-smtpd"\nip = "0"\nport = 26\n'
+                         'rules = ""\nsmtpd_patch = "stock"\n'
+                         '[services.sub]\ntype = "qmail-smtpd"\nprofile = "submission"\n'
+                         'ip = "0"\nrules = ""\nsmtpd_patch = "stock"\n')
+    found = [f.describe() for f in check(cfg) if f.key.endswith("smtpd_patch")]
+    hint = 'set smtpd_patch = "jms1" if yours has John Simpson\'s combined patch'
+    assert found == [
+        (f"warning: mx: a stock qmail-smtpd ignores greeting, spf [services.mx.smtpd_patch] "
+        f"({hint}, or remove them)"),
+        ("error: sub: a stock qmail-smtpd ignores force_tls, require_auth: without AUTH this "
+        "submission port takes mail for your domains from anyone, past the MX's checks "
+        f"[services.sub.smtpd_patch] ({hint})")]
+    # what it would ignore anyway is not exported: the plain one is stock qmail's own script
+    run = render(cfg)["plain"].files["run"][0].decode()
+    for var in ("SMTPGREETING", "GREETDELAY", "TLS_SERVER_CERT", "VALIDRCPTTO", "SPF", "AUTH",
+                "MFCHECK", "SSL", "DENY_TLS"):
+        assert f"setenv {var}" not in run, var
+    assert " xbl.spamhaus.org qmail-smtpd\nhave " in run  # no LOCAL CHECKPW TRUE
+    from qmailkit.errors import InputError
+    from qmailkit.services import apply as ap
+
+    with pytest.raises(InputError, match="refusing to install: sub: a stock qmail-smtpd"):
+        ap.apply(cfg)
+
+
+@pytest.mark.parametrize("profile", ["mx", "submission"])
+def test_jms1_setting_checked_against_the_program(tmp_path, profile):
+    """A qmail-smtpd binary without the patch's variable names cannot read them."""
+    stock, patched = tmp_path / "stock-smtpd", tmp_path / "jms1-smtpd"
+    stock.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 100 + b"RELAYCLIENT\0DATABYTES\0")
+    patched.write_bytes(b"\x7fELF\x02\x01\x01" + b"\0" * 100 + b"\0".join(
+        var.encode() for var in ("SMTPGREETING", "GREETDELAY", "DROP_PRE_GREET", "FORCE_TLS",
+                                 "DENY_TLS", "MFCHECK", "QMAILSMTPD_LOG_MAIL",
+                                 "QMAILSMTPD_LOG_RCPT", "REQUIRE_AUTH", "ALLOW_INSECURE_AUTH",
+                                 "VALIDRCPTTO_CDB", "VALIDRCPTTO_LIMIT", "VALIDRCPTTO_LOG",
+                                 "SPFBEHAVIOR", "SPF_LOG", "SPF_BLOCK_PLUS_ALL")))
+    for prog in (stock, patched):
+        os.chmod(prog, 0o755)
+
+    def findings(prog: Path) -> list[str]:
+        cfg = load(tmp_path, f'[services.mx]\ntype = "qmail-smtpd"\nprofile = "{profile}"\n'
+                             f'ip = "0"\nrules = ""\nsmtpd = "{prog}"\n')
+        return [f.describe() for f in check(cfg) if f.key.endswith("smtpd_patch")]
+
+    assert findings(patched) == []
+    [found] = findings(stock)
+    level = "error" if profile == "submission" else "warning"
+    assert found.startswith(f"{level}: mx: {stock} does not read the variables of jms1's patch "
+                            "for ")
+    assert found.endswith(": it looks like a stock qmail-smtpd [services.mx.smtpd_patch] "
+                          '(install the patched qmail-smtpd, or set smtpd_patch = "stock")')
+    assert "require_auth" in found if profile == "submission" else "greeting" in found

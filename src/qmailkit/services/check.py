@@ -148,6 +148,37 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
         out.append(Finding("warning", name, message, hint, key))
 
 
+def _patch_findings(config: Any, out: list[Finding]) -> None:
+    """smtpd_patch = "jms1" against the program itself: a variable name that is nowhere in
+    the qmail-smtpd binary is never read by it."""
+    from qmailkit import fsutil
+    from qmailkit.services.types import smtpd
+
+    for name, svc in config.services.items():
+        o = svc.options
+        if svc.type != "qmail-smtpd" or o["smtpd_patch"] != "jms1":
+            continue
+        prog = _find_program(o["smtpd"], list(o["path"]))
+        try:
+            data = fsutil.read_bounded(prog, 64 * 2**20) if prog else b""
+        except (OSError, QmailkitError):
+            continue  # reported as a program problem
+        if not data.startswith(b"\x7fELF"):
+            continue  # a wrapper script (or missing): cannot tell
+        unread = [opt for opt, var in smtpd.EXPORTS
+                  if opt in smtpd.JMS1_ONLY and o[opt] != smtpd.JMS1_ONLY[opt]
+                  and var.encode() not in data]
+        if not unread:
+            continue
+        key = f"services.{name}.smtpd_patch"
+        message = (f"{prog} does not read the variables of jms1's patch for "
+                   + ", ".join(unread) + ": it looks like a stock qmail-smtpd")
+        hint = 'install the patched qmail-smtpd, or set smtpd_patch = "stock"'
+        level = "error" if svc.profile in _AUTH_PROFILES and "require_auth" in unread else \
+            "warning"
+        out.append(Finding(level, name, message, hint, key))
+
+
 def _create_hint(kind: str) -> str:
     return {
         "cert": "create the certificate (PEM, key included) or fix the path",
@@ -191,14 +222,18 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
         if name not in rendered:
             continue
         if svc.type == "qmail-smtpd":
-            _smtpd_policy(name, svc, error)
+            _smtpd_policy(name, svc, error, out)
         elif svc.type in _LOCAL_ONLY:
             _local_only_policy(name, svc, error, out)
     _log_user_policy(config, out)
     return covered
 
 
-def _smtpd_policy(name: str, svc: Any, error: Callable[[str, str, str, str], None]) -> None:
+_AUTH_PROFILES = ("submission", "smtps")  # ports whose point is AUTH
+
+
+def _smtpd_policy(name: str, svc: Any, error: Callable[[str, str, str, str], None],
+                  out: list[Finding]) -> None:
     o = svc.options
     key = f"services.{name}"
     ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
@@ -236,6 +271,18 @@ def _smtpd_policy(name: str, svc: Any, error: Callable[[str, str, str, str], Non
     if o.get("user") == "root":
         error(name, f"{key}.user", "qmail-smtpd runs as root: every remote client talks to a "
               "root process", "use the qmaild account (user = \"qmaild\"), as qmail intends")
+    from qmailkit.services.types import smtpd
+
+    unused = smtpd.ignored(svc)
+    if unused:
+        message = "a stock qmail-smtpd ignores " + ", ".join(unused)
+        hint = "set smtpd_patch = \"jms1\" if yours has John Simpson's combined patch"
+        if svc.profile in _AUTH_PROFILES:
+            error(name, f"{key}.smtpd_patch", f"{message}: without AUTH this {svc.profile} port "
+                  "takes mail for your domains from anyone, past the MX's checks", hint)
+        else:
+            out.append(Finding("warning", name, message, hint + ", or remove them",
+                               f"{key}.smtpd_patch"))
 
 
 # Services for this host's own programs (webmail, SMTP AUTH helpers), never for the Internet.
@@ -398,6 +445,7 @@ def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Findin
     for name, r in rendered.items():
         _system_findings(name, r, out)
     _port_findings(rendered, out)
+    _patch_findings(config, out)
     covered = _policy_findings(config, rendered, out)
     # render's own warnings about the same keys are reported above, as errors
     return [f for f in out if not (f.level == "warning" and f.key in covered)]

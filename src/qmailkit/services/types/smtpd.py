@@ -102,6 +102,10 @@ OPTIONS: dict[str, Option] = {
     # -- qmail-smtpd -------------------------------------------------------------------------
     "smtpd": Option("str", "qmail-smtpd", "the SMTP daemon", "SMTPD", check=check_program,
                     empty_ok=False),
+    "smtpd_patch": Option("str", "jms1", "which qmail-smtpd that is: \"jms1\" (John Simpson's "
+                          "combined patch, which the original script drives) or \"stock\" "
+                          "(netqmail, notqmail: none of the patch's settings)", "",
+                          choices=("jms1", "stock")),
     "greeting": Option("str", "Mail server ready", "greeting text", "SMTPGREETING",
                        check=check_one_line),
     "greet_delay": Option("int", 5, "seconds before the greeting (clients wait 5 minutes at "
@@ -266,8 +270,49 @@ def env_value(value: Any) -> str | None:
     return value or None
 
 
+# What only jms1's combined patch reads (a stock qmail-smtpd knows none of it), with the value
+# that means "not used".  Under smtpd_patch = "stock" the ones the config does not set are
+# switched off, and services check names the ones it does set.
+JMS1_ONLY: dict[str, Any] = {
+    "greeting": "", "greet_delay": 0, "drop_pre_greet": False, "force_tls": False,
+    "deny_tls": False, "mfcheck": 0, "maxrcpt": None, "relayrej": None, "log_mail": False,
+    "log_rcpt": False, "help_version": None, "auth": False, "require_auth": False,
+    "allow_insecure_auth": False, "auth_cdb": "", "auth_set": {}, "auth_unset": [],
+    "validrcptto_cdb": "", "validrcptto_limit": None, "validrcptto_log": None, "spf": 0,
+    "spf_log": None, "spf_block_plus_all": None,
+}
+
+
+def ignored(svc: Service) -> list[str]:
+    """The options set for this service that its qmail-smtpd ignores (stock: every jms1 one;
+    tls_cert too, unless sslserver uses it)."""
+    o = svc.options
+    if o["smtpd_patch"] != "stock":
+        return []
+    out = [opt for opt, off in JMS1_ONLY.items() if o[opt] != off]
+    if not o["ssl"] and o["tls_cert"]:
+        out.insert(0, "tls_cert")
+    return out
+
+
+def _stock(svc: Service) -> None:
+    """Switch off what a stock qmail-smtpd would ignore, unless the config sets it."""
+    o = svc.options
+    configured = svc.explicit | set(PROFILES.get(svc.profile or "", {}))
+    for opt, off in JMS1_ONLY.items():
+        if opt not in configured:
+            o[opt] = off
+    if not o["ssl"] and "tls_cert" not in configured:
+        o["tls_cert"] = ""
+
+
 def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
     o = svc.options
+    if o["smtpd_patch"] == "stock":
+        _stock(svc)
+        if o["ssl"] and not o["tls_cert"]:
+            return ("tls_cert", "ssl = true needs a certificate", "set tls_cert to the PEM file")
+        return None  # the patch's rules do not apply; services check names what is ignored
     if o["force_tls"] and o["deny_tls"]:
         return ("force_tls", "force_tls and deny_tls together refuse every client",
                 "set at most one of them")
@@ -380,16 +425,19 @@ def _export(s: Script, svc: Service) -> None:
     s.comment("The environment qmail-smtpd and its helpers read (only what is set).")
     if o["relay_client"]:
         s.setenv("RELAYCLIENT", "")
+    stock = o["smtpd_patch"] == "stock"
     if o["ssl"]:
         s.setenv("CERTFILE", cert)
         s.setenv("KEYFILE", "")
         s.setenv("DHFILE", "")
-    elif cert:
+    elif cert and not stock:
         s.setenv("TLS_SERVER_CERT", cert)
     exports = list(EXPORTS)
     if o["greylist"]:
         exports[8:8] = GREYLIST_EXPORTS
     for opt, var in exports:
+        if stock and (opt in JMS1_ONLY or opt == "ssl"):
+            continue  # read by jms1's patch only
         value = env_value(o[opt])
         if value is not None:
             s.setenv(var, value)
