@@ -767,3 +767,14 @@ def test_check_reads_a_bounded_line_of_bytes(tree, stdin, code, err):
     else:
         proc = subprocess.run(cmd, input=stdin, capture_output=True, check=False, timeout=30)
     assert (proc.returncode, proc.stderr.decode()) == (code, err)
+
+
+def test_build_c_naming_a_directory_says_so(tree):
+    # A18: it said "cannot read cdb: No such device", with no file name
+    target = tree["qmail"] / "control" / "auth.cdb"
+    target.mkdir()
+    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target))
+    assert proc.returncode == 111
+    assert proc.stderr == (f"qmailkit auth: fatal: {target}: is a directory, not a regular "
+                           "file (replace it with a regular file)\n")
+    assert sorted(os.listdir(target.parent)) == [".auth.cdb.lock", "auth.cdb"]
