@@ -493,8 +493,13 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
     sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
     assert convert_multilog_main(["-q", "--service-dir", str(sdir), "--log-dir", str(ldir)]) == 0
     assert list(day_files(ldir)) == ["x.2023-11-14"]
-    assert convert_multilog_main(["--mode", "999", "--log-dir", str(ldir)]) == 100
-    assert "--mode: '999' is not an octal file mode" in capsys.readouterr().err
+    # a bad mode is a usage error (exit 100) before anything runs; A17: no setuid/setgid/sticky
+    for mode, says in (("999", "--mode: '999' is not an octal file mode"),
+                       ("7777", "sets the setuid, setgid or sticky bit")):
+        with pytest.raises(SystemExit) as stop:
+            convert_multilog_main(["--mode", mode, "--log-dir", str(ldir)])
+        assert stop.value.code == 100
+        assert says in capsys.readouterr().err
     assert convert_multilog_main(["--owner", "no-such-user", "--log-dir", str(ldir)]) == 100
     assert "--owner: no user 'no-such-user'" in capsys.readouterr().err
     # a gid fchown cannot take: refused before converting, not an OverflowError in a worker

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from qmailkit.cli.options import octal_mode
+
 _TAI_HELP = (
     "labels are real TAI as s6-log and s6-tai64n write them (2^62 + 37 + Unix time since "
     "2017, 27 s ahead of daemontools' 2^62 + 10), not daemontools/runit labels"
@@ -123,8 +125,8 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--syslog", action="store_true",
                    help="also send the messages to syslog (ident convert-multilog, facility "
                         "user, priority info)")
-    p.add_argument("--mode", metavar="OCTAL", default="0640",
-                   help="mode of new day files (default 0640)")
+    p.add_argument("--mode", metavar="OCTAL", type=octal_mode, default=0o640,
+                   help="mode of new day files (default 0640; permission bits only)")
     p.add_argument("--owner", metavar="USER[:GROUP]",
                    help="owner of new day files when run as root (default root, group adm "
                         "if it exists, else root)")
@@ -214,12 +216,7 @@ def _convert_multilog(args: argparse.Namespace) -> int:
     from qmailkit import logconvert
     from qmailkit.errors import InputError
 
-    try:
-        mode = int(args.mode, 8)
-    except ValueError:
-        mode = -1
-    if not 0 <= mode <= 0o7777:
-        raise InputError(f"--mode: {args.mode!r} is not an octal file mode like 0640")
+    mode = args.mode
     if args.jobs < 0:
         raise InputError("--jobs: must be 0 (one per CPU) or more")
     if args.gzip_after is not None and not 0 <= args.gzip_after <= _MAX_GZIP_DAYS:
