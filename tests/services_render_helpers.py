@@ -8,15 +8,18 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-# Records its arguments and environment, NUL-separated, next to $QK_DUMP; exits 0.
+from qmailkit.services.shell import CLEAN_MARK
+
+# Records its arguments and environment, NUL-separated, next to $QK_DUMP (./dump when the
+# environment was emptied); exits 0.
 DUMP = """#!/bin/sh
-printf '%s\\0' "$@" > "$QK_DUMP.argv"
-env -0 > "$QK_DUMP.env"
+printf '%s\\0' "$@" > "${QK_DUMP:-dump}.argv"
+/usr/bin/env -0 > "${QK_DUMP:-dump}.env"
 """
 
 # A sleep that does not wait but records that it was asked to (the fatal path sleeps 5).
 SLEEP = """#!/bin/sh
-printf '%s\\n' "$*" >> "$QK_DUMP.sleep"
+printf '%s\\n' "$*" >> "${QK_DUMP:-dump}.sleep"
 """
 
 STANDINS = ("tcpserver", "sslserver", "softlimit", "qmail-start", "couriertcpd")
@@ -64,12 +67,20 @@ class Run:
         return shlex.split(self.output[at + len(marker):])
 
 
-def run_script(shell: str, script: Path, workdir: Path, env: dict[str, str] | None = None
-               ) -> Run:
+def run_script(shell: str, script: Path, workdir: Path, env: dict[str, str] | None = None,
+               *, clean: bool = False) -> Run:
+    """Run ``script`` under ``shell`` with ``env`` (and QK_DUMP, PATH).
+
+    A run script first starts itself again under ``env -i /bin/sh``; to test it under
+    each shell, with the test's environment, that step is skipped (the marker holds the
+    script's pid: exec keeps it) unless ``clean`` is set.
+    """
     dump = workdir / "dump"
     for suffix in (".argv", ".env", ".sleep"):
         Path(f"{dump}{suffix}").unlink(missing_ok=True)
     cmd = [shell, "--posix", str(script)] if shell == "bash" else [shell, str(script)]
+    if not clean:
+        cmd = ["/bin/sh", "-c", f'{CLEAN_MARK}=$$; export {CLEAN_MARK}; exec "$@"', "sh", *cmd]
     full_env = {"QK_DUMP": str(dump), "PATH": "/usr/bin:/bin", **(env or {})}
     p = subprocess.run(cmd, cwd=workdir, env=full_env, stdout=subprocess.PIPE, check=False,
                        stderr=subprocess.STDOUT, timeout=30)

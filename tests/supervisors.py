@@ -16,6 +16,6 @@ from qmailkit.supervisor.tree import SCANNERS, ScanTree, descendants
 __all__ = ["ScanTree", "descendants", "start_scan"]
 
 
-def start_scan(kind: str, root: Path) -> ScanTree:
+def start_scan(kind: str, root: Path, env: dict[str, str] | None = None) -> ScanTree:
     need(SCANNERS[kind][0])
-    return ScanTree(kind, root)
+    return ScanTree(kind, root, env)

@@ -10,6 +10,7 @@ through the real logger and equals what was exec'd.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 from pathlib import Path
@@ -371,3 +372,49 @@ def test_apply_warns_when_the_service_user_cannot_read_the_rules(tmp_path):
     assert warning.endswith(" (mode 0700); tcpserver will drop every connection (run qmailkit "
                             "services check)")
     assert ap.apply(server.config()).warnings == [warning]  # said again, with nothing to do
+
+
+# what a scanner started by hand may carry (Q1): none of it may reach a service or logger
+POLLUTED = {"RELAYCLIENT": "", "FOO": "bar", "LD_LIBRARY_PATH": "/nonexistent",
+            "QMAILQUEUE": "/bin/false", "_qk_clean": "1"}
+
+
+def environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        items = fh.read().split(b"\0")[:-1]
+    return dict(item.decode().partition("=")[::2] for item in items)
+
+
+@pytest.mark.parametrize("kind", ["daemontools", "runit", "s6"])
+def test_services_start_from_an_empty_environment(pubdir, kind):
+    from supervisors import start_scan
+
+    server = Server(pubdir, kind)
+    (pubdir / "tcp" / "smtp").write_text(":allow\n")  # nobody may relay
+    config = server.config()
+    path = f"{server.bin}:/usr/bin:/bin"
+    tree = start_scan(kind, pubdir / "scan", {**os.environ, **POLLUTED})
+    try:
+        ap.apply(config)
+        for name in ("send", "mx"):
+            tree.wait_up(server.dir(name))
+        connect_when_up(server.mx_port)
+        rec = wait_for(lambda: records(server, "qmail-smtpd"), 10, what="qmail-smtpd")[-1]
+        start = wait_for(lambda: records(server, "qmail-start"), 10, what="qmail-start")[-1]
+        sup = supervisor.get(kind)
+        loggers = {n: environ(sup.status(server.dir(n) / "log").pid) for n in ("send", "mx")}
+    finally:
+        tree.stop()
+    assert start["env"] == {"PATH": path, "PWD": str(server.dir("send"))}
+    for name, env in loggers.items():
+        assert env == {"PATH": path, "PWD": str(server.dir(name) / "log")}, name
+    # the run script's own exports, as its setenv logged them, and tcpserver's: nothing else
+    log = (server.dir("mx") / "log" / "main" / "current").read_text()
+    exported = dict(re.findall(r'^@[0-9a-f]{24} ([A-Z_]+)="(.*)"$', log, re.MULTILINE))
+    assert exported["ODD"] == "it's a \"test\" $HOME `x`" and "RELAYCLIENT" not in exported
+    port = str(server.mx_port)
+    assert rec["env"] == {
+        "PATH": path, "PWD": str(server.dir("mx")), **exported,
+        "PROTO": "TCP", "TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": port,
+        "TCPLOCALHOST": "mx.example.org", "TCPREMOTEIP": "127.0.0.1",
+        "TCPREMOTEPORT": rec["env"]["TCPREMOTEPORT"]}

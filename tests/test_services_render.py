@@ -83,8 +83,6 @@ type = "vpopmaild"
 BODIES = {
     'send': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # The default delivery: control/defaultdelivery, else ./Maildir/.
 DELIVERY=$(cat /var/qmail/control/defaultdelivery 2>/dev/null)
@@ -98,8 +96,6 @@ exec "$@"
 ''',
     'mx': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen and as whom (the original refuses to start without IP).
 IP=192.0.2.25
@@ -158,8 +154,6 @@ exec "$@"
 ''',
     'submission': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen and as whom (the original refuses to start without IP).
 IP=0
@@ -215,8 +209,6 @@ exec "$@"
 ''',
     'smtps': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen and as whom (the original refuses to start without IP).
 IP=0
@@ -277,8 +269,6 @@ exec "$@"
 ''',
     'local': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen and as whom (the original refuses to start without IP).
 IP=127.0.0.1
@@ -328,8 +318,6 @@ exec "$@"
 ''',
     'imapssl': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen.
 IP=0
@@ -363,8 +351,6 @@ exec "$@"
 ''',
     'pop3': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen.
 IP=0
@@ -392,8 +378,6 @@ exec "$@"
 ''',
     'pop3d': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen and as whom.
 IP=0
@@ -412,8 +396,6 @@ exec "$@"
 ''',
     'passwd': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen and as whom.
 IP=127.0.0.1
@@ -427,8 +409,6 @@ exec "$@"
 ''',
     'vpopmaild': r'''
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # Where to listen and as whom.
 IP=127.0.0.1
@@ -456,6 +436,13 @@ SEND_FULL = r'''
 #   program   = "qmail-start"
 #   path      = "/var/qmail/bin:/usr/local/bin:/usr/bin:/bin"  [PATH]
 #   softlimit = 0
+
+# Start again from an empty environment: only PATH and what this script exports
+# reach the program, never what the supervisor was started with.
+[ "${_qk_clean-}" = "$$" ] || exec /usr/bin/env -i _qk_clean="$$" /bin/sh "$0" "$@"
+unset _qk_clean
+PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
+export PATH
 
 # fatal MESSAGE: log why the service cannot start, then wait so the supervisor does not spin.
 fatal() {
@@ -504,8 +491,6 @@ show_command() {
 }
 
 exec 2>&1
-PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
-export PATH
 
 # The default delivery: control/defaultdelivery, else ./Maildir/.
 DELIVERY=$(cat /var/qmail/control/defaultdelivery 2>/dev/null)
@@ -530,8 +515,13 @@ LOG_RUNS = {
 #   log_size  = 1048576
 #   log_count = 1024
 
+# Start again from an empty environment: only PATH and what this script exports
+# reach the program, never what the supervisor was started with.
+[ "${_qk_clean-}" = "$$" ] || exec /usr/bin/env -i _qk_clean="$$" /bin/sh "$0" "$@"
+unset _qk_clean
 PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
 export PATH
+
 exec setuidgid qmaill multilog t s1048576 n1024 ./main
 ''',
     "runit": r'''
@@ -545,8 +535,13 @@ exec setuidgid qmaill multilog t s1048576 n1024 ./main
 #   log_size  = 1048576
 #   log_count = 1024
 
+# Start again from an empty environment: only PATH and what this script exports
+# reach the program, never what the supervisor was started with.
+[ "${_qk_clean-}" = "$$" ] || exec /usr/bin/env -i _qk_clean="$$" /bin/sh "$0" "$@"
+unset _qk_clean
 PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
 export PATH
+
 # Size and count are in main/config (n1023: svlogd keeps n old files, multilog n-1).
 exec chpst -u qmaill svlogd -t ./main
 ''',
@@ -561,8 +556,13 @@ exec chpst -u qmaill svlogd -t ./main
 #   log_size  = 1048576
 #   log_count = 1024
 
+# Start again from an empty environment: only PATH and what this script exports
+# reach the program, never what the supervisor was started with.
+[ "${_qk_clean-}" = "$$" ] || exec /usr/bin/env -i _qk_clean="$$" /bin/sh "$0" "$@"
+unset _qk_clean
 PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin
 export PATH
+
 # n1023: s6-log keeps n old files, multilog n-1.
 exec s6-setuidgid qmaill s6-log t s1048576 n1023 ./main
 ''',
@@ -613,7 +613,7 @@ def test_golden_log_run(kind):
 def test_header_lists_settings_and_original_names():
     text = run_text(rendered(MX + 'ip = "0"\ngreeting = "hi there"\n'
                              'env = { DATABYTES = "1", X = "a\\nexit 3" }\n')["mx"])
-    head = text[: text.index("\nfatal() {")]
+    head = text[: text.index("\n# Start again from an empty environment")]
     assert '#   ip                  = "0"  [IP]\n' in head
     assert '#   greeting            = "hi there"  [SMTPGREETING]\n' in head
     assert '#   rbl_block           = ["sbl.spamhaus.org", "xbl.spamhaus.org"]  [RBL_BAD]' in head

@@ -36,11 +36,22 @@ PROGRAMS = SERVERS + WRAPPERS
 # -- recording ------------------------------------------------------------------
 
 
+def given_env() -> dict[bytes, bytes]:
+    """The environment this program was started with, before Python added to it (the C
+    locale coercion sets LC_CTYPE): what the run script gave it, and what it passes on."""
+    try:
+        with open("/proc/self/environ", "rb") as fh:
+            items = fh.read().split(b"\0")[:-1]
+    except OSError:  # no /proc: as close as Python gets
+        return dict(os.environb)
+    return dict(item.partition(b"=")[::2] for item in items)
+
+
 def record(prog: str, record_dir: str, **extra: object) -> None:
     entry = {
         "prog": prog,
         "argv": [os.fsdecode(a) for a in sys.argv],
-        "env": {os.fsdecode(k): os.fsdecode(v) for k, v in os.environb.items()},
+        "env": {os.fsdecode(k): os.fsdecode(v) for k, v in given_env().items()},
         "uid": os.getuid(),
         "gid": os.getgid(),
         "cwd": os.getcwd(),
@@ -112,12 +123,14 @@ def wait_for_term(prog: str) -> None:
 # -- wrappers ---------------------------------------------------------------------
 
 
-def _exec(argv: list[str], prog: str) -> None:
+def _exec(argv: list[str], prog: str, **add: str) -> None:
+    """Run the rest of the command line with our own environment plus ``add``."""
     if not argv:
         print(f"standin {prog}: no program to run", file=sys.stderr, flush=True)
         sys.exit(100)
+    env = {**given_env(), **{k.encode(): v.encode() for k, v in add.items()}}
     try:
-        os.execvp(argv[0], argv)
+        os.execvpe(argv[0], argv, env)
     except OSError as err:
         print(f"standin {prog}: cannot run {argv[0]}: {err}", file=sys.stderr, flush=True)
         sys.exit(111)
@@ -187,10 +200,9 @@ def couriertcpd(args: list[str]) -> None:
             os.dup2(conn.fileno(), 1)
             conn.close()
             lip, lport = socket.socket(fileno=os.dup(0)).getsockname()
-            os.environ.update(PROTO="TCP", TCPREMOTEIP=rip, TCPREMOTEPORT=str(rport),
-                              TCPLOCALIP=lip, TCPLOCALPORT=str(lport))
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _exec(prog_argv, "couriertcpd")
+            _exec(prog_argv, "couriertcpd", PROTO="TCP", TCPREMOTEIP=rip,
+                  TCPREMOTEPORT=str(rport), TCPLOCALIP=lip, TCPLOCALPORT=str(lport))
         conn.close()
 
 

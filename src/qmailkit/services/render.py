@@ -1,6 +1,8 @@
 """Render every configured service into the files of its service directory.
 
-``render(config)`` is pure: it reads nothing but the config object and returns,
+``render(config)`` is pure: it reads nothing but the config object (and where the
+config file really is: the files name it by its canonical path, so another spelling
+of the same file renders the same bytes) and returns,
 per service, the files (``run``, ``log/run``, ...) with their modes, the
 directories to create, who owns the log directory, the tcp rules to compile,
 where the service listens and what ``services check`` should verify.  Writing
@@ -9,12 +11,15 @@ them is ``qmailkit.services.apply``'s job.
 Each service type (a module under ``qmailkit.services.types``) provides
 ``OPTIONS``, optional ``PROFILES``/``DEFAULT_PROFILE``/``validate`` and
 ``build(service, config) -> Built``; this module adds what every service shares:
-the header, PATH, ``exec 2>&1``, the ``env`` table, ``softlimit`` and the logger.
+the header, the clean start with PATH, ``exec 2>&1``, the ``env`` table, ``softlimit``
+and the logger.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import os
 from dataclasses import dataclass, field
 
 from qmailkit.services.config import COMMON_OPTIONS, Config, Option, Service
@@ -73,6 +78,7 @@ class Built:
 def render(config: Config) -> dict[str, RenderedService]:
     from qmailkit.services.types import TYPES, log
 
+    config = canonical(config)
     out: dict[str, RenderedService] = {}
     for name, svc in config.services.items():
         mod = TYPES[svc.type]
@@ -91,6 +97,14 @@ def render(config: Config) -> dict[str, RenderedService]:
             user=built.user,
         )
     return out
+
+
+def canonical(config: Config) -> Config:
+    """``config`` naming its file by the real path (no symlink, no "..", not relative): the
+    path goes into every generated file, and a run script may be read from anywhere."""
+    if not os.path.exists(config.path):  # a text given to loads(), not a file
+        return config
+    return dataclasses.replace(config, path=os.path.realpath(config.path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,10 +142,8 @@ def start(svc: Service, config: Config, options: dict[str, Option],
     """A new run script: header, helper functions, stderr merged, PATH."""
     profile = f" (profile {svc.profile})" if svc.profile else ""
     script = Script(f'{svc.type} service "{svc.name}"{profile}', config.path,
-                    settings(svc, options, hide))
+                    settings(svc, options, hide), svc.options["path"])
     script.line("exec 2>&1")
-    script.line(f"PATH={quote(':'.join(svc.options['path']))}")
-    script.line("export PATH")
     script.blank()
     return script
 

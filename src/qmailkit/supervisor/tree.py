@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -83,7 +83,8 @@ def alive(pid: int) -> bool:
 class ScanTree:
     """A scan directory with its running scanner (svscan, runsvdir or s6-svscan)."""
 
-    def __init__(self, kind: str, root: Path) -> None:
+    def __init__(self, kind: str, root: Path, env: Mapping[str, str] | None = None) -> None:
+        """Start the scanner on ``root``, with ``env`` (default: ours) as its environment."""
         if kind not in SCANNERS:
             raise QmailkitError(f"unknown supervisor {kind!r}", hint="daemontools, runit or s6")
         argv = SCANNERS[kind] + [str(root)]
@@ -101,6 +102,7 @@ class ScanTree:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
         )
         if kind == "s6":
             # s6-svscanctl needs the scanner's control FIFO; it appears shortly after start

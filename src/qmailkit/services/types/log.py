@@ -19,9 +19,7 @@ def render(svc: Service, config: Config) -> tuple[dict[str, tuple[bytes, int]], 
     user, size, count = svc.log_user, svc.log_size, svc.log_count
     script = Script(f'log service of "{svc.name}" ({kind})', config.path,
                     [("log_user", user, ""), ("log_size", size, ""), ("log_count", count, "")],
-                    prelude=False)
-    script.line(f"PATH={quote(':'.join(svc.options['path']))}")
-    script.line("export PATH")
+                    svc.options["path"], prelude=False)
     files: dict[str, tuple[bytes, int]] = {}
     if kind == "daemontools":
         programs = ["setuidgid", "multilog"]
