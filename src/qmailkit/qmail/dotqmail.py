@@ -173,7 +173,7 @@ class HomeFiles:
 def _usable(ext: str) -> bool:
     # qmail-local lower-cases the extension and writes "." as ":" before it looks
     # for the file, so a name with capitals or a "." is never used.
-    return bool(ext) and (ext == ext.lower() or ext == fold(ext)) and "." not in ext
+    return bool(ext) and "." not in ext and (ext.islower() or ext == fold(ext))
 
 
 def _not_regular(path: str) -> str:
