@@ -20,7 +20,7 @@ class Site:
         self.scan_dir.mkdir()
         self.root = root or pub / "services"
 
-    def write(self, *names: str) -> Path:
+    def write(self, *names: str, delivery: str = "./Maildir/") -> Path:
         """The config with one qmail-send service per name."""
         text = f"""
 [supervisor]
@@ -36,7 +36,8 @@ qmail_home = "{self.pub}/qmail"
 path = ["{self.bin}", "/usr/bin", "/bin"]
 """
         for name in names:
-            text += f'\n[services.{name}]\ntype = "qmail-send"\ndefault_delivery = "./Maildir/"\n'
+            text += (f'\n[services.{name}]\ntype = "qmail-send"\n'
+                     f'default_delivery = "{delivery}"\n')
         path = self.pub / "qmailkit.toml"
         path.write_text(text)
         return path

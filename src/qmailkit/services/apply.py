@@ -12,6 +12,12 @@ state file (``.qmailkit-state``) with the SHA-256 of every file we wrote.  A
 file whose content no longer matches what we wrote (or that exists but was
 never written by us) was edited by hand; replacing it needs ``force``.
 
+An apply that is interrupted (kill -9, power loss) is finished by the next one:
+before the first file is written, ``.qmailkit-pending`` in the service root
+records the services to restart and the SHA-256 of every file about to be
+written; it is removed once the restarts are done.  The next apply restarts
+what is listed there and counts those files as its own.
+
 A service dropped from the config is left running unless ``prune`` is set; then
 it is retired: unlinked from the scan directory, stopped with its logger (the
 way its supervisor is meant to be told), and its directory renamed to
@@ -34,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from qmailkit.errors import InputError, QmailkitError, os_error
-from qmailkit.fsutil import atomic_write, fsync_dir, locked
+from qmailkit.fsutil import atomic_write, file_kind, fsync_dir, locked, read_bounded
 
 STATE_FILE = ".qmailkit-state"
 LOCK_FILE = ".qmailkit-apply.lock"
+PENDING_FILE = ".qmailkit-pending"
 LOG_DIR = "log/main"
 RETIRED_PREFIX = ".retired-"
 STOP_TIMEOUT = 10.0  # seconds a retired service and its logger get to stop
@@ -49,7 +56,7 @@ class Change:
 
     service: str
     action: str  # new-service, mkdir, create, update, remove, mode, owner, rules, link, edited,
-    #              retire
+    #              retire, restart (left pending by an interrupted apply)
     path: str  # relative to the service directory ("" for the directory itself)
     diff: str = ""  # unified diff for created/updated/removed files
     detail: str = ""
@@ -90,14 +97,12 @@ def _sha(data: bytes) -> str:
 
 
 def _read(path: Path) -> bytes | None:
+    """A file of the service directory, None if missing; anything but a regular file (a
+    directory, a FIFO) in the way is an error naming it."""
     try:
-        return path.read_bytes()
+        return read_bounded(path)
     except FileNotFoundError:
         return None
-    except IsADirectoryError:
-        raise QmailkitError("a directory is in the way of a file", path=path) from None
-    except OSError as err:
-        raise os_error(err, "cannot read") from err
 
 
 def _text(data: bytes) -> list[str]:
@@ -136,6 +141,49 @@ def read_state(service_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
+@dataclass
+class Pending:
+    """What an apply still has to finish: written before its first file, removed at its end."""
+
+    restart: list[str] = field(default_factory=list)  # "mx", "mx/log"
+    written: dict[str, list[str]] = field(default_factory=dict)  # "mx/run" -> SHA-256s
+
+    def ours(self, name: str, rel: str, digest: str) -> bool:
+        return digest in self.written.get(f"{name}/{rel}", ())
+
+
+def read_pending(root: Path) -> Pending | None:
+    """The restarts (and files) an interrupted apply left unfinished; None if none."""
+    path = root / PENDING_FILE
+    try:
+        data = read_bounded(path, follow=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        raw = json.loads(data)
+        pending = Pending([str(t) for t in raw["restart"]],
+                          {str(k): [str(d) for d in v] for k, v in raw["written"].items()})
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InputError(
+            "pending-restart file is damaged", path=path,
+            hint="remove it, restart the services whose files apply changed last "
+                 "(services status), then run apply again") from None
+    return pending
+
+
+def _write_pending(root: Path, pending: Pending) -> None:
+    body = {"restart": pending.restart, "written": dict(sorted(pending.written.items()))}
+    atomic_write(root / PENDING_FILE, (json.dumps(body, indent=1) + "\n").encode(), mode=0o644)
+
+
+def _clear_pending(root: Path) -> None:
+    try:
+        (root / PENDING_FILE).unlink(missing_ok=True)
+        fsync_dir(root)
+    except OSError as err:
+        raise os_error(err, "cannot remove the pending-restart file") from err
+
+
 def _user_ids(name: str, what: str) -> tuple[int, int]:
     try:
         pw = pwd.getpwnam(name)
@@ -170,8 +218,8 @@ def _rules_pairs(rendered: Mapping[str, Any]) -> list[tuple[str, Path, Path]]:
 
 
 def _plan_service(name: str, svc: Any, sdir: Path, log_ids: tuple[int, int] | None,
-                  changes: list[Change], edited: list[Change]) -> None:
-    if not sdir.exists():
+                  pending: Pending, changes: list[Change], edited: list[Change]) -> None:
+    if not os.path.lexists(sdir):
         changes.append(Change(name, "new-service", "", detail=str(sdir)))
     elif not sdir.is_dir():
         raise QmailkitError("exists but is not a directory", path=sdir,
@@ -181,6 +229,9 @@ def _plan_service(name: str, svc: Any, sdir: Path, log_ids: tuple[int, int] | No
     for rel in _all_dirs(svc):
         d = sdir / rel
         if not d.is_dir():
+            if os.path.lexists(d):
+                raise QmailkitError("exists but is not a directory", path=d,
+                                    hint="move it away; apply makes a directory here")
             changes.append(Change(name, "mkdir", rel))
             continue
         if rel == LOG_DIR and log_ids is not None:
@@ -200,7 +251,7 @@ def _plan_service(name: str, svc: Any, sdir: Path, log_ids: tuple[int, int] | No
             continue
         recorded = state.get(rel)
         diff = unified_diff(old, data, f"{name}/{rel}")
-        if recorded != _sha(old):
+        if recorded != _sha(old) and not pending.ours(name, rel, _sha(old)):
             why = "edited by hand since the last apply" if recorded else "not written by qmailkit"
             edited.append(Change(name, "edited", rel, diff, detail=why))
         else:
@@ -241,14 +292,15 @@ def _plan_link(name: str, sdir: Path, scan_dir: Path, changes: list[Change]) -> 
         return  # the service directories live in the scan directory itself
     link = scan_dir / name
     if link.is_symlink():
-        if Path(os.readlink(link)) == sdir or link.resolve() == sdir.resolve():
+        # realpath, not resolve: a link loop must not raise, it just leads elsewhere
+        if Path(os.readlink(link)) == sdir or os.path.realpath(link) == os.path.realpath(sdir):
             return
         raise InputError(
             f"scan directory entry points to {os.readlink(link)}, not to {sdir}",
             path=link,
             hint="remove the old link (stop that service first) and run apply again",
         )
-    if link.exists():
+    if os.path.lexists(link):
         raise InputError("scan directory already has an entry that is not our link", path=link,
                          hint="stop and move that service away, then run apply again")
     changes.append(Change(name, "link", "", detail=f"{link} -> {sdir}"))
@@ -266,16 +318,47 @@ def _plan(config: Any, rendered: Mapping[str, Any], root: Path, prune: bool = Fa
     changes: list[Change] = []
     edited: list[Change] = []
     scan_dir = Path(config.supervisor.scan_dir)
+    for name in rendered:
+        _check_name_fits(root, name)
+    pending = read_pending(root) or Pending()
+    for target in pending.restart:
+        name, _, log = target.partition("/")
+        changes.append(Change(name, "restart", log,
+                              detail="left pending by an interrupted apply"))
     if prune:
         # first: a dropped service may hold a port or a name a new one needs
         changes += [r.change() for r in retirees(rendered, root, scan_dir) if r.retirable]
     for name, svc in rendered.items():
-        _plan_service(name, svc, root / name, _log_ids(svc), changes, edited)
+        _plan_service(name, svc, root / name, _log_ids(svc), pending, changes, edited)
         _plan_link(name, root / name, scan_dir, changes)
     for name, src, cdb in _rules_pairs(rendered):
         if _rules_stale(src, cdb):
             changes.append(Change(name, "rules", "", detail=f"{src} -> {cdb}"))
     return changes, edited
+
+
+# the longest name apply makes from a service name: .retired-NAME-YYYYmmddTHHMMSS-NN
+# (.NAME.qmailkit-new and .NAME.qmailkit-link.PID are shorter)
+EXTRA_NAME_BYTES = len(RETIRED_PREFIX) + len("-YYYYmmddTHHMMSS-NN")
+
+
+def _check_name_fits(root: Path, name: str) -> None:
+    """Refuse, before anything is written, a service name the file system cannot hold with
+    the names apply derives from it (a half-applied service otherwise)."""
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        name_max = os.pathconf(probe, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    size = len(os.fsencode(name))
+    if size + EXTRA_NAME_BYTES > name_max:
+        raise InputError(
+            f"service name {name[:40]}... is {size} bytes: too long for this file system",
+            path=root,
+            hint=f"use at most {name_max - EXTRA_NAME_BYTES} bytes (apply also makes names "
+                 "like .retired-NAME-STAMP beside it)")
 
 
 def _rules_stale(src: Path, cdb: Path) -> bool:
@@ -307,24 +390,27 @@ def plan(config: Any, rendered: Mapping[str, Any],
 
 def _write_service(name: str, svc: Any, sdir: Path, todo: list[Change],
                    log_owner: tuple[int, int] | None) -> None:
-    for rel in _all_dirs(svc):
-        d = sdir / rel
-        d.mkdir(parents=True, exist_ok=True)
-        if rel == LOG_DIR and log_owner is not None:
-            st = d.stat()
-            if (st.st_uid, st.st_gid) != log_owner:
-                _chown_tree(d, log_owner)
-    actions = {c.path: c.action for c in todo if c.service == name}
-    for rel, (data, mode) in sorted(svc.files.items()):
-        action = actions.get(rel)
-        if action in ("create", "update", "edited"):
-            atomic_write(sdir / rel, data, mode=mode)
-        elif action == "mode":
-            os.chmod(sdir / rel, mode)
-    for c in todo:
-        if c.service == name and c.action == "remove":
-            (sdir / c.path).unlink()
-            fsync_dir((sdir / c.path).parent)
+    try:
+        for rel in _all_dirs(svc):
+            d = sdir / rel
+            d.mkdir(parents=True, exist_ok=True)
+            if rel == LOG_DIR and log_owner is not None:
+                st = d.stat()
+                if (st.st_uid, st.st_gid) != log_owner:
+                    _chown_tree(d, log_owner)
+        actions = {c.path: c.action for c in todo if c.service == name}
+        for rel, (data, mode) in sorted(svc.files.items()):
+            action = actions.get(rel)
+            if action in ("create", "update", "edited"):
+                atomic_write(sdir / rel, data, mode=mode)
+            elif action == "mode":
+                os.chmod(sdir / rel, mode)
+        for c in todo:
+            if c.service == name and c.action == "remove":
+                (sdir / c.path).unlink()
+                fsync_dir((sdir / c.path).parent)
+    except OSError as err:
+        raise os_error(err, "cannot update the service directory") from err
     state = {rel: _sha(data) for rel, (data, _mode) in svc.files.items()}
     if state != _safe_state(sdir):
         body = json.dumps({"files": dict(sorted(state.items()))}, indent=1) + "\n"
@@ -339,11 +425,14 @@ def _create_service(name: str, svc: Any, sdir: Path, todo: list[Change],
     directory itself, no supervisor ever sees a half-made service (a log/ without log/run).
     """
     tmp = sdir.parent / f".{sdir.name}.qmailkit-new"
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)  # left by an interrupted apply (we hold the lock)
     try:
+        # left by an interrupted apply (we hold the lock); a link goes, never its target
+        if tmp.is_dir() and not tmp.is_symlink():
+            import shutil
+
+            shutil.rmtree(tmp)
+        elif os.path.lexists(tmp):
+            tmp.unlink()
         tmp.mkdir(mode=0o755)
         _write_service(name, svc, tmp, todo, log_owner)
         os.rename(tmp, sdir)
@@ -468,12 +557,18 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
         todo = changes + edited
         result.changes = todo
         if not todo:
+            if read_pending(root_dir) is not None:
+                _clear_pending(root_dir)  # an interrupted apply that had nothing to restart
             result.warnings += _unreadable_rules(rendered)
             return result
         from qmailkit import tcprules
 
         parsed_rules = _parse_stale_rules(rendered)
         sup = _supervisor(config)
+        # before the first file: what to restart, and which contents are ours, even if this
+        # apply is killed halfway (the next one reads it)
+        pending = _pending_after(read_pending(root_dir) or Pending(), rendered, todo)
+        _write_pending(root_dir, pending)
         if any(c.action == "retire" for c in todo):
             retired, late = _retire(config.supervisor.kind, sup, root_dir, scan_dir,
                                     {c.service for c in todo if c.action == "retire"},
@@ -498,7 +593,8 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
                 linked = True
         if linked:
             _rescan(config.supervisor.kind, scan_dir)
-        result.restarted = _restart_changed(sup, root_dir, todo)
+        result.restarted = _restart(sup, root_dir, pending.restart)
+        _clear_pending(root_dir)
     result.warnings += _unreadable_rules(rendered)
     return result
 
@@ -529,19 +625,34 @@ def _supervisor(config: Any):
     return supervisor.get(config.supervisor.kind)
 
 
-RESTART_ACTIONS = ("update", "edited", "remove", "create")
+RESTART_ACTIONS = ("update", "edited", "remove", "create", "restart")
+WRITE_ACTIONS = ("update", "edited", "create")
 
 
-def _restart_changed(sup: Any, root_dir: Path, todo: list[Change]) -> list[str]:
-    """TERM + up every running service (or logger) one of whose files changed."""
-    targets: list[str] = []
+def _pending_after(before: Pending, rendered: Mapping[str, Any], todo: list[Change]
+                   ) -> Pending:
+    """``before`` (from an interrupted apply) plus what ``todo`` writes and restarts."""
+    targets = list(before.restart)
     new = {c.service for c in todo if c.action == "new-service"}
     for c in todo:
         if c.action not in RESTART_ACTIONS or c.service in new:
             continue
-        target = f"{c.service}/log" if c.path.startswith("log/") else c.service
+        target = f"{c.service}/log" if c.path == "log" or c.path.startswith("log/") \
+            else c.service
         if target not in targets:
             targets.append(target)
+    written = {k: list(v) for k, v in before.written.items()}
+    for c in todo:
+        if c.action in WRITE_ACTIONS:
+            digest = _sha(rendered[c.service].files[c.path][0])
+            key = f"{c.service}/{c.path}"
+            if digest not in written.setdefault(key, []):
+                written[key].append(digest)
+    return Pending(targets, written)
+
+
+def _restart(sup: Any, root_dir: Path, targets: list[str]) -> list[str]:
+    """TERM + up every target ("mx", "mx/log") that is running: those whose files changed."""
     restarted = []
     for target in targets:
         d = root_dir / target
@@ -738,16 +849,19 @@ def _wait_unsupervised(sup: Any, dirs: list[Path], timeout: float) -> list[Path]
 def export(rendered: Mapping[str, Any], out: str | os.PathLike[str]) -> list[str]:
     """Write the rendered service directories under ``out`` for review; nothing else.
 
-    No owners, no rules, no links, no state.  Returns the paths written.
+    ``out`` must be new (it is created) or an empty directory of this user that nobody
+    else may write to: nobody can then plant a symlink under it that the writes would
+    follow (render runs as root).  No owners, no rules, no links, no state.  Returns the
+    paths written.
     """
     out_dir = Path(out)
+    _fresh_dir(out_dir)
     written = []
     for name, svc in rendered.items():
         sdir = out_dir / name
         try:
-            for rel in _all_dirs(svc):
-                (sdir / rel).mkdir(parents=True, exist_ok=True)
-            sdir.mkdir(parents=True, exist_ok=True)
+            for d in [sdir, *(sdir / rel for rel in _all_dirs(svc))]:
+                os.mkdir(d, 0o755)  # new: never an existing entry (or a link) reused
         except OSError as err:
             raise os_error(err, "cannot create directory") from err
         for rel, (data, mode) in sorted(svc.files.items(),
@@ -755,6 +869,35 @@ def export(rendered: Mapping[str, Any], out: str | os.PathLike[str]) -> list[str
             atomic_write(sdir / rel, data, mode=mode)
             written.append(f"{name}/{rel}")
     return written
+
+
+def _fresh_dir(path: Path) -> None:
+    """Create ``path``, or accept it when it is an empty directory only we can write to."""
+    try:
+        os.mkdir(path, 0o755)
+        return
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise os_error(err, "cannot create the output directory") from err
+    try:
+        st = os.lstat(path)
+        empty = stat.S_ISDIR(st.st_mode) and not os.listdir(path)
+    except OSError as err:
+        raise os_error(err, "cannot use the output directory") from err
+    problem = None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
+        problem = f"is {kind}, not a directory"
+    elif st.st_uid != os.geteuid():
+        problem = f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    elif st.st_mode & 0o022:
+        problem = f"may be written by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    elif not empty:
+        problem = "is not empty"
+    if problem:
+        raise InputError(f"output directory {problem}", path=path,
+                         hint="name a directory that does not exist yet; render creates it")
 
 
 # -- waiting --------------------------------------------------------------------
