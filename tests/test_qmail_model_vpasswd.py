@@ -91,6 +91,8 @@ def test_c_scanner_agrees_with_the_python_reader(tmp_path, data):
         return  # the Python reader decides (tested above)
     (tmp_path / "vpasswd").write_bytes(data)
     assert (got, []) == vpopmail._python_names(data, str(tmp_path / "vpasswd"))
+    # with the domain appended in C (the model's keys at once)
+    assert vpopmail._c_names(data, b"@example.com") == [n + b"@example.com" for n in got]
 
 
 @settings(max_examples=200, deadline=None,

@@ -16,14 +16,15 @@
 #define MIN_COLONS 6
 
 static PyObject *
-names(PyObject *Py_UNUSED(module), PyObject *arg)
+names(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer view;
-    const char *p, *end;
+    const char *p, *end, *suffix = "";
+    Py_ssize_t suffix_len = 0;
     PyObject *list = NULL;
     Py_ssize_t lines = 0, i = 0;
 
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (!PyArg_ParseTuple(args, "y*|y#", &view, &suffix, &suffix_len))
         return NULL;
     p = view.buf;
     end = p + view.len;
@@ -53,8 +54,10 @@ names(PyObject *Py_UNUSED(module), PyObject *arg)
         for (q = p; q < colon; q++)
             if (*q >= 'A' && *q <= 'Z')
                 goto malformed;
-        if ((name = PyBytes_FromStringAndSize(p, colon - p)) == NULL)
+        if ((name = PyBytes_FromStringAndSize(NULL, colon - p + suffix_len)) == NULL)
             goto error;
+        memcpy(PyBytes_AS_STRING(name), p, colon - p);
+        memcpy(PyBytes_AS_STRING(name) + (colon - p), suffix, suffix_len);
         PyList_SET_ITEM(list, i, name);
         p = eol + 1;
     }
@@ -71,10 +74,11 @@ out:
 }
 
 static PyMethodDef methods[] = {
-    {"names", names, METH_O,
-     "names(data) -> list[bytes] | None\n\n"
-     "The names of a vpasswd file's lines, when every line has a name without\n"
-     "capitals and at least six colons; None otherwise (blank lines included)."},
+    {"names", names, METH_VARARGS,
+     "names(data, suffix=b'') -> list[bytes] | None\n\n"
+     "The names of a vpasswd file's lines, each followed by suffix, when every line\n"
+     "has a name without capitals and at least six colons; None otherwise (blank\n"
+     "lines included)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -71,6 +71,7 @@ class Bulk:
 
     names: list[bytes]  # folded local parts
     origin: Origin
+    keyed: bool = False  # the names are whole keys already (local@domain)
 
 
 Entry = tuple[str, bytes, str] | Bulk  # (local part, value, source), or a Bulk
@@ -592,20 +593,29 @@ class _Builder:
         return out
 
     def _mailboxes(self, domain_dir: str, q: str, domain: str, path: str) -> list[Entry]:
-        names, source = self.vpopmail_users(domain_dir, domain)
+        # The whole keys at once (the C scanner appends "@domain"), except for the list
+        # the local domains share.
+        suffix = _b("@" + domain) if domain else b""
+        names, source = self.vpopmail_users(domain_dir, domain, suffix)
         if q:
             qb = _b(q)
             names = [qb + n for n in names]
-        out: list[Entry] = [Bulk(names, (ACCEPT, source))]
+        keyed = bool(suffix)
+        out: list[Entry] = [Bulk(names, (ACCEPT, source), keyed)]
         if self.qmail_ext():
-            tail = _b(self.delim + "default")
-            out.append(Bulk([n + tail for n in names], (ACCEPT, source + " (QMAIL_EXT)")))
+            tail = _b(self.delim + "default") + suffix
+            cut = len(suffix)
+            out.append(Bulk([n[:len(n) - cut] + tail for n in names],
+                            (ACCEPT, source + " (QMAIL_EXT)"), keyed))
         return out
 
     # -- vpopmail ----------------------------------------------------------------
 
-    def vpopmail_users(self, domain_dir: str, domain: str) -> tuple[list[bytes], str]:
-        """Mailbox names of a vpopmail domain that can get mail, and their source."""
+    def vpopmail_users(
+        self, domain_dir: str, domain: str, suffix: bytes = b""
+    ) -> tuple[list[bytes], str]:
+        """Mailbox names (each followed by ``suffix``) of a vpopmail domain that can get
+        mail, and their source."""
         text = f"{domain_dir}/vpasswd"
         use_sql = self.o.vpopmail_sql
         if use_sql is not True:
@@ -614,7 +624,7 @@ class _Builder:
             except FileNotFoundError:
                 data = None
             if data is not None:
-                names, notes = mailbox_names(data, text)
+                names, notes = mailbox_names(data, text, suffix)
                 self.warnings.extend(notes)
                 return names, text
             db = os.path.join(domain_dir, "vpasswd.cdb")
@@ -624,11 +634,12 @@ class _Builder:
                 names = [e.name.encode(ENC, ERRS) for e in read_vpasswd_cdb(db)]
                 names, notes = without_capitals(names, db)
                 self.warnings.extend(notes)
-                return names, db
+                return [n + suffix for n in names], db
             if use_sql is False:
                 raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb",
                                  path=domain_dir)
-        return self._sql_users(domain)
+        names, source = self._sql_users(domain)
+        return [n + suffix for n in names], source
 
     def _vpopmail_program(self, name: str, *args: str) -> str:
         prog = self.vpopmail_home() / "bin" / name
@@ -899,10 +910,12 @@ class _Builder:
         # backwards so that earlier entries overwrite later ones.
         for item in reversed(found):
             if isinstance(item, Bulk):
-                # n + suffix for every name, with two bulk operations instead of a loop.
-                keys = ((suffix + b"\n").join(item.names) + suffix).split(b"\n")
-                if len(keys) != len(item.names):  # a name holding a newline (or no names)
-                    keys = [n + suffix for n in item.names]
+                keys = item.names
+                if not item.keyed:
+                    # n + suffix for every name, with two bulk operations instead of a loop.
+                    keys = ((suffix + b"\n").join(keys) + suffix).split(b"\n")
+                    if len(keys) != len(item.names):  # a name holding a newline (or none)
+                        keys = [n + suffix for n in item.names]
                 if table:
                     table.update(dict.fromkeys(keys, item.origin))
                 else:  # the usual first item (a vpasswd): no second copy

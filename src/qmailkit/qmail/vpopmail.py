@@ -151,18 +151,22 @@ def _uniform_colons(body: bytes) -> int | None:
     return None
 
 
-def mailbox_names(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
+def mailbox_names(
+    data: bytes, path: str, suffix: bytes = b""
+) -> tuple[list[bytes], list[str]]:
     """The names of the mailboxes that can get mail in the vpasswd file ``path`` whose bytes
-    are ``data``, and a warning for each one left out (see ``without_capitals``).
+    are ``data``, each followed by ``suffix`` (``@domain``: the keys at once), and a
+    warning for each one left out (see ``without_capitals``).
 
     The hot loop of a big vpopmail install: the C scanner when built, else bulk
     bytes operations; a damaged line raises InputError naming it.
     """
     if _c_names is not None:
-        names = _c_names(data)
+        names = _c_names(data, suffix)
         if names is not None:
             return names, []
-    return _python_names(data, path)
+    names, notes = _python_names(data, path)
+    return ([n + suffix for n in names] if suffix else names), notes
 
 
 def without_capitals(
