@@ -161,6 +161,10 @@ def status(args: argparse.Namespace) -> int:
             print(f"note: 'unsupervised' services have no {cfg.supervisor.kind} supervisor: is "
                   f"the scanner running on {cfg.supervisor.scan_dir}, and are they linked there?",
                   file=sys.stderr)
+    for kind, names in st.wrong_kind(rows).items():
+        print(f"note: {', '.join(names)}: supervised by {kind}, not {cfg.supervisor.kind} "
+              f"(their supervise/ directory is {kind}'s): set kind = \"{kind}\" in [supervisor] "
+              f"of {cfg.path} (restarts and --prune depend on it)", file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,9 @@ One row per service directory (``mx`` and ``mx/log``), decoded from
 ``supervise/status`` by ``qmailkit.supervisor`` -- no svstat/sv/s6-svstat per
 service.  A directory that does not exist yet is ``missing`` (not applied);
 one nobody supervises is ``unsupervised`` (not linked, or the scanner is not
-running).
+running).  A directory whose supervisor is of another suite than the config's
+``[supervisor] kind`` (each leaves its own traces in ``supervise/``) is read as
+that suite's, and the row says which (``run_by``): the config is then wrong.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Row:
     want: str | None = None  # "up"/"down" when it differs from the state
     paused: bool = False
     ready: bool | None = None
+    run_by: str | None = None  # the suite supervising it, when not the config's kind
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -47,11 +50,18 @@ def collect(config: Any, root: str | os.PathLike[str] | None = None) -> list[Row
 
 
 def _row(sup: Any, name: str, path: Path) -> Row:
+    from qmailkit import supervisor
+
     if not path.is_dir():
         return Row(name, str(path), "missing")
     st = sup.status(path)
     if not st.supervised:
         return Row(name, str(path), "unsupervised", normally_up=st.normally_up)
+    run_by = supervisor.detect(path)
+    if run_by is not None and run_by != sup.kind:
+        st = supervisor.get(run_by).status(path)  # its own record, read the way it is written
+    else:
+        run_by = None
     return Row(
         name,
         str(path),
@@ -62,6 +72,7 @@ def _row(sup: Any, name: str, path: Path) -> Row:
         want=st.want,
         paused=st.paused,
         ready=st.ready,
+        run_by=run_by,
     )
 
 
@@ -93,6 +104,15 @@ def to_json(rows: list[Row]) -> str:
     import json
 
     return json.dumps([r.as_dict() for r in rows], indent=1) + "\n"
+
+
+def wrong_kind(rows: list[Row]) -> dict[str, list[str]]:
+    """The rows supervised by another suite than the config says, by suite."""
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        if r.run_by:
+            out.setdefault(r.run_by, []).append(r.name)
+    return out
 
 
 def problems(rows: list[Row]) -> list[Row]:
