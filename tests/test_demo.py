@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import need
+from services_helpers import public_tempdir
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -23,9 +24,13 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_demo_runs_every_part_and_stops_what_it_started(tmp_path):
+def test_demo_runs_every_part_and_stops_what_it_started():
     need("svscan", "supervise", "multilog", "tcpserver", "tcprules", "setforward")
-    sandbox = tmp_path / "sandbox"
+    with public_tempdir() as pub:  # the services run as nobody: it must reach the sandbox
+        run_every_part(pub / "sandbox")
+
+
+def run_every_part(sandbox):
     proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox)],
                           capture_output=True, text=True, check=False, timeout=240)
     assert proc.returncode == 0, proc.stderr
@@ -101,3 +106,40 @@ def test_demo_part_dir_that_is_a_symlink_is_not_followed(tmp_path):
     assert proc.returncode == 100
     assert f"{sandbox}/cdb: is a symbolic link, not a directory" in proc.stderr
     assert os.listdir(outside) == []
+
+
+def test_demo_without_daemontools_says_once_what_to_install():
+    """A machine without daemontools and ucspi-tcp (none on PATH): one line says which
+    packages would let the services start, and check's result is a summary."""
+    with public_tempdir() as pub:
+        env = {**os.environ, "PATH": str(pub / "empty")}
+        proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir",
+                               str(pub / "sandbox"), "--part", "services"],
+                              capture_output=True, text=True, check=False, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "qmailkit services check: 0 error(s), 0 warning(s)" in lines
+    assert [ln for ln in lines if "daemontools" in ln] == [
+        "Not starting the services: they need the Debian packages daemontools and ucspi-tcp "
+        + "(apt-get install daemontools ucspi-tcp)."]
+    assert not [ln for ln in lines if "error:" in ln]
+
+
+def test_demo_check_summary_of_a_machine_without_the_programs():
+    """Where daemontools and ucspi-tcp are missing, check's 19 errors are one line."""
+    from qmailkit.demo import services as demo
+    from qmailkit.services import check, config
+
+    with public_tempdir() as base:
+        ports = demo.build_sandbox(base)
+        text = demo.sample_config(base, ports, "nobody").replace(
+            f'path = ["{base}/bin", "/usr/local/bin", "/usr/bin", "/bin"]',
+            f'path = ["{base}/bin"]')
+        path = base / "qmailkit.toml"
+        path.write_text(text)
+        findings = check.check(config.load(path))
+    lines = demo.check_summary(findings, path)
+    assert lines == [
+        "qmailkit services check: 19 error(s), 0 warning(s); 19 of them for programs not "
+        "installed here: setuidgid, multilog, tcpserver",
+        f"    (qmailkit services check -v --config {path} lists each one)"]

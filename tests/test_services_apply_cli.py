@@ -161,3 +161,50 @@ def test_wait_reports_services_that_do_not_come_up(tmp_path):
         "(see each one's log/main/current, and qmailkit services status)\n")
     r = qk("apply", "--wait", "0.3", config=cfg)  # nothing new, nothing to wait for
     assert (r.returncode, r.stdout) == (0, "nothing to change\n")
+
+
+def test_check_says_a_missing_program_once_and_which_package_has_it(tmp_path):
+    """The same finding for several services is one line; -v lists each; the Debian
+    packages of the missing programs are named once."""
+    (tmp_path / "scan").mkdir()
+    (tmp_path / "bin").mkdir()
+    for prog in ("qmail-start", "qmail-smtpd"):
+        (tmp_path / "bin" / prog).write_text("#!/bin/sh\n")
+        (tmp_path / "bin" / prog).chmod(0o755)
+    cfg = tmp_path / "qmailkit.toml"
+    cfg.write_text(f"""
+[supervisor]
+kind = "daemontools"
+scan_dir = "{tmp_path}/scan"
+service_root = "{tmp_path}/services"
+log_user = "nobody"
+[system]
+qmail_home = "{tmp_path}/qmail"
+path = ["{tmp_path}/bin"]
+[services.send]
+type = "qmail-send"
+default_delivery = "./Maildir/"
+[services.send2]
+type = "qmail-send"
+default_delivery = "./Maildir/"
+""")
+    r = qk("check", config=cfg)
+    assert r.returncode == 100
+    where = f"not found in {tmp_path}/bin [supervisor.kind] (install it, or give its full path " \
+        "in the config)"
+    note = "note: setuidgid, multilog: in the Debian package daemontools (apt-get install " \
+        "daemontools)"
+    assert r.stdout.splitlines() == [
+        f"error: send, send2: program setuidgid {where}",
+        f"error: send, send2: program multilog {where}",
+        note,
+        "4 error(s), 0 warning(s) (2 distinct; -v lists each)"]
+    r = qk("check", "-v", config=cfg)
+    assert r.returncode == 100
+    assert r.stdout.splitlines() == [
+        f"error: send: program setuidgid {where}",
+        f"error: send: program multilog {where}",
+        f"error: send2: program setuidgid {where}",
+        f"error: send2: program multilog {where}",
+        note,
+        "4 error(s), 0 warning(s)"]

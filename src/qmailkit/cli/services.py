@@ -62,10 +62,13 @@ def register(sub: argparse._SubParsersAction) -> None:
              "status files.")
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    add("check", "check the config against this system", check,
-        "Check that users, programs, certificates and rules databases are in place and "
-        "usable by the service's user, that no port is used twice, and that no service is "
-        "an open relay or offers AUTH without TLS. Exits 100 when an error is found.")
+    sp = add("check", "check the config against this system", check,
+             "Check that users, programs, certificates and rules databases are in place and "
+             "usable by the service's user, that no port is used twice, and that no service "
+             "is an open relay or offers AUTH without TLS. The same finding for several "
+             "services is one line naming them. Exits 100 when an error is found.")
+    sp.add_argument("-v", "--verbose", action="store_true",
+                    help="one line per finding and service")
 
 
 def config_path(args: argparse.Namespace) -> str:
@@ -173,9 +176,26 @@ def check(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     findings = checking.check(cfg)
-    for f in findings:
-        print(f.describe())
+    lines = [f.describe() for f in findings] if args.verbose else checking.merged(findings)
+    for line in lines:
+        print(line)
+    for line in install_notes(findings):
+        print(line)
     errors = sum(1 for f in findings if f.level == "error")
     warnings = len(findings) - errors
-    print(f"{errors} error(s), {warnings} warning(s)")
+    more = f" ({len(lines)} distinct; -v lists each)" if len(lines) < len(findings) else ""
+    print(f"{errors} error(s), {warnings} warning(s){more}")
     return 100 if errors else 0
+
+
+def install_notes(findings) -> list[str]:
+    """Which Debian packages provide the programs not found (said once)."""
+    from qmailkit.services import check as checking
+
+    found = checking.packages(findings)
+    if not found:
+        return []
+    programs = ", ".join(p for progs in found.values() for p in progs)
+    packages = "package" + "s" * (len(found) > 1)
+    return [f"note: {programs}: in the Debian {packages} {', '.join(found)} "
+            + f"(apt-get install {' '.join(found)})"]

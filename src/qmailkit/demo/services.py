@@ -151,11 +151,13 @@ def build_sandbox(base: Path) -> dict[str, int]:
     return {name: _free_port() for name in SERVICES if name != "send"}
 
 
-def _service_user(base: Path, say: Callable[[str], None]) -> str:
-    """nobody, if nobody can reach the sandbox; tcpserver opens the rules cdb as that user.
+def _service_user(base: Path) -> tuple[str, bool]:
+    """The account the services run as, and whether it can reach the sandbox (tcpserver
+    opens the rules cdb as that user; the stand-ins run as it).
 
     The demo's sandbox directory is private (mkdtemp makes it 0700); letting others
-    pass through it (o+x, not o+r) is enough.
+    pass through it (o+x, not o+r) is enough.  As root the account is nobody (qmailkit
+    refuses to run qmail-smtpd as root), otherwise our own.
     """
     from qmailkit.services.check import Account
 
@@ -164,11 +166,8 @@ def _service_user(base: Path, say: Callable[[str], None]) -> str:
     if os.geteuid() == st.st_uid and not st.st_mode & 0o001:
         os.chmod(parent, (st.st_mode & 0o7777) | 0o011)
     if os.geteuid() != 0:
-        return _own_name()
-    if Account("nobody").can_read(base / "tcp" / "smtp") is None:
-        return "nobody"
-    say(f"note: the user nobody cannot reach {base}; the services run as root in this demo")
-    return "root"
+        return _own_name(), True
+    return "nobody", Account("nobody").can_read(base / "tcp" / "smtp") is None
 
 
 def _own_name() -> str:
@@ -197,7 +196,7 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
 
     base = sandbox
     ports = build_sandbox(base)
-    user = _service_user(base, say)
+    user, reachable = _service_user(base)
     path = base / "qmailkit.toml"
     path.write_text(sample_config(base, ports, user))
     config = cfgmod.load(path)
@@ -221,16 +220,36 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
     again = ap.apply(config)
     say(f"apply again: {len(again.changes)} changes (it is idempotent)")
 
-    findings = ck.check(config, rendered)
-    say(f"qmailkit services check: {sum(f.level == 'error' for f in findings)} error(s), "
-        f"{sum(f.level == 'warning' for f in findings)} warning(s)")
-    for f in findings:
-        say("    " + f.describe())
-
-    if shutil.which("svscan") is None or shutil.which("tcpserver") is None:
-        say("daemontools or ucspi-tcp is not installed: not starting the services.")
+    for line in check_summary(ck.check(config, rendered), path):
+        say(line)
+    # what starting the stack needs; check names the rest (e.g. a logger of another suite)
+    needed = [pkg for prog, pkg in (("svscan", "daemontools"), ("tcpserver", "ucspi-tcp"))
+              if shutil.which(prog) is None]
+    if needed:
+        say(f"Not starting the services: they need the Debian package{'s' * (len(needed) > 1)} "
+            f"{' and '.join(needed)} (apt-get install {' '.join(needed)}).")
+        return
+    if not reachable:
+        say(f"Not starting the services: the user {user} cannot reach {base} (give the demo a "
+            "--dir that others may pass through, e.g. under /tmp).")
         return
     _run_stack(base, config, ports, say)
+
+
+def check_summary(findings, config_path: Path) -> list[str]:
+    """services check's result in a few lines: the programs this machine lacks as one."""
+    from qmailkit.services import check as ck
+
+    errors = sum(f.level == "error" for f in findings)
+    text = f"qmailkit services check: {errors} error(s), {len(findings) - errors} warning(s)"
+    missing = list(dict.fromkeys(f.program for f in findings if f.program))
+    if missing:
+        count = sum(1 for f in findings if f.program)
+        text += f"; {count} of them for programs not installed here: {', '.join(missing)}"
+    lines = [text] + ["    " + line for line in ck.merged([f for f in findings if not f.program])]
+    if findings:
+        lines.append(f"    (qmailkit services check -v --config {config_path} lists each one)")
+    return lines
 
 
 def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], None]) -> None:

@@ -32,6 +32,7 @@ class Finding:
     message: str
     hint: str = ""
     key: str = ""  # config key concerned, e.g. services.mx.tls_cert
+    program: str = ""  # the program not found, for a "program ... not found" finding
 
     def describe(self) -> str:
         text = f"{self.level}: {self.service}: {self.message}"
@@ -110,7 +111,7 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
         where = "" if prog.startswith("/") else " in " + ":".join(checks.search_path)
         if found is None:
             out.append(Finding("error", name, f"program {prog} not found{where}",
-                               "install it, or give its full path in the config", key))
+                               "install it, or give its full path in the config", key, prog))
         elif not os.access(found, os.X_OK) or found.is_dir():
             out.append(Finding("error", name, f"program {found} is not executable",
                                f"chmod 755 {found}", key))
@@ -449,3 +450,33 @@ def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Findin
     covered = _policy_findings(config, rendered, out)
     # render's own warnings about the same keys are reported above, as errors
     return [f for f in out if not (f.level == "warning" and f.key in covered)]
+
+
+# The Debian package of each program the generated services run that Debian ships.
+PACKAGES = {
+    **dict.fromkeys(("svscan", "supervise", "multilog", "setuidgid", "softlimit"), "daemontools"),
+    **dict.fromkeys(("tcpserver", "tcprules", "rblsmtpd", "fixcrio", "recordio"), "ucspi-tcp"),
+    **dict.fromkeys(("runsvdir", "runsv", "chpst", "svlogd"), "runit"),
+    **dict.fromkeys(("s6-svscan", "s6-supervise", "s6-log", "s6-setuidgid", "s6-softlimit"),
+                    "s6"),
+}
+
+
+def merged(findings: list[Finding]) -> list[str]:
+    """One line per distinct finding: those that differ only in the service are one line
+    naming every service (the same missing program for eight services is one problem)."""
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for f in findings:
+        groups.setdefault((f.level, f.message, f.hint, f.key), []).append(f.service)
+    return [Finding(level, ", ".join(services), message, hint, key).describe()
+            for (level, message, hint, key), services in groups.items()]
+
+
+def packages(findings: list[Finding]) -> dict[str, list[str]]:
+    """The Debian packages that would provide the programs not found: package -> programs."""
+    out: dict[str, list[str]] = {}
+    for f in findings:
+        package = PACKAGES.get(os.path.basename(f.program)) if f.program else None
+        if package and f.program not in out.get(package, []):
+            out.setdefault(package, []).append(f.program)
+    return dict(sorted(out.items()))
