@@ -18,7 +18,6 @@ and the logger.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 from dataclasses import dataclass, field
 
@@ -171,13 +170,6 @@ def common_checks(svc: Service, checks: Checks) -> None:
         checks.programs.append(("softlimit", key(svc, "softlimit")))
 
 
-def is_loopback(ip: str) -> bool:
-    if ip == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
 
 
 
