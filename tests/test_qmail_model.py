@@ -701,18 +701,28 @@ def test_a_newline_in_a_dot_qmail_name_is_skipped_not_split(tree):
 
 
 def test_a_newline_or_nul_in_a_cdb_key_is_skipped(tree):
+    """A vpasswd.cdb key evil<LF>root gave the keys 'evil' and 'root@bounce.example'."""
     vpop_tree(tree)
+    tree.ctl("rcpthosts", "bounce.example", "catch.example", "example.com")
+    tree.ctl("locals", "example.com")
     ddir = tree.vpopmail / "domains" / "bounce.example"
     (ddir / "vpasswd").unlink()
     cdb.write(ddir / "vpasswd.cdb", [(b"evil\nroot", b"x:1:0::/d:NOQUOTA"),
                                      (b"nul\0x", b"x:1:0::/d:NOQUOTA"),
                                      (b"alice", b"x:1:0::/d:NOQUOTA")])
+    from qmailkit.qmail import assign
+
+    records = list(assign.records(assign.parse(
+        "".join(line + "\n" for line in tree.assign_lines).encode() + b".\n")))
+    value = b"\0".join([b"x", b"2000", b"2000", str(tree.root).encode(), b"", b""])
+    cdb.write(tree.users / "cdb", [(b"!odd\nroot\0", value), *records])
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
     got = {k.decode(): v.decode() for k, v in rec.records()}
     assert got == VPOP_KEYS  # bob@ comes from .qmail-bob
     assert [w for w in rec.warnings if "skipped" in w] == [
-        f"{ddir}/vpasswd.cdb: skipped {name!r}: no address holds a newline or NUL"
-        for name in ("evil\nroot@bounce.example", "nul\0x@bounce.example")]
+        f"{ddir}/vpasswd.cdb: mailbox {name!r} skipped: no address holds a newline or NUL"
+        for name in ("evil\nroot", "nul\0x")] + [
+        f"{tree.users}/cdb: skipped 'odd\\nroot@example.com': no address holds a newline or NUL"]
 
 
 @pytest.mark.parametrize("where", [

@@ -59,9 +59,9 @@ def test_the_c_scanner_is_built_and_takes_the_usual_file():
     data = "".join(line(f"user{i}") + "\n" for i in range(100)).encode()
     assert vpopmail._c_names is not None
     assert vpopmail._c_names(data) == [b"user%d" % i for i in range(100)]
-    # what it leaves to the Python reader: blank lines, short lines, empty names, capitals
+    # what it leaves to the Python reader: blank lines, short lines, empty names, capitals, NUL
     for odd in (b"\n" + data, data + b"\r\n", b"a:b:c:d:e:f\n", b":b:c:d:e:f:g\n",
-                data + line("Zed").encode()):
+                data + line("Zed").encode(), data + line("z\0d").encode()):
         assert vpopmail._c_names(odd) is None
 
 
@@ -83,7 +83,8 @@ def test_a_name_with_capitals_is_skipped_with_a_warning(tmp_path, text, number):
 @settings(max_examples=400, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.lists(st.sampled_from(
-    [b"a", b"B", b":", b"::::::", b"\n", b"\r", b"\xc3\x89", line("Ab").encode()]),
+    [b"a", b"B", b":", b"::::::", b"\n", b"\r", b"\0", b"\xc3\x89", line("Ab").encode(),
+     line("ab").encode()]),
     max_size=30).map(b"".join))
 def test_c_scanner_agrees_with_the_python_reader(tmp_path, data):
     got = vpopmail._c_names(data)

@@ -106,7 +106,7 @@ def test_workers_give_the_same_keys_sources_and_warnings(tree, forks):
         f"info@{dbonly}".encode(), f"zoe@{dbonly}".encode()]
     ddir = f"{tree.vpopmail}/domains"
     assert [w for w in split.warnings if "\\nroot" in w or "fifo" in w] == [
-        (f"{ddir}/{dbonly}/vpasswd.cdb: skipped 'evil\\nroot@{dbonly}': no address holds a "
+        (f"{ddir}/{dbonly}/vpasswd.cdb: mailbox 'evil\\nroot' skipped: no address holds a "
         "newline or NUL"),
         (f"{ddir}/{odd}/'.qmail-x\\nroot': skipped: no address reaches a .qmail name holding a "
         "newline"),

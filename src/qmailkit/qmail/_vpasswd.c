@@ -3,9 +3,9 @@
  * Reading every domain's vpasswd is most of mkvalidrcptto's work on a big
  * vpopmail install, and all it needs from a line is the name before the
  * first colon.  names() does only the usual case and answers None for
- * anything else (a damaged line, or a name with capitals, which vdelivermail
- * never matches); qmailkit.qmail.vpopmail.mailbox_names then does the
- * careful reading in Python, which names the line.
+ * anything else (a damaged line, or a name no mail can reach: with capitals,
+ * which vdelivermail never matches, or a NUL); qmailkit.qmail.vpopmail.
+ * mailbox_names then does the careful reading in Python, which names the line.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -52,7 +52,7 @@ names(PyObject *Py_UNUSED(module), PyObject *args)
         if (q == NULL)
             goto malformed;
         for (q = p; q < colon; q++)
-            if (*q >= 'A' && *q <= 'Z')
+            if ((*q >= 'A' && *q <= 'Z') || *q == '\0')
                 goto malformed;
         if ((name = PyBytes_FromStringAndSize(NULL, colon - p + suffix_len)) == NULL)
             goto error;
@@ -77,8 +77,8 @@ static PyMethodDef methods[] = {
     {"names", names, METH_VARARGS,
      "names(data, suffix=b'') -> list[bytes] | None\n\n"
      "The names of a vpasswd file's lines, each followed by suffix, when every line\n"
-     "has a name without capitals and at least six colons; None otherwise (blank\n"
-     "lines included)."},
+     "has a name without capitals or NUL and at least six colons; None otherwise\n"
+     "(blank lines included)."},
     {NULL, NULL, 0, NULL},
 };
 

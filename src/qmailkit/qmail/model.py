@@ -50,7 +50,7 @@ from qmailkit.qmail.dotqmail import (
 )
 from qmailkit.qmail.shadow import PasswdEntry, read_passwd
 from qmailkit.qmail.validrcptto import fold
-from qmailkit.qmail.vpopmail import VPASSWD_LIMIT, mailbox_names
+from qmailkit.qmail.vpopmail import VPASSWD_LIMIT, deliverable, mailbox_names
 
 ENC = "utf-8"
 ERRS = "surrogateescape"
@@ -69,9 +69,9 @@ def _b(text: str) -> bytes:
 class Bulk:
     """Many local parts from one source (a vpasswd file): kept as one item for speed."""
 
-    names: list[bytes]  # folded local parts
+    names: list[bytes]  # folded local parts; with keyed, whole keys (local@domain)
     origin: Origin
-    keyed: bool = False  # the names are whole keys already (local@domain)
+    keyed: bool = False
 
 
 Entry = tuple[str, bytes, str] | Bulk  # (local part, value, source), or a Bulk
@@ -629,16 +629,18 @@ class _Builder:
                 return names, text
             db = os.path.join(domain_dir, "vpasswd.cdb")
             if os.path.exists(db):
-                from qmailkit.qmail.vpopmail import read_vpasswd_cdb, without_capitals
+                from qmailkit.qmail.vpopmail import read_vpasswd_cdb
 
                 names = [e.name.encode(ENC, ERRS) for e in read_vpasswd_cdb(db)]
-                names, notes = without_capitals(names, db)
+                names, notes = deliverable(names, db)
                 self.warnings.extend(notes)
                 return [n + suffix for n in names], db
             if use_sql is False:
                 raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb",
                                  path=domain_dir)
         names, source = self._sql_users(domain)
+        names, notes = deliverable(names, source)
+        self.warnings.extend(notes)
         return [n + suffix for n in names], source
 
     def _vpopmail_program(self, name: str, *args: str) -> str:
@@ -787,28 +789,11 @@ class _Builder:
         for key in self._excluded.get(_b(domain), ()):
             table.pop(key, None)
         keys = sorted(table)
-        joined = b"\n".join(keys)
-        if keys and (joined.count(b"\n") >= len(keys) or b"\0" in joined):
-            keys = self._drop_unreachable(keys, table)
-            joined = b"\n".join(keys)
         origins = list(map(table.__getitem__, keys))
         values = list(map(_first, origins)) if valued else None
         if values is not None and not any(values):
             values = None
-        return DomainKeys(keys, values, origins, _joined=joined)
-
-    def _drop_unreachable(self, keys: list[bytes], table: dict[bytes, Origin]) -> list[bytes]:
-        """The keys without those holding a newline or NUL (from a file name or a cdb key):
-        no address holds one, and keys travel newline-separated."""
-        kept = []
-        for key in keys:
-            if b"\n" in key or b"\0" in key:
-                shown = key.decode(ENC, ERRS)
-                self.warnings.append(f"{table[key][1]}: skipped {shown!r}: no address holds "
-                                     "a newline or NUL")
-            else:
-                kept.append(key)
-        return kept
+        return DomainKeys(keys, values, origins)
 
     def _one(self, domain: str) -> tuple[DomainKeys, list[str]]:
         """One domain's keys, and the warnings it gave (put back in domain order later)."""
@@ -909,19 +894,23 @@ class _Builder:
         # The first source wins, as in qmail's own lookup order: apply the list
         # backwards so that earlier entries overwrite later ones.
         for item in reversed(found):
-            if isinstance(item, Bulk):
+            if isinstance(item, Bulk):  # names no mail can reach are left out already
                 keys = item.names
                 if not item.keyed:
                     # n + suffix for every name, with two bulk operations instead of a loop.
                     keys = ((suffix + b"\n").join(keys) + suffix).split(b"\n")
-                    if len(keys) != len(item.names):  # a name holding a newline (or none)
-                        keys = [n + suffix for n in item.names]
+                    if len(keys) != len(item.names):  # no names
+                        keys = []
                 if table:
                     table.update(dict.fromkeys(keys, item.origin))
                 else:  # the usual first item (a vpasswd): no second copy
                     table = dict.fromkeys(keys, item.origin)
             else:
                 local, value, source = item
+                if "\n" in local or "\0" in local:  # a cdb key, say: keys travel by lines
+                    self.warnings.append(f"{source}: skipped {local + '@' + domain!r}: no "
+                                         "address holds a newline or NUL")
+                    continue
                 table[_b(local) + suffix] = (value, source)
         return table
 

@@ -156,7 +156,7 @@ def mailbox_names(
 ) -> tuple[list[bytes], list[str]]:
     """The names of the mailboxes that can get mail in the vpasswd file ``path`` whose bytes
     are ``data``, each followed by ``suffix`` (``@domain``: the keys at once), and a
-    warning for each one left out (see ``without_capitals``).
+    warning for each one left out (see ``deliverable``).
 
     The hot loop of a big vpopmail install: the C scanner when built, else bulk
     bytes operations; a damaged line raises InputError naming it.
@@ -169,26 +169,31 @@ def mailbox_names(
     return ([n + suffix for n in names] if suffix else names), notes
 
 
-def without_capitals(
+def deliverable(
     names: list[bytes], path: str, numbers: Sequence[int] | None = None
 ) -> tuple[list[bytes], list[str]]:
-    """``names`` without those holding a capital letter, and a warning for each of those.
+    """``names`` without those no mail can reach, and a warning for each of those.
 
     vdelivermail lower-cases the address and looks the name up as it is, so a
-    mailbox whose name has capitals never gets mail.  ``numbers`` gives the line
-    of each name, if it has one.
+    mailbox whose name has capitals never gets mail; no address holds a NUL or
+    a newline (only a vpasswd.cdb key can).  ``numbers`` gives the line of each
+    name, if it has one.
     """
     joined = b"\n".join(names)
-    if joined == joined.lower():  # ASCII only, like vpopmail's lower-casing
-        return names, []
+    if joined == joined.lower() and b"\0" not in joined and joined.count(b"\n") < len(names):
+        return names, []  # (ASCII only, like vpopmail's lower-casing)
     kept, notes = [], []
     for i, name in enumerate(names):
-        if name == name.lower():
+        if b"\0" in name or b"\n" in name:
+            why = "no address holds a newline or NUL"
+        elif name != name.lower():
+            why = ("vdelivermail looks up the lower-cased address, so a name with capitals "
+                   "never gets mail")
+        else:
             kept.append(name)
             continue
         where = f"{path}:{numbers[i]}" if numbers else path
-        notes.append(f"{where}: mailbox {name.decode(ENCODING, ERRORS)!r} skipped: vdelivermail "
-                     "looks up the lower-cased address, so a name with capitals never gets mail")
+        notes.append(f"{where}: mailbox {name.decode(ENCODING, ERRORS)!r} skipped: {why}")
     return kept, notes
 
 
@@ -198,7 +203,7 @@ def _python_names(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
     if _uniform_colons(body):
         names = _LINE_NAME.findall(b"\n" + body)
         if b"" not in names:
-            return without_capitals(names, path, range(1, len(names) + 1))
+            return deliverable(names, path, range(1, len(names) + 1))
     lines = data.split(b"\n")
     numbers = list(range(1, len(lines) + 1))
     if lines and not lines[-1]:
@@ -211,7 +216,7 @@ def _python_names(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
     # and name a damaged line.
     if b"" in names or min(map(bytes.count, lines, repeat(b":")), default=6) < 6:
         read_vpasswd(path)  # raises with the line number
-    return without_capitals(names, path, numbers)
+    return deliverable(names, path, numbers)
 
 
 @dataclass(frozen=True, slots=True)
