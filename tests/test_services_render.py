@@ -650,7 +650,7 @@ def test_every_script_passes_sh_n_and_dash_n(tmp_path):
     for i, (kind, tname, profile) in enumerate(all_variants()):
         prof = f'profile = "{profile}"\n' if profile else ""
         parts.append((kind, (f'[services.s{i}]\ntype = "{tname}"\n{prof}'
-                      f'env = {{ A = "x\'y" }}\nsoftlimit = 1000000\n')))
+                      f'env = {{ A = "x\'y" }}\nsoftlimit = 10000000\n')))
     seen = 0
     for kind in ("daemontools", "runit", "s6"):
         text = f'[supervisor]\nkind = "{kind}"\n' + "".join(p for k, p in parts if k == kind)

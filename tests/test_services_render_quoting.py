@@ -53,7 +53,7 @@ def _files(d: Path, names: list[str]) -> list[str]:
     hostname=line_text.filter(bool),
     greeting=line_text,
     names=st.lists(filename, min_size=4, max_size=4),
-    rbl=st.lists(st.tuples(zone, text), max_size=2),
+    rbl=st.lists(st.tuples(zone, line_text), max_size=2),  # one SMTP line each
     env=st.dictionaries(env_name, text, max_size=3),
     auth_set=st.dictionaries(env_name, text, max_size=2),
     ssl=st.booleans(),
