@@ -141,5 +141,5 @@ def test_demo_check_summary_of_a_machine_without_the_programs():
     lines = demo.check_summary(findings, path)
     assert lines == [
         "qmailkit services check: 19 error(s), 0 warning(s); 19 of them for programs not "
-        "installed here: setuidgid, multilog, tcpserver",
+        + "installed here: setuidgid, multilog, tcpserver",
         f"    (qmailkit services check -v --config {path} lists each one)"]
