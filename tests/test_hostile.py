@@ -438,9 +438,6 @@ case("demo-bad-part")(lambda w, o: Run([*QK, "demo", "--part", "nosuch", "--dir"
 XFAIL: dict[str, str] = {
     "tcprules-stdin-dir": "A14: the interpreter refuses a directory on standard input before "
                           "qmailkit runs (Fatal Python error: init_sys_streams)",
-    "services-render-out-planted-link": "A5: fixed by the services work",
-    "services-apply-leftover-new-file": "A14: fixed by the services work",
-    "services-apply-scan-loop": "A14: fixed by the services work",
 }
 assert set(XFAIL) <= {c.id for c in CASES}
 
