@@ -131,6 +131,25 @@ def test_open_regular_refuses_fifo_without_hanging(tmp_path):
     assert info.value.path == str(fifo)
 
 
+def test_open_regular_blocking_false_keeps_o_nonblock(tmp_path):
+    (tmp_path / "f").write_bytes(b"data")
+    fd = fsutil.open_regular(tmp_path / "f", blocking=False)
+    try:
+        assert not os.get_blocking(fd)
+        assert os.read(fd, 10) == b"data"
+    finally:
+        os.close(fd)
+    fd = fsutil.open_regular(tmp_path / "f")
+    try:
+        assert os.get_blocking(fd)
+    finally:
+        os.close(fd)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(fsutil.NotRegular, match="is a FIFO"):
+        fsutil.open_regular(fifo, blocking=False)
+
+
 def test_open_regular_directory_and_device(tmp_path):
     with pytest.raises(fsutil.NotRegular, match="is a directory"):
         fsutil.read_bounded(tmp_path)

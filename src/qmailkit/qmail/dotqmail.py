@@ -133,7 +133,7 @@ def read_file(path: str) -> bytes:
     # os.read on the fd: no buffered file object per .qmail file (there may be tens of
     # thousands); open_regular: a FIFO planted in a home cannot hang the build.
     try:
-        fd = open_regular(path)
+        fd = open_regular(path, blocking=False)
         try:
             return os.read(fd, 65536)
         finally:

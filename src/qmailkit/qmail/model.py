@@ -263,7 +263,7 @@ class _AssignIndex:
 def _read_vpasswd(path: str) -> bytes:
     """A vpasswd's bytes (a regular file, bounded): in one read for the usual file, where
     ``read_bounded``'s reads of a MiB cost a tenth of the run on a big install."""
-    fd = open_regular(path)
+    fd = open_regular(path, blocking=False)
     try:
         chunks = [os.read(fd, 1 << 16)]
         size = len(chunks[0])
