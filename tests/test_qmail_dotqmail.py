@@ -122,3 +122,20 @@ def test_argv_splits_like_shlex(command):
     except ValueError:
         return  # unbalanced quotes: shlex gives up, we only need a best effort
     assert _argv(command) == want
+
+
+def test_the_c_reader_takes_only_the_usual_file(tmp_path):
+    """read_regular (the hot loop's reads) declines all but a regular file within the
+    limit; read_file then says what is wrong, or reads the first 64 KiB."""
+    from qmailkit.qmail._vpasswd import read_regular
+
+    (tmp_path / "f").write_bytes(b"./Maildir/\n")
+    (tmp_path / "big").write_bytes(b"x" * 70000)
+    os.mkfifo(tmp_path / "fifo")
+    assert read_regular(str(tmp_path / "f"), 100) == b"./Maildir/\n"
+    assert read_regular(str(tmp_path / "f"), 5) is None
+    for odd in ("fifo", "missing", "."):
+        assert read_regular(str(tmp_path / odd), 100) is None
+    assert read_file(str(tmp_path / "big")) == b"x" * 65536
+    with pytest.raises(Exception, match="cannot read .qmail file: No such file"):
+        read_file(str(tmp_path / "missing"))

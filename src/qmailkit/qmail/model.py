@@ -10,17 +10,22 @@ Which addresses exist (qmail-send, qmail-lspawn, qmail-getpw, qmail-local):
 
 * a domain in ``control/locals`` (or ``control/me`` without locals) is
   delivered locally: users/cdb (or users/assign) entries first, then system
-  accounts (``user`` and ``user-EXT`` from their ``.qmail-EXT`` files), then
-  the alias user (``~alias/.qmail-NAME``; a fastforward ``.qmail-default``);
-* a domain in ``control/virtualdomains`` (``domain:PREPEND``) turns
-  ``x@domain`` into the local name ``PREPEND-x``, delivered by whoever owns
-  that name (users/cdb wildcard, e.g. vpopmail's ``+domain-``; a system user;
-  else the alias user); ``user@domain:PREPEND`` entries name one address;
+  accounts qmail-getpw takes (uid not 0, owner of their home: ``user`` and
+  ``user-EXT`` from their ``.qmail-EXT`` files), then the alias user
+  (``~alias/.qmail-NAME``; a fastforward ``.qmail-default``);
+* a domain in ``control/virtualdomains`` (``domain:PREPEND``; ``:PREPEND``
+  for every other domain; never for a domain in locals) turns ``x@domain``
+  into the local name ``PREPEND-x``, delivered by whoever owns that name
+  (users/cdb wildcard, e.g. vpopmail's ``+domain-``; a system user; else the
+  alias user); ``user@domain:PREPEND`` entries name one address;
 * a domain in ``control/smtproutes`` is relayed: the addresses in
   ``SMTPROUTES_DIR/DOMAIN`` if that file exists, else ``@domain``.
 
-Every name is lower-cased (ASCII only, as qmail-smtpd does) and appears once;
-when two sources give the same key, the one qmail would use wins.
+Whether an address found this way is accepted is what qmail-local would do
+with it: the ``.qmail`` file it reaches (``dotqmail``) bounces or not, and
+no file at all (with a dash) is "no mailbox here".  Every name is lower-cased
+(ASCII only, as qmail-smtpd does) and appears once; when two sources give the
+same key, the one qmail would use wins.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qmailkit.errors import InputError, QmailkitError, os_error
-from qmailkit.fsutil import open_regular, read_bounded
+from qmailkit.fsutil import read_bounded
 from qmailkit.qmail import assign as assign_mod
 from qmailkit.qmail import control
 from qmailkit.qmail.dotqmail import (
@@ -50,7 +55,7 @@ from qmailkit.qmail.dotqmail import (
 )
 from qmailkit.qmail.shadow import PasswdEntry, read_passwd
 from qmailkit.qmail.validrcptto import fold
-from qmailkit.qmail.vpopmail import VPASSWD_LIMIT, deliverable, mailbox_names
+from qmailkit.qmail.vpopmail import deliverable, mailbox_names, read_vpasswd_bytes
 
 ENC = "utf-8"
 ERRS = "surrogateescape"
@@ -258,26 +263,6 @@ class _AssignIndex:
             if found is not None:
                 return found
         return None
-
-
-def _read_vpasswd(path: str) -> bytes:
-    """A vpasswd's bytes (a regular file, bounded): in one read for the usual file, where
-    ``read_bounded``'s reads of a MiB cost a tenth of the run on a big install."""
-    fd = open_regular(path, blocking=False)
-    try:
-        chunks = [os.read(fd, 1 << 16)]
-        size = len(chunks[0])
-        while chunks[-1] and size >= 1 << 16:
-            if size > VPASSWD_LIMIT:
-                raise InputError(f"larger than {VPASSWD_LIMIT} bytes; refusing to read it",
-                                 path=path)
-            chunks.append(os.read(fd, 1 << 20))
-            size += len(chunks[-1])
-    except OSError as err:
-        raise os_error(err, "cannot read") from err
-    finally:
-        os.close(fd)
-    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
 
 class _Builder:
@@ -620,7 +605,7 @@ class _Builder:
         use_sql = self.o.vpopmail_sql
         if use_sql is not True:
             try:
-                data = _read_vpasswd(text)
+                data = read_vpasswd_bytes(text)
             except FileNotFoundError:
                 data = None
             if data is not None:

@@ -21,17 +21,18 @@ from itertools import repeat
 from pathlib import Path
 
 from qmailkit.errors import InputError, os_error
-from qmailkit.fsutil import read_bounded
+from qmailkit.fsutil import open_regular
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
 # The biggest vpasswd read: far above any real domain's, still a bound.
 VPASSWD_LIMIT = 1 << 30
 
-try:  # the C scanner, built at install when a compiler is there
+try:  # the C scanner and reader, built at install when a compiler is there
     from qmailkit.qmail._vpasswd import names as _c_names
+    from qmailkit.qmail._vpasswd import read_regular as _c_read
 except ImportError:
-    _c_names = None
+    _c_names = _c_read = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +87,38 @@ def parse_vpasswd_line(
     )
 
 
+def read_vpasswd_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A vpasswd's bytes (a regular file, bounded; FileNotFoundError if missing).
+
+    The hot loop of a big install reads one per domain: the usual file in one C
+    call, else ``fsutil.open_regular`` (which names what is wrong) and one read
+    where ``read_bounded``'s reads of a MiB would cost a tenth of the run.
+    """
+    if _c_read is not None:
+        data = _c_read(path, VPASSWD_LIMIT)
+        if data is not None:
+            return data
+    fd = open_regular(path, blocking=False)
+    try:
+        chunks = [os.read(fd, 1 << 16)]
+        size = len(chunks[0])
+        while chunks[-1] and size >= 1 << 16:
+            if size > VPASSWD_LIMIT:
+                raise InputError(f"larger than {VPASSWD_LIMIT} bytes; refusing to read it",
+                                 path=path)
+            chunks.append(os.read(fd, 1 << 20))
+            size += len(chunks[-1])
+    except OSError as err:
+        raise os_error(err, "cannot read") from err
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+
 def read_vpasswd(path: str | os.PathLike[str]) -> list[VpasswdEntry]:
     """Every entry of a vpasswd file, in file order.  Empty lines are skipped."""
     try:
-        data = read_bounded(path, VPASSWD_LIMIT)
+        data = read_vpasswd_bytes(path)
     except FileNotFoundError as err:
         raise os_error(err, "cannot read vpasswd") from err
     text = data.decode(ENCODING, ERRORS)
