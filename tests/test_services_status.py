@@ -55,6 +55,9 @@ def test_status_under_real_supervisor(tmp_path, scan, kind):
     sup = supervisor.get(kind)
     wait_for(lambda: sup.status(root / "pop/log").up, 15, what="pop/log up")
     wait_for(lambda: sup.status(root / "pop").supervised, 15, what="pop supervised")
+    # the scanner may have started pop before its down file existed: take it down too
+    sup.down(root / "pop")
+    wait_for(lambda: not sup.status(root / "pop").up, 10, what="pop down")
     tree.remember()
     rows = {r.name: r for r in st.collect(cfg)}
     assert rows["mx"].state == "up" and rows["mx/log"].state == "up"

@@ -294,6 +294,13 @@ def open_regular(
     FileNotFoundError for the caller to decide on; other OS errors raise
     QmailkitError naming the path.
     """
+    return _open_regular(path, follow, dir_fd, blocking)[0]
+
+
+def _open_regular(
+    path: str | os.PathLike[str], follow: bool, dir_fd: int | None, blocking: bool
+) -> tuple[int, os.stat_result]:
+    """open_regular, also giving the fstat it checked (read_bounded sizes its read by it)."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(path, flags, dir_fd=dir_fd)
@@ -320,7 +327,7 @@ def open_regular(
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return fd, st
 
 
 def read_bounded(
@@ -334,23 +341,27 @@ def read_bounded(
 
     A larger file raises InputError naming it rather than filling memory.
     """
-    fd = open_regular(path, follow=follow, dir_fd=dir_fd)
+    # O_NONBLOCK stays on: a regular file ignores it.  The first read is sized by fstat
+    # (one byte more, to see the end), so a small file costs one read, not a MiB buffer.
+    fd, st = _open_regular(path, follow, dir_fd, False)
     try:
         chunks = []
         left = limit + 1
+        size = min(st.st_size + 1, left)
         while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
+            chunk = os.read(fd, size)
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
+            size = min(left, 1 << 20)
     except OSError as err:
         raise os_error(err, "cannot read") from err
     finally:
         os.close(fd)
     if left <= 0:
         raise InputError(f"larger than {limit} bytes; refusing to read it", path=path)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from itertools import repeat
 from pathlib import Path
 
 from qmailkit.errors import InputError, os_error
-from qmailkit.fsutil import open_regular
+from qmailkit.fsutil import read_bounded
 
 ENCODING = "utf-8"
 ERRORS = "surrogateescape"
@@ -91,28 +91,13 @@ def read_vpasswd_bytes(path: str | os.PathLike[str]) -> bytes:
     """A vpasswd's bytes (a regular file, bounded; FileNotFoundError if missing).
 
     The hot loop of a big install reads one per domain: the usual file in one C
-    call, else ``fsutil.open_regular`` (which names what is wrong) and one read
-    where ``read_bounded``'s reads of a MiB would cost a tenth of the run.
+    call, else ``fsutil.read_bounded`` (which names what is wrong).
     """
     if _c_read is not None:
         data = _c_read(path, VPASSWD_LIMIT)
         if data is not None:
             return data
-    fd = open_regular(path, blocking=False)
-    try:
-        chunks = [os.read(fd, 1 << 16)]
-        size = len(chunks[0])
-        while chunks[-1] and size >= 1 << 16:
-            if size > VPASSWD_LIMIT:
-                raise InputError(f"larger than {VPASSWD_LIMIT} bytes; refusing to read it",
-                                 path=path)
-            chunks.append(os.read(fd, 1 << 20))
-            size += len(chunks[-1])
-    except OSError as err:
-        raise os_error(err, "cannot read") from err
-    finally:
-        os.close(fd)
-    return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+    return read_bounded(path, VPASSWD_LIMIT)
 
 
 def read_vpasswd(path: str | os.PathLike[str]) -> list[VpasswdEntry]:
