@@ -97,9 +97,7 @@ def main() -> int:
         nfiles = sum(len(os.listdir(m)) for m in mains)
         total = sum(f.stat().st_size for m in mains for f in m.iterdir())
         print(f"{args.lines} lines, {nfiles} rotated files, {total / 1e6:.1f} MB, 3 services")
-        c_script = " ; ".join(
-            f"cat {m}/@* | {tai64nlocal} > /dev/null" for m in mains
-        )
+        c_script = " ; ".join(f"cat {m}/@* | {tai64nlocal} > /dev/null" for m in mains)
         ours_t, c_t = [], []
         for run in range(args.runs):
             work = root / f"run{run}"
@@ -110,9 +108,17 @@ def main() -> int:
             c_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             subprocess.run(
-                cmd_ours + ["convert-multilog", "-q", "--service-dir", str(work / "service"),
-                            "--log-dir", str(work / "log")],
-                env=env, check=True,
+                cmd_ours
+                + [
+                    "convert-multilog",
+                    "-q",
+                    "--service-dir",
+                    str(work / "service"),
+                    "--log-dir",
+                    str(work / "log"),
+                ],
+                env=env,
+                check=True,
             )
             ours_t.append(time.perf_counter() - t0)
             lines = sum(f.read_bytes().count(b"\n") for f in (work / "log").glob("svc*"))

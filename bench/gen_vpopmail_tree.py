@@ -42,7 +42,8 @@ def generate(root: Path, domains: int, mailboxes: int) -> int:
     (root / "passwd").write_text(
         "root:x:0:0:root:/root:/bin/sh\n"
         f"alias:x:7790:2108::{qmail / 'alias'}:/bin/false\n"
-        f"vpopmail:x:89:89::{vhome}:/bin/false\n")
+        f"vpopmail:x:89:89::{vhome}:/bin/false\n"
+    )
     names = [f"dom{n:05d}.example" for n in range(domains)]
     (control / "rcpthosts").write_text("".join(n + "\n" for n in names[:50]))
     cdb.write(control / "morercpthosts.cdb", ((n.encode(), b"") for n in names[50:]))
@@ -54,7 +55,9 @@ def generate(root: Path, domains: int, mailboxes: int) -> int:
         ddir.mkdir(exist_ok=True)
         pw = "".join(
             f"{mailbox(i)}:$6$salt{i:04d}$0123456789abcdefghijklmnopqrstuvwxyzABCDEF:1:0:"
-            f"{mailbox(i).title()}:{ddir}/{mailbox(i)}:NOQUOTA\n" for i in range(mailboxes))
+            f"{mailbox(i).title()}:{ddir}/{mailbox(i)}:NOQUOTA\n"
+            for i in range(mailboxes)
+        )
         (ddir / "vpasswd").write_text(pw)
         if n % 20 == 19:
             default = f"| {vhome}/bin/vdelivermail '' postmaster@{name}\n"
@@ -67,7 +70,8 @@ def generate(root: Path, domains: int, mailboxes: int) -> int:
         if n % 10 == 0:
             (ddir / ".qmail-news").write_text(f"|preline /usr/bin/ezmlm-send '{ddir}/news'\n")
             (ddir / ".qmail-news-default").write_text(
-                f"|preline /usr/bin/ezmlm-manage '{ddir}/news'\n")
+                f"|preline /usr/bin/ezmlm-manage '{ddir}/news'\n"
+            )
             files += 2
         if n % 50 == 0:
             (ddir / ".qmail-old-sales").write_text("|bouncesaying 'this address is gone'\n")

@@ -37,11 +37,21 @@ def main() -> int:
     # As installed (pip writes .pyc files): not compiling the sources on every run.
     import qmailkit
 
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(qmailkit.__file__).parent)],
-                   check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(qmailkit.__file__).parent)],
+        check=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+    )
     ours, theirs, recordlist = work / "auth.cdb", work / "tinycdb.cdb", work / "records.txt"
-    mk = [str(BIN / "mkauth"), "--qmail-home", str(tree / "var-qmail"), "--passwd",
-          str(tree / "passwd"), "--vpopmail-home", str(tree / "home-vpopmail")]
+    mk = [
+        str(BIN / "mkauth"),
+        "--qmail-home",
+        str(tree / "var-qmail"),
+        "--passwd",
+        str(tree / "passwd"),
+        "--vpopmail-home",
+        str(tree / "home-vpopmail"),
+    ]
     with open(recordlist, "wb") as fh:
         subprocess.run([*mk, "-m"], stdout=fh, check=True)
     records = sum(1 for line in open(recordlist, "rb") if line.startswith(b"+"))  # noqa: SIM115
@@ -62,10 +72,14 @@ def main() -> int:
     identical = ours.read_bytes() == theirs.read_bytes()
 
     a, a2, b = min(fresh), min(unchanged), min(tiny)
-    print(f"tree: {args.domains} domains x {args.mailboxes} mailboxes: {records} logins, "
-          f"{ours.stat().st_size:,} bytes of cdb")
-    print(f"A  mkauth -c (new file):       best {a:.3f} s of {args.reps}, "
-          f"peak RSS {peak / 1024:.0f} MiB")
+    print(
+        f"tree: {args.domains} domains x {args.mailboxes} mailboxes: {records} logins, "
+        f"{ours.stat().st_size:,} bytes of cdb"
+    )
+    print(
+        f"A  mkauth -c (new file):       best {a:.3f} s of {args.reps}, "
+        f"peak RSS {peak / 1024:.0f} MiB"
+    )
     print(f"A' mkauth -c (unchanged):      best {a2:.3f} s")
     print(f"B  tinycdb cdb -c on the same: best {b:.3f} s")
     print(f"ratio A/B: {a / b:.2f}x, A'/B: {a2 / b:.2f}x; cdb files byte-identical: {identical}")

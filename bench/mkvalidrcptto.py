@@ -58,9 +58,18 @@ def tree_from_args(doc: str) -> tuple[argparse.Namespace, Path]:
     done = tree / ".complete"
     if not done.exists():
         print(f"generating {tree} ...", flush=True)
-        subprocess.run([sys.executable, str(HERE / "gen_vpopmail_tree.py"), str(tree),
-                        "--domains", str(args.domains), "--mailboxes", str(args.mailboxes)],
-                       check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "gen_vpopmail_tree.py"),
+                str(tree),
+                "--domains",
+                str(args.domains),
+                "--mailboxes",
+                str(args.mailboxes),
+            ],
+            check=True,
+        )
         done.touch()
     return args, tree
 
@@ -73,11 +82,21 @@ def main() -> int:
     # even when PYTHONDONTWRITEBYTECODE is set here.
     import qmailkit
 
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(qmailkit.__file__).parent)],
-                   check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""})
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(qmailkit.__file__).parent)],
+        check=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+    )
     ours, theirs, keylist = work / "validrcptto.cdb", work / "tinycdb.cdb", work / "keys.txt"
-    common = ["--qmail-home", str(tree / "var-qmail"), "--passwd", str(tree / "passwd"),
-              "--vpopmail-home", str(tree / "home-vpopmail"), "-q"]
+    common = [
+        "--qmail-home",
+        str(tree / "var-qmail"),
+        "--passwd",
+        str(tree / "passwd"),
+        "--vpopmail-home",
+        str(tree / "home-vpopmail"),
+        "-q",
+    ]
     mk = [str(BIN / "mkvalidrcptto"), *common]
     with open(keylist, "wb") as fh:
         subprocess.run([*mk, "-m"], stdout=fh, check=True)
@@ -86,8 +105,11 @@ def main() -> int:
     # The C floor of the input side: just reading every file of the vpopmail tree.
     files = work / "files.txt"
     with open(files, "wb") as fh:
-        subprocess.run(["find", str(tree / "home-vpopmail" / "domains"), "-type", "f",
-                        "-print0"], stdout=fh, check=True)
+        subprocess.run(
+            ["find", str(tree / "home-vpopmail" / "domains"), "-type", "f", "-print0"],
+            stdout=fh,
+            check=True,
+        )
     reading = ["sh", "-c", f"xargs -0 cat < {files} > /dev/null"]
 
     fresh, single, unchanged, tiny, floor, peak = [], [], [], [], [], 0
@@ -106,17 +128,24 @@ def main() -> int:
     identical = ours.read_bytes() == theirs.read_bytes()
 
     a, b = min(fresh), min(tiny)
-    print(f"tree: {args.domains} domains x {args.mailboxes} mailboxes (+ aliases, lists, "
-          f"catch-alls, bouncesaying): {keys} keys, {ours.stat().st_size:,} bytes of cdb")
-    print(f"A  mkvalidrcptto -c (new file):   best {a:.3f} s of {args.reps}, "
-          f"peak RSS {peak / 1024:.0f} MiB")
+    print(
+        f"tree: {args.domains} domains x {args.mailboxes} mailboxes (+ aliases, lists, "
+        f"catch-alls, bouncesaying): {keys} keys, {ours.stat().st_size:,} bytes of cdb"
+    )
+    print(
+        f"A  mkvalidrcptto -c (new file):   best {a:.3f} s of {args.reps}, "
+        f"peak RSS {peak / 1024:.0f} MiB"
+    )
     print(f"   mkvalidrcptto -c -j1 (new):    best {min(single):.3f} s (one process)")
     print(f"   mkvalidrcptto -c (unchanged):  best {min(unchanged):.3f} s")
     print(f"B  tinycdb cdb -c on the keys:    best {b:.3f} s")
-    print(f"C  cat of every file of the tree: best {min(floor):.3f} s (reading the input "
-          "alone, in C)")
-    print(f"ratio A/B: {a / b:.2f}x (target <= 5x); memory {'under' if peak < 1 << 20 else 'OVER'}"
-          f" 1 GiB; cdb files byte-identical: {identical}")
+    print(
+        f"C  cat of every file of the tree: best {min(floor):.3f} s (reading the input alone, in C)"
+    )
+    print(
+        f"ratio A/B: {a / b:.2f}x (target <= 5x); memory {'under' if peak < 1 << 20 else 'OVER'}"
+        f" 1 GiB; cdb files byte-identical: {identical}"
+    )
     return 0 if identical else 1
 
 

@@ -52,7 +52,10 @@ def tai64nlocal(data: bytes, tz: str | None = None, prog: str = "tai64nlocal") -
 
 
 def expected_outputs(
-    name: str, inputs: list[bytes], tz: str | None = None, prog: str = "tai64nlocal",
+    name: str,
+    inputs: list[bytes],
+    tz: str | None = None,
+    prog: str = "tai64nlocal",
     last: bytes | None = None,
 ) -> dict[str, bytes]:
     """What convert-multilog must produce for one service, from the C tool's conversion.

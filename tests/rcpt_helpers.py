@@ -46,8 +46,9 @@ class Tree:
     def write_passwd(self) -> None:
         self.write(self.passwd, "".join(a + "\n" for a in self.accounts))
 
-    def user(self, name: str, uid: int, files: dict[str, str] | None = None,
-             make_home: bool = True) -> Path:
+    def user(
+        self, name: str, uid: int, files: dict[str, str] | None = None, make_home: bool = True
+    ) -> Path:
         home = self.root / "home" / name
         if make_home:
             home.mkdir(parents=True, exist_ok=True)
@@ -61,14 +62,21 @@ class Tree:
     def alias_file(self, name: str, text: str = "&someone@example.net\n") -> Path:
         return self.write(self.alias / name, text)
 
-    def vdomain(self, domain: str, mailboxes: list[str], default: str = VDELIVER_BOUNCE,
-                files: dict[str, str] | None = None, vpasswd: bool = True) -> Path:
+    def vdomain(
+        self,
+        domain: str,
+        mailboxes: list[str],
+        default: str = VDELIVER_BOUNCE,
+        files: dict[str, str] | None = None,
+        vpasswd: bool = True,
+    ) -> Path:
         """A vpopmail domain: directory, vpasswd, .qmail-default, users/assign and virtualdomains."""
         ddir = self.vpopmail / "domains" / domain
         ddir.mkdir(parents=True, exist_ok=True)
         if vpasswd:
-            lines = [f"{m}:$1$salt$hash:1:0:{m.title()}:{ddir}/{m}:NOQUOTA:secret\n"
-                     for m in mailboxes]
+            lines = [
+                f"{m}:$1$salt$hash:1:0:{m.title()}:{ddir}/{m}:NOQUOTA:secret\n" for m in mailboxes
+            ]
             self.write(ddir / "vpasswd", "".join(lines))
         if default is not None:
             self.write(ddir / ".qmail-default", default.format(domain=domain))
@@ -98,8 +106,7 @@ class Tree:
 
 def cdb_query(path: Path, key: str) -> bytes | None:
     """Ask tinycdb's ``cdb -q`` for a key; None when absent."""
-    done = subprocess.run(["cdb", "-q", "--", str(path), key], capture_output=True,
-                          check=False)
+    done = subprocess.run(["cdb", "-q", "--", str(path), key], capture_output=True, check=False)
     if done.returncode == 100:
         return None
     assert done.returncode == 0, done.stderr
@@ -111,13 +118,13 @@ def cdb_dump_keys(path: Path) -> dict[str, bytes]:
     out = subprocess.run(["cdb", "-d", str(path)], capture_output=True, check=True).stdout
     records: dict[str, bytes] = {}
     pos = 0
-    while pos < len(out) and out[pos:pos + 1] == b"+":
+    while pos < len(out) and out[pos : pos + 1] == b"+":
         comma = out.index(b",", pos)
         colon = out.index(b":", comma)
-        klen = int(out[pos + 1:comma])
-        vlen = int(out[comma + 1:colon])
-        key = out[colon + 1:colon + 1 + klen]
-        value = out[colon + 3 + klen:colon + 3 + klen + vlen]
+        klen = int(out[pos + 1 : comma])
+        vlen = int(out[comma + 1 : colon])
+        key = out[colon + 1 : colon + 1 + klen]
+        value = out[colon + 3 + klen : colon + 3 + klen + vlen]
         records[key.decode()] = value
         pos = colon + 3 + klen + vlen + 1
     return records

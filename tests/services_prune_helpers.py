@@ -36,8 +36,7 @@ qmail_home = "{self.pub}/qmail"
 path = ["{self.bin}", "/usr/bin", "/bin"]
 """
         for name in names:
-            text += (f'\n[services.{name}]\ntype = "qmail-send"\n'
-                     f'default_delivery = "{delivery}"\n')
+            text += f'\n[services.{name}]\ntype = "qmail-send"\ndefault_delivery = "{delivery}"\n'
         path = self.pub / "qmailkit.toml"
         path.write_text(text)
         return path

@@ -64,11 +64,17 @@ class Run:
         """The arguments of the ``command-line:`` log line, as shlex reads them back."""
         marker = "command-line: "
         at = self.output.rindex(marker)
-        return shlex.split(self.output[at + len(marker):])
+        return shlex.split(self.output[at + len(marker) :])
 
 
-def run_script(shell: str, script: Path, workdir: Path, env: dict[str, str] | None = None,
-               *, clean: bool = False) -> Run:
+def run_script(
+    shell: str,
+    script: Path,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    *,
+    clean: bool = False,
+) -> Run:
     """Run ``script`` under ``shell`` with ``env`` (and QK_DUMP, PATH).
 
     A run script first starts itself again under ``env -i /bin/sh``; to test it under
@@ -82,8 +88,15 @@ def run_script(shell: str, script: Path, workdir: Path, env: dict[str, str] | No
     if not clean:
         cmd = ["/bin/sh", "-c", f'{CLEAN_MARK}=$$; export {CLEAN_MARK}; exec "$@"', "sh", *cmd]
     full_env = {"QK_DUMP": str(dump), "PATH": "/usr/bin:/bin", **(env or {})}
-    p = subprocess.run(cmd, cwd=workdir, env=full_env, stdout=subprocess.PIPE, check=False,
-                       stderr=subprocess.STDOUT, timeout=30)
+    p = subprocess.run(
+        cmd,
+        cwd=workdir,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        check=False,
+        stderr=subprocess.STDOUT,
+        timeout=30,
+    )
     argv = envd = None
     if Path(f"{dump}.argv").exists():
         argv = [a.decode() for a in Path(f"{dump}.argv").read_bytes().split(b"\0")[:-1]]

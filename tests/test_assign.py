@@ -22,12 +22,22 @@ SAMPLE = (
 
 def test_parse_entries():
     entries = assign.parse(SAMPLE, "users/assign")
-    assert [(e.kind, e.local, e.user, e.uid, e.gid, e.home, e.dash, e.ext, e.line)
-            for e in entries] == [
+    assert [
+        (e.kind, e.local, e.user, e.uid, e.gid, e.home, e.dash, e.ext, e.line) for e in entries
+    ] == [
         ("=", "joe", "joe", 500, 500, "/home/joe", "-", "", 1),
         ("=", "Mary.Smith", "mary", 501, 100, "/home/mary", "", "", 2),
-        ("+", "example.com-", "example.com", 89, 89, "/home/vpopmail/domains/example.com", "-",
-         "", 3),
+        (
+            "+",
+            "example.com-",
+            "example.com",
+            89,
+            89,
+            "/home/vpopmail/domains/example.com",
+            "-",
+            "",
+            3,
+        ),
         ("+", "list-", "ezmlm", 77, 77, "/var/lists", "-", "list", 4),
         ("+", "", "alias", 7790, 2108, "/var/qmail/alias", "-", "", 5),
     ]
@@ -41,8 +51,10 @@ def test_records_are_qmail_newu_bytes():
     assert records == [
         (b"!joe\0", z([b"joe", b"500", b"500", b"/home/joe", b"-", b""])),
         (b"!mary.smith\0", z([b"mary", b"501", b"100", b"/home/mary", b"", b""])),
-        (b"!example.com-", z([b"example.com", b"89", b"89", b"/home/vpopmail/domains/example.com",
-                             b"-", b""])),
+        (
+            b"!example.com-",
+            z([b"example.com", b"89", b"89", b"/home/vpopmail/domains/example.com", b"-", b""]),
+        ),
         (b"!list-", z([b"ezmlm", b"77", b"77", b"/var/lists", b"-", b"list"])),
         (b"!", z([b"alias", b"7790", b"2108", b"/var/qmail/alias", b"-", b""])),
         (b"", b"-"),
@@ -83,8 +95,7 @@ def test_non_utf8_bytes_survive():
     ("data", "line", "message"),
     [
         (b"=joe:joe:500:500:/home/joe:-::\n", 1, 'missing the terminating line "."'),
-        (b"=joe:joe:500:500:/home/joe:-::\n=x:x:1:1:/x:-::", 2,
-         'missing the terminating line "."'),
+        (b"=joe:joe:500:500:/home/joe:-::\n=x:x:1:1:/x:-::", 2, 'missing the terminating line "."'),
         (b"", 1, 'missing the terminating line "."'),
         (b"=joe:joe:500:500:/home/joe:-:\n.\n", 1, "5 fields after the address, need 6"),
         (b"=joe:joe:500\n.\n", 1, "2 fields after the address"),
@@ -119,7 +130,8 @@ def test_from_records_round_trip():
     back, chars = assign.from_records(assign.records(entries))
     assert chars == b"-"
     assert [(e.kind, e.local.lower(), e.value()) for e in back] == [
-        (e.kind, e.local.lower(), e.value()) for e in entries]
+        (e.kind, e.local.lower(), e.value()) for e in entries
+    ]
     assert back[1].local == "mary.smith" and back[1].line is None
 
 
@@ -161,11 +173,19 @@ def test_lookup_only_tries_prefixes_ending_at_a_wildchar():
 
 # --------------------------------------------------------------------------- properties
 
-_text = st.binary(max_size=12).map(lambda b: b.replace(b":", b"").replace(b"\n", b"")
-                                   .replace(b"\0", b""))
-_entry = st.tuples(st.sampled_from([b"=", b"+"]), _text, _text,
-                   st.integers(0, assign.MAX_ID), st.integers(0, assign.MAX_ID), _text, _text,
-                   _text)
+_text = st.binary(max_size=12).map(
+    lambda b: b.replace(b":", b"").replace(b"\n", b"").replace(b"\0", b"")
+)
+_entry = st.tuples(
+    st.sampled_from([b"=", b"+"]),
+    _text,
+    _text,
+    st.integers(0, assign.MAX_ID),
+    st.integers(0, assign.MAX_ID),
+    _text,
+    _text,
+    _text,
+)
 
 
 @given(st.lists(_entry, max_size=8))

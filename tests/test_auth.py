@@ -16,8 +16,10 @@ from qmailkit.errors import InputError, LockBusy
 
 # Hashes made by openssl (an independent crypt implementation):
 #   openssl passwd -6 -salt saltsalt secret / -1 -salt abcdefgh hunter2 / -5 -salt pepper letmein
-SHA512_SECRET = ("$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y"
-                 "77vwPZN.Pq.H91p5hVO1")
+SHA512_SECRET = (
+    "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y"
+    "77vwPZN.Pq.H91p5hVO1"
+)
 MD5_HUNTER2 = "$1$abcdefgh$vhxKZ/s1ygZHyCEDPyqtQ/"
 SHA256_LETMEIN = "$5$pepper$If6JKmFOzlLMEwzeO2WIXbexlEXIxugXv5fM1Qc1AE/"
 
@@ -46,9 +48,12 @@ def make_tree(root: Path) -> dict[str, Path]:
         f"nosmtp:{SHA512_SECRET}:1:2048:No SMTP:{com}/nosmtp:NOQUOTA\n"
     )
     # example.net has only vpasswd.cdb (key name, value the rest of the line).
-    write_cdb_with_tinycdb(net / "vpasswd.cdb", [
-        (b"dave", f"{SHA256_LETMEIN}:1:0:Dave:{net}/dave:NOQUOTA".encode()),
-    ])
+    write_cdb_with_tinycdb(
+        net / "vpasswd.cdb",
+        [
+            (b"dave", f"{SHA256_LETMEIN}:1:0:Dave:{net}/dave:NOQUOTA".encode()),
+        ],
+    )
     passwd = root / "passwd"
     passwd.write_text(
         "root:x:0:0:root:/root:/bin/sh\n"
@@ -80,8 +85,7 @@ def write_cdb_with_tinycdb(path: Path, records) -> None:
 
 def tinycdb_get(path: Path, key: str) -> bytes | None:
     (cdb_prog,) = need("cdb")
-    proc = subprocess.run([cdb_prog, "-q", "--", str(path), key], capture_output=True,
-                          check=False)
+    proc = subprocess.run([cdb_prog, "-q", "--", str(path), key], capture_output=True, check=False)
     if proc.returncode == 100:
         return None
     assert proc.returncode == 0, proc.stderr
@@ -92,12 +96,12 @@ def tinycdb_dump(path: Path) -> list[tuple[bytes, bytes]]:
     (cdb_prog,) = need("cdb")
     out = subprocess.run([cdb_prog, "-d", str(path)], capture_output=True, check=True).stdout
     records, pos = [], 0
-    while out[pos:pos + 1] == b"+":
-        head, _, _rest = out[pos + 1:].partition(b":")
+    while out[pos : pos + 1] == b"+":
+        head, _, _rest = out[pos + 1 :].partition(b":")
         klen, dlen = (int(x) for x in head.split(b","))
         start = pos + 1 + len(head) + 1
-        key = out[start:start + klen]
-        value = out[start + klen + 2:start + klen + 2 + dlen]
+        key = out[start : start + klen]
+        value = out[start + klen + 2 : start + klen + 2 + dlen]
         records.append((key, value))
         pos = start + klen + 2 + dlen + 1
     return records
@@ -105,8 +109,12 @@ def tinycdb_dump(path: Path) -> list[tuple[bytes, bytes]]:
 
 def run_cli(*args: str, stdin: str | None = None, prog: str = "qmailkit"):
     if prog == "mkauth":
-        cmd = [sys.executable, "-c", ("import sys; from qmailkit.cli.auth import mkauth_main; "
-               "sys.exit(mkauth_main())"), *args]
+        cmd = [
+            sys.executable,
+            "-c",
+            ("import sys; from qmailkit.cli.auth import mkauth_main; sys.exit(mkauth_main())"),
+            *args,
+        ]
     else:
         cmd = [sys.executable, "-m", "qmailkit", *args]
     return subprocess.run(cmd, capture_output=True, text=True, input=stdin or "", check=False)
@@ -138,10 +146,12 @@ def test_vpopmail_logins(tree):
     assert skipped == {
         (f"{u}@{d}", why)
         for d in ("example.com", "alias.example")
-        for u, why in [("locked", "locked or empty password hash"),
-                       ("nopass", "locked or empty password hash"),
-                       ("starred", "locked or empty password hash"),
-                       ("nosmtp", "vpopmail NO_SMTP flag set")]
+        for u, why in [
+            ("locked", "locked or empty password hash"),
+            ("nopass", "locked or empty password hash"),
+            ("starred", "locked or empty password hash"),
+            ("nosmtp", "vpopmail NO_SMTP flag set"),
+        ]
     }
     assert any("lists has no vpasswd, vpasswd.cdb or vdelivermail" in n for n in found.notes)
     source = {login.login: login.source for login in found.logins}
@@ -150,8 +160,11 @@ def test_vpopmail_logins(tree):
 
 
 def test_system_accounts_in_uid_window(tree):
-    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], vpopmail=False,
-                                      shadow=tree["shadow"], passwd=tree["passwd"]))
+    found = auth.collect(
+        auth.Sources(
+            qmail_home=tree["qmail"], vpopmail=False, shadow=tree["shadow"], passwd=tree["passwd"]
+        )
+    )
     # root (uid 0), daemon (uid 1), sam (70000) and nobody (65534) are outside 500-65000;
     # gone is locked; ann's account expiry (day 20000) becomes PASSWORD_EXPIRES.
     assert found.records() == [
@@ -165,17 +178,28 @@ def test_system_accounts_in_uid_window(tree):
 
 
 def test_uid_window_options_never_uid_zero(tree):
-    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], vpopmail=False,
-                                      shadow=tree["shadow"], passwd=tree["passwd"],
-                                      min_uid=0, max_uid=100000))
+    found = auth.collect(
+        auth.Sources(
+            qmail_home=tree["qmail"],
+            vpopmail=False,
+            shadow=tree["shadow"],
+            passwd=tree["passwd"],
+            min_uid=0,
+            max_uid=100000,
+        )
+    )
     assert [k for k, _ in found.records()] == [b"ann", b"joe", b"sam"]
 
 
 def test_exclusions(tree):
-    found = auth.collect(auth.Sources(
-        qmail_home=tree["qmail"], shadow=tree["shadow"], passwd=tree["passwd"],
-        exclude=["@alias.example", "Bob@Example.com", "joe"],
-    ))
+    found = auth.collect(
+        auth.Sources(
+            qmail_home=tree["qmail"],
+            shadow=tree["shadow"],
+            passwd=tree["passwd"],
+            exclude=["@alias.example", "Bob@Example.com", "joe"],
+        )
+    )
     assert [k for k, _ in found.records()] == [b"alice@example.com", b"ann", b"dave@example.net"]
     skipped = {(s.login, s.reason) for s in found.skipped}
     assert ("@alias.example", "domain excluded") in skipped
@@ -193,12 +217,19 @@ def test_settings_file(tree, tmp_path):
         "ann  PASSWORD_EXPIRES=2026-06-01T12:00:00+02:00\n"
         "nobody@example.org  MAXRCPT=1\n"
     )
-    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], shadow=tree["shadow"],
-                                      passwd=tree["passwd"], settings=settings))
+    found = auth.collect(
+        auth.Sources(
+            qmail_home=tree["qmail"],
+            shadow=tree["shadow"],
+            passwd=tree["passwd"],
+            settings=settings,
+        )
+    )
     records = dict(found.records())
     # Domain settings first, the login's own override them in place.
     assert records[b"alice@example.com"] == (
-        f'{SHA512_SECRET},MAXRCPT="50",DATABYTES="2000",QMAILSMTPD_LOG_MAIL="1"'.encode())
+        f'{SHA512_SECRET},MAXRCPT="50",DATABYTES="2000",QMAILSMTPD_LOG_MAIL="1"'.encode()
+    )
     assert records[b"bob@example.com"] == f'{MD5_HUNTER2},MAXRCPT="50",DATABYTES="1000"'.encode()
     assert records[b"bob@alias.example"] == MD5_HUNTER2.encode()
     assert records[b"joe"] == f'{MD5_HUNTER2},PASSWORD_EXPIRES="1798761600",RELAYREJ=""'.encode()
@@ -239,7 +270,8 @@ def test_bad_vpasswd_line_names_file_and_line(tree):
 def test_missing_assign_means_no_vpopmail(tmp_path):
     found = auth.collect(auth.Sources(qmail_home=tmp_path))
     assert found.logins == [] and found.notes == [
-        f"{tmp_path}/users/assign: missing, so no vpopmail domains"]
+        f"{tmp_path}/users/assign: missing, so no vpopmail domains"
+    ]
 
 
 # --------------------------------------------------------------------------- crypt
@@ -247,8 +279,11 @@ def test_missing_assign_means_no_vpopmail(tmp_path):
 
 @pytest.mark.parametrize(
     ("hash_", "good", "bad"),
-    [(SHA512_SECRET, "secret", "Secret"), (MD5_HUNTER2, "hunter2", "hunter3"),
-     (SHA256_LETMEIN, "letmein", "")],
+    [
+        (SHA512_SECRET, "secret", "Secret"),
+        (MD5_HUNTER2, "hunter2", "hunter3"),
+        (SHA256_LETMEIN, "letmein", ""),
+    ],
 )
 def test_verify_against_openssl_hashes(hash_, good, bad):
     assert auth.verify(good, hash_)
@@ -273,8 +308,9 @@ def test_parse_value():
 
 
 def test_write_mode_0640_read_back_by_tinycdb(tree, tmp_path):
-    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], shadow=tree["shadow"],
-                                      passwd=tree["passwd"]))
+    found = auth.collect(
+        auth.Sources(qmail_home=tree["qmail"], shadow=tree["shadow"], passwd=tree["passwd"])
+    )
     target = tree["qmail"] / "control" / "auth.cdb"
     result = auth.write_cdb(target, found.records())
     assert result.written and result.reason == "created" and result.count == 7
@@ -315,8 +351,9 @@ def test_changed_records_replace(tree):
     records = auth.collect(auth.Sources(qmail_home=tree["qmail"])).records()
     target = tree["qmail"] / "control" / "auth.cdb"
     auth.write_cdb(target, records)
-    result = auth.write_cdb(target, records + [(b"zed@example.com", b"$1$a$b")],
-                            only_if_changed=True)
+    result = auth.write_cdb(
+        target, records + [(b"zed@example.com", b"$1$a$b")], only_if_changed=True
+    )
     assert result.written and result.reason == "replaced" and result.previous == 5
     assert tinycdb_get(target, "zed@example.com") == b"$1$a$b"
 
@@ -387,8 +424,16 @@ def test_corrupt_old_file_needs_force(tmp_path):
 
 def test_mkauth_command_end_to_end(tree, tmp_path):
     target = tree["qmail"] / "control" / "auth.cdb"
-    args = ["--qmail-home", str(tree["qmail"]), "--shadow", str(tree["shadow"]),
-            "--passwd", str(tree["passwd"]), "-c", str(target)]
+    args = [
+        "--qmail-home",
+        str(tree["qmail"]),
+        "--shadow",
+        str(tree["shadow"]),
+        "--passwd",
+        str(tree["passwd"]),
+        "-c",
+        str(target),
+    ]
     proc = run_cli(*args, prog="mkauth")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{target}: created: 7 logins\n"
@@ -406,8 +451,10 @@ def test_build_prints_lines_and_cdbmake(tree):
     base = ["auth", "build", "--qmail-home", str(tree["qmail"]), "--exclude", "@alias.example"]
     proc = run_cli(*base)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == (f"alice@example.com {SHA512_SECRET}\nbob@example.com {MD5_HUNTER2}\n"
-                           f"dave@example.net {SHA256_LETMEIN}\n")
+    assert proc.stdout == (
+        f"alice@example.com {SHA512_SECRET}\nbob@example.com {MD5_HUNTER2}\n"
+        f"dave@example.net {SHA256_LETMEIN}\n"
+    )
     proc = run_cli(*base, "-m")
     made = tree["qmail"] / "from-cdbmake.cdb"
     subprocess.run([cdb_prog, "-c", str(made)], input=proc.stdout.encode(), check=True)
@@ -415,14 +462,26 @@ def test_build_prints_lines_and_cdbmake(tree):
 
 
 def test_build_debug_says_what_was_left_out(tree):
-    proc = run_cli("auth", "build", "-d", "--qmail-home", str(tree["qmail"]), "--shadow",
-                   str(tree["shadow"]), "--passwd", str(tree["passwd"]))
+    proc = run_cli(
+        "auth",
+        "build",
+        "-d",
+        "--qmail-home",
+        str(tree["qmail"]),
+        "--shadow",
+        str(tree["shadow"]),
+        "--passwd",
+        str(tree["passwd"]),
+    )
     assert proc.returncode == 0
     err = proc.stderr.splitlines()
-    assert (f"skipped: locked@example.com (locked or empty password hash) from "
-            f"{tree['com']}/vpasswd:3") in err
-    assert f"skipped: nosmtp@example.com (vpopmail NO_SMTP flag set) from {tree['com']}/vpasswd:6" \
+    assert (
+        f"skipped: locked@example.com (locked or empty password hash) from {tree['com']}/vpasswd:3"
+    ) in err
+    assert (
+        f"skipped: nosmtp@example.com (vpopmail NO_SMTP flag set) from {tree['com']}/vpasswd:6"
         in err
+    )
     assert f"skipped: gone (locked or empty password hash) from {tree['shadow']}:5" in err
     assert f"login: alice@example.com from {tree['com']}/vpasswd:1" in err
 
@@ -432,9 +491,11 @@ def test_build_errors_write_nothing(tree, tmp_path):
     (tree["qmail"] / "users" / "assign").write_text("=joe:joe:1000:1000:/home/joe:-::\n")
     proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target))
     assert proc.returncode == 100
-    assert proc.stderr == (f"qmailkit auth: fatal: {tree['qmail']}/users/assign:1: missing the "
-                           'terminating line "." (users/assign must end with a line holding a '
-                           "single dot)\n")
+    assert proc.stderr == (
+        f"qmailkit auth: fatal: {tree['qmail']}/users/assign:1: missing the "
+        'terminating line "." (users/assign must end with a line holding a '
+        "single dot)\n"
+    )
     assert os.listdir(target.parent) == []
 
 
@@ -450,8 +511,9 @@ def test_build_world_writable_refused_before_reading(tmp_path):
     public = tmp_path / "public"
     public.mkdir()
     public.chmod(0o1777)
-    proc = run_cli("auth", "build", "--qmail-home", str(tmp_path / "nowhere"), "-c",
-                   str(public / "auth.cdb"))
+    proc = run_cli(
+        "auth", "build", "--qmail-home", str(tmp_path / "nowhere"), "-c", str(public / "auth.cdb")
+    )
     assert proc.returncode == 100
     assert proc.stderr.startswith(f"qmailkit auth: fatal: {public}: directory is world-writable")
     assert os.listdir(public) == []
@@ -465,15 +527,21 @@ def test_check_command(tree, tmp_path):
     auth.write_cdb(target, found.records())
     check = ["auth", "check", "--cdb", str(target)]
     proc = run_cli(*check, "alice@example.com", stdin="secret\n")
-    assert (proc.returncode, proc.stdout) == (0, (f'alice@example.com: present in {target}; '
-                                              'sets X="1"\nalice@example.com: password matches\n'))
+    assert (proc.returncode, proc.stdout) == (
+        0,
+        (
+            f"alice@example.com: present in {target}; "
+            'sets X="1"\nalice@example.com: password matches\n'
+        ),
+    )
     proc = run_cli(*check, "alice@example.com", stdin="wrong\n")
     assert proc.returncode == 1
     assert proc.stdout.endswith("alice@example.com: password does not match\n")
     proc = run_cli(*check, "bob@example.com", stdin="hunter2\n")
     assert proc.returncode == 1
-    assert proc.stdout.endswith("password matches, but it expired at 2001-09-09 01:46:40 UTC "
-                                "(AUTH fails)\n")
+    assert proc.stdout.endswith(
+        "password matches, but it expired at 2001-09-09 01:46:40 UTC (AUTH fails)\n"
+    )
     proc = run_cli(*check, "Alice@example.com", stdin="secret\n")
     assert (proc.returncode, proc.stdout) == (100, f"Alice@example.com: not in {target}\n")
     proc = run_cli(*check, "--no-password", "dave@example.net")
@@ -513,41 +581,85 @@ def test_owner_and_group(tree):
     target = tree["qmail"] / "control" / "auth.cdb"
     group = "mail" if os.geteuid() == 0 else str(os.getgid())
     gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
-    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
-                   "--group", group)
+    proc = run_cli(
+        "auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target), "--group", group
+    )
     assert proc.returncode == 0, proc.stderr
     st = target.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), gid, 0o640)
-    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
-                   "--owner", "no-such-user-here")
+    proc = run_cli(
+        "auth",
+        "build",
+        "--qmail-home",
+        str(tree["qmail"]),
+        "-c",
+        str(target),
+        "--owner",
+        "no-such-user-here",
+    )
     assert proc.returncode == 100
     assert proc.stderr.endswith(
-        "qmailkit auth build: usage: argument --owner: no such user: 'no-such-user-here'\n")
+        "qmailkit auth build: usage: argument --owner: no such user: 'no-such-user-here'\n"
+    )
     # USER:GROUP in one option, as chown(1) spells it
-    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
-                   "--owner", f"{os.geteuid()}:{gid}", "--force")
+    proc = run_cli(
+        "auth",
+        "build",
+        "--qmail-home",
+        str(tree["qmail"]),
+        "-c",
+        str(target),
+        "--owner",
+        f"{os.geteuid()}:{gid}",
+        "--force",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (target.stat().st_uid, target.stat().st_gid) == (os.geteuid(), gid)
 
 
-@pytest.mark.parametrize(("option", "value", "message"), [
-    # A14: a gid past gid_t was an OverflowError traceback from chown
-    ("--group", "99999999999", ("argument --group: gid 99999999999 is out of range (at most "
-     "4294967294)")),
-    ("--owner", "4294967295", ("argument --owner: uid 4294967295 is out of range (at most "
-     "4294967294)")),
-    ("--owner", ":", ("argument --owner: ':' names no user or group (give USER, USER:GROUP or "
-     ":GROUP)")),
-    # A17: setuid and sticky bits were accepted
-    ("--mode", "7770", ("argument --mode: '7770' sets the setuid, setgid or sticky bit; give "
-     "permission bits only (at most 0777)")),
-    ("--mode", "-1", ("argument --mode: '-1' is not an octal file mode (give octal digits, "
-     "e.g. 644 or 0640)")),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        # A14: a gid past gid_t was an OverflowError traceback from chown
+        (
+            "--group",
+            "99999999999",
+            ("argument --group: gid 99999999999 is out of range (at most 4294967294)"),
+        ),
+        (
+            "--owner",
+            "4294967295",
+            ("argument --owner: uid 4294967295 is out of range (at most 4294967294)"),
+        ),
+        (
+            "--owner",
+            ":",
+            ("argument --owner: ':' names no user or group (give USER, USER:GROUP or :GROUP)"),
+        ),
+        # A17: setuid and sticky bits were accepted
+        (
+            "--mode",
+            "7770",
+            (
+                "argument --mode: '7770' sets the setuid, setgid or sticky bit; give "
+                "permission bits only (at most 0777)"
+            ),
+        ),
+        (
+            "--mode",
+            "-1",
+            (
+                "argument --mode: '-1' is not an octal file mode (give octal digits, "
+                "e.g. 644 or 0640)"
+            ),
+        ),
+    ],
+)
 def test_bad_owner_group_or_mode_is_a_usage_error(tree, option, value, message):
     target = tree["qmail"] / "control" / "auth.cdb"
-    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
-                   option, value)
+    proc = run_cli(
+        "auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target), option, value
+    )
     assert proc.returncode == 100
     assert proc.stderr.endswith(f"qmailkit auth build: usage: {message}\n")
     assert "Traceback" not in proc.stderr
@@ -556,8 +668,9 @@ def test_bad_owner_group_or_mode_is_a_usage_error(tree, option, value, message):
 
 def test_mode_option_refuses_bits_for_others(tree):
     target = tree["qmail"] / "control" / "auth.cdb"
-    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target),
-                   "--mode", "0644")
+    proc = run_cli(
+        "auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target), "--mode", "0644"
+    )
     assert proc.returncode == 100
     assert "mode 0644 gives other users access to password hashes" in proc.stderr
     assert not target.exists()
@@ -584,8 +697,10 @@ def test_missing_libcrypt_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     with pytest.raises(QmailkitError) as exc:
         auth.verify("secret", SHA512_SECRET)
-    assert str(exc.value) == ("cannot load libcrypt (libcrypt.so.1) to check passwords "
-                              "(install libcrypt1 (Debian/Ubuntu) or libxcrypt)")
+    assert str(exc.value) == (
+        "cannot load libcrypt (libcrypt.so.1) to check passwords "
+        "(install libcrypt1 (Debian/Ubuntu) or libxcrypt)"
+    )
     assert exc.value.exit_code == 111
 
 
@@ -594,8 +709,11 @@ def test_settings_match_logins_without_regard_to_case(tmp_path):
     passwd.write_text("Kim:x:1500:1500:Kim:/home/kim:/bin/sh\n")
     shadow.write_text(f"Kim:{MD5_HUNTER2}:19000::::::\n")
     settings.write_text("KIM MAXRCPT=5\n")
-    found = auth.collect(auth.Sources(qmail_home=tmp_path, vpopmail=False, shadow=shadow,
-                                      passwd=passwd, settings=settings))
+    found = auth.collect(
+        auth.Sources(
+            qmail_home=tmp_path, vpopmail=False, shadow=shadow, passwd=passwd, settings=settings
+        )
+    )
     # The key keeps the login's own spelling; the settings still apply.
     assert found.records() == [(b"Kim", f'{MD5_HUNTER2},MAXRCPT="5"'.encode())]
 
@@ -607,9 +725,11 @@ def test_shrink_guard_from_the_command(tree):
     before = target.read_bytes()
     proc = run_cli(*base, "--exclude", "@alias.example")
     assert proc.returncode == 100
-    assert proc.stderr == (f"qmailkit auth: fatal: {target}: would shrink from 5 to 3 logins "
-                           "(40 % fewer, limit 20 %) (check the sources; --force or a larger "
-                           "--max-shrink writes it anyway)\n")
+    assert proc.stderr == (
+        f"qmailkit auth: fatal: {target}: would shrink from 5 to 3 logins "
+        "(40 % fewer, limit 20 %) (check the sources; --force or a larger "
+        "--max-shrink writes it anyway)\n"
+    )
     assert target.read_bytes() == before
     proc = run_cli(*base, "--exclude", "@alias.example", "--max-shrink", "40%")
     assert (proc.returncode, proc.stdout) == (0, f"{target}: replaced: 3 logins, was 5\n")
@@ -658,7 +778,8 @@ def make_sql_domain(root: Path, qmail: Path, output: str, exit_code: int = 0) ->
     domain_dir = vphome / "domains" / "sql.example"
     domain_dir.mkdir(parents=True)
     (domain_dir / ".qmail-default").write_text(
-        f"| {vphome}/bin/vdelivermail '' bounce-no-mailbox\n")
+        f"| {vphome}/bin/vdelivermail '' bounce-no-mailbox\n"
+    )
     (vphome / "bin").mkdir()
     (vphome / "output").write_text(output)
     script = vphome / "bin" / "vuserinfo"
@@ -671,16 +792,24 @@ def make_sql_domain(root: Path, qmail: Path, output: str, exit_code: int = 0) ->
     script.chmod(0o755)
     assign = (qmail / "users" / "assign").read_text()
     (qmail / "users" / "assign").write_text(
-        assign.replace(".\n", f"+sql.example-:sql.example:89:89:{domain_dir}:-::\n.\n"))
+        assign.replace(".\n", f"+sql.example-:sql.example:89:89:{domain_dir}:-::\n.\n")
+    )
     return vphome
 
 
 def test_sql_vpopmail_domain_through_vuserinfo(tree, tmp_path):
     vphome = make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
-    found = auth.collect(auth.Sources(qmail_home=tree["qmail"], vpopmail_home=vphome,
-                                      exclude=["@alias.example", "@example.com"]))
-    assert found.records() == [(b"dave@example.net", SHA256_LETMEIN.encode()),
-                               (b"erin@sql.example", SHA512_SECRET.encode())]
+    found = auth.collect(
+        auth.Sources(
+            qmail_home=tree["qmail"],
+            vpopmail_home=vphome,
+            exclude=["@alias.example", "@example.com"],
+        )
+    )
+    assert found.records() == [
+        (b"dave@example.net", SHA256_LETMEIN.encode()),
+        (b"erin@sql.example", SHA512_SECRET.encode()),
+    ]
     skipped = {(s.login, s.reason, s.source) for s in found.skipped}
     what = f"{vphome}/bin/vuserinfo -D sql.example"
     assert ("frank@sql.example", "vpopmail NO_SMTP flag set", what) in skipped
@@ -691,8 +820,16 @@ def test_sql_vuserinfo_found_through_passwd(tree, tmp_path):
     vphome = make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
     with open(tree["passwd"], "a") as fh:
         fh.write(f"vpopmail:x:89:89::{vphome}:/bin/false\n")
-    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "--passwd",
-                   str(tree["passwd"]), "--exclude", "@alias.example")
+    proc = run_cli(
+        "auth",
+        "build",
+        "--qmail-home",
+        str(tree["qmail"]),
+        "--passwd",
+        str(tree["passwd"]),
+        "--exclude",
+        "@alias.example",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1] == f"erin@sql.example {SHA512_SECRET}"
 
@@ -700,11 +837,20 @@ def test_sql_vuserinfo_found_through_passwd(tree, tmp_path):
 def test_sql_vuserinfo_failure_writes_nothing(tree, tmp_path):
     vphome = make_sql_domain(tmp_path, tree["qmail"], "", exit_code=111)
     target = tree["qmail"] / "control" / "auth.cdb"
-    proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "--vpopmail-home",
-                   str(vphome), "-c", str(target))
+    proc = run_cli(
+        "auth",
+        "build",
+        "--qmail-home",
+        str(tree["qmail"]),
+        "--vpopmail-home",
+        str(vphome),
+        "-c",
+        str(target),
+    )
     assert proc.returncode == 111
-    assert proc.stderr == (f"qmailkit auth: fatal: {vphome}/bin/vuserinfo -D sql.example "
-                           "failed with exit code 111\n")
+    assert proc.stderr == (
+        f"qmailkit auth: fatal: {vphome}/bin/vuserinfo -D sql.example failed with exit code 111\n"
+    )
     assert not target.exists()
 
 
@@ -712,8 +858,9 @@ def test_sql_domain_without_vpopmail_user(tree, tmp_path):
     make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
     with pytest.raises(InputError) as exc:
         auth.collect(auth.Sources(qmail_home=tree["qmail"], passwd=tree["passwd"]))
-    assert str(exc.value) == (f"no vpopmail user in {tree['passwd']} to find vuserinfo "
-                              "(give --vpopmail-home)")
+    assert str(exc.value) == (
+        f"no vpopmail user in {tree['passwd']} to find vuserinfo (give --vpopmail-home)"
+    )
 
 
 def test_one_temp_file_while_writing_and_stale_nested_ones_cleaned(tmp_path, monkeypatch):
@@ -721,8 +868,12 @@ def test_one_temp_file_while_writing_and_stale_nested_ones_cleaned(tmp_path, mon
     # left ..auth.cdb.qmailkit-tmp.PID.qmailkit-tmp.PID behind for good.
     from qmailkit.fsutil import TMP_MARK
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     leftover = tmp_path / f"..auth.cdb{TMP_MARK}{dead}{TMP_MARK}{dead}"
     leftover.write_bytes(b"x" * 4096)
     seen = []
@@ -742,25 +893,56 @@ def test_check_with_standard_input_closed_and_no_terminal(tree):
     # A14: getpass fell back to sys.stdin, which is None: an AttributeError traceback
     target = tree["qmail"] / "control" / "auth.cdb"
     auth.write_cdb(target, auth.collect(auth.Sources(qmail_home=tree["qmail"])).records())
-    proc = subprocess.run([sys.executable, "-m", "qmailkit", "auth", "check", "--cdb",
-                           str(target), "dave@example.net"], stdin=subprocess.DEVNULL,
-                          preexec_fn=lambda: os.close(0), start_new_session=True,
-                          capture_output=True, text=True, check=False, timeout=30)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmailkit",
+            "auth",
+            "check",
+            "--cdb",
+            str(target),
+            "dave@example.net",
+        ],
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: os.close(0),
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     assert proc.returncode == 111
-    assert proc.stderr == ("qmailkit auth: fatal: standard input is closed and no password "
-                           "can be read (give it on standard input, or use --no-password)\n")
+    assert proc.stderr == (
+        "qmailkit auth: fatal: standard input is closed and no password "
+        "can be read (give it on standard input, or use --no-password)\n"
+    )
 
 
-@pytest.mark.parametrize(("stdin", "code", "err"), [
-    (b"\xff\xfe not utf-8\n", 1, ""),  # any bytes are a password; this one does not match
-    (None, 100, ("qmailkit auth: fatal: the password on standard input is longer than 65536 "
-                "bytes\n")),  # /dev/zero: never slurped
-])
+@pytest.mark.parametrize(
+    ("stdin", "code", "err"),
+    [
+        (b"\xff\xfe not utf-8\n", 1, ""),  # any bytes are a password; this one does not match
+        (
+            None,
+            100,
+            ("qmailkit auth: fatal: the password on standard input is longer than 65536 bytes\n"),
+        ),  # /dev/zero: never slurped
+    ],
+)
 def test_check_reads_a_bounded_line_of_bytes(tree, stdin, code, err):
     target = tree["qmail"] / "control" / "auth.cdb"
     auth.write_cdb(target, auth.collect(auth.Sources(qmail_home=tree["qmail"])).records())
-    cmd = [sys.executable, "-m", "qmailkit", "auth", "check", "--cdb", str(target),
-           "dave@example.net"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qmailkit",
+        "auth",
+        "check",
+        "--cdb",
+        str(target),
+        "dave@example.net",
+    ]
     if stdin is None:
         with open("/dev/zero", "rb") as zero:
             proc = subprocess.run(cmd, stdin=zero, capture_output=True, check=False, timeout=30)
@@ -775,6 +957,8 @@ def test_build_c_naming_a_directory_says_so(tree):
     target.mkdir()
     proc = run_cli("auth", "build", "--qmail-home", str(tree["qmail"]), "-c", str(target))
     assert proc.returncode == 111
-    assert proc.stderr == (f"qmailkit auth: fatal: {target}: is a directory, not a regular "
-                           "file (replace it with a regular file)\n")
+    assert proc.stderr == (
+        f"qmailkit auth: fatal: {target}: is a directory, not a regular "
+        "file (replace it with a regular file)\n"
+    )
     assert sorted(os.listdir(target.parent)) == [".auth.cdb.lock", "auth.cdb"]

@@ -26,8 +26,10 @@ H1, H2, H3 = "$1$aaaaaaaa$hash1", "$6$saltsalt$hash2", "$5$pepper$hash3"
 
 def vpasswd_text(*rows: tuple[str, str, str]) -> str:
     """Plain vpasswd lines from (name, hash, gid)."""
-    return "".join(f"{name}:{hash_}:1:{gid}:Gecos {name}:/home/vpopmail/{name}:NOQUOTA\n"
-                   for name, hash_, gid in rows)
+    return "".join(
+        f"{name}:{hash_}:1:{gid}:Gecos {name}:/home/vpopmail/{name}:NOQUOTA\n"
+        for name, hash_, gid in rows
+    )
 
 
 def make_domains(root: Path, domains: dict[str, str | bytes], extra_assign: str = "") -> Path:
@@ -52,8 +54,13 @@ def assert_nbytes(found: auth.Collected) -> None:
 
 def gathered(src: auth.Sources, careful: bool):
     got = auth._gather(src, careful=careful)
-    return (got.keys, got.hashes, got.sources(),
-            [(s.login, s.reason, s.source) for s in got.skipped], got.notes)
+    return (
+        got.keys,
+        got.hashes,
+        got.sources(),
+        [(s.login, s.reason, s.source) for s in got.skipped],
+        got.notes,
+    )
 
 
 # --------------------------------------------------------------------------- the bulk reader
@@ -62,15 +69,20 @@ def gathered(src: auth.Sources, careful: bool):
 def careful_columns(path: Path):
     entries = vpopmail.read_vpasswd(path)
     enc = ("utf-8", "surrogateescape")
-    return ([e.name.encode(*enc) for e in entries], [e.hash.encode(*enc) for e in entries],
-            [e.gid for e in entries], [e.line for e in entries])
+    return (
+        [e.name.encode(*enc) for e in entries],
+        [e.hash.encode(*enc) for e in entries],
+        [e.gid for e in entries],
+        [e.line for e in entries],
+    )
 
 
 def test_columns_of_a_plain_file(tmp_path):
     data = vpasswd_text(("Anna", H1, "0"), ("bert", H2, "2048"), ("carl", "", "")).encode()
     cols = vpopmail.vpasswd_columns(data)
-    assert cols == vpopmail.VpasswdColumns([b"Anna", b"bert", b"carl"], [H1.encode(), H2.encode(),
-                                           b""], [b"0", b"2048", b""])
+    assert cols == vpopmail.VpasswdColumns(
+        [b"Anna", b"bert", b"carl"], [H1.encode(), H2.encode(), b""], [b"0", b"2048", b""]
+    )
     # Same without the final newline, with CRLF line ends, with a clear-text field on every line.
     assert vpopmail.vpasswd_columns(data[:-1]) == cols
     assert vpopmail.vpasswd_columns(data.replace(b"\n", b"\r\n")) == cols
@@ -78,18 +90,21 @@ def test_columns_of_a_plain_file(tmp_path):
     assert vpopmail.vpasswd_columns(b"") == vpopmail.VpasswdColumns([], [], [])
 
 
-@pytest.mark.parametrize("data", [
-    b"a:h:1:0:g:d:q\n\nb:h:1:0:g:d:q\n",  # blank line: the careful reader numbers lines
-    b"a:h:1:0:g:d:q\n\n",  # blank last line
-    b"\n",
-    b"a:h:1:0:g:d:q\r\n\r\nb:h:1:0:g:d:q\r\n",  # a line of only CR
-    b"a:h:1:0:g:d:q:clear\nb:h:1:0:g:d:q\n",  # a clear-text field on some lines only
-    b"a:h:1:0:g:d\n",  # six fields
-    b"a:h:1:0:g:d:q\n:h:1:0:g:d:q\n",  # empty name
-    b"a:h:x:0:g:d:q\n",  # uid not a number
-    b"a:h:1:0x:g:d:q\n",  # gid not a number
-    "a:h:1:\u0663:g:d:q\n".encode(),  # a digit, but not an ASCII one
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a:h:1:0:g:d:q\n\nb:h:1:0:g:d:q\n",  # blank line: the careful reader numbers lines
+        b"a:h:1:0:g:d:q\n\n",  # blank last line
+        b"\n",
+        b"a:h:1:0:g:d:q\r\n\r\nb:h:1:0:g:d:q\r\n",  # a line of only CR
+        b"a:h:1:0:g:d:q:clear\nb:h:1:0:g:d:q\n",  # a clear-text field on some lines only
+        b"a:h:1:0:g:d\n",  # six fields
+        b"a:h:1:0:g:d:q\n:h:1:0:g:d:q\n",  # empty name
+        b"a:h:x:0:g:d:q\n",  # uid not a number
+        b"a:h:1:0x:g:d:q\n",  # gid not a number
+        "a:h:1:\u0663:g:d:q\n".encode(),  # a digit, but not an ASCII one
+    ],
+)
 def test_odd_files_go_to_the_careful_reader(data):
     assert vpopmail.vpasswd_columns(data) is None
 
@@ -98,10 +113,15 @@ FIELD = st.text(alphabet="ab:\r 0129\u0663é", max_size=5)
 LINE = st.lists(FIELD, min_size=1, max_size=9).map(":".join)
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lines=st.lists(LINE, max_size=6), end=st.sampled_from(["", "\n", "\r\n"]),
-       sep=st.sampled_from(["\n", "\r\n"]), raw=st.binary(max_size=60))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    lines=st.lists(LINE, max_size=6),
+    end=st.sampled_from(["", "\n", "\r\n"]),
+    sep=st.sampled_from(["\n", "\r\n"]),
+    raw=st.binary(max_size=60),
+)
 def test_bulk_reader_agrees_with_the_careful_one(tmp_path, lines, end, sep, raw):
     path = tmp_path / "vpasswd"
     for data in ((sep.join(lines) + (end if lines else "")).encode(), raw):
@@ -119,28 +139,40 @@ def test_bulk_reader_agrees_with_the_careful_one(tmp_path, lines, end, sep, raw)
 
 
 def test_plain_domains_in_bulk(tmp_path):
-    qmail = make_domains(tmp_path, {
-        "b.example": vpasswd_text(("Zoe", H1, "0"), ("adam", H2, "0")),
-        "a.example": vpasswd_text(("zoe", H3, ""), ("Bea", H1, "8")),
-        "empty.example": "",
-    })
+    qmail = make_domains(
+        tmp_path,
+        {
+            "b.example": vpasswd_text(("Zoe", H1, "0"), ("adam", H2, "0")),
+            "a.example": vpasswd_text(("zoe", H3, ""), ("Bea", H1, "8")),
+            "empty.example": "",
+        },
+    )
     found = auth.collect(auth.Sources(qmail_home=qmail))
     a, b = tmp_path / "domains" / "a.example", tmp_path / "domains" / "b.example"
     assert found.records() == [
-        (b"adam@b.example", H2.encode()), (b"bea@a.example", H1.encode()),
-        (b"zoe@a.example", H3.encode()), (b"zoe@b.example", H1.encode())]
-    assert found.sources() == [f"{b}/vpasswd:2", f"{a}/vpasswd:2", f"{a}/vpasswd:1",
-                               f"{b}/vpasswd:1"]
-    assert [(x.login, x.source) for x in found.logins][:1] == [("adam@b.example",
-                                                                 f"{b}/vpasswd:2")]
+        (b"adam@b.example", H2.encode()),
+        (b"bea@a.example", H1.encode()),
+        (b"zoe@a.example", H3.encode()),
+        (b"zoe@b.example", H1.encode()),
+    ]
+    assert found.sources() == [
+        f"{b}/vpasswd:2",
+        f"{a}/vpasswd:2",
+        f"{a}/vpasswd:1",
+        f"{b}/vpasswd:1",
+    ]
+    assert [(x.login, x.source) for x in found.logins][:1] == [("adam@b.example", f"{b}/vpasswd:2")]
     assert found.skipped == []
     assign = qmail / "users" / "assign"
     assert_nbytes(found)
     assert found.notes == [
         f"{assign}:1: vpopmail domain b.example: 2 mailboxes from {b}/vpasswd",
         f"{assign}:2: vpopmail domain a.example: 2 mailboxes from {a}/vpasswd",
-        (f"{assign}:3: vpopmail domain empty.example: 0 mailboxes from "
-         f"{tmp_path}/domains/empty.example/vpasswd")]
+        (
+            f"{assign}:3: vpopmail domain empty.example: 0 mailboxes from "
+            f"{tmp_path}/domains/empty.example/vpasswd"
+        ),
+    ]
 
 
 SECOND_LOOK = {
@@ -149,12 +181,18 @@ SECOND_LOOK = {
     "empty": (("nopass", "", "0"), [("nopass@d.example", "locked or empty password hash")]),
     "locked": (("locked", "!" + H1, "0"), [("locked@d.example", "locked or empty password hash")]),
     "star": (("star", "*", "0"), [("star@d.example", "locked or empty password hash")]),
-    "space": (("sp", "a b", "0"),
-              [("sp@d.example", "password hash contains a character auth.cdb cannot hold")]),
-    "comma": (("co", "a,b", "0"),
-              [("co@d.example", "password hash contains a character auth.cdb cannot hold")]),
-    "ctrl": (("ct", "a\x01b", "0"),
-             [("ct@d.example", "password hash contains a character auth.cdb cannot hold")]),
+    "space": (
+        ("sp", "a b", "0"),
+        [("sp@d.example", "password hash contains a character auth.cdb cannot hold")],
+    ),
+    "comma": (
+        ("co", "a,b", "0"),
+        [("co@d.example", "password hash contains a character auth.cdb cannot hold")],
+    ),
+    "ctrl": (
+        ("ct", "a\x01b", "0"),
+        [("ct@d.example", "password hash contains a character auth.cdb cannot hold")],
+    ),
     "unicode": (("İlker", H2, "0"), []),  # str.lower: "i̇lker", not an ASCII lower-casing
 }
 
@@ -170,7 +208,8 @@ def test_lines_needing_a_second_look(tmp_path, case):
     found = auth.collect(src)
     path = tmp_path / "domains" / "d.example" / "vpasswd"
     assert [(s.login, s.reason, s.source) for s in found.skipped] == [
-        (login, why, f"{path}:2") for login, why in skipped]
+        (login, why, f"{path}:2") for login, why in skipped
+    ]
     keys = {b"anna@d.example", b"carl@d.example"}
     if not skipped:
         keys.add(row[0].lower().encode() + b"@d.example")
@@ -179,24 +218,31 @@ def test_lines_needing_a_second_look(tmp_path, case):
 
 
 def test_exclusions_with_bulk_domains(tmp_path):
-    qmail = make_domains(tmp_path, {
-        "a.example": vpasswd_text(("anna", H1, "0"), ("bert", H2, "0")),
-        "b.example": vpasswd_text(("anna", H1, "0"), ("bert", H2, "0")),
-        "c.example": vpasswd_text(("anna", H1, "0")),
-    })
+    qmail = make_domains(
+        tmp_path,
+        {
+            "a.example": vpasswd_text(("anna", H1, "0"), ("bert", H2, "0")),
+            "b.example": vpasswd_text(("anna", H1, "0"), ("bert", H2, "0")),
+            "c.example": vpasswd_text(("anna", H1, "0")),
+        },
+    )
     src = auth.Sources(qmail_home=qmail, exclude=["BERT@a.example", "@c.example"])
     assert gathered(src, careful=False) == gathered(src, careful=True)
     found = auth.collect(src)
     assert found.keys == [b"anna@a.example", b"anna@b.example", b"bert@b.example"]
     assert [(s.login, s.reason) for s in found.skipped] == [
-        ("bert@a.example", "excluded"), ("@c.example", "domain excluded")]
+        ("bert@a.example", "excluded"),
+        ("@c.example", "domain excluded"),
+    ]
 
 
 def test_a_login_twice_is_gathered_again_carefully(tmp_path):
     a = tmp_path / "domains" / "a.example"
     qmail = make_domains(
-        tmp_path, {"a.example": vpasswd_text(("anna", H1, "0"), ("Anna", H2, "0"))},
-        extra_assign=f"+A.example-:a.example:89:89:{a}:-::\n")
+        tmp_path,
+        {"a.example": vpasswd_text(("anna", H1, "0"), ("Anna", H2, "0"))},
+        extra_assign=f"+A.example-:a.example:89:89:{a}:-::\n",
+    )
     passwd, shadow = tmp_path / "passwd", tmp_path / "shadow"
     passwd.write_text("anna@a.example:x:1000:1000::/home/anna:/bin/sh\n")
     shadow.write_text(f"anna@a.example:{H3}:19000:0:99999:7::20000:\n")
@@ -214,16 +260,20 @@ def test_a_login_twice_is_gathered_again_carefully(tmp_path):
 
 
 def test_settings_and_expiry_with_bulk_domains(tmp_path):
-    qmail = make_domains(tmp_path, {
-        "a.example": vpasswd_text(("anna", H1, "0"), ("bert", H2, "0")),
-        "b.example": vpasswd_text(("anna", H1, "0")),
-    })
+    qmail = make_domains(
+        tmp_path,
+        {
+            "a.example": vpasswd_text(("anna", H1, "0"), ("bert", H2, "0")),
+            "b.example": vpasswd_text(("anna", H1, "0")),
+        },
+    )
     passwd, shadow, conf = tmp_path / "passwd", tmp_path / "shadow", tmp_path / "settings"
     passwd.write_text("joe:x:1000:1000::/home/joe:/bin/sh\n")
     shadow.write_text(f"joe:{H3}:19000:0:99999:7::20000:\n")
     conf.write_text("@a.example MAXRCPT=5\nbert@a.example MAXRCPT=9 X=1\nnone@a.example Y=2\n")
-    found = auth.collect(auth.Sources(qmail_home=qmail, shadow=shadow, passwd=passwd,
-                                      settings=conf))
+    found = auth.collect(
+        auth.Sources(qmail_home=qmail, shadow=shadow, passwd=passwd, settings=conf)
+    )
     assert found.records() == [
         (b"anna@a.example", f'{H1},MAXRCPT="5"'.encode()),
         (b"anna@b.example", H1.encode()),
@@ -233,15 +283,21 @@ def test_settings_and_expiry_with_bulk_domains(tmp_path):
     assert found.notes[-1] == f"{conf}:3: none@a.example matches no login"
     assert_nbytes(found)
     assert [(x.login, x.hash, x.env) for x in found.logins][2] == (
-        "bert@a.example", H2, (("MAXRCPT", "9"), ("X", "1")))
+        "bert@a.example",
+        H2,
+        (("MAXRCPT", "9"), ("X", "1")),
+    )
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("bert:h:1:x:g:d:q", "gid field is not a number: 'x'"),
-    ("bert:h:u:0:g:d:q", "uid field is not a number: 'u'"),
-    (":h:1:0:g:d:q", "malformed vpasswd line: empty user name"),
-    ("bert:h:1:0", "malformed vpasswd line: 4 fields, expected at least 7"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("bert:h:1:x:g:d:q", "gid field is not a number: 'x'"),
+        ("bert:h:u:0:g:d:q", "uid field is not a number: 'u'"),
+        (":h:1:0:g:d:q", "malformed vpasswd line: empty user name"),
+        ("bert:h:1:0", "malformed vpasswd line: 4 fields, expected at least 7"),
+    ],
+)
 def test_errors_of_the_careful_reader_behind_the_bulk_one(tmp_path, line, message):
     text = vpasswd_text(("anna", H1, "0")) + line + "\n" + vpasswd_text(("carl", H2, "0"))
     qmail = make_domains(tmp_path, {"d.example": text})
@@ -258,22 +314,30 @@ def test_unreadable_vpasswd_is_named(tmp_path):
     path.mkdir()  # exists, but cannot be read as a file (also for root)
     with pytest.raises(Exception) as exc:
         auth.collect(auth.Sources(qmail_home=qmail))
-    assert str(exc.value) == (f"{path}: is a directory, not a regular file "
-                              "(replace it with a regular file)")
+    assert str(exc.value) == (
+        f"{path}: is a directory, not a regular file (replace it with a regular file)"
+    )
 
 
 DOMAIN_TEXT = st.lists(
-    st.tuples(st.sampled_from(["anna", "Anna", "bert", "Émile", "x@y", "carl"]),
-              st.sampled_from([H1, H2, "", "!x", "*", "a b", 'q"', "ok"]),
-              st.sampled_from(["0", "", "8", "2048"])),
-    max_size=5).map(lambda rows: vpasswd_text(*rows))
+    st.tuples(
+        st.sampled_from(["anna", "Anna", "bert", "Émile", "x@y", "carl"]),
+        st.sampled_from([H1, H2, "", "!x", "*", "a b", 'q"', "ok"]),
+        st.sampled_from(["0", "", "8", "2048"]),
+    ),
+    max_size=5,
+).map(lambda rows: vpasswd_text(*rows))
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(DOMAIN_TEXT, min_size=1, max_size=3),
-       exclude=st.lists(st.sampled_from(["anna@d0.example", "@d1.example", "BERT@d2.example"]),
-                        max_size=2))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.lists(DOMAIN_TEXT, min_size=1, max_size=3),
+    exclude=st.lists(
+        st.sampled_from(["anna@d0.example", "@d1.example", "BERT@d2.example"]), max_size=2
+    ),
+)
 def test_bulk_gathering_agrees_with_careful_gathering(tmp_path_factory, texts, exclude):
     root = tmp_path_factory.mktemp("tree")
     qmail = make_domains(root, {f"d{i}.example": text for i, text in enumerate(texts)})
@@ -316,11 +380,14 @@ def test_written_as_tinycdb_writes_it(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".auth.cdb.lock", "auth.cdb", "tinycdb.cdb"]
 
 
-@pytest.mark.parametrize("records", [
-    [(b"a\nb", b"v"), (b"a", b"w\nx")],  # newlines in keys and values: the general path
-    [(b"", b"only the empty key")],
-    [(b"", b"v"), (b"k", b"")],
-])
+@pytest.mark.parametrize(
+    "records",
+    [
+        [(b"a\nb", b"v"), (b"a", b"w\nx")],  # newlines in keys and values: the general path
+        [(b"", b"only the empty key")],
+        [(b"", b"v"), (b"k", b"")],
+    ],
+)
 def test_records_with_newlines_or_empty_keys(tmp_path, records):
     target = tmp_path / "auth.cdb"
     auth.write_cdb(target, records, force=True)
@@ -330,8 +397,9 @@ def test_records_with_newlines_or_empty_keys(tmp_path, records):
 def test_unchanged_when_another_tool_wrote_the_same_records(tmp_path):
     (cdb_prog,) = need("cdb")
     target = tmp_path / "auth.cdb"
-    subprocess.run([cdb_prog, "-c", str(target)], input=cdbmake(list(reversed(RECORDS))),
-                   check=True)
+    subprocess.run(
+        [cdb_prog, "-c", str(target)], input=cdbmake(list(reversed(RECORDS))), check=True
+    )
     os.chmod(target, 0o640)
     before = target.stat()
     result = auth.write_cdb(target, RECORDS, only_if_changed=True)
@@ -351,8 +419,9 @@ def test_unchanged_records_with_a_wrong_mode_are_rewritten(tmp_path):
 
 
 def test_collected_and_pairs_write_the_same_file(tmp_path):
-    qmail = make_domains(tmp_path, {"a.example": vpasswd_text(("bert", H2, "0"),
-                                                               ("anna", H1, "0"))})
+    qmail = make_domains(
+        tmp_path, {"a.example": vpasswd_text(("bert", H2, "0"), ("anna", H1, "0"))}
+    )
     found = auth.collect(auth.Sources(qmail_home=qmail))
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
@@ -398,15 +467,20 @@ def test_shrink_refused_after_staging_leaves_nothing_behind(tmp_path):
 def test_command_output_from_bulk_domains(tmp_path):
     from test_auth import run_cli
 
-    qmail = make_domains(tmp_path, {
-        "b.example": vpasswd_text(("Zoe", H1, "0"), ("adam", H2, "2048")),
-        "a.example": vpasswd_text(("zoe", H3, "0")),
-    })
+    qmail = make_domains(
+        tmp_path,
+        {
+            "b.example": vpasswd_text(("Zoe", H1, "0"), ("adam", H2, "2048")),
+            "a.example": vpasswd_text(("zoe", H3, "0")),
+        },
+    )
     base = ["auth", "build", "--qmail-home", str(qmail)]
     proc = run_cli(*base)
     assert proc.stdout == f"zoe@a.example {H3}\nzoe@b.example {H1}\n"
     proc = run_cli(*base, "-m")
-    assert proc.stdout == f"+13,{len(H3)}:zoe@a.example->{H3}\n+13,{len(H1)}:zoe@b.example->{H1}\n\n"
+    assert (
+        proc.stdout == f"+13,{len(H3)}:zoe@a.example->{H3}\n+13,{len(H1)}:zoe@b.example->{H1}\n\n"
+    )
     proc = run_cli(*base, "-d")
     a, b = tmp_path / "domains" / "a.example", tmp_path / "domains" / "b.example"
     assign = qmail / "users" / "assign"

@@ -25,8 +25,14 @@ def test_read_passwd_and_window(tmp_path):
     )
     entries = shadow.read_passwd(path)
     assert [(e.name, e.uid, e.line) for e in entries] == [
-        ("root", 0, 1), ("joe", 1000, 4), ("joe", 2000, 5), ("low", 499, 6), ("edge", 500, 7),
-        ("top", 65000, 8), ("over", 65001, 9)]
+        ("root", 0, 1),
+        ("joe", 1000, 4),
+        ("joe", 2000, 5),
+        ("low", 499, 6),
+        ("edge", 500, 7),
+        ("top", 65000, 8),
+        ("over", 65001, 9),
+    ]
     window = shadow.uids_in_window(entries)
     assert sorted(window) == ["edge", "joe", "top"]
     assert window["joe"].uid == 1000  # the first entry wins, as with getpwnam
@@ -84,5 +90,6 @@ def test_a_fifo_or_device_is_refused_without_hanging(tmp_path, plant):
     for read in (shadow.read_shadow, shadow.read_passwd):
         with pytest.raises(NotRegular) as exc:
             read(path)
-        assert str(exc.value) == (f"{path}: is {kind}, not a regular file "
-                                  "(replace it with a regular file)")
+        assert str(exc.value) == (
+            f"{path}: is {kind}, not a regular file (replace it with a regular file)"
+        )

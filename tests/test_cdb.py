@@ -275,6 +275,7 @@ def _fill(records):
     def fill(writer):
         for key, value in records:
             writer.add(key, value)
+
     return fill
 
 
@@ -292,8 +293,10 @@ def test_install_creates_replaces_and_leaves_only_the_lock(tmp_path):
     done = cdb.install(target, _fill(records + [(b"c", b"3")]), guard=GUARD, mode=0o640)
     assert (done.written, done.count, done.previous, done.reason) == (True, 3, 2, "replaced")
     assert sorted(os.listdir(tmp_path)) == [".db.cdb.lock", "db.cdb", "ref.cdb"]
-    assert subprocess.run([tinycdb, "-q", str(target), "c"], capture_output=True,
-                          check=True).stdout == b"3"
+    assert (
+        subprocess.run([tinycdb, "-q", str(target), "c"], capture_output=True, check=True).stdout
+        == b"3"
+    )
 
 
 def test_install_only_if_changed_compares_records_in_any_order(tmp_path):
@@ -344,16 +347,17 @@ def test_install_lock_is_shared_and_can_be_held_by_the_caller(tmp_path):
     with cdb.lock(target, what="another run of the test"):
         with pytest.raises(LockBusy) as exc:
             cdb.install(target, _fill([(b"a", b"")]), what="another run of the test")
-        assert str(exc.value) == (f"{tmp_path}/.db.cdb.lock: another run of the test holds the "
-                                  "lock (try again when it has finished)")
+        assert str(exc.value) == (
+            f"{tmp_path}/.db.cdb.lock: another run of the test holds the "
+            "lock (try again when it has finished)"
+        )
         assert cdb.install(target, _fill([(b"a", b"")]), lock=False).written
     assert not (tmp_path / "nothere").exists()
     with pytest.raises(InputError, match="the directory for the cdb does not exist"):
         cdb.install(tmp_path / "nothere" / "db.cdb", _fill([]))
 
 
-def test_install_fsyncs_the_file_before_the_rename_and_the_directory_after(tmp_path,
-                                                                           monkeypatch):
+def test_install_fsyncs_the_file_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
     target = tmp_path / "db.cdb"
     events = []
     real_fsync, real_rename = os.fsync, os.rename

@@ -226,8 +226,11 @@ def test_full_disk_is_a_clear_error_and_keeps_the_old_file(tmp_path, backend):
         before = target.read_bytes()
         big = cdbmake_input([(b"user%06d@example.com" % i, b"") for i in range(20_000)])
         proc = subprocess.run(
-            [*QMAILKIT, "cdb", "make", str(target)], input=big, capture_output=True,
-            check=False, env={**os.environ, "QMAILKIT_CDB_BACKEND": backend},
+            [*QMAILKIT, "cdb", "make", str(target)],
+            input=big,
+            capture_output=True,
+            check=False,
+            env={**os.environ, "QMAILKIT_CDB_BACKEND": backend},
         )
         assert proc.returncode == 111
         assert proc.stderr.decode().startswith(
@@ -250,8 +253,9 @@ def test_make_with_records_larger_than_a_chunk(tmp_path):
 
 
 def _qk_timed(*args, input: bytes = b"") -> subprocess.CompletedProcess:
-    return subprocess.run([*QMAILKIT, *map(str, args)], input=input, capture_output=True,
-                          check=False, timeout=20)
+    return subprocess.run(
+        [*QMAILKIT, *map(str, args)], input=input, capture_output=True, check=False, timeout=20
+    )
 
 
 @pytest.mark.parametrize("command", [("dump",), ("get", "KEY"), ("stats",)])
@@ -267,10 +271,13 @@ def test_a_fifo_or_directory_where_a_cdb_belongs_is_named_at_once(tmp_path, comm
         assert proc.returncode == 111
         assert proc.stderr.decode() == (
             f"qmailkit cdb: fatal: {path}: is {kind}, not a regular file "
-            "(replace it with a regular file)\n")
+            "(replace it with a regular file)\n"
+        )
     # tinycdb gives the same exit code for a directory (and hangs on the FIFO)
-    assert subprocess.run([tinycdb, "-d", str(directory)], capture_output=True,
-                          check=False).returncode == 111
+    assert (
+        subprocess.run([tinycdb, "-d", str(directory)], capture_output=True, check=False).returncode
+        == 111
+    )
 
 
 def test_a_symlink_to_dev_zero_is_refused(tmp_path):
@@ -281,16 +288,29 @@ def test_a_symlink_to_dev_zero_is_refused(tmp_path):
     assert b"is a character device, not a regular file" in proc.stderr
 
 
-@pytest.mark.parametrize(("mode", "message"), [
-    # A17: -1 and 7777 gave -rwsrwsrwt, 1777777 was taken; 9x said "invalid <lambda> value"
-    ("-1", "'-1' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
-    ("9x", "'9x' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
-    ("7777", ("'7777' sets the setuid, setgid or sticky bit; give permission bits only "
-             "(at most 0777)")),
-    ("1777", ("'1777' sets the setuid, setgid or sticky bit; give permission bits only "
-             "(at most 0777)")),
-    ("1777777", "'1777777' is out of range for a file mode (at most 0777)"),
-])
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        # A17: -1 and 7777 gave -rwsrwsrwt, 1777777 was taken; 9x said "invalid <lambda> value"
+        ("-1", "'-1' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
+        ("9x", "'9x' is not an octal file mode (give octal digits, e.g. 644 or 0640)"),
+        (
+            "7777",
+            (
+                "'7777' sets the setuid, setgid or sticky bit; give permission bits only "
+                "(at most 0777)"
+            ),
+        ),
+        (
+            "1777",
+            (
+                "'1777' sets the setuid, setgid or sticky bit; give permission bits only "
+                "(at most 0777)"
+            ),
+        ),
+        ("1777777", "'1777777' is out of range for a file mode (at most 0777)"),
+    ],
+)
 def test_make_mode_is_checked(tmp_path, mode, message):
     target = tmp_path / "db.cdb"
     proc = qk("cdb", "make", f"--mode={mode}", target, input=b"\n")
@@ -303,15 +323,24 @@ def test_make_with_standard_input_closed(tmp_path):
     # A14: sys.stdin is None then; it was an AttributeError traceback.
     (cdbmake,) = need("cdbmake")
     target = tmp_path / "db.cdb"
-    proc = subprocess.run([*QMAILKIT, "cdb", "make", str(target)], stdin=subprocess.DEVNULL,
-                          capture_output=True, check=False, preexec_fn=lambda: os.close(0))
+    proc = subprocess.run(
+        [*QMAILKIT, "cdb", "make", str(target)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        preexec_fn=lambda: os.close(0),
+    )
     assert proc.returncode == 111
     assert proc.stderr == b"qmailkit cdb: fatal: standard input is closed (give the input on it)\n"
     assert dir_listing(tmp_path) == []
     # freecdb's cdbmake exits 111 too
-    theirs = subprocess.run([cdbmake, str(target), str(target) + ".tmp"],
-                            stdin=subprocess.DEVNULL, capture_output=True, check=False,
-                            preexec_fn=lambda: os.close(0))
+    theirs = subprocess.run(
+        [cdbmake, str(target), str(target) + ".tmp"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+        preexec_fn=lambda: os.close(0),
+    )
     assert theirs.returncode == 111
 
 
@@ -319,11 +348,18 @@ def test_make_lines_from_endless_input_without_a_newline_stops(tmp_path):
     # it used to gather /dev/zero into one "line" for ever (and copy it on every read)
     target = tmp_path / "db.cdb"
     with open("/dev/zero", "rb") as zero:
-        proc = subprocess.run([*QMAILKIT, "cdb", "make", "--lines", str(target)], stdin=zero,
-                              capture_output=True, check=False, timeout=60)
+        proc = subprocess.run(
+            [*QMAILKIT, "cdb", "make", "--lines", str(target)],
+            stdin=zero,
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
     assert proc.returncode == 111
-    assert proc.stderr == (b"qmailkit cdb: fatal: standard input: the line at byte 0 is longer "
-                           b"than 16777216 bytes (is this KEY VALUE lines?)\n")
+    assert proc.stderr == (
+        b"qmailkit cdb: fatal: standard input: the line at byte 0 is longer "
+        b"than 16777216 bytes (is this KEY VALUE lines?)\n"
+    )
     assert dir_listing(tmp_path) == []
 
 
@@ -333,7 +369,10 @@ def test_make_from_dev_urandom_stops_at_once_like_cdbmake(tmp_path):
     codes = []
     for cmd in ([*QMAILKIT, "cdb", "make", str(target)], [cdbmake, str(target), f"{target}.t"]):
         with open("/dev/urandom", "rb") as junk:
-            codes.append(subprocess.run(cmd, stdin=junk, capture_output=True, check=False,
-                                        timeout=60).returncode)
+            codes.append(
+                subprocess.run(
+                    cmd, stdin=junk, capture_output=True, check=False, timeout=60
+                ).returncode
+            )
     assert codes == [111, 111]
     assert not target.exists()

@@ -32,8 +32,10 @@ def native_bytes(tmp_path, feed) -> bytes:
 @pytest.mark.parametrize("count", [0, 1, 3000])
 def test_every_entry_point_writes_the_same_bytes(tmp_path, count):
     # printable, newline-free records, so that add_lines can take them too
-    records = [(k.replace(b"\n", b"."), v.replace(b"\n", b"."))
-               for k, v in generated_records(count + 7, count)]
+    records = [
+        (k.replace(b"\n", b"."), v.replace(b"\n", b"."))
+        for k, v in generated_records(count + 7, count)
+    ]
     want = pure_bytes(tmp_path, records)
     keys, values = [k for k, _ in records], [v for _, v in records]
 
@@ -55,8 +57,9 @@ def test_every_entry_point_writes_the_same_bytes(tmp_path, count):
 
 def test_big_records_go_straight_to_the_file(tmp_path):
     records = [(b"k%d" % i, bytes([i]) * (3 << 20)) for i in range(3)]  # past the 1 MiB buffer
-    assert native_bytes(tmp_path, lambda m: m.add_many(*zip(*records, strict=True))) == \
-        pure_bytes(tmp_path, records)
+    assert native_bytes(tmp_path, lambda m: m.add_many(*zip(*records, strict=True))) == pure_bytes(
+        tmp_path, records
+    )
 
 
 def test_add_lines_with_empty_values():
@@ -76,8 +79,15 @@ def test_add_lines_with_empty_values():
 def test_feed_stops_before_what_it_cannot_take():
     maker = _native.Maker(os.open(os.devnull, os.O_WRONLY))
     good = b"+1,1:a->b\n"
-    for tail in (b"+1,1:a->", b"+1,1:ab>b\n", b"-", b"+x", b"+12345678901,0:",
-                 b"+1,2:a->b\nx", b"+1,2:a->b\n"):
+    for tail in (
+        b"+1,1:a->",
+        b"+1,1:ab>b\n",
+        b"-",
+        b"+x",
+        b"+12345678901,0:",
+        b"+1,2:a->b\nx",
+        b"+1,2:a->b\n",
+    ):
         stop, added, nbytes, done = maker.feed_cdbmake(good + tail, 0)
         assert (stop, added, nbytes, done) == (len(good), 1, 2, False), tail
     assert maker.feed_cdbmake(good + b"\n" + b"junk", 0) == (len(good) + 1, 1, 2, True)

@@ -15,8 +15,9 @@ def test_startup_imports_only_the_cli():
         "import sys; from qmailkit.cli import build_parser; build_parser();"
         "print('\\n'.join(sorted(sys.modules)))"
     )
-    mods = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.split()
+    mods = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     ours = [m for m in mods if m.startswith("qmailkit")]
     assert all(m == "qmailkit" or m.startswith("qmailkit.cli") for m in ours), ours
     for heavy in ("cdbx", "tomllib", "subprocess", "tempfile", "hashlib", "json"):
@@ -41,8 +42,12 @@ def test_every_command_has_help():
     paths = list(_subcommands(build_parser()))
     assert ("demo",) in paths
     for path in paths:
-        proc = subprocess.run([sys.executable, "-m", "qmailkit", *path, "--help"],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "qmailkit", *path, "--help"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert proc.returncode == 0, (path, proc.stderr)
         assert proc.stdout.startswith("usage: qmailkit " + " ".join(path)), (path, proc.stdout)
 
@@ -56,8 +61,12 @@ def test_errors_become_message_and_exit_code(capsys):
 
 
 def test_usage_errors_exit_100():
-    proc = subprocess.run([sys.executable, "-m", "qmailkit", "no-such-command"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "no-such-command"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 100
     assert "qmailkit: usage: argument COMMAND: invalid choice: 'no-such-command'" in proc.stderr
 
@@ -71,11 +80,13 @@ def test_option_types_parse_and_refuse_with_actionable_messages():
 
     from qmailkit.cli import options
 
-    assert [options.octal_mode(m) for m in ("644", "0640", "0", "777")] == [
-        0o644, 0o640, 0, 0o777]
-    for bad, why in (("9x", "is not an octal file mode"), ("", "is not an octal file mode"),
-                     ("4755", "sets the setuid, setgid or sticky bit"),
-                     ("17777", "is out of range")):
+    assert [options.octal_mode(m) for m in ("644", "0640", "0", "777")] == [0o644, 0o640, 0, 0o777]
+    for bad, why in (
+        ("9x", "is not an octal file mode"),
+        ("", "is not an octal file mode"),
+        ("4755", "sets the setuid, setgid or sticky bit"),
+        ("17777", "is out of range"),
+    ):
         with pytest.raises(argparse.ArgumentTypeError, match=why):
             options.octal_mode(bad)
     root_group = grp.getgrgid(0).gr_name
@@ -84,8 +95,12 @@ def test_option_types_parse_and_refuse_with_actionable_messages():
     assert options.owner(":0") == (-1, 0)
     assert options.owner("root:") == (0, pwd.getpwuid(0).pw_gid)
     assert options.owner("4294967294:4294967294") == (4294967294, 4294967294)
-    for bad, why in (("4294967295", "uid 4294967295 is out of range"), (":", "names no user"),
-                     ("nosuchuser-qk", "no such user"), (":nosuchgroup-qk", "no such group")):
+    for bad, why in (
+        ("4294967295", "uid 4294967295 is out of range"),
+        (":", "names no user"),
+        ("nosuchuser-qk", "no such user"),
+        (":nosuchgroup-qk", "no such group"),
+    ):
         with pytest.raises(argparse.ArgumentTypeError, match=why):
             options.owner(bad)
     assert options.percent("20%") == 0.2

@@ -31,8 +31,13 @@ def test_demo_runs_every_part_and_stops_what_it_started():
 
 
 def run_every_part(sandbox):
-    proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox)],
-                          capture_output=True, text=True, check=False, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"qmailkit demo: sandbox {sandbox}\n")
     assert "\ndemo finished: logs, cdb, rcpt, services\n" in proc.stdout
@@ -46,16 +51,35 @@ def run_every_part(sandbox):
 def test_demo_clean_removes_the_sandbox(tmp_path):
     sandbox = tmp_path / "sandbox"
     proc = subprocess.run(
-        [sys.executable, "-m", "qmailkit", "demo", "--dir", str(sandbox), "--part", "cdb",
-         "--clean"], capture_output=True, text=True, check=False, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "qmailkit",
+            "demo",
+            "--dir",
+            str(sandbox),
+            "--part",
+            "cdb",
+            "--clean",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "\ndemo finished: cdb\n" in proc.stdout
     assert not sandbox.exists()
 
 
 def test_demo_unknown_part_is_an_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir", str(tmp_path),
-                           "--part", "nosuch"], capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "demo", "--dir", str(tmp_path), "--part", "nosuch"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 100
     assert "qmailkit demo: usage: argument --part: invalid choice: 'nosuch'" in proc.stderr
 
@@ -71,8 +95,13 @@ def test_demo_part_choices_match_the_parts():
 
 
 def _demo(*args):
-    return subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--part", "cdb", *args],
-                          capture_output=True, text=True, check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "qmailkit", "demo", "--part", "cdb", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def test_demo_dir_that_is_a_file_is_refused(tmp_path):
@@ -81,8 +110,10 @@ def test_demo_dir_that_is_a_file_is_refused(tmp_path):
     target.write_text("keep me\n")
     proc = _demo("--dir", str(target))
     assert proc.returncode == 100
-    assert proc.stderr == (f"qmailkit demo: fatal: {target}: is a file, not a directory (name a "
-                           "new or an existing directory for the sandbox)\n")
+    assert proc.stderr == (
+        f"qmailkit demo: fatal: {target}: is a file, not a directory (name a "
+        "new or an existing directory for the sandbox)\n"
+    )
     assert target.read_text() == "keep me\n"
 
 
@@ -91,8 +122,10 @@ def test_demo_dir_with_a_missing_parent_is_refused(tmp_path):
     target = tmp_path / "nonexist" / "x" / "y"
     proc = _demo("--dir", str(target))
     assert proc.returncode == 100
-    assert proc.stderr == (f"qmailkit demo: fatal: {target}: its parent directory does not exist "
-                           "(create the parent first, or leave out --dir)\n")
+    assert proc.stderr == (
+        f"qmailkit demo: fatal: {target}: its parent directory does not exist "
+        "(create the parent first, or leave out --dir)\n"
+    )
     assert not (tmp_path / "nonexist").exists()
 
 
@@ -113,15 +146,30 @@ def test_demo_without_daemontools_says_once_what_to_install():
     packages would let the services start, and check's result is a summary."""
     with public_tempdir() as pub:
         env = {**os.environ, "PATH": str(pub / "empty")}
-        proc = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--dir",
-                               str(pub / "sandbox"), "--part", "services"],
-                              capture_output=True, text=True, check=False, timeout=120, env=env)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "qmailkit",
+                "demo",
+                "--dir",
+                str(pub / "sandbox"),
+                "--part",
+                "services",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+        )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "qmailkit services check: 0 error(s), 0 warning(s)" in lines
     assert [ln for ln in lines if "daemontools" in ln] == [
         "Not starting the services: they need the Debian packages daemontools and ucspi-tcp "
-        + "(apt-get install daemontools ucspi-tcp)."]
+        + "(apt-get install daemontools ucspi-tcp)."
+    ]
     assert not [ln for ln in lines if "error:" in ln]
 
 
@@ -133,8 +181,8 @@ def test_demo_check_summary_of_a_machine_without_the_programs():
     with public_tempdir() as base:
         ports = demo.build_sandbox(base)
         text = demo.sample_config(base, ports, "nobody").replace(
-            f'path = ["{base}/bin", "/usr/local/bin", "/usr/bin", "/bin"]',
-            f'path = ["{base}/bin"]')
+            f'path = ["{base}/bin", "/usr/local/bin", "/usr/bin", "/bin"]', f'path = ["{base}/bin"]'
+        )
         path = base / "qmailkit.toml"
         path.write_text(text)
         findings = check.check(config.load(path))
@@ -142,4 +190,5 @@ def test_demo_check_summary_of_a_machine_without_the_programs():
     assert lines == [
         "qmailkit services check: 19 error(s), 0 warning(s); 19 of them for programs not "
         + "installed here: setuidgid, multilog, tcpserver",
-        f"    (qmailkit services check -v --config {path} lists each one)"]
+        f"    (qmailkit services check -v --config {path} lists each one)",
+    ]

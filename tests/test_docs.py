@@ -28,8 +28,16 @@ def test_readme_config_example_loads():
 
 def test_example_config_loads():
     cfg = config.load(ROOT / "examples" / "qmailkit.toml")
-    assert list(cfg.services) == ["qmail-send", "qmail-smtpd", "submission", "smtps", "imap",
-                                  "imapssl", "pop3ssl", "vpopmaild"]
+    assert list(cfg.services) == [
+        "qmail-send",
+        "qmail-smtpd",
+        "submission",
+        "smtps",
+        "imap",
+        "imapssl",
+        "pop3ssl",
+        "vpopmaild",
+    ]
 
 
 def test_every_command_is_in_the_readme_and_has_a_page():
@@ -45,7 +53,7 @@ def test_every_command_is_in_the_readme_and_has_a_page():
 
 
 def test_readme_starts_with_the_two_setup_commands():
-    setup = README[README.index("## Set up"):README.index("## What is in it")]
+    setup = README[README.index("## Set up") : README.index("## What is in it")]
     commands = [c.strip() for c in re.findall(r"```sh\n(.*?)```", setup, re.DOTALL)]
     assert commands == [
         "python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/qmailkit demo",

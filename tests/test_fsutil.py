@@ -44,8 +44,12 @@ def test_failure_leaves_old_file_and_no_temp(tmp_path):
 
 def test_stale_temp_of_dead_writer_is_removed(tmp_path):
     target = tmp_path / "f"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=False).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     stale = tmp_path / f".f{fsutil.TMP_MARK}{dead}"
     stale.write_bytes(b"interrupted")
     live = subprocess.Popen(["sleep", "30"])
@@ -74,11 +78,19 @@ def test_lock_excludes_second_holder(tmp_path):
 def test_lock_held_by_other_process(tmp_path):
     lock = tmp_path / "lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         ("import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT);"
-          "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()"),
-         str(lock)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_RDWR|os.O_CREAT);"
+                "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()"
+            ),
+            str(lock),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline() == "locked\n"
         with pytest.raises(LockBusy) as info, fsutil.locked(lock, what="convert-multilog"):
@@ -231,8 +243,12 @@ def test_atomic_write_does_not_follow_planted_temp_symlink(tmp_path):
 
 
 def _dead_pid() -> str:
-    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=False).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
 
 
 def test_staged_replaces_only_on_commit(tmp_path):
@@ -255,10 +271,17 @@ def test_stale_nested_temps_are_removed(tmp_path):
     # Older mkauth staged through a second temp: ..F.qmailkit-tmp.P.qmailkit-tmp.P (A13).
     dead = _dead_pid()
     mark = fsutil.TMP_MARK
-    nested = [f"..auth.cdb{mark}{dead}{mark}{dead}", f".auth.cdb{mark}{dead}",
-              f"...auth.cdb{mark}{dead}{mark}{dead}{mark}{dead}"]
-    others = [f".other{mark}{dead}", f"..auth.cdbx{mark}{dead}{mark}{dead}",
-              f".auth.cdb{mark}{dead}x", "auth.cdb.lock"]
+    nested = [
+        f"..auth.cdb{mark}{dead}{mark}{dead}",
+        f".auth.cdb{mark}{dead}",
+        f"...auth.cdb{mark}{dead}{mark}{dead}{mark}{dead}",
+    ]
+    others = [
+        f".other{mark}{dead}",
+        f"..auth.cdbx{mark}{dead}{mark}{dead}",
+        f".auth.cdb{mark}{dead}x",
+        "auth.cdb.lock",
+    ]
     for name in nested + others:
         (tmp_path / name).write_bytes(b"x")
     assert sorted(fsutil.remove_stale_temps(tmp_path / "auth.cdb")) == sorted(nested)

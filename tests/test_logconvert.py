@@ -69,12 +69,14 @@ def test_exact_bytes_against_tai64nlocal_in_several_zones(tmp_path, tz):
     start = T0 - 10 * DAY
     a = lines_between(start, start + 3 * DAY, 3000, seed=1)
     b = lines_between(start, start + 3 * DAY, 1000, seed=2, text=b"smtp %% \x00 \xff bytes")
-    sdir, ldir, inputs = tree(tmp_path, {
-        "qmail-send": [a[:1000], a[1000:2200], a[2200:]],
-        "smtpd": [b[:10], b[10:]],
-    })
-    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), "--jobs", "2",
-                  env={"TZ": tz})
+    sdir, ldir, inputs = tree(
+        tmp_path,
+        {
+            "qmail-send": [a[:1000], a[1000:2200], a[2200:]],
+            "smtpd": [b[:10], b[10:]],
+        },
+    )
+    res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), "--jobs", "2", env={"TZ": tz})
     assert res.returncode == 0, res.stderr
     assert day_files(ldir) == expected_all(inputs, tz)
     assert len(day_files(ldir)) >= 6
@@ -138,7 +140,7 @@ def test_continuations_follow_the_previous_line_across_files(tmp_path, utc):
     assert convert_all(opts(sdir, ldir)).ok
     assert day_files(ldir) == {
         "x.2023-11-14": b"2023-11-14 22:15:00.000000000 last line of the 14th\n"
-                        b"tail of a split line\n",
+        b"tail of a split line\n",
         "x.2023-11-15": b"2023-11-15 00:13:20.000000000 first line of the 15th\n",
     }
 
@@ -157,9 +159,9 @@ def test_service_logging_without_t_loses_nothing(tmp_path, utc):
     sdir, ldir = tmp_path / "s", tmp_path / "l"
     ldir.mkdir()
     main = service(sdir, "plain")
-    day1 = (main / (label(T0).decode() + ".s"))
+    day1 = main / (label(T0).decode() + ".s")
     day1.write_bytes(b"no label 1\nno label 2\n")
-    day2 = (main / (label(T0 + DAY).decode() + ".s"))
+    day2 = main / (label(T0 + DAY).decode() + ".s")
     day2.write_bytes(b"no label 3\n")
     odd = main / "@odd-name.s"  # not a label: its mtime decides
     odd.write_bytes(b"no label 4\n")
@@ -178,7 +180,8 @@ def test_continuation_state_carries_over_to_the_next_run(tmp_path, utc):
     assert convert_all(opts(sdir, ldir)).ok
     main = sdir / "x" / "log" / "main"
     (main / (label(T0 + 3 * DAY).decode() + ".s")).write_bytes(
-        b"split tail\n" + label(T0 + 3 * DAY) + b" b\n")
+        b"split tail\n" + label(T0 + 3 * DAY) + b" b\n"
+    )
     assert convert_all(opts(sdir, ldir)).ok
     assert day_files(ldir)["x.2023-11-14"] == b"2023-11-14 22:13:20.000000000 a\nsplit tail\n"
 
@@ -201,12 +204,18 @@ def test_only_rotated_files_are_read_and_r_keeps_them_as_done(tmp_path, utc):
     }
     names = sorted(p.name for p in main.iterdir())
     assert [n for n in names if n.endswith(".s.done")] == sorted(
-        [n + ".done" for n in before] + ["@400000006553f10000000000.s.done"])
+        [n + ".done" for n in before] + ["@400000006553f10000000000.s.done"]
+    )
     assert (main / "current").read_bytes().endswith(b"never read\n")
     err = res.stderr.decode()
-    for msg in ("Starting", f"Reading {main}/{before[0]}", f"Adding to {ldir}/x.2023-11-14",
-                f"Closing {ldir}/x.2023-11-14 (2 lines added)",
-                f"Done reading {main}/{before[1]} (1 lines read) (renamed)", "Done"):
+    for msg in (
+        "Starting",
+        f"Reading {main}/{before[0]}",
+        f"Adding to {ldir}/x.2023-11-14",
+        f"Closing {ldir}/x.2023-11-14 (2 lines added)",
+        f"Done reading {main}/{before[1]} (1 lines read) (renamed)",
+        "Done",
+    ):
         assert f"convert-multilog: {msg}" in err, msg
     # nothing left to do: a second run changes nothing
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
@@ -217,8 +226,16 @@ def test_exclude_by_option_and_environment(tmp_path, utc):
     one = [[label(T0) + b" x"]]
     sdir, ldir, _ = tree(tmp_path, {"a": one, "b": one, "c": one, "d": one})
     (sdir / "no-log-here").mkdir()
-    res = run_cli("-v", "--service-dir", str(sdir), "--log-dir", str(ldir), "--exclude", "a",
-                  env={"QMAILKIT_CONVERT_EXCLUDE": "b, c"})
+    res = run_cli(
+        "-v",
+        "--service-dir",
+        str(sdir),
+        "--log-dir",
+        str(ldir),
+        "--exclude",
+        "a",
+        env={"QMAILKIT_CONVERT_EXCLUDE": "b, c"},
+    )
     assert res.returncode == 0, res.stderr
     assert sorted(day_files(ldir)) == ["d.2023-11-14"]
     assert f"Skipping {sdir}/a".encode() in res.stderr
@@ -250,8 +267,9 @@ def test_new_files_get_the_mode_and_existing_files_are_appended(tmp_path, utc):
     assert stat.S_IMODE((ldir / "y.2023-11-14").stat().st_mode) == 0o604
     if os.geteuid() == 0:
         write_rotated(sdir / "y" / "log" / "main", [[label(T0 + 2 * DAY) + b" y"]])
-        res = run_cli("--owner", "nobody:nogroup", "--service-dir", str(sdir),
-                      "--log-dir", str(ldir))
+        res = run_cli(
+            "--owner", "nobody:nogroup", "--service-dir", str(sdir), "--log-dir", str(ldir)
+        )
         assert res.returncode == 0, res.stderr
         st_ = (ldir / "y.2023-11-16").stat()
         assert (st_.st_uid, stat.S_IMODE(st_.st_mode)) == (65534, 0o640)
@@ -305,10 +323,13 @@ def test_malformed_corpus_passes_through_unchanged_and_nothing_is_lost(tmp_path,
 
 
 def test_unwritable_day_file_fails_that_service_only(tmp_path, utc):
-    sdir, ldir, inputs = tree(tmp_path, {
-        "bad": [[label(T0) + b" one"], [label(T0 + DAY) + b" two"]],
-        "good": [[label(T0) + b" fine"]],
-    })
+    sdir, ldir, inputs = tree(
+        tmp_path,
+        {
+            "bad": [[label(T0) + b" one"], [label(T0 + DAY) + b" two"]],
+            "good": [[label(T0) + b" fine"]],
+        },
+    )
     (ldir / "bad.2023-11-15").mkdir()  # a directory where the day file should go
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), "--jobs", "2")
     assert res.returncode == 111
@@ -318,7 +339,8 @@ def test_unwritable_day_file_fails_that_service_only(tmp_path, utc):
         f"convert-multilog: bad: 1 file, 1 line into 1 day file; FAILED: {ldir}/bad.2023-11-15: "
         f"is a directory, not a regular file (while converting {second}) (day files must be "
         "regular files: remove it or move it away; the input is kept and converted on the "
-        "next run)\n")
+        "next run)\n"
+    )
     assert "good: 1 file, 1 line into 1 day file" in res.stdout.decode()
     assert [p.read_bytes() for p in sorted(main.iterdir())] == [inputs["bad"][1]]  # kept
     assert (ldir / "bad.2023-11-14").read_bytes() == b"2023-11-14 22:13:20.000000000 one\n"
@@ -334,7 +356,8 @@ def test_unwritable_log_dir_is_a_clear_error_and_touches_nothing(tmp_path, monke
     assert res.returncode == 111
     assert res.stderr.decode() == (
         f"qmailkit convert-multilog: fatal: {tmp_path}/missing: the log directory does not exist "
-        "(create it or give --log-dir)\n")
+        "(create it or give --log-dir)\n"
+    )
     if os.geteuid() != 0:
         os.chmod(ldir, 0o500)
         res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
@@ -349,9 +372,9 @@ def test_unwritable_log_dir_is_a_clear_error_and_touches_nothing(tmp_path, monke
             finally:
                 subprocess.run(["umount", str(ro)], check=True)
             assert res.returncode == 111
-            assert "cannot create the state directory: Read-only file system" \
-                in res.stderr.decode()
+            assert "cannot create the state directory: Read-only file system" in res.stderr.decode()
         else:  # no mount here: the same refusal, injected
+
             def refuse(path, *a, **kw):
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
@@ -399,8 +422,11 @@ def _mount(path: Path, options: str) -> bool:
     """Mount a tmpfs (root only); False where this machine does not allow it."""
     if os.geteuid() != 0:
         return False
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                         capture_output=True, check=False)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
     return res.returncode == 0
 
 
@@ -423,7 +449,7 @@ def test_full_file_system(tmp_path, monkeypatch, utc):
     try:
         a = lines_between(T0, T0 + DAY, 12000, seed=6)
         sdir = tmp_path / "s"
-        paths = write_rotated(service(sdir, "x"), [a[i:i + 2000] for i in range(0, 12000, 2000)])
+        paths = write_rotated(service(sdir, "x"), [a[i : i + 2000] for i in range(0, 12000, 2000)])
         inputs = [p.read_bytes() for p in paths]
         res = convert_all(opts(sdir, ldir, jobs=1))
         monkeypatch.undo()
@@ -448,11 +474,22 @@ def test_second_run_exits_while_the_first_holds_the_lock(tmp_path, utc):
         assert res.returncode == 111
         assert res.stderr.decode() == (
             f"qmailkit convert-multilog: fatal: {sdir_state}/lock: another convert-multilog holds the "
-            "lock (try again when it has finished)\n")
+            "lock (try again when it has finished)\n"
+        )
         waiting = subprocess.Popen(
-            [*run_cli.__globals__["QMAILKIT"], "convert-multilog", "--wait", "30",
-             "--service-dir", str(sdir), "--log-dir", str(ldir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            [
+                *run_cli.__globals__["QMAILKIT"],
+                "convert-multilog",
+                "--wait",
+                "30",
+                "--service-dir",
+                str(sdir),
+                "--log-dir",
+                str(ldir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         with pytest.raises(subprocess.TimeoutExpired):
             waiting.wait(0.5)
         assert day_files(ldir) == {}
@@ -463,12 +500,26 @@ def test_second_run_exits_while_the_first_holds_the_lock(tmp_path, utc):
 
 def test_concurrent_runs_never_duplicate(tmp_path, utc):
     a = lines_between(T0, T0 + 2 * DAY, 20000, seed=7)
-    sdir, ldir, inputs = tree(tmp_path, {
-        "x": [a[i:i + 2000] for i in range(0, 20000, 2000)], "y": [a[:3000]]})
-    procs = [subprocess.Popen(
-        [*run_cli.__globals__["QMAILKIT"], "convert-multilog", "--wait", "60",
-         "--service-dir", str(sdir), "--log-dir", str(ldir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    sdir, ldir, inputs = tree(
+        tmp_path, {"x": [a[i : i + 2000] for i in range(0, 20000, 2000)], "y": [a[:3000]]}
+    )
+    procs = [
+        subprocess.Popen(
+            [
+                *run_cli.__globals__["QMAILKIT"],
+                "convert-multilog",
+                "--wait",
+                "60",
+                "--service-dir",
+                str(sdir),
+                "--log-dir",
+                str(ldir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
     for p in procs:
         p.communicate(timeout=60)
         assert p.returncode == 0
@@ -481,9 +532,25 @@ def test_concurrent_runs_never_duplicate(tmp_path, utc):
 def test_help_documents_every_option():
     res = run_cli("--help")
     text = res.stdout.decode()
-    for word in ("-a,", "-r,", "-v,", "--service-dir", "--log-dir", "--exclude", "--supervisor",
-                 "--syslog", "--mode", "--owner", "--tai", "--jobs", "--wait", "--service-root",
-                 "QMAILKIT_CONVERT_EXCLUDE", "exit codes", "111"):
+    for word in (
+        "-a,",
+        "-r,",
+        "-v,",
+        "--service-dir",
+        "--log-dir",
+        "--exclude",
+        "--supervisor",
+        "--syslog",
+        "--mode",
+        "--owner",
+        "--tai",
+        "--jobs",
+        "--wait",
+        "--service-root",
+        "QMAILKIT_CONVERT_EXCLUDE",
+        "exit codes",
+        "111",
+    ):
         assert word in text, word
 
 
@@ -494,8 +561,10 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
     assert convert_multilog_main(["-q", "--service-dir", str(sdir), "--log-dir", str(ldir)]) == 0
     assert list(day_files(ldir)) == ["x.2023-11-14"]
     # a bad mode is a usage error (exit 100) before anything runs; A17: no setuid/setgid/sticky
-    for mode, says in (("999", "--mode: '999' is not an octal file mode"),
-                       ("7777", "sets the setuid, setgid or sticky bit")):
+    for mode, says in (
+        ("999", "--mode: '999' is not an octal file mode"),
+        ("7777", "sets the setuid, setgid or sticky bit"),
+    ):
         with pytest.raises(SystemExit) as stop:
             convert_multilog_main(["--mode", mode, "--log-dir", str(ldir)])
         assert stop.value.code == 100
@@ -505,7 +574,8 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
     # a gid fchown cannot take: refused before converting, not an OverflowError in a worker
     assert convert_multilog_main(["--owner", "root:99999999999", "--log-dir", str(ldir)]) == 100
     assert capsys.readouterr().err == (
-        "convert-multilog: fatal: --owner: group id 99999999999 is out of range\n")
+        "convert-multilog: fatal: --owner: group id 99999999999 is out of range\n"
+    )
     with pytest.raises(SystemExit) as exc:
         convert_multilog_main(["-x"])
     assert exc.value.code == 100
@@ -536,7 +606,11 @@ def test_gzip_after_compresses_old_days_only(tmp_path, utc):
     done = gzip_old_days(tmp_path, "x", 1, today="2023-11-15")
     assert done == ["x.2023-11-10", "x.2023-11-13"]
     assert sorted(os.listdir(tmp_path)) == [
-        "x.2023-11-10.gz", "x.2023-11-13.gz", "x.2023-11-14", "xy.2023-11-10"]
+        "x.2023-11-10.gz",
+        "x.2023-11-13.gz",
+        "x.2023-11-14",
+        "xy.2023-11-10",
+    ]
     assert gzip.decompress((tmp_path / "x.2023-11-13.gz").read_bytes()) == b"lines of 2023-11-13\n"
     assert stat.S_IMODE((tmp_path / "x.2023-11-13.gz").stat().st_mode) == 0o604
     # a crash after the .gz was written but before the plain file was removed
@@ -545,8 +619,10 @@ def test_gzip_after_compresses_old_days_only(tmp_path, utc):
     (tmp_path / "x.2023-11-10").write_bytes(b"late line\n")
     assert gzip_old_days(tmp_path, "x", 1, today="2023-11-15") == ["x.2023-11-10", "x.2023-11-13"]
     assert gzip.decompress((tmp_path / "x.2023-11-13.gz").read_bytes()) == b"lines of 2023-11-13\n"
-    assert gzip.decompress((tmp_path / "x.2023-11-10.gz").read_bytes()) == \
-        b"lines of 2023-11-10\nlate line\n"
+    assert (
+        gzip.decompress((tmp_path / "x.2023-11-10.gz").read_bytes())
+        == b"lines of 2023-11-10\nlate line\n"
+    )
     assert not (tmp_path / "x.2023-11-10").exists()
 
 
@@ -565,8 +641,9 @@ def test_gzip_after_on_the_command_line(tmp_path, utc):
         (sdir / "x" / "log" / "main" / "@400000006553f10000000000.s").write_bytes(b"kept\n")
         res = run_cli("--gzip-after", bad, "--service-dir", str(sdir), "--log-dir", str(ldir))
         assert (res.returncode, res.stdout) == (100, b"")
-        assert res.stderr == (b"qmailkit convert-multilog: fatal: --gzip-after: must be 0 to "
-                              b"36500 days\n")
+        assert res.stderr == (
+            b"qmailkit convert-multilog: fatal: --gzip-after: must be 0 to 36500 days\n"
+        )
         assert (sdir / "x" / "log" / "main" / "@400000006553f10000000000.s").exists()  # before
 
 
@@ -585,8 +662,9 @@ def test_syslog_gets_the_messages_and_the_summary(tmp_path, monkeypatch, utc, ca
     sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
     parser = argparse.ArgumentParser()
     cli_logs._add_convert_options(parser)
-    args = parser.parse_args(["--syslog", "--jobs", "1", "--service-dir", str(sdir),
-                              "--log-dir", str(ldir)])
+    args = parser.parse_args(
+        ["--syslog", "--jobs", "1", "--service-dir", str(sdir), "--log-dir", str(ldir)]
+    )
     assert args.func(args) == 0
     assert sent[0] == ("open", ("convert-multilog", syslog.LOG_PID, syslog.LOG_USER))
     msgs = [m for p, m in sent[1:]]
@@ -623,8 +701,10 @@ def test_damaged_journal_stops_that_service_only(tmp_path, utc):
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
     assert res.returncode == 111
     err = res.stderr.decode()
-    assert f"a: 0 files, 0 lines into 0 day files; FAILED: {state}/a.journal: cannot read the " \
+    assert (
+        f"a: 0 files, 0 lines into 0 day files; FAILED: {state}/a.journal: cannot read the "
         "journal" in err
+    )
     assert "removing it may duplicate lines" in err
     assert list(day_files(ldir)) == ["b.2023-11-14"]
     assert len(list((sdir / "a" / "log" / "main").iterdir())) == 1
@@ -636,8 +716,11 @@ def test_journal_of_vanished_inputs_is_rolled_back_with_a_warning(tmp_path, utc)
     sdir, ldir, inputs = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
     (ldir / "x.2023-11-14").write_bytes(b"kept\nhalf of an interrupted append")
     state = logconvert.state_dir(ldir)
-    (state / "x.journal").write_text(json.dumps(
-        {"inputs": ["@400000006553f0ff00000000.s"], "sizes": {"x.2023-11-14": 5}, "last": None}))
+    (state / "x.journal").write_text(
+        json.dumps(
+            {"inputs": ["@400000006553f0ff00000000.s"], "sizes": {"x.2023-11-14": 5}, "last": None}
+        )
+    )
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
     assert res.returncode == 0, res.stderr
     assert b"was removed while a run converting it was interrupted" in res.stderr
@@ -668,13 +751,19 @@ def test_a_file_that_only_starts_like_gzip_is_plain_text(tmp_path, utc):
     main = service(sdir, "x")
     plain, packed = (main / (label(T0 + i * 10**9).decode() + ".s") for i in range(2))
     plain.write_bytes(b"\x1f\x8b not gzip\n" + label(T0) + b" plain\n")
-    packed.write_bytes(gzip.compress(label(T0 + 1) + b" member 1\n")
-                       + gzip.compress(label(T0 + 2) + b" member 2\n") + b"\0\0")
+    packed.write_bytes(
+        gzip.compress(label(T0 + 1) + b" member 1\n")
+        + gzip.compress(label(T0 + 2) + b" member 2\n")
+        + b"\0\0"
+    )
     res = convert_all(opts(sdir, ldir))
     assert res.ok, res.services[0].error
-    assert day_files(ldir) == {"x.2023-11-14": (
-        b"\x1f\x8b not gzip\n2023-11-14 22:13:20.000000000 plain\n"
-        b"2023-11-14 22:13:20.000000001 member 1\n2023-11-14 22:13:20.000000002 member 2\n")}
+    assert day_files(ldir) == {
+        "x.2023-11-14": (
+            b"\x1f\x8b not gzip\n2023-11-14 22:13:20.000000000 plain\n"
+            b"2023-11-14 22:13:20.000000001 member 1\n2023-11-14 22:13:20.000000002 member 2\n"
+        )
+    }
 
 
 def test_a_gzip_file_that_does_not_decompress_is_named_and_kept(tmp_path, utc):
@@ -689,7 +778,8 @@ def test_a_gzip_file_that_does_not_decompress_is_named_and_kept(tmp_path, utc):
     assert res.services[0].error == (
         f"{bad}: starts like gzip but does not decompress: the file ends inside the compressed "
         "data (kept: it and the files after it wait until it is replaced by a regular file or "
-        "removed)")
+        "removed)"
+    )
     assert bad.exists() and day_files(ldir) == {}
 
 
@@ -700,8 +790,12 @@ def test_a_year_that_is_not_four_digits_stays_with_the_line_before(tmp_path, utc
     from datetime import UTC, datetime
 
     odd = int(datetime(512, 4, 26, tzinfo=UTC).timestamp()) * 10**9 + 5  # the finding's date
-    lines = [label(T0) + b" before", label(odd) + b" odd year", label(T0 + DAY) + b" after",
-             label(253_402_300_800 * 10**9) + b" year 10000"]
+    lines = [
+        label(T0) + b" before",
+        label(odd) + b" odd year",
+        label(T0 + DAY) + b" after",
+        label(253_402_300_800 * 10**9) + b" year 10000",
+    ]
     sdir, ldir, _ = tree(tmp_path, {"x": [lines]})
     assert convert_all(opts(sdir, ldir)).ok
     c = logs_helpers.tai64nlocal(b"\n".join(lines) + b"\n", "UTC").split(b"\n")

@@ -30,12 +30,11 @@ def build(root, seed):
     rng = random.Random(seed)
     for k, name in enumerate(("qmail-send", "smtpd", "pop3d")):
         a = lines_between(T0, T0 + 2 * DAY, 12000, seed=seed * 10 + k)
-        chunks = [a[i:i + 2000] for i in range(0, 12000, 2000)]
+        chunks = [a[i : i + 2000] for i in range(0, 12000, 2000)]
         for chunk in chunks[1:]:  # a split line at the start of some files
             if rng.random() < 0.5:
                 chunk.insert(0, b"continued %d" % rng.randrange(1000))
-        paths = write_rotated(service(root / "service", name), chunks,
-                              start_ns=T0 + 3 * DAY)
+        paths = write_rotated(service(root / "service", name), chunks, start_ns=T0 + 3 * DAY)
         inputs[name] = [p.read_bytes() for p in paths]
     (root / "log").mkdir()
     return inputs
@@ -58,8 +57,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, rename)
     calib = tmp_path / "calibration"
     shutil.copytree(pristine, calib)
     started = time.monotonic()
-    subprocess.run(argv + ["--service-dir", str(calib / "service"), "--log-dir",
-                           str(calib / "log")], env=env, check=True)
+    subprocess.run(
+        argv + ["--service-dir", str(calib / "service"), "--log-dir", str(calib / "log")],
+        env=env,
+        check=True,
+    )
     full = time.monotonic() - started
     kills = 0
     for round_ in range(5):
@@ -67,8 +69,13 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, rename)
         shutil.copytree(pristine, work)
         args = argv + ["--service-dir", str(work / "service"), "--log-dir", str(work / "log")]
         for attempt in range(4):
-            proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+            proc = subprocess.Popen(
+                args,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
             try:
                 proc.wait(timeout=rng.uniform(0.0, full))
             except subprocess.TimeoutExpired:
@@ -91,8 +98,11 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, rename)
             assert all(n.endswith(".done") for n in left) if rename else left == []
             if rename:
                 assert len(left) == len(inputs[name])
-        stray = [n for n in os.listdir(work / "log" / ".convert-multilog")
-                 if n != "lock" and not n.endswith(".journal")]
+        stray = [
+            n
+            for n in os.listdir(work / "log" / ".convert-multilog")
+            if n != "lock" and not n.endswith(".journal")
+        ]
         assert stray == []
         shutil.rmtree(work)
     assert kills >= 5  # the first attempt of a round is nearly always interrupted
@@ -120,7 +130,7 @@ def _crash_tree(tmp_path):
     a = lines_between(T0, T0 + 2 * DAY, 6000, seed=9)
     sdir, ldir = tmp_path / "s", tmp_path / "l"
     ldir.mkdir()
-    paths = write_rotated(service(sdir, "x"), [a[i:i + 1000] for i in range(0, 6000, 1000)])
+    paths = write_rotated(service(sdir, "x"), [a[i : i + 1000] for i in range(0, 6000, 1000)])
     return sdir, ldir, [p.read_bytes() for p in paths]
 
 
@@ -141,14 +151,16 @@ def test_interrupted_at_each_step_then_rerun_is_exact(tmp_path, monkeypatch, poi
     unlinks = [0]
 
     def fsync(fd):
-        if point == "after-append" and os.readlink(f"/proc/self/fd/{fd}").startswith(
-                f"{ldir}/x."):
+        if point == "after-append" and os.readlink(f"/proc/self/fd/{fd}").startswith(f"{ldir}/x."):
             raise Crash(point)
         return real["fsync"](fd)
 
     def rename(src_, dst, **kw):
-        if point == "after-sync" and str(dst).endswith(".journal") \
-                and b'"done": true' in Path(src_).read_bytes():
+        if (
+            point == "after-sync"
+            and str(dst).endswith(".journal")
+            and b'"done": true' in Path(src_).read_bytes()
+        ):
             raise Crash(point)
         return real["rename"](src_, dst, **kw)
 
@@ -187,15 +199,23 @@ def test_kill_9_with_many_small_batches(tmp_path):
         "r = c.convert_all(c.Options(service_dir=Path(sys.argv[1]), log_dir=Path(sys.argv[2]),"
         " batch_bytes=1, wait=30)); sys.exit(0 if r.ok else 111)"
     )
-    args = [sys.executable, "-c", code, str(tmp_path / "tree" / "service"),
-            str(tmp_path / "tree" / "log")]
+    args = [
+        sys.executable,
+        "-c",
+        code,
+        str(tmp_path / "tree" / "service"),
+        str(tmp_path / "tree" / "log"),
+    ]
     env = dict(os.environ, TZ="UTC")
     # Kill times scale with how long a whole run takes here (on a copy of the tree):
     # fixed times would let a fast machine finish before any kill.
     shutil.copytree(tmp_path / "tree", tmp_path / "copy", symlinks=True)
     started = time.monotonic()
-    subprocess.run([*args[:3], str(tmp_path / "copy" / "service"), str(tmp_path / "copy" / "log")],
-                   env=env, check=True)
+    subprocess.run(
+        [*args[:3], str(tmp_path / "copy" / "service"), str(tmp_path / "copy" / "log")],
+        env=env,
+        check=True,
+    )
     whole = time.monotonic() - started
     kills = 0
     for _ in range(12):

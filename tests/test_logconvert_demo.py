@@ -36,8 +36,13 @@ def test_demo_logs_converts_samples_and_a_live_multilog(tmp_path):
 
 
 def test_demo_command_runs_the_logs_part(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "qmailkit", "demo", "--part", "logs", "--dir",
-                          str(tmp_path)], capture_output=True, text=True, check=False, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "demo", "--part", "logs", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert "== Logs: multilog files to dated, readable files ==" in res.stdout
     assert "qmail-send: " in res.stdout and "Day files in" in res.stdout

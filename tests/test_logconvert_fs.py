@@ -33,8 +33,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the attacks need root
 
 
 def _cli(root: Path, *args: str):
-    return run_cli(*args, "--service-dir", str(root / "scan"), "--log-dir", str(root / "log"),
-                   env=UTC, timeout=60)
+    return run_cli(
+        *args,
+        "--service-dir",
+        str(root / "scan"),
+        "--log-dir",
+        str(root / "log"),
+        env=UTC,
+        timeout=60,
+    )
 
 
 def _scan(root: Path) -> Path:
@@ -91,13 +98,15 @@ def test_a2_planted_symlink_state_dir_is_refused(tmp_path):
     os.rename(log / ".convert-multilog", log / ".moved")
     os.symlink(evil, log / ".convert-multilog")
     os.lchown(log / ".convert-multilog", NOBODY, NOGROUP)
-    (evil / "svc.journal").write_text(json.dumps(
-        {"inputs": ["../../../../victims/delete-me"], "done": True}))
+    (evil / "svc.journal").write_text(
+        json.dumps({"inputs": ["../../../../victims/delete-me"], "done": True})
+    )
     res = _cli(root, "-v")
     assert (res.returncode, res.stdout) == (111, b"")
     assert res.stderr == _fatal(
         f"{log}/.convert-multilog: state directory is a symbolic link, not a directory "
-        "(remove it (it may have been planted) and run again)")
+        "(remove it (it may have been planted) and run again)"
+    )
     assert {p.name: p.read_bytes() for p in (root / "victims").iterdir()} == before
     assert day_files(log) == {"svc.2024-05-01": FIRST}  # the first run's line only
     assert (root / "scan" / "svc" / "log" / "main" / NAME).exists()
@@ -106,10 +115,13 @@ def test_a2_planted_symlink_state_dir_is_refused(tmp_path):
 FIRST = b"2024-05-01 11:44:36.169552957 hello; touch /tmp/PWNED\n"
 
 
-@pytest.mark.parametrize(("owner", "mode", "problem"), [
-    (NOBODY, 0o700, "is owned by uid 65534, not 0"),
-    (0, 0o770, "has mode 0770; group and others must have no access"),
-])
+@pytest.mark.parametrize(
+    ("owner", "mode", "problem"),
+    [
+        (NOBODY, 0o700, "is owned by uid 65534, not 0"),
+        (0, 0o770, "has mode 0770; group and others must have no access"),
+    ],
+)
 def test_a2_state_dir_of_another_owner_or_open_mode_is_refused(tmp_path, owner, mode, problem):
     root = tmp_path / "a6"
     root.mkdir()
@@ -121,35 +133,51 @@ def test_a2_state_dir_of_another_owner_or_open_mode_is_refused(tmp_path, owner, 
     os.chmod(log / ".convert-multilog", mode)
     res = _cli(root)
     assert res.returncode == 111
-    assert res.stderr == _fatal(f"{log}/.convert-multilog: state directory {problem} "
-                                "(remove it (it may have been planted) and run again)")
+    assert res.stderr == _fatal(
+        f"{log}/.convert-multilog: state directory {problem} "
+        "(remove it (it may have been planted) and run again)"
+    )
 
 
 _BAD_JOURNALS = [
-    ({"inputs": ["../../../../victims/delete-me"], "done": True},
-     "names an input '../../../../victims/delete-me' that is not a rotated file name"),
-    ({"inputs": ["x"], "sizes": {"../victims/truncate-me": 4}},
-     "names an input 'x' that is not a rotated file name"),
-    ({"inputs": [NAME], "sizes": {"../victims/truncate-me": 4}},
-     "names a day file '../victims/truncate-me' that is not svc.YYYY-MM-DD"),
-    ({"inputs": [NAME], "sizes": {"../victims/truncate-me": -1}},
-     "names a day file '../victims/truncate-me' that is not svc.YYYY-MM-DD"),
-    ({"inputs": [NAME], "sizes": {"other.2024-05-01": 4}},
-     "names a day file 'other.2024-05-01' that is not svc.YYYY-MM-DD"),
-    ({"inputs": [NAME], "sizes": {"svc.2024-05-01": "4"}},
-     "has a bad size '4' for svc.2024-05-01"),
-    ({"inputs": ["@../../victims/x.s"], "done": True},
-     "names an input '@../../victims/x.s' that is not a rotated file name"),
+    (
+        {"inputs": ["../../../../victims/delete-me"], "done": True},
+        "names an input '../../../../victims/delete-me' that is not a rotated file name",
+    ),
+    (
+        {"inputs": ["x"], "sizes": {"../victims/truncate-me": 4}},
+        "names an input 'x' that is not a rotated file name",
+    ),
+    (
+        {"inputs": [NAME], "sizes": {"../victims/truncate-me": 4}},
+        "names a day file '../victims/truncate-me' that is not svc.YYYY-MM-DD",
+    ),
+    (
+        {"inputs": [NAME], "sizes": {"../victims/truncate-me": -1}},
+        "names a day file '../victims/truncate-me' that is not svc.YYYY-MM-DD",
+    ),
+    (
+        {"inputs": [NAME], "sizes": {"other.2024-05-01": 4}},
+        "names a day file 'other.2024-05-01' that is not svc.YYYY-MM-DD",
+    ),
+    ({"inputs": [NAME], "sizes": {"svc.2024-05-01": "4"}}, "has a bad size '4' for svc.2024-05-01"),
+    (
+        {"inputs": ["@../../victims/x.s"], "done": True},
+        "names an input '@../../victims/x.s' that is not a rotated file name",
+    ),
     ({"last": "../../victims/truncate-me"}, "has a bad date '../../victims/truncate-me'"),
-    ({"inputs": [NAME], "dir": "../../victims", "done": True},
-     "names a directory '../../victims' that is not a retired svc"),
+    (
+        {"inputs": [NAME], "dir": "../../victims", "done": True},
+        "names a directory '../../victims' that is not a retired svc",
+    ),
     ([NAME], "is not a JSON object"),
 ]
 
 
 @pytest.mark.parametrize(("journal", "problem"), _BAD_JOURNALS)
 def test_a2_a_journal_naming_other_files_is_refused_and_nothing_is_touched(
-        tmp_path, journal, problem):
+    tmp_path, journal, problem
+):
     """Even in the real state directory (a swap after the check): names are checked."""
     root = tmp_path / "a6"
     root.mkdir()
@@ -162,7 +190,8 @@ def test_a2_a_journal_naming_other_files_is_refused_and_nothing_is_touched(
     assert res.stderr == _failed(
         f"svc: 0 files, 0 lines into 0 day files; FAILED: {log}/.convert-multilog/svc.journal: "
         f"journal {problem}; nothing done (convert-multilog did not write this: check it by "
-        "hand; if no run was interrupted, remove it)")
+        "hand; if no run was interrupted, remove it)"
+    )
     assert {p.name: p.read_bytes() for p in (root / "victims").iterdir()} == before
     assert day_files(log) == {"svc.2024-05-01": FIRST}
     assert (main / NAME).read_bytes() == LINE
@@ -185,7 +214,8 @@ def test_a3_symlinked_day_file_is_refused(tmp_path):
         f"svc: 0 files, 0 lines into 0 day files; FAILED: {root}/log/svc.2024-05-01: is a "
         f"symbolic link (not followed) (while converting {main}/{NAME}) (day files must be "
         "regular files: remove it or move it away; the input is kept and converted on the "
-        "next run)")
+        "next run)"
+    )
     assert passwd.read_bytes() == b"root:x:0:0:root:/root:/bin/bash\n"
     assert (main / NAME).read_bytes() == LINE
     os.unlink(root / "log" / "svc.2024-05-01")
@@ -202,15 +232,17 @@ def test_a3_roll_back_never_truncates_through_a_symlink(tmp_path):
     (main / NAME).write_bytes(LINE)
     state = logconvert.state_dir(root / "log")
     # an interrupted run's journal, then the day file replaced by a symlink
-    (state / "svc.journal").write_text(json.dumps(
-        {"inputs": [NAME], "sizes": {"svc.2024-05-01": 4}, "last": None}))
+    (state / "svc.journal").write_text(
+        json.dumps({"inputs": [NAME], "sizes": {"svc.2024-05-01": 4}, "last": None})
+    )
     os.symlink(victim, root / "log" / "svc.2024-05-01")
     res = _cli(root)
     assert res.returncode == 111
     assert res.stderr == _failed(
         f"svc: 0 files, 0 lines into 0 day files; FAILED: {root}/log/svc.2024-05-01: is a "
         "symbolic link (not followed); cannot cut it back to 4 bytes (day files must be "
-        "regular files: remove it, then run again)")
+        "regular files: remove it, then run again)"
+    )
     assert victim.read_bytes() == b"important content\n"
     assert (main / NAME).read_bytes() == LINE
 
@@ -226,7 +258,8 @@ def test_a3_a_fifo_as_day_file_neither_hangs_nor_is_written(tmp_path):
         f"svc: 0 files, 0 lines into 0 day files; FAILED: {root}/log/svc.2024-05-01: is "
         f"not a regular file (while converting {main}/{NAME}) (day files must be "
         "regular files: remove it or move it away; the input is kept and converted on the "
-        "next run)")
+        "next run)"
+    )
     assert (main / NAME).read_bytes() == LINE
 
 
@@ -241,9 +274,11 @@ def _b4(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _refused_input(path: Path, reason: str) -> bytes:
-    return _failed(f"svc: 0 files, 0 lines into 0 day files; FAILED: {path}: {reason} (kept: "
-                   "it and the files after it wait until it is replaced by a regular file or "
-                   "removed)")
+    return _failed(
+        f"svc: 0 files, 0 lines into 0 day files; FAILED: {path}: {reason} (kept: "
+        "it and the files after it wait until it is replaced by a regular file or "
+        "removed)"
+    )
 
 
 def test_a4_symlink_to_a_root_only_file_is_not_copied(tmp_path):
@@ -273,10 +308,23 @@ def test_a4_a_fifo_does_not_hang_or_keep_the_lock(tmp_path):
 def test_a4_a_symlink_to_dev_zero_is_not_read(tmp_path):
     root, main = _b4(tmp_path)
     os.symlink("/dev/zero", main / NAME)
-    res = subprocess.run(["sh", "-c", 'ulimit -v 1500000; exec "$@"', "sh",
-                          *run_cli.__globals__["QMAILKIT"], "convert-multilog",
-                          "--service-dir", str(root / "scan"), "--log-dir", str(root / "log")],
-                         capture_output=True, timeout=60, check=False)
+    res = subprocess.run(
+        [
+            "sh",
+            "-c",
+            'ulimit -v 1500000; exec "$@"',
+            "sh",
+            *run_cli.__globals__["QMAILKIT"],
+            "convert-multilog",
+            "--service-dir",
+            str(root / "scan"),
+            "--log-dir",
+            str(root / "log"),
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert res.returncode == 111
     assert res.stderr == _refused_input(main / NAME, "is a symbolic link (not followed)")
 
@@ -296,7 +344,8 @@ def test_a4_files_over_the_cap_are_refused_kept_and_wait(tmp_path):
     hint = "(kept: convert it by hand (tai64nlocal) and remove it; the files after it wait)"
     assert res.stderr == _failed(
         f"svc: 1 file, 1 line into 1 day file; FAILED: {big}: larger than 64 MiB, more than "
-        f"any logger writes; not read {hint}")
+        f"any logger writes; not read {hint}"
+    )
     assert sorted(main.iterdir()) == [big, after]
     assert day_files(root / "log") == {"svc.2023-11-14": b"2023-11-14 22:13:20.000000000 before\n"}
     big.write_bytes(gzip.compress(b"\0" * (MAX_FILE + 1)))
@@ -304,7 +353,8 @@ def test_a4_files_over_the_cap_are_refused_kept_and_wait(tmp_path):
     assert res.returncode == 111
     assert res.stderr == _failed(
         f"svc: 0 files, 0 lines into 0 day files; FAILED: {big}: larger than 64 MiB when "
-        f"decompressed, more than any logger writes; not read {hint}")
+        f"decompressed, more than any logger writes; not read {hint}"
+    )
     assert sorted(main.iterdir()) == [big, after]
 
 
@@ -323,7 +373,8 @@ def test_a18_enospc_names_the_day_file_not_the_input(tmp_path):
         res = convert_all(Options(service_dir=sdir, log_dir=ldir, jobs=1))
         assert res.services[0].error == (
             f"{ldir}/x.2023-11-14: No space left on device (while converting {path}) "
-            f"(free some space in {ldir}; the input is kept and converted on the next run)")
+            f"(free some space in {ldir}; the input is kept and converted on the next run)"
+        )
         assert day_files(ldir) == {}  # cut back: the new day file removed again
         assert path.exists()
     finally:
@@ -369,8 +420,11 @@ def test_fsync_order_day_files_then_journal_then_unlink_then_directory(tmp_path,
 
     def journal_written(content: str) -> int:
         """The journal is fsync'd, renamed into place, and its directory fsync'd."""
-        found = [i for i, (op, what) in enumerate(events)
-                 if op == "rename" and what.startswith(f"{state}/x.journal {content}")]
+        found = [
+            i
+            for i, (op, what) in enumerate(events)
+            if op == "rename" and what.startswith(f"{state}/x.journal {content}")
+        ]
         assert found, (content, events)
         i = found[0]
         assert events[i - 1][0] == "fsync" and ".x.journal.qmailkit-tmp." in events[i - 1][1]
@@ -386,5 +440,7 @@ def test_fsync_order_day_files_then_journal_then_unlink_then_directory(tmp_path,
     forget = journal_written('{"last": "2023-11-15"}')
     assert first_touch < min(days) and max(days) < new_files < done < min(gone)
     assert max(gone) < main_synced < forget
-    assert day_files(ldir) == {"x.2023-11-14": b"2023-11-14 22:13:20.000000000 a\n",
-                               "x.2023-11-15": b"2023-11-15 22:13:20.000000000 b\n"}
+    assert day_files(ldir) == {
+        "x.2023-11-14": b"2023-11-14 22:13:20.000000000 a\n",
+        "x.2023-11-15": b"2023-11-15 22:13:20.000000000 b\n",
+    }

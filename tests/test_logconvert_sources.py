@@ -24,8 +24,12 @@ UTC = {"TZ": "UTC"}
 
 
 def _line(when: int, text: bytes) -> bytes:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(when // 10**9)).encode() + \
-        b".%09d " % (when % 10**9) + text + b"\n"
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(when // 10**9)).encode()
+        + b".%09d " % (when % 10**9)
+        + text
+        + b"\n"
+    )
 
 
 def _retire(sdir: Path, stamp: str = "20261202T101010") -> Path:
@@ -62,22 +66,25 @@ def test_retired_services_in_the_service_root_are_converted_once(tmp_path):
     sroot, sdir, ldir = tmp_path / "supervise", tmp_path / "scan", tmp_path / "log"
     ldir.mkdir()
     sdir.mkdir()
-    old = write_rotated(service(sroot, "smtpd-old"), [[label(T0) + b" last words"]],
-                        start_ns=T0)
+    old = write_rotated(service(sroot, "smtpd-old"), [[label(T0) + b" last words"]], start_ns=T0)
     write_rotated(service(sroot, "send"), [[label(T0 + DAY) + b" live"]], start_ns=T0)
     (sdir / "send").symlink_to(sroot / "send")
     retired = _retire(sroot / "smtpd-old")
     res = run_cli("-v", "--service-dir", str(sdir), "--log-dir", str(ldir), env=UTC)
     assert res.returncode == 0, res.stderr
-    assert res.stdout == (b"send: 1 file, 1 line into 1 day file\n"
-                          b"smtpd-old: 1 file, 1 line into 1 day file\n")
-    assert day_files(ldir) == {"send.2023-11-15": _line(T0 + DAY, b"live"),
-                               "smtpd-old.2023-11-14": _line(T0, b"last words")}
+    assert res.stdout == (
+        b"send: 1 file, 1 line into 1 day file\nsmtpd-old: 1 file, 1 line into 1 day file\n"
+    )
+    assert day_files(ldir) == {
+        "send.2023-11-15": _line(T0 + DAY, b"live"),
+        "smtpd-old.2023-11-14": _line(T0, b"last words"),
+    }
     assert f"Reading {retired}/log/main/{old[0].name}".encode() in res.stderr
     assert list((retired / "log" / "main").iterdir()) == []  # converted; the directory is kept
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), env=UTC)
-    assert res.stdout == (b"send: 0 files, 0 lines into 0 day files\n"
-                          b"smtpd-old: 0 files, 0 lines into 0 day files\n")
+    assert res.stdout == (
+        b"send: 0 files, 0 lines into 0 day files\nsmtpd-old: 0 files, 0 lines into 0 day files\n"
+    )
 
 
 def test_retired_then_live_service_of_one_name_in_the_scan_directory(tmp_path):
@@ -88,17 +95,25 @@ def test_retired_then_live_service_of_one_name_in_the_scan_directory(tmp_path):
     first = _retire(sdir / "x", "20261201T000000")
     write_rotated(service(sdir, "x"), [[label(T0 + 1) + b" second life"]], start_ns=T0)
     second = _retire(sdir / "x", "20261202T000000")
-    write_rotated(service(sdir, second.name + "-2"), [[label(T0 + 2) + b" third life"]],
-                  start_ns=T0)  # the same stamp again (taken): apply adds a suffix
+    write_rotated(
+        service(sdir, second.name + "-2"), [[label(T0 + 2) + b" third life"]], start_ns=T0
+    )  # the same stamp again (taken): apply adds a suffix
     write_rotated(service(sdir, "x"), [[label(T0 + 3) + b" now"]], start_ns=T0)
-    write_rotated(service(sdir, first.name.replace("1201", "1130")),
-                  [[label(T0 - 1) + b" oldest"]], start_ns=T0)
+    write_rotated(
+        service(sdir, first.name.replace("1201", "1130")),
+        [[label(T0 - 1) + b" oldest"]],
+        start_ns=T0,
+    )
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir), env=UTC)
     assert res.returncode == 0, res.stderr
     assert res.stdout == b"x: 5 files, 5 lines into 1 day file\n"
-    assert day_files(ldir) == {"x.2023-11-14": _line(T0 - 1, b"oldest") + _line(
-        T0, b"first life") + _line(T0 + 1, b"second life") + _line(T0 + 2, b"third life")
-        + _line(T0 + 3, b"now")}
+    assert day_files(ldir) == {
+        "x.2023-11-14": _line(T0 - 1, b"oldest")
+        + _line(T0, b"first life")
+        + _line(T0 + 1, b"second life")
+        + _line(T0 + 2, b"third life")
+        + _line(T0 + 3, b"now")
+    }
 
 
 def test_service_root_option_and_exclude(tmp_path):
@@ -118,9 +133,13 @@ def test_service_root_option_and_exclude(tmp_path):
     assert f"Skipping {sroot}/.retired-b-20261202T101010".encode() in res.stderr
     res = run_cli("--service-root", str(tmp_path / "nope"), *args)
     assert res.returncode == 111
-    assert res.stderr == (f"qmailkit convert-multilog: fatal: {tmp_path}/nope: cannot read the "
-                          "service root: No such file or directory (check --service-root)\n"
-                          ).encode()
+    assert (
+        res.stderr
+        == (
+            f"qmailkit convert-multilog: fatal: {tmp_path}/nope: cannot read the "
+            "service root: No such file or directory (check --service-root)\n"
+        ).encode()
+    )
 
 
 class Crash(BaseException):
@@ -152,18 +171,25 @@ def test_an_interrupted_retired_batch_is_finished_in_its_own_directory(tmp_path,
     opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
     _crash_at_the_first_input_unlink(monkeypatch, opts)
     journal = json.loads((ldir / ".convert-multilog" / "x.journal").read_text())
-    assert journal == {"dir": retired.name, "done": True, "inputs": [inputs[0].name],
-                       "last": "2023-11-14"}
+    assert journal == {
+        "dir": retired.name,
+        "done": True,
+        "inputs": [inputs[0].name],
+        "last": "2023-11-14",
+    }
     messages: list[str] = []
     assert logconvert.convert_all(opts, messages.append).ok
-    assert f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)" \
+    assert (
+        f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)"
         in messages
+    )
     assert list((retired / "log" / "main").iterdir()) == []
     assert day_files(ldir) == {"x.2023-11-14": _line(T0, b"old")}
 
 
 def test_a_service_retired_after_an_interrupted_run_is_finished_not_duplicated(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """Killed between the journal's done and the unlink, then retired: the files went along."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
@@ -175,6 +201,8 @@ def test_a_service_retired_after_an_interrupted_run_is_finished_not_duplicated(
     retired = _retire(sdir / "x")
     messages: list[str] = []
     assert logconvert.convert_all(opts, messages.append).ok
-    assert f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)" \
+    assert (
+        f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)"
         in messages
+    )
     assert day_files(ldir) == {"x.2023-11-14": _line(T0, b"once")}

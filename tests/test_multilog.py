@@ -26,15 +26,27 @@ from qmailkit.multilog import LogDir, is_rotated_name, read_chunks, rotation_tim
 def test_rotated_files_in_time_order_and_nothing_else(tmp_path):
     main = tmp_path / "main"
     main.mkdir()
-    names = ["@400000006553f10100000000.s", "@400000006553f10000000009.u",
-             "@400000006553f10000000010.s", "current", "lock", "state", "newstate",
-             "processed", "previous", "config", "@400000006553f10000000000.s.done",
-             "@400000006553f10000000001.t"]
+    names = [
+        "@400000006553f10100000000.s",
+        "@400000006553f10000000009.u",
+        "@400000006553f10000000010.s",
+        "current",
+        "lock",
+        "state",
+        "newstate",
+        "processed",
+        "previous",
+        "config",
+        "@400000006553f10000000000.s.done",
+        "@400000006553f10000000001.t",
+    ]
     for n in names:
         (main / n).write_bytes(b"")
     assert [p.name for p in LogDir(main).rotated()] == [
-        "@400000006553f10000000009.u", "@400000006553f10000000010.s",
-        "@400000006553f10100000000.s"]
+        "@400000006553f10000000009.u",
+        "@400000006553f10000000010.s",
+        "@400000006553f10100000000.s",
+    ]
     assert is_rotated_name("@anything.s") and not is_rotated_name("@x.s.done")
     assert not is_rotated_name("x@y.s") and not is_rotated_name("@x.s\n")
     assert LogDir(tmp_path / "missing").rotated() == []
@@ -84,8 +96,16 @@ def test_alarm_without_a_supervisor_warns_and_converts_the_rest(tmp_path):
     main = service(sdir, "x")
     write_rotated(main, [[label(1_700_000_000 * 10**9) + b" old"]])
     (main / "current").write_bytes(label(1_700_000_001 * 10**9) + b" new\n")
-    res = run_cli("-a", "--supervisor", "daemontools", "--service-dir", str(sdir),
-                  "--log-dir", str(ldir), env={"TZ": "UTC"})
+    res = run_cli(
+        "-a",
+        "--supervisor",
+        "daemontools",
+        "--service-dir",
+        str(sdir),
+        "--log-dir",
+        str(ldir),
+        env={"TZ": "UTC"},
+    )
     assert res.returncode == 0, res.stderr
     err = res.stderr.decode()
     assert f"warning: x: cannot rotate: {sdir}/x/log: no daemontools supervisor is running" in err
@@ -148,8 +168,13 @@ def test_convert_files_of_a_real_logger_with_alarm(tmp_path, scan, kind):
     wait_for(lambda: LogDir(main).rotated_names() - before, 10, what="rotation by " + rotate[0])
     trigger.write_bytes(b"")
     second = 20 + bool(long)
-    wait_for(lambda: sum(lines_in(p) for p in [main / "current", *LogDir(main).rotated()])
-             >= 30 + second, 15, what="the second batch logged")
+    wait_for(
+        lambda: (
+            sum(lines_in(p) for p in [main / "current", *LogDir(main).rotated()]) >= 30 + second
+        ),
+        15,
+        what="the second batch logged",
+    )
 
     had = {p.name: p.stat().st_size for p in main.iterdir()}
     ldir = tmp_path / "log"
@@ -182,8 +207,7 @@ def test_multilog_processor_output_is_read(tmp_path):
     main = tmp_path / "s" / "x" / "log" / "main"
     main.parent.mkdir(parents=True)
     feed = b"".join(b"zipped line %d\n" % i for i in range(300))
-    subprocess.run([multilog_prog, "t", "!gzip", "s4096", "n20", str(main)], input=feed,
-                   check=True)
+    subprocess.run([multilog_prog, "t", "!gzip", "s4096", "n20", str(main)], input=feed, check=True)
     rotated = LogDir(main).rotated()
     assert rotated and rotated[0].read_bytes()[:2] == b"\x1f\x8b"
     ldir = tmp_path / "l"

@@ -12,8 +12,12 @@ from conftest import need
 
 
 def newmrh(home, *extra):
-    return subprocess.run([sys.executable, "-m", "qmailkit", "newmrh", "--qmail-home", str(home),
-                           *extra], check=False, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "qmailkit", "newmrh", "--qmail-home", str(home), *extra],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -25,13 +29,7 @@ def control(tmp_path):
 def test_newmrh_lowercases_and_skips_comments(control, tmp_path):
     (cdb_prog,) = need("cdb")
     (control / "morercpthosts").write_bytes(
-        b"# more domains\n"
-        b"Example.COM\n"
-        b"\n"
-        b"example.net   \t\n"
-        b"   \n"
-        b"#example.org\n"
-        b"mail.Example.Org"
+        b"# more domains\nExample.COM\n\nexample.net   \t\n   \n#example.org\nmail.Example.Org"
     )
     proc = newmrh(tmp_path, "-v")
     assert proc.returncode == 0, proc.stderr
@@ -41,8 +39,12 @@ def test_newmrh_lowercases_and_skips_comments(control, tmp_path):
     assert dump == b"+11,0:example.com->\n+11,0:example.net->\n+16,0:mail.example.org->\n\n"
     for name in ("example.com", "example.net", "mail.example.org"):
         subprocess.run([cdb_prog, "-q", str(target), name], check=True, capture_output=True)
-    assert subprocess.run([cdb_prog, "-q", str(target), "Example.COM"],
-                          check=False, capture_output=True).returncode == 100
+    assert (
+        subprocess.run(
+            [cdb_prog, "-q", str(target), "Example.COM"], check=False, capture_output=True
+        ).returncode
+        == 100
+    )
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     # Same bytes as tinycdb makes from the same records.
     ref = tmp_path / "ref.cdb"
@@ -58,19 +60,22 @@ def test_empty_file_gives_empty_cdb_only_with_force(control, tmp_path):
     assert proc.stderr == (
         f"qmailkit newmrh: fatal: {control}/morercpthosts.cdb: no domains found: an empty "
         "morercpthosts.cdb refuses mail for every domain listed only there (check the "
-        "sources; --force writes it anyway)\n")
+        "sources; --force writes it anyway)\n"
+    )
     assert sorted(os.listdir(control)) == [".morercpthosts.cdb.lock", "morercpthosts"]
     assert newmrh(tmp_path, "--force").returncode == 0
-    dump = subprocess.run([cdb_prog, "-d", str(control / "morercpthosts.cdb")],
-                          capture_output=True, check=True).stdout
+    dump = subprocess.run(
+        [cdb_prog, "-d", str(control / "morercpthosts.cdb")], capture_output=True, check=True
+    ).stdout
     assert dump == b"\n"
 
 
 def test_missing_file_is_an_error_and_writes_nothing(control, tmp_path):
     proc = newmrh(tmp_path)
     assert proc.returncode == 111
-    assert proc.stderr == (f"qmailkit newmrh: fatal: {control}/morercpthosts: "
-                           "control file is missing\n")
+    assert proc.stderr == (
+        f"qmailkit newmrh: fatal: {control}/morercpthosts: control file is missing\n"
+    )
     assert os.listdir(control) == []
 
 
@@ -84,7 +89,10 @@ def test_bad_utf8_names_the_line_and_keeps_old_cdb(control, tmp_path):
     assert f"{control}/morercpthosts:2: not valid UTF-8 text" in proc.stderr
     assert (control / "morercpthosts.cdb").read_bytes() == before
     assert sorted(os.listdir(control)) == [
-        ".morercpthosts.cdb.lock", "morercpthosts", "morercpthosts.cdb"]
+        ".morercpthosts.cdb.lock",
+        "morercpthosts",
+        "morercpthosts.cdb",
+    ]
 
 
 def test_a_sharp_shrink_is_refused_without_force(control, tmp_path):

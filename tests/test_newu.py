@@ -37,8 +37,12 @@ def cdbmake_text(records) -> bytes:
 
 
 def newu(home, *extra):
-    return subprocess.run([sys.executable, "-m", "qmailkit", "newu", "--qmail-home", str(home),
-                           *extra], check=False, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "qmailkit", "newu", "--qmail-home", str(home), *extra],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -69,11 +73,17 @@ def test_newu_lookup_with_tinycdb(home):
     (home / "users" / "assign").write_bytes(ASSIGN)
     assert newu(home).returncode == 0
     # An exact key ends in NUL, which argv cannot carry: "!joe" alone is not a key.
-    out = subprocess.run([cdb_prog, "-q", "--", str(home / "users" / "cdb"), "!joe"],
-                         check=False, capture_output=True)
+    out = subprocess.run(
+        [cdb_prog, "-q", "--", str(home / "users" / "cdb"), "!joe"],
+        check=False,
+        capture_output=True,
+    )
     assert out.returncode == 100
-    out = subprocess.run([cdb_prog, "-q", "--", str(home / "users" / "cdb"), "!example.com-"],
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        [cdb_prog, "-q", "--", str(home / "users" / "cdb"), "!example.com-"],
+        capture_output=True,
+        check=True,
+    )
     assert out.stdout == EXPECTED[2][1]
 
 
@@ -109,8 +119,9 @@ def test_bad_assign_writes_nothing(home):
 def test_missing_assign(home):
     proc = newu(home)
     assert proc.returncode == 111
-    assert proc.stderr == (f"qmailkit newu: fatal: {home}/users/assign: cannot read: "
-                           "No such file or directory\n")
+    assert proc.stderr == (
+        f"qmailkit newu: fatal: {home}/users/assign: cannot read: No such file or directory\n"
+    )
     assert os.listdir(home / "users") == []
 
 
@@ -143,14 +154,16 @@ def test_an_empty_users_cdb_is_refused_without_force(home, data):
     assert proc.stderr == (
         f"qmailkit newu: fatal: {home}/users/cdb: no entries found: an empty users/cdb drops "
         "every users/assign route (vpopmail domains bounce) (check the sources; --force "
-        "writes it anyway)\n")
+        "writes it anyway)\n"
+    )
     assert (home / "users" / "cdb").read_bytes() == before
     assert sorted(os.listdir(home / "users")) == [".cdb.lock", "assign", "cdb"]
     proc = newu(home, "--force", "-v")
     assert (proc.returncode, proc.stdout) == (0, f"{home}/users/cdb: 0 entries\n")
     (cdb_prog,) = need("cdb")
-    dump = subprocess.run([cdb_prog, "-d", str(home / "users" / "cdb")], capture_output=True,
-                          check=True).stdout
+    dump = subprocess.run(
+        [cdb_prog, "-d", str(home / "users" / "cdb")], capture_output=True, check=True
+    ).stdout
     assert dump == b"+0,0:->\n\n"  # what qmail-newu writes for an empty users/assign
 
 
@@ -164,25 +177,36 @@ def test_a_sharp_shrink_is_refused_without_force(home):
     assert proc.stderr == (
         f"qmailkit newu: fatal: {home}/users/cdb: would shrink from 5 to 3 entries (40 % "
         "fewer, limit 20 %) (check the sources; --force or a larger --max-shrink writes it "
-        "anyway)\n")
+        "anyway)\n"
+    )
     assert (home / "users" / "cdb").read_bytes() == before
     assert newu(home, "--max-shrink", "40").returncode == 0
     assert (home / "users" / "cdb").read_bytes() != before
 
 
-@pytest.mark.parametrize(("uid", "gid", "message"), [
-    ("99999999999999999999", "1", "uid 99999999999999999999 is out of range (at most 4294967294)"),
-    ("4294967295", "1", "uid 4294967295 is out of range (at most 4294967294)"),
-    ("1", "4294967295", "gid 4294967295 is out of range (at most 4294967294)"),
-])
+@pytest.mark.parametrize(
+    ("uid", "gid", "message"),
+    [
+        (
+            "99999999999999999999",
+            "1",
+            "uid 99999999999999999999 is out of range (at most 4294967294)",
+        ),
+        ("4294967295", "1", "uid 4294967295 is out of range (at most 4294967294)"),
+        ("1", "4294967295", "gid 4294967295 is out of range (at most 4294967294)"),
+    ],
+)
 def test_uid_and_gid_past_uid_t_are_refused(home, uid, gid, message):
     # A11: qmail-lspawn reads them with scan_ulong into an int for setuid: it would wrap.
     (home / "users" / "assign").write_bytes(
-        b"=joe:joe:1:1:/home/joe:-::\n=x:x:%s:%s:/home/x:-::\n.\n" % (uid.encode(), gid.encode()))
+        b"=joe:joe:1:1:/home/joe:-::\n=x:x:%s:%s:/home/x:-::\n.\n" % (uid.encode(), gid.encode())
+    )
     proc = newu(home)
     assert proc.returncode == 111
-    assert proc.stderr == (f"qmailkit newu: fatal: {home}/users/assign:2: {message} "
-                           "(qmail-lspawn would wrap it into another account's number)\n")
+    assert proc.stderr == (
+        f"qmailkit newu: fatal: {home}/users/assign:2: {message} "
+        "(qmail-lspawn would wrap it into another account's number)\n"
+    )
     assert sorted(os.listdir(home / "users")) == ["assign"]
 
 

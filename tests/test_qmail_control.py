@@ -19,8 +19,12 @@ def test_control_strips_trailing_blanks_comments_and_empty_lines(tmp_path):
     path = tmp_path / "rcpthosts"
     path.write_bytes(b"example.com  \t\n# a comment\n\n   \n  lead.example\nhash#inside\r\nlast")
     assert read_control(path) == ["example.com", "  lead.example", "hash#inside", "last"]
-    assert read_control_numbered(path) == [(1, "example.com"), (5, "  lead.example"),
-                                           (6, "hash#inside"), (7, "last")]
+    assert read_control_numbered(path) == [
+        (1, "example.com"),
+        (5, "  lead.example"),
+        (6, "hash#inside"),
+        (7, "last"),
+    ]
 
 
 def test_control_missing_file_is_empty_unless_required(tmp_path):
@@ -56,19 +60,23 @@ def test_locals_falls_back_to_me_only_when_locals_is_absent(tmp_path):
 
 def test_vpasswd_entries(tmp_path):
     path = tmp_path / "vpasswd"
-    path.write_bytes(b"bob:$1$ab$xyz:1:0:Bob B:/d/bob:NOQUOTA:clear:text\n\n"
-                     b"al:$1$cd$uvw:1:64::/d/al:1000S\n")
+    path.write_bytes(
+        b"bob:$1$ab$xyz:1:0:Bob B:/d/bob:NOQUOTA:clear:text\n\nal:$1$cd$uvw:1:64::/d/al:1000S\n"
+    )
     assert read_vpasswd(path) == [
         VpasswdEntry("bob", "$1$ab$xyz", 1, 0, "Bob B", "/d/bob", "NOQUOTA", "clear:text", 1),
         VpasswdEntry("al", "$1$cd$uvw", 1, 64, "", "/d/al", "1000S", None, 3),
     ]
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    (b"bob:x:1:0:Bob:/d/bob", "malformed vpasswd line: 6 fields, expected at least 7"),
-    (b":x:1:0:Bob:/d/bob:NOQUOTA", "malformed vpasswd line: empty user name"),
-    (b"bob:x:one:0:Bob:/d/bob:NOQUOTA", "uid field is not a number: 'one'"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"bob:x:1:0:Bob:/d/bob", "malformed vpasswd line: 6 fields, expected at least 7"),
+        (b":x:1:0:Bob:/d/bob:NOQUOTA", "malformed vpasswd line: empty user name"),
+        (b"bob:x:one:0:Bob:/d/bob:NOQUOTA", "uid field is not a number: 'one'"),
+    ],
+)
 def test_vpasswd_malformed_line_names_file_and_line(tmp_path, line, message):
     path = tmp_path / "vpasswd"
     path.write_bytes(b"ok:x:1:0::/d/ok:NOQUOTA\n" + line + b"\n")
@@ -81,11 +89,14 @@ def test_vpasswd_malformed_line_names_file_and_line(tmp_path, line, message):
 def test_vpasswd_cdb_as_vpopmail_builds_it(tmp_path):
     # vpopmail: key = the name, value = the rest of the line after the first colon.
     db = tmp_path / "vpasswd.cdb"
-    cdb.write(db, [(b"bob", b"$1$ab$xyz:1:0:Bob:/d/bob:NOQUOTA:pw"),
-                   (b"al", b"h:1:0::/d/al:NOQUOTA")])
+    cdb.write(
+        db, [(b"bob", b"$1$ab$xyz:1:0:Bob:/d/bob:NOQUOTA:pw"), (b"al", b"h:1:0::/d/al:NOQUOTA")]
+    )
     got = read_vpasswd_cdb(db)
     assert [(e.name, e.hash, e.dir, e.clear) for e in got] == [
-        ("bob", "$1$ab$xyz", "/d/bob", "pw"), ("al", "h", "/d/al", None)]
+        ("bob", "$1$ab$xyz", "/d/bob", "pw"),
+        ("al", "h", "/d/al", None),
+    ]
 
 
 def test_domain_users_prefers_vpasswd_then_cdb(tmp_path):

@@ -21,24 +21,29 @@ from qmailkit.qmail.dotqmail import (
 )
 
 
-@pytest.mark.parametrize(("text", "kind"), [
-    ("./Maildir/\n", Kind.DELIVER),
-    ("", Kind.DELIVER),
-    ("# only a comment\n", Kind.DELIVER),
-    ("&bob@example.com\n", Kind.DELIVER),
-    ("bob@example.com\n", Kind.DELIVER),
-    ("|bouncesaying 'Gone.'\n", Kind.BOUNCE),
-    ("# retired\n| /usr/bin/bouncesaying \"Gone, sorry\"\n./Maildir/\n", Kind.BOUNCE),
-    ("|bouncesaying 'Not you.' [ \"$SENDER\" = x ]\n./Maildir/\n", Kind.DELIVER),
-    ("|exit 100\n", Kind.BOUNCE),
-    ("|exit 111\n", Kind.DELIVER),
-    ("| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n", Kind.VPOP_LIST),
-    ("|/home/vpopmail/bin/vdelivermail '' delete\n", Kind.VPOP_LIST),
-    ("| /home/vpopmail/bin/vdelivermail '' /home/vpopmail/domains/x/postmaster\n",
-     Kind.VPOP_CATCHALL),
-    ("| vdelivermail '' catchall@example.com\n", Kind.VPOP_CATCHALL),
-    ("| fastforward -d /etc/aliases.cdb\n", Kind.FASTFORWARD),
-])
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("./Maildir/\n", Kind.DELIVER),
+        ("", Kind.DELIVER),
+        ("# only a comment\n", Kind.DELIVER),
+        ("&bob@example.com\n", Kind.DELIVER),
+        ("bob@example.com\n", Kind.DELIVER),
+        ("|bouncesaying 'Gone.'\n", Kind.BOUNCE),
+        ('# retired\n| /usr/bin/bouncesaying "Gone, sorry"\n./Maildir/\n', Kind.BOUNCE),
+        ("|bouncesaying 'Not you.' [ \"$SENDER\" = x ]\n./Maildir/\n", Kind.DELIVER),
+        ("|exit 100\n", Kind.BOUNCE),
+        ("|exit 111\n", Kind.DELIVER),
+        ("| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n", Kind.VPOP_LIST),
+        ("|/home/vpopmail/bin/vdelivermail '' delete\n", Kind.VPOP_LIST),
+        (
+            "| /home/vpopmail/bin/vdelivermail '' /home/vpopmail/domains/x/postmaster\n",
+            Kind.VPOP_CATCHALL,
+        ),
+        ("| vdelivermail '' catchall@example.com\n", Kind.VPOP_CATCHALL),
+        ("| fastforward -d /etc/aliases.cdb\n", Kind.FASTFORWARD),
+    ],
+)
 def test_classify(text, kind):
     assert classify_text(text, "/h/.qmail-x").kind is kind
 
@@ -61,12 +66,27 @@ def test_classify_reads_the_file_and_names_it_on_error(tmp_path):
 
 
 def test_list_home_names(tmp_path):
-    for name in (".qmail", ".qmail-a", ".qmail-b:c", ".qmail-Big", ".qmail-", ".qmailx", "x",
-                 ".qmail-d.e"):
+    for name in (
+        ".qmail",
+        ".qmail-a",
+        ".qmail-b:c",
+        ".qmail-Big",
+        ".qmail-",
+        ".qmailx",
+        "x",
+        ".qmail-d.e",
+    ):
         (tmp_path / name).write_text("")
     files = list_home(str(tmp_path))
-    assert set(files.present) == {".qmail", ".qmail-a", ".qmail-b:c", ".qmail-Big", ".qmail-",
-                             ".qmailx", ".qmail-d.e"}
+    assert set(files.present) == {
+        ".qmail",
+        ".qmail-a",
+        ".qmail-b:c",
+        ".qmail-Big",
+        ".qmail-",
+        ".qmailx",
+        ".qmail-d.e",
+    }
     assert files.names == {"a": ".qmail-a", "b:c": ".qmail-b:c"}  # spelt as qmail-local does
     assert files.with_dash("").names == {}
     assert files.skipped == []
@@ -83,16 +103,26 @@ def test_list_home_skips_what_qmail_local_cannot_read_or_reach(tmp_path):
     files = list_home(str(tmp_path))
     assert files.names == {"link": ".qmail-link", "real": ".qmail-real"}
     assert files.skipped == [
-        (f"{tmp_path}/'.qmail-x\\npostmaster': skipped: no address reaches a .qmail name holding "
-        "a newline"),
-        (f"{tmp_path}/.qmail-dangling: skipped: it is a symbolic link to nothing, not a regular "
-        "file, so qmail-local ignores it"),
-        (f"{tmp_path}/.qmail-dev: skipped: it is a character device, not a regular file, so "
-        "qmail-local ignores it"),
-        (f"{tmp_path}/.qmail-dir: skipped: it is a directory, not a regular file, so qmail-local "
-        "ignores it"),
-        (f"{tmp_path}/.qmail-fifo: skipped: it is a FIFO, not a regular file, so qmail-local "
-        "ignores it"),
+        (
+            f"{tmp_path}/'.qmail-x\\npostmaster': skipped: no address reaches a .qmail name holding "
+            "a newline"
+        ),
+        (
+            f"{tmp_path}/.qmail-dangling: skipped: it is a symbolic link to nothing, not a regular "
+            "file, so qmail-local ignores it"
+        ),
+        (
+            f"{tmp_path}/.qmail-dev: skipped: it is a character device, not a regular file, so "
+            "qmail-local ignores it"
+        ),
+        (
+            f"{tmp_path}/.qmail-dir: skipped: it is a directory, not a regular file, so qmail-local "
+            "ignores it"
+        ),
+        (
+            f"{tmp_path}/.qmail-fifo: skipped: it is a FIFO, not a regular file, so qmail-local "
+            "ignores it"
+        ),
     ]
 
 
@@ -101,8 +131,10 @@ def test_read_file_never_blocks_on_a_fifo(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(NotRegular) as caught:
         read_file(str(fifo))
-    assert str(caught.value) == f"{fifo}: is a FIFO, not a regular file (replace it with a " \
+    assert (
+        str(caught.value) == f"{fifo}: is a FIFO, not a regular file (replace it with a "
         "regular file)"
+    )
     assert caught.value.exit_code == 111
 
 

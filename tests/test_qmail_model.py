@@ -15,8 +15,9 @@ from qmailkit.qmail.validrcptto import lookup
 
 def keys(tree: Tree, **kw) -> dict[str, str]:
     """key -> value ('' or '-') of a build of ``tree``."""
-    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd,
-                        vpopmail_home=tree.vpopmail, **kw))
+    rec = build(
+        Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail, **kw)
+    )
     return {k.decode(): v.decode() for k, v in rec.records()}
 
 
@@ -33,6 +34,7 @@ def local_tree(tree: Tree) -> Tree:
 
 # -- local domains: system accounts ---------------------------------------------------------
 
+
 def test_system_users_in_the_uid_window(tree):
     local_tree(tree)
     tree.user("low", 499)
@@ -43,38 +45,51 @@ def test_system_users_in_the_uid_window(tree):
     tree.user("skipme", 1234)
     tree.user("Capital", 1235)  # qmail-getpw never delivers to a name with capitals
     assert keys(tree, uid_ignore=frozenset({1234})) == {
-        "first@example.com": "", "last@example.com": ""}
+        "first@example.com": "",
+        "last@example.com": "",
+    }
     assert "low@example.com" in keys(tree, uid_min=100)
     assert "toor@example.com" not in keys(tree, uid_min=0)
 
 
 def test_system_user_dot_qmail_extensions(tree):
     local_tree(tree)
-    tree.user("bob", 1000, {
-        ".qmail": "./Maildir/\n",
-        ".qmail-lists": "./Maildir/.lists/\n",
-        ".qmail-www:example:org": "./Maildir/\n",  # ':' stands for '.'
-        ".qmail-news-default": "./Maildir/\n",
-        ".qmail-spam": "|bouncesaying 'no spam here'\n",
-        ".qmail-old": "# gone\n|exit 100\n",
-        ".qmail-cond": "|bouncesaying 'not you' condredirect x\n",  # conditional: delivers
-        ".qmail-Upper": "./Maildir/\n",  # qmail-local looks for lower-case names only
-        ".qmailrc": "not a dot-qmail file\n",
-    })
+    tree.user(
+        "bob",
+        1000,
+        {
+            ".qmail": "./Maildir/\n",
+            ".qmail-lists": "./Maildir/.lists/\n",
+            ".qmail-www:example:org": "./Maildir/\n",  # ':' stands for '.'
+            ".qmail-news-default": "./Maildir/\n",
+            ".qmail-spam": "|bouncesaying 'no spam here'\n",
+            ".qmail-old": "# gone\n|exit 100\n",
+            ".qmail-cond": "|bouncesaying 'not you' condredirect x\n",  # conditional: delivers
+            ".qmail-Upper": "./Maildir/\n",  # qmail-local looks for lower-case names only
+            ".qmailrc": "not a dot-qmail file\n",
+        },
+    )
     # qmail-local writes "." as ":" before it looks: every mix of the two reaches the file.
     dotted = {f"bob-www{a}example{b}org@example.com": "" for a in ".:" for b in ".:"}
     assert keys(tree) == dotted | {
-        "bob@example.com": "", "bob-lists@example.com": "",
-        "bob-news-default@example.com": "", "bob-spam@example.com": "-",
-        "bob-old@example.com": "-", "bob-cond@example.com": ""}
+        "bob@example.com": "",
+        "bob-lists@example.com": "",
+        "bob-news-default@example.com": "",
+        "bob-spam@example.com": "-",
+        "bob-old@example.com": "-",
+        "bob-cond@example.com": "",
+    }
 
 
 def test_user_default_and_bouncing_dot_qmail(tree):
     local_tree(tree)
     tree.user("carl", 1001, {".qmail-default": "./Maildir/\n"})
     tree.user("dora", 1002, {".qmail": "|bouncesaying 'left the company'\n"})
-    assert keys(tree) == {"carl@example.com": "", "carl-default@example.com": "",
-                          "dora@example.com": "-"}
+    assert keys(tree) == {
+        "carl@example.com": "",
+        "carl-default@example.com": "",
+        "dora@example.com": "-",
+    }
 
 
 def test_defaultdelivery_decides_users_without_dot_qmail(tree):
@@ -112,6 +127,7 @@ def test_me_is_the_local_domain_without_locals(tree):
 
 # -- the alias user and fastforward ----------------------------------------------------------
 
+
 def test_alias_files_and_fastforward(tree):
     tree.ctl("rcpthosts", "example.com", "example.net")
     tree.ctl("locals", "example.com", "example.net")
@@ -123,10 +139,18 @@ def test_alias_files_and_fastforward(tree):
     db = tree.setforward(
         "info@example.com: bob@example.com;\n"
         "Sales@: bob@example.com;\n"
-        "other@elsewhere.org: bob@example.com;\n")
+        "other@elsewhere.org: bob@example.com;\n"
+    )
     tree.alias_file(".qmail-default", f"| fastforward -d {db}\n")
-    common = {"bob": "", "postmaster": "", "mailer-daemon": "", "www.admin": "", "www:admin": "",
-              "noreply": "-", "sales": ""}
+    common = {
+        "bob": "",
+        "postmaster": "",
+        "mailer-daemon": "",
+        "www.admin": "",
+        "www:admin": "",
+        "noreply": "-",
+        "sales": "",
+    }
     want = {f"{k}@example.com": v for k, v in common.items()}
     want |= {f"{k}@example.net": v for k, v in common.items()}
     want["info@example.com"] = ""
@@ -168,6 +192,7 @@ def test_alias_domain_from_virtualdomains(tree):
 
 # -- users/assign ------------------------------------------------------------------------------
 
+
 def test_users_cdb_entries_win_over_system_users(tree):
     local_tree(tree)
     other = tree.root / "other"
@@ -175,11 +200,17 @@ def test_users_cdb_entries_win_over_system_users(tree):
     (other / ".qmail-ext").write_text("./Maildir/\n")
     tree.user("bob", 1000, {".qmail-mine": "./Maildir/\n"})
     tree.user("carl", 1001, {".qmail-mine": "./Maildir/\n"})
-    tree.assign_lines += [f"=bob:x:2000:2000:{other}:::",  # only "bob" itself
-                          f"+carl-:x:2000:2000:{other}:-::"]  # every carl-EXT
+    tree.assign_lines += [
+        f"=bob:x:2000:2000:{other}:::",  # only "bob" itself
+        f"+carl-:x:2000:2000:{other}:-::",
+    ]  # every carl-EXT
     tree.write_assign()
-    assert keys(tree) == {"bob@example.com": "", "bob-mine@example.com": "",
-                          "carl@example.com": "", "carl-ext@example.com": ""}
+    assert keys(tree) == {
+        "bob@example.com": "",
+        "bob-mine@example.com": "",
+        "carl@example.com": "",
+        "carl-ext@example.com": "",
+    }
 
 
 def test_users_assign_without_cdb_is_used_with_a_warning(tree):
@@ -193,24 +224,33 @@ def test_users_assign_without_cdb_is_used_with_a_warning(tree):
 
 # -- virtual domains and vpopmail -------------------------------------------------------------
 
+
 def vpop_tree(tree: Tree) -> Tree:
     tree.ctl("rcpthosts", "bounce.example", "catch.example")
     tree.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example")
-    tree.vdomain("bounce.example", ["alice", "Bob"], files={
-        ".qmail-sales": "&alice@bounce.example\n",
-        ".qmail-list": "|ezmlm-send '/home/vpopmail/domains/bounce.example/list'\n",
-        ".qmail-list-default": "|ezmlm-manage '/home/vpopmail/domains/bounce.example/list'\n",
-        ".qmail-gone": "|bouncesaying 'gone fishing'\n",
-        ".qmail-bob": "&alice@bounce.example\n",  # an alias for an existing mailbox
-    })
+    tree.vdomain(
+        "bounce.example",
+        ["alice", "Bob"],
+        files={
+            ".qmail-sales": "&alice@bounce.example\n",
+            ".qmail-list": "|ezmlm-send '/home/vpopmail/domains/bounce.example/list'\n",
+            ".qmail-list-default": "|ezmlm-manage '/home/vpopmail/domains/bounce.example/list'\n",
+            ".qmail-gone": "|bouncesaying 'gone fishing'\n",
+            ".qmail-bob": "&alice@bounce.example\n",  # an alias for an existing mailbox
+        },
+    )
     tree.vdomain("catch.example", ["carol"], default=VDELIVER_CATCHALL)
     tree.write_assign()
     return tree
 
 
 VPOP_KEYS = {
-    "alice@bounce.example": "", "bob@bounce.example": "", "sales@bounce.example": "",
-    "list@bounce.example": "", "list-default@bounce.example": "", "gone@bounce.example": "-",
+    "alice@bounce.example": "",
+    "bob@bounce.example": "",
+    "sales@bounce.example": "",
+    "list@bounce.example": "",
+    "list-default@bounce.example": "",
+    "gone@bounce.example": "-",
     "@catch.example": "",
 }
 
@@ -245,14 +285,19 @@ def test_vpopmail_vpasswd_cdb_when_no_text_file(tree):
     tree.ctl("rcpthosts", "cdb.example")
     tree.ctl("virtualdomains", "cdb.example:cdb.example")
     ddir = tree.vdomain("cdb.example", [], vpasswd=False)
-    cdb.write(ddir / "vpasswd.cdb", [(b"zed", b"h:1:0::/d/zed:NOQUOTA"),
-                                     (b"Yves", b"h:1:0::/d/yves:NOQUOTA")])
+    cdb.write(
+        ddir / "vpasswd.cdb",
+        [(b"zed", b"h:1:0::/d/zed:NOQUOTA"), (b"Yves", b"h:1:0::/d/yves:NOQUOTA")],
+    )
     tree.write_assign()
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
     assert dict(rec.records()) == {b"zed@cdb.example": b""}
     assert rec.warnings == [
-        (f"{ddir}/vpasswd.cdb: mailbox 'Yves' skipped: vdelivermail looks up the lower-cased "
-        "address, so a name with capitals never gets mail")]
+        (
+            f"{ddir}/vpasswd.cdb: mailbox 'Yves' skipped: vdelivermail looks up the lower-cased "
+            "address, so a name with capitals never gets mail"
+        )
+    ]
 
 
 def test_vpopmail_sql_backend_asks_vuserinfo_and_valias(tree):
@@ -262,18 +307,25 @@ def test_vpopmail_sql_backend_asks_vuserinfo_and_valias(tree):
     tree.write_assign()
     bindir = tree.vpopmail / "bin"
     # vpopmail is not packaged for Debian; these stand in for its two programs' output.
-    tree.write(bindir / "vuserinfo", '#!/bin/sh\n[ "$1 $2" = "-D sql.example" ] || exit 1\n'
-               'printf "name: Amy\\npasswd: x\\nname: ben\\n"\n')
-    tree.write(bindir / "valias", '#!/bin/sh\n[ "$1 $2" = "-s sql.example" ] || exit 1\n'
-               'echo "info@sql.example -> &amy@sql.example"\n')
+    tree.write(
+        bindir / "vuserinfo",
+        '#!/bin/sh\n[ "$1 $2" = "-D sql.example" ] || exit 1\n'
+        'printf "name: Amy\\npasswd: x\\nname: ben\\n"\n',
+    )
+    tree.write(
+        bindir / "valias",
+        '#!/bin/sh\n[ "$1 $2" = "-s sql.example" ] || exit 1\n'
+        'echo "info@sql.example -> &amy@sql.example"\n',
+    )
     os.chmod(bindir / "vuserinfo", 0o755)
     os.chmod(bindir / "valias", 0o755)
     assert keys(tree) == {"amy@sql.example": "", "ben@sql.example": "", "info@sql.example": ""}
     os.chmod(bindir / "valias", 0o644)
     (bindir / "valias").write_text("#!/bin/sh\necho 'valias: db down' >&2\nexit 3\n")
     os.chmod(bindir / "valias", 0o755)
-    with pytest.raises(QmailkitError, match="valias -s sql.example failed with exit code 3: "
-                       "valias: db down"):
+    with pytest.raises(
+        QmailkitError, match="valias -s sql.example failed with exit code 3: valias: db down"
+    ):
         keys(tree)
 
 
@@ -289,8 +341,15 @@ def test_malformed_vpasswd_names_file_and_line(tree):
 def test_virtual_domain_delivered_by_a_system_user(tree):
     tree.ctl("rcpthosts", "joe.example")
     tree.ctl("virtualdomains", "joe.example:joe-web")
-    tree.user("joe", 1000, {".qmail-web-info": "./Maildir/\n", ".qmail-web-list-default": "x\n",
-                            ".qmail-other": "./Maildir/\n"})
+    tree.user(
+        "joe",
+        1000,
+        {
+            ".qmail-web-info": "./Maildir/\n",
+            ".qmail-web-list-default": "x\n",
+            ".qmail-other": "./Maildir/\n",
+        },
+    )
     assert keys(tree) == {"info@joe.example": "", "list-default@joe.example": ""}
 
 
@@ -300,24 +359,35 @@ def test_virtualdomains_single_addresses_and_wildcards(tree):
     tree.user("joe", 1000, {".qmail-boss": "./Maildir/\n"})  # Boss@one.example is joe-boss
     tree.alias_file(".qmail-one-info")
     tree.alias_file(".qmail-wild-info")
-    assert keys(tree) == {"boss@one.example": "", "info@one.example": "",
-                          "info@sub.wild.example": ""}
+    assert keys(tree) == {
+        "boss@one.example": "",
+        "info@one.example": "",
+        "info@sub.wild.example": "",
+    }
 
 
 # -- relayed domains ----------------------------------------------------------------------------
 
+
 def test_smtproutes_domains_with_and_without_a_list(tree):
     tree.ctl("rcpthosts", "listed.example", "open.example")
-    tree.ctl("smtproutes", ":smarthost.example", "listed.example:10.0.0.2",
-             "open.example:10.0.0.3:2525")
+    tree.ctl(
+        "smtproutes", ":smarthost.example", "listed.example:10.0.0.2", "open.example:10.0.0.3:2525"
+    )
     routes = tree.root / "routes"
-    tree.write(routes / "listed.example", "# mailboxes behind the gateway\nAnn\n"
-               "bo@listed.example  # trailing comment\n\n")
+    tree.write(
+        routes / "listed.example",
+        "# mailboxes behind the gateway\nAnn\nbo@listed.example  # trailing comment\n\n",
+    )
     assert keys(tree, smtproutes_dir=routes) == {
-        "ann@listed.example": "", "bo@listed.example": "", "@open.example": ""}
+        "ann@listed.example": "",
+        "bo@listed.example": "",
+        "@open.example": "",
+    }
 
 
 # -- domains, safety, sources --------------------------------------------------------------------
+
 
 def test_morercpthosts_cdb_domains_count(tree):
     tree.ctl("rcpthosts", "example.com")
@@ -343,8 +413,11 @@ def test_domain_in_locals_and_virtualdomains_is_an_error(tree):
     tree.ctl("rcpthosts", "example.com")
     tree.ctl("locals", "example.com")
     tree.ctl("virtualdomains", "# comment", "example.com:example.com")
-    with pytest.raises(InputError, match=r"example.com is in both .*/control/locals and "
-                       r".*/control/virtualdomains:2"):
+    with pytest.raises(
+        InputError,
+        match=r"example.com is in both .*/control/locals and "
+        r".*/control/virtualdomains:2",
+    ):
         keys(tree)
 
 
@@ -352,8 +425,11 @@ def test_domain_in_smtproutes_and_delivered_here_is_an_error(tree):
     tree.ctl("rcpthosts", "example.com")
     tree.ctl("locals", "example.com")
     tree.ctl("smtproutes", "example.com:10.1.1.1")
-    with pytest.raises(InputError, match=r"example.com is in both .*/control/locals and "
-                       r".*/control/smtproutes:1"):
+    with pytest.raises(
+        InputError,
+        match=r"example.com is in both .*/control/locals and "
+        r".*/control/smtproutes:1",
+    ):
         keys(tree)
 
 
@@ -398,31 +474,45 @@ def test_everything_lower_cased_and_once_with_sources(tree):
 def test_exclude(tree):
     vpop_tree(tree)
     got = keys(tree, exclude=frozenset({"Sales@Bounce.example", "@catch.example"}))
-    assert got == {k: v for k, v in VPOP_KEYS.items()
-                   if k not in ("sales@bounce.example", "@catch.example")}
+    assert got == {
+        k: v for k, v in VPOP_KEYS.items() if k not in ("sales@bounce.example", "@catch.example")
+    }
 
 
 def test_full_tree_exact_key_set(tree):
     """The demo's kind of tree: everything at once."""
     tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "virt.example")
     tree.ctl("locals", "example.com")
-    tree.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example",
-             "virt.example:alias")
+    tree.ctl(
+        "virtualdomains",
+        "bounce.example:bounce.example",
+        "catch.example:catch.example",
+        "virt.example:alias",
+    )
     tree.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n"})
     tree.alias_file(".qmail-postmaster")
     db = tree.setforward("info@example.com: bob@example.com;\nhelp@virt.example: bob;\n")
     tree.alias_file(".qmail-default", f"|fastforward -d {db}\n")
     vpop_tree(tree)
     tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "virt.example")
-    tree.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example",
-             "virt.example:alias")
+    tree.ctl(
+        "virtualdomains",
+        "bounce.example:bounce.example",
+        "catch.example:catch.example",
+        "virt.example:alias",
+    )
     assert keys(tree) == VPOP_KEYS | {
-        "bob@example.com": "", "bob-spam@example.com": "-", "postmaster@example.com": "",
-        "info@example.com": "", "postmaster@virt.example": "", "help@virt.example": ""}
-
+        "bob@example.com": "",
+        "bob-spam@example.com": "-",
+        "postmaster@example.com": "",
+        "info@example.com": "",
+        "postmaster@virt.example": "",
+        "help@virt.example": "",
+    }
 
 
 # -- more rules ---------------------------------------------------------------------------------
+
 
 def test_exact_users_assign_name_under_a_virtual_prefix(tree):
     vpop_tree(tree)
@@ -525,8 +615,10 @@ def test_indexed_users_lookup_agrees_with_qmail_assign_lookup(tree):
     from qmailkit.qmail import assign
     from qmailkit.qmail.model import _Builder
 
-    text = (b"=joe:a:1:1:/h:-::\n+jo:b:1:1:/h:-::\n+jo-:c:1:1:/h:-::\n+:d:1:1:/h:-::\n"
-            b"+Big.:e:1:1:/h:-::\n=joe:f:1:1:/h:-::\n.\n")
+    text = (
+        b"=joe:a:1:1:/h:-::\n+jo:b:1:1:/h:-::\n+jo-:c:1:1:/h:-::\n+:d:1:1:/h:-::\n"
+        b"+Big.:e:1:1:/h:-::\n=joe:f:1:1:/h:-::\n.\n"
+    )
     entries = assign.parse(text, "users/assign")
     index = _Builder(Options())._assign_index(entries)
     for local in ("joe", "jo", "jo-x", "jox", "john", "", "big.x", "x", "joe-"):
@@ -534,6 +626,7 @@ def test_indexed_users_lookup_agrees_with_qmail_assign_lookup(tree):
 
 
 # -- qmail-local's rules for an exact users/assign entry (O1) ----------------------------------
+
 
 def assign_tree(tree: Tree, *lines: str) -> Tree:
     local_tree(tree)
@@ -550,18 +643,28 @@ def test_exact_users_assign_entry_reaches_its_dot_qmail_file(tree):
     tree.write(home / ".qmail-gone", "|bouncesaying 'gone'\n")
     tree.write(home / ".qmail-a:b", "./Maildir/\n")
     tree.write(home / ".qmail-team-default", "./Maildir/\n")
-    assign_tree(tree, f"=list:joe:2000:2000:{home}:-:list:",
-                f"=gone:joe:2000:2000:{home}:-:gone:",
-                f"=missing:joe:2000:2000:{home}:-:nothing:",
-                f"=dotted:joe:2000:2000:{home}:-:A.b:",  # lower-cased, "." written ":"
-                f"=member:joe:2000:2000:{home}:-:team-x:")
+    assign_tree(
+        tree,
+        f"=list:joe:2000:2000:{home}:-:list:",
+        f"=gone:joe:2000:2000:{home}:-:gone:",
+        f"=missing:joe:2000:2000:{home}:-:nothing:",
+        f"=dotted:joe:2000:2000:{home}:-:A.b:",  # lower-cased, "." written ":"
+        f"=member:joe:2000:2000:{home}:-:team-x:",
+    )
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
     assert dict(rec.records()) == {
-        b"list@example.com": b"", b"gone@example.com": b"-", b"missing@example.com": b"-",
-        b"dotted@example.com": b"", b"member@example.com": b""}
+        b"list@example.com": b"",
+        b"gone@example.com": b"-",
+        b"missing@example.com": b"-",
+        b"dotted@example.com": b"",
+        b"member@example.com": b"",
+    }
     assert rec.warnings == [
-        (f"{tree.users}/cdb: missing rejected: qmail-local finds neither {home}/.qmail-nothing "
-        "nor a -default file for it")]
+        (
+            f"{tree.users}/cdb: missing rejected: qmail-local finds neither {home}/.qmail-nothing "
+            "nor a -default file for it"
+        )
+    ]
     # a .qmail-default takes what nothing else does
     tree.write(home / ".qmail-default", "./Maildir/\n")
     assert keys(tree)["missing@example.com"] == ""
@@ -589,11 +692,14 @@ def test_a_bouncing_exact_entry_is_rejected_in_front_of_a_catch_all(tree):
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
     assert dict(rec.records()) == {b"joe@example.com": b"-", b"@example.com": b""}
     assert not lookup("joe@example.com", rec.get).accept
-    assert f"{tree.users}/cdb: joe rejected: {tree.root}/nowhere: home directory does not " \
+    assert (
+        f"{tree.users}/cdb: joe rejected: {tree.root}/nowhere: home directory does not "
         "exist" in rec.warnings
+    )
 
 
 # -- virtualdomains as qmail-send reads it (O2, O3) ----------------------------------------------
+
 
 def test_single_addresses_for_a_local_domain_are_ignored(tree):
     local_tree(tree)
@@ -605,18 +711,28 @@ def test_single_addresses_for_a_local_domain_are_ignored(tree):
     assert rec.warnings == [
         f"{vd}:{n}: {a}:bob is ignored: example.com is in {tree.control}/locals, and "
         "qmail-send does not look at virtualdomains for a local domain"
-        for n, a in ((1, "bob-spam@example.com"), (2, "nobody@example.com"))]
+        for n, a in ((1, "bob-spam@example.com"), (2, "nobody@example.com"))
+    ]
 
 
 def test_a_single_address_is_delivered_by_its_local_name(tree):
     """user@domain:prepend makes the local name prepend-user: whoever owns that decides."""
     tree.ctl("rcpthosts", "v.example")
-    tree.ctl("virtualdomains", "boss@v.example:joe", "ghost@v.example:joe",
-             "shut@v.example:joe", "v.example:alias")
+    tree.ctl(
+        "virtualdomains",
+        "boss@v.example:joe",
+        "ghost@v.example:joe",
+        "shut@v.example:joe",
+        "v.example:alias",
+    )
     tree.user("joe", 1000, {".qmail-boss": "./Maildir/\n", ".qmail-shut": "|exit 100\n"})
     tree.alias_file(".qmail-default", "./Maildir/\n")  # every alias-x@v.example
-    assert keys(tree) == {"boss@v.example": "", "ghost@v.example": "-",
-                          "shut@v.example": "-", "@v.example": ""}
+    assert keys(tree) == {
+        "boss@v.example": "",
+        "ghost@v.example": "-",
+        "shut@v.example": "-",
+        "@v.example": "",
+    }
 
 
 def test_the_empty_virtualdomains_entry_catches_every_other_domain(tree):
@@ -627,13 +743,19 @@ def test_the_empty_virtualdomains_entry_catches_every_other_domain(tree):
     tree.user("bob", 1000)
     tree.alias_file(".qmail-catchall-info")
     tree.alias_file(".qmail-bee-x")
-    assert keys(tree) == {"info@a.example": "", "x@b.example": "", "@out.example": "",
-                          # the alias user serves local domains with the same files
-                          "bob@local.example": "", "catchall-info@local.example": "",
-                          "bee-x@local.example": ""}
+    assert keys(tree) == {
+        "info@a.example": "",
+        "x@b.example": "",
+        "@out.example": "",
+        # the alias user serves local domains with the same files
+        "bob@local.example": "",
+        "catchall-info@local.example": "",
+        "bee-x@local.example": "",
+    }
 
 
 # -- qmail-getpw's rules for system accounts (Q3) ------------------------------------------------
+
 
 def test_accounts_qmail_getpw_never_delivers_to_are_left_out(tree):
     local_tree(tree)
@@ -647,14 +769,23 @@ def test_accounts_qmail_getpw_never_delivers_to_are_left_out(tree):
     tree.user("a" * 31, 1003)
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
     assert sorted(k for k, _ in rec.records()) == [
-        b"a" * 31 + b"@example.com", b"owner@example.com"]
+        b"a" * 31 + b"@example.com",
+        b"owner@example.com",
+    ]
     assert rec.warnings == [
-        (f"{tree.passwd}:5: user qmaild skipped: its home {qmaild} is owned by uid 0, not 1001 "
-        "(qmail-getpw delivers only to an account that owns its home)"),
-        (f"{tree.passwd}:6: user systemd-network skipped: {tree.root}/nonexistent: home "
-        "directory does not exist"),
-        (f"{tree.passwd}:7: user {long_name} skipped: qmail-getpw looks up names of at most 31 "
-        "characters")]
+        (
+            f"{tree.passwd}:5: user qmaild skipped: its home {qmaild} is owned by uid 0, not 1001 "
+            "(qmail-getpw delivers only to an account that owns its home)"
+        ),
+        (
+            f"{tree.passwd}:6: user systemd-network skipped: {tree.root}/nonexistent: home "
+            "directory does not exist"
+        ),
+        (
+            f"{tree.passwd}:7: user {long_name} skipped: qmail-getpw looks up names of at most 31 "
+            "characters"
+        ),
+    ]
 
 
 def test_a_virtual_domain_whose_user_does_not_own_its_home_goes_to_the_alias_user(tree):
@@ -669,35 +800,64 @@ def test_a_virtual_domain_whose_user_does_not_own_its_home_goes_to_the_alias_use
 
 # -- qmail-local's spelling of an extension (Q4) -------------------------------------------------
 
+
 def test_dot_and_colon_both_reach_a_dot_qmail_name_with_a_colon(tree):
     local_tree(tree)
-    tree.user("alice", 1000, {".qmail-dot:ted": "./Maildir/\n",
-                              ".qmail-www:x-default": "./Maildir/\n",
-                              ".qmail-a:b:c:d:e:f:g:h": "./Maildir/\n"})  # 7 colons: 2**7?
+    tree.user(
+        "alice",
+        1000,
+        {
+            ".qmail-dot:ted": "./Maildir/\n",
+            ".qmail-www:x-default": "./Maildir/\n",
+            ".qmail-a:b:c:d:e:f:g:h": "./Maildir/\n",
+        },
+    )  # 7 colons: 2**7?
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
     got = {k.decode() for k, _ in rec.records()}
-    assert got == {"alice@example.com", "alice-dot.ted@example.com", "alice-dot:ted@example.com",
-                   "alice-www.x-default@example.com", "alice-www:x-default@example.com",
-                   "alice-a.b.c.d.e.f.g.h@example.com", "alice-a:b:c:d:e:f:g:h@example.com"}
-    for address in ("alice-dot:ted@example.com", "Alice-Dot.Ted@example.com",
-                    "alice-www:x-y@example.com", "alice-www.x-y@example.com"):
+    assert got == {
+        "alice@example.com",
+        "alice-dot.ted@example.com",
+        "alice-dot:ted@example.com",
+        "alice-www.x-default@example.com",
+        "alice-www:x-default@example.com",
+        "alice-a.b.c.d.e.f.g.h@example.com",
+        "alice-a:b:c:d:e:f:g:h@example.com",
+    }
+    for address in (
+        "alice-dot:ted@example.com",
+        "Alice-Dot.Ted@example.com",
+        "alice-www:x-y@example.com",
+        "alice-www.x-y@example.com",
+    ):
         assert lookup(address, rec.get).accept, address
-    assert rec.warnings == [(f"{tree.root}/home/alice/.qmail-a:b:c:d:e:f:g:h: 7 colons: only the "
-                            "spellings with all '.' and all ':' are listed")]
+    assert rec.warnings == [
+        (
+            f"{tree.root}/home/alice/.qmail-a:b:c:d:e:f:g:h: 7 colons: only the "
+            "spellings with all '.' and all ':' are listed"
+        )
+    ]
 
 
 # -- names no address reaches, files qmail-local cannot read (A6, A7) ----------------------------
+
 
 def test_a_newline_in_a_dot_qmail_name_is_skipped_not_split(tree):
     """The finding's reproduction: bob's .qmail-x<LF>postmaster2 made keys 'bob-x' and
     'postmaster2@example.com' (and crashed -c where a domain had '-' values)."""
     local_tree(tree)
-    home = tree.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n",
-                                   ".qmail-x\npostmaster2": "./Maildir/\n"})
+    home = tree.user(
+        "bob",
+        1000,
+        {".qmail-spam": "|bouncesaying 'no'\n", ".qmail-x\npostmaster2": "./Maildir/\n"},
+    )
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
     assert dict(rec.records()) == {b"bob@example.com": b"", b"bob-spam@example.com": b"-"}
-    assert rec.warnings == [(f"{home}/'.qmail-x\\npostmaster2': skipped: no address reaches a "
-                            ".qmail name holding a newline")]
+    assert rec.warnings == [
+        (
+            f"{home}/'.qmail-x\\npostmaster2': skipped: no address reaches a "
+            ".qmail name holding a newline"
+        )
+    ]
 
 
 def test_a_newline_or_nul_in_a_cdb_key_is_skipped(tree):
@@ -707,13 +867,21 @@ def test_a_newline_or_nul_in_a_cdb_key_is_skipped(tree):
     tree.ctl("locals", "example.com")
     ddir = tree.vpopmail / "domains" / "bounce.example"
     (ddir / "vpasswd").unlink()
-    cdb.write(ddir / "vpasswd.cdb", [(b"evil\nroot", b"x:1:0::/d:NOQUOTA"),
-                                     (b"nul\0x", b"x:1:0::/d:NOQUOTA"),
-                                     (b"alice", b"x:1:0::/d:NOQUOTA")])
+    cdb.write(
+        ddir / "vpasswd.cdb",
+        [
+            (b"evil\nroot", b"x:1:0::/d:NOQUOTA"),
+            (b"nul\0x", b"x:1:0::/d:NOQUOTA"),
+            (b"alice", b"x:1:0::/d:NOQUOTA"),
+        ],
+    )
     from qmailkit.qmail import assign
 
-    records = list(assign.records(assign.parse(
-        "".join(line + "\n" for line in tree.assign_lines).encode() + b".\n")))
+    records = list(
+        assign.records(
+            assign.parse("".join(line + "\n" for line in tree.assign_lines).encode() + b".\n")
+        )
+    )
     value = b"\0".join([b"x", b"2000", b"2000", str(tree.root).encode(), b"", b""])
     cdb.write(tree.users / "cdb", [(b"!odd\nroot\0", value), *records])
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
@@ -721,13 +889,19 @@ def test_a_newline_or_nul_in_a_cdb_key_is_skipped(tree):
     assert got == VPOP_KEYS  # bob@ comes from .qmail-bob
     assert [w for w in rec.warnings if "skipped" in w] == [
         f"{ddir}/vpasswd.cdb: mailbox {name!r} skipped: no address holds a newline or NUL"
-        for name in ("evil\nroot", "nul\0x")] + [
-        f"{tree.users}/cdb: skipped 'odd\\nroot@example.com': no address holds a newline or NUL"]
+        for name in ("evil\nroot", "nul\0x")
+    ] + [f"{tree.users}/cdb: skipped 'odd\\nroot@example.com': no address holds a newline or NUL"]
 
 
-@pytest.mark.parametrize("where", [
-    "home/bob/.qmail-fifo", "home/bob/.qmail", "var-qmail/alias/.qmail-default",
-    "home-vpopmail/domains/bounce.example/.qmail-gone"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "home/bob/.qmail-fifo",
+        "home/bob/.qmail",
+        "var-qmail/alias/.qmail-default",
+        "home-vpopmail/domains/bounce.example/.qmail-gone",
+    ],
+)
 def test_a_fifo_where_qmail_local_looks_is_skipped_like_qmail_local_does(tree, where):
     vpop_tree(tree)
     tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example")
@@ -738,17 +912,31 @@ def test_a_fifo_where_qmail_local_looks_is_skipped_like_qmail_local_does(tree, w
     os.mkfifo(path)
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
     got = {k.decode(): v.decode() for k, v in rec.records()}
-    assert got == {k: v for k, v in (VPOP_KEYS | {"bob@example.com": ""}).items()
-                   if not where.endswith(".qmail-gone") or k != "gone@bounce.example"}
-    assert f"{path}: skipped: it is a FIFO, not a regular file, so qmail-local ignores it" \
+    assert got == {
+        k: v
+        for k, v in (VPOP_KEYS | {"bob@example.com": ""}).items()
+        if not where.endswith(".qmail-gone") or k != "gone@bounce.example"
+    }
+    assert (
+        f"{path}: skipped: it is a FIFO, not a regular file, so qmail-local ignores it"
         in rec.warnings
+    )
 
 
-@pytest.mark.parametrize("where", [
-    "var-qmail/control/rcpthosts", "var-qmail/control/locals", "var-qmail/control/virtualdomains",
-    "var-qmail/control/smtproutes", "var-qmail/control/defaultdelivery", "var-qmail/users/assign",
-    "home-vpopmail/domains/bounce.example/vpasswd",
-    "home-vpopmail/include/vpopmail_config.h", "routes/relay.example"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "var-qmail/control/rcpthosts",
+        "var-qmail/control/locals",
+        "var-qmail/control/virtualdomains",
+        "var-qmail/control/smtproutes",
+        "var-qmail/control/defaultdelivery",
+        "var-qmail/users/assign",
+        "home-vpopmail/domains/bounce.example/vpasswd",
+        "home-vpopmail/include/vpopmail_config.h",
+        "routes/relay.example",
+    ],
+)
 def test_a_fifo_as_a_configuration_file_is_an_error_naming_it(tree, where):
     vpop_tree(tree)
     tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "relay.example")
@@ -763,23 +951,33 @@ def test_a_fifo_as_a_configuration_file_is_an_error_naming_it(tree, where):
     os.mkfifo(path)
     with pytest.raises(QmailkitError) as caught:
         keys(tree, smtproutes_dir=tree.root / "routes")
-    assert str(caught.value) == (f"{path}: is a FIFO, not a regular file (replace it with a "
-                                 "regular file)")
+    assert str(caught.value) == (
+        f"{path}: is a FIFO, not a regular file (replace it with a regular file)"
+    )
     assert caught.value.exit_code == 111
 
 
 # -- messages --------------------------------------------------------------------------------
+
 
 def test_catch_all_warning_names_the_domains(tree):
     tree.ctl("rcpthosts", "example.com", "example.net")
     tree.ctl("locals", "example.com", "example.net")
     home = tree.user("bob", 1000, {".qmail-default": "./Maildir/\n"})
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
-    assert rec.warnings == [(f"user bob ({home}/.qmail-default): every address bob-*@D for "
-                            "each local domain D (example.com, example.net) is accepted "
-                            "(catch-all)")]
+    assert rec.warnings == [
+        (
+            f"user bob ({home}/.qmail-default): every address bob-*@D for "
+            "each local domain D (example.com, example.net) is accepted "
+            "(catch-all)"
+        )
+    ]
     tree.ctl("locals", "example.com")
     tree.ctl("rcpthosts", "example.com")
     rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
-    assert rec.warnings == [(f"user bob ({home}/.qmail-default): every address "
-                            "bob-*@example.com is accepted (catch-all)")]
+    assert rec.warnings == [
+        (
+            f"user bob ({home}/.qmail-default): every address "
+            "bob-*@example.com is accepted (catch-all)"
+        )
+    ]

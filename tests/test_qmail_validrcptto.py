@@ -21,26 +21,33 @@ TABLE = {
 
 def test_candidates_in_qmail_smtpd_order():
     assert candidates("User-One-Two-Three@Example.COM") == [
-        b"user-one-two-three@example.com", b"user-one-two-default@example.com",
-        b"user-one-default@example.com", b"user-default@example.com", b"@example.com"]
+        b"user-one-two-three@example.com",
+        b"user-one-two-default@example.com",
+        b"user-one-default@example.com",
+        b"user-default@example.com",
+        b"@example.com",
+    ]
     assert candidates("plain") == [b"plain"]
     # The last @ splits local part and domain.
     assert candidates('"a@b"-c@d') == [b'"a@b"-c@d', b'"a@b"-default@d', b"@d"]
 
 
-@pytest.mark.parametrize(("address", "accept", "key"), [
-    ("bob@example.com", True, b"bob@example.com"),
-    ("BOB@Example.Com", True, b"bob@example.com"),
-    ("bob-ext@example.com", False, None),
-    ("list-subscribe@example.com", True, b"list-default@example.com"),
-    ("list-return-12-x=y@example.com", True, b"list-default@example.com"),
-    ("list-owner-x@example.com", False, b"list-owner-default@example.com"),
-    ("spam@example.com", False, b"spam@example.com"),
-    ("anyone@catch.example", True, b"@catch.example"),
-    ("x-y@catch.example", False, b"x-default@catch.example"),
-    ("nobody@other.example", False, None),
-    ("nodomain", False, None),
-])
+@pytest.mark.parametrize(
+    ("address", "accept", "key"),
+    [
+        ("bob@example.com", True, b"bob@example.com"),
+        ("BOB@Example.Com", True, b"bob@example.com"),
+        ("bob-ext@example.com", False, None),
+        ("list-subscribe@example.com", True, b"list-default@example.com"),
+        ("list-return-12-x=y@example.com", True, b"list-default@example.com"),
+        ("list-owner-x@example.com", False, b"list-owner-default@example.com"),
+        ("spam@example.com", False, b"spam@example.com"),
+        ("anyone@catch.example", True, b"@catch.example"),
+        ("x-y@catch.example", False, b"x-default@catch.example"),
+        ("nobody@other.example", False, None),
+        ("nodomain", False, None),
+    ],
+)
 def test_lookup(address, accept, key):
     decision = lookup(address, TABLE.get)
     assert (decision.accept, decision.key) == (accept, key)
@@ -60,6 +67,9 @@ def test_lookup_on_a_cdb_agrees_with_tinycdb(tmp_path):
     with cdb.Reader(path) as reader:
         for address in ("list-owner-x@example.com", "anyone@catch.example", "bob@example.com"):
             decision = lookup(address, reader.get)
-            found = subprocess.run(["cdb", "-q", "--", str(path), decision.key.decode()],
-                                   capture_output=True, check=True).stdout
+            found = subprocess.run(
+                ["cdb", "-q", "--", str(path), decision.key.decode()],
+                capture_output=True,
+                check=True,
+            ).stdout
             assert found == decision.value

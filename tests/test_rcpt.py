@@ -25,17 +25,26 @@ def tree(tmp_path) -> Tree:
     t.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example")
     t.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n"})
     t.alias_file(".qmail-postmaster")
-    t.vdomain("bounce.example", ["alice", "ann", "amy", "al"], files={
-        ".qmail-list": "|ezmlm-send list\n", ".qmail-list-default": "|ezmlm-manage list\n"})
+    t.vdomain(
+        "bounce.example",
+        ["alice", "ann", "amy", "al"],
+        files={".qmail-list": "|ezmlm-send list\n", ".qmail-list-default": "|ezmlm-manage list\n"},
+    )
     t.vdomain("catch.example", ["carol"], default=VDELIVER_CATCHALL)
     t.write_assign()
     return t
 
 
 ALL = {
-    "bob@example.com": b"", "bob-spam@example.com": b"-", "postmaster@example.com": b"",
-    "alice@bounce.example": b"", "ann@bounce.example": b"", "amy@bounce.example": b"",
-    "al@bounce.example": b"", "list@bounce.example": b"", "list-default@bounce.example": b"",
+    "bob@example.com": b"",
+    "bob-spam@example.com": b"-",
+    "postmaster@example.com": b"",
+    "alice@bounce.example": b"",
+    "ann@bounce.example": b"",
+    "amy@bounce.example": b"",
+    "al@bounce.example": b"",
+    "list@bounce.example": b"",
+    "list-default@bounce.example": b"",
     "@catch.example": b"",
 }
 
@@ -43,9 +52,22 @@ ALL = {
 def run(tree: Tree, *args: str, prog: list[str] | None = None) -> subprocess.CompletedProcess:
     cmd = prog or [sys.executable, "-m", "qmailkit", "rcpt", "build"]
     # A timeout: a FIFO read by mistake would hang the run for good.
-    return subprocess.run([*cmd, "--qmail-home", str(tree.qmail), "--passwd", str(tree.passwd),
-                           "--vpopmail-home", str(tree.vpopmail), *args],
-                          capture_output=True, text=True, check=False, timeout=60)
+    return subprocess.run(
+        [
+            *cmd,
+            "--qmail-home",
+            str(tree.qmail),
+            "--passwd",
+            str(tree.passwd),
+            "--vpopmail-home",
+            str(tree.vpopmail),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def test_c_writes_a_cdb_tinycdb_reads(tree, tmp_path):
@@ -78,8 +100,12 @@ def test_c_leaves_an_unchanged_file_alone_and_rewrites_a_changed_one(tree, tmp_p
 
 def test_same_records_in_another_order_count_as_unchanged(tree, tmp_path):
     out = tmp_path / "validrcptto.cdb"
-    lines = "".join(f"+{len(k)},{len(v)}:{k}->{v.decode()}\n" for k, v in
-                    sorted(ALL.items(), reverse=True)) + "\n"
+    lines = (
+        "".join(
+            f"+{len(k)},{len(v)}:{k}->{v.decode()}\n" for k, v in sorted(ALL.items(), reverse=True)
+        )
+        + "\n"
+    )
     subprocess.run(["cdb", "-c", str(out)], input=lines.encode(), check=True)
     os.utime(out, ns=(5_000_000_000, 5_000_000_000))
     assert "unchanged" in run(tree, "-q", "-c", str(out)).stdout
@@ -97,8 +123,11 @@ def test_value_change_alone_counts_as_a_change(tree, tmp_path):
 def test_plain_and_cdbmake_output(tree, tmp_path):
     done = run(tree, "-q")
     assert done.returncode == 0
-    want_order = sorted(k for k in ALL if k.endswith("@bounce.example")) + ["@catch.example"] + \
-        sorted(k for k in ALL if k.endswith("@example.com"))
+    want_order = (
+        sorted(k for k in ALL if k.endswith("@bounce.example"))
+        + ["@catch.example"]
+        + sorted(k for k in ALL if k.endswith("@example.com"))
+    )
     assert done.stdout.splitlines() == [k + (" -" if ALL[k] else "") for k in want_order]
     made = run(tree, "-q", "-m")
     assert made.stdout.endswith("\n\n")
@@ -113,10 +142,13 @@ def test_explain_and_debug_name_the_sources(tree):
     assert rows["bob-spam@example.com"] == ["reject", f"{tree.root}/home/bob/.qmail-spam"]
     assert rows["bob@example.com"] == ["accept", f"{tree.passwd}:4"]
     assert rows["alice@bounce.example"] == [
-        "accept", f"{tree.vpopmail}/domains/bounce.example/vpasswd"]
+        "accept",
+        f"{tree.vpopmail}/domains/bounce.example/vpasswd",
+    ]
     debug = run(tree, "-d")
-    assert f"debug: postmaster@example.com\taccept\t{tree.alias}/.qmail-postmaster\n" \
-        in debug.stderr
+    assert (
+        f"debug: postmaster@example.com\taccept\t{tree.alias}/.qmail-postmaster\n" in debug.stderr
+    )
     assert "warning: catch.example" in debug.stderr and "catch-all" in debug.stderr
 
 
@@ -169,7 +201,11 @@ def test_force_overrides_the_shrink_guard(tree, tmp_path):
     assert run(tree, "-q", "-c", str(out)).returncode == 100
     assert run(tree, "-q", "-c", str(out), "--force").returncode == 0
     assert set(cdb_dump_keys(out)) == set(ALL) - {
-        "alice@bounce.example", "ann@bounce.example", "amy@bounce.example", "al@bounce.example"}
+        "alice@bounce.example",
+        "ann@bounce.example",
+        "amy@bounce.example",
+        "al@bounce.example",
+    }
 
 
 def test_existing_file_that_is_not_a_cdb(tree, tmp_path):
@@ -202,8 +238,10 @@ def test_write_cdb_library_refusals_leave_no_temp(tree, tmp_path):
     assert (again.written, again.previous) == (False, 10)
     with pytest.raises(InputError, match="directory for the cdb does not exist"):
         rcpt.write_cdb(tmp_path / "no" / "v.cdb", rec)
-    with pytest.raises(InputError, match="directory for the cdb does not exist"), \
-            rcpt.lock(tmp_path / "no" / "v.cdb"):
+    with (
+        pytest.raises(InputError, match="directory for the cdb does not exist"),
+        rcpt.lock(tmp_path / "no" / "v.cdb"),
+    ):
         pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "v.cdb"]  # no temp left
 
@@ -226,13 +264,16 @@ def check(tree: Tree, *args: str) -> subprocess.CompletedProcess:
     return run(tree, *args, prog=[sys.executable, "-m", "qmailkit", "rcpt", "check"])
 
 
-@pytest.mark.parametrize(("address", "rc", "text"), [
-    ("Alice@Bounce.Example", 0, "accept: Alice@Bounce.Example: key 'alice@bounce.example'"),
-    ("list-subscribe@bounce.example", 0, "key 'list-default@bounce.example'"),
-    ("nobody@bounce.example", 1, "reject: nobody@bounce.example: no key matched"),
-    ("bob-spam@example.com", 1, "key 'bob-spam@example.com' has a value starting with '-'"),
-    ("whoever@catch.example", 0, "key '@catch.example'"),
-])
+@pytest.mark.parametrize(
+    ("address", "rc", "text"),
+    [
+        ("Alice@Bounce.Example", 0, "accept: Alice@Bounce.Example: key 'alice@bounce.example'"),
+        ("list-subscribe@bounce.example", 0, "key 'list-default@bounce.example'"),
+        ("nobody@bounce.example", 1, "reject: nobody@bounce.example: no key matched"),
+        ("bob-spam@example.com", 1, "key 'bob-spam@example.com' has a value starting with '-'"),
+        ("whoever@catch.example", 0, "key '@catch.example'"),
+    ],
+)
 def test_check_from_cdb_and_live_agree(tree, tmp_path, address, rc, text):
     out = tmp_path / "validrcptto.cdb"
     run(tree, "-q", "-c", str(out))
@@ -247,7 +288,8 @@ def test_check_from_cdb_and_live_agree(tree, tmp_path, address, rc, text):
 def test_check_verbose_lists_keys_tried(tree):
     done = check(tree, "-v", "x-y-z@example.com")
     assert done.stdout.splitlines()[1] == (
-        "tried: x-y-z@example.com x-y-default@example.com x-default@example.com @example.com")
+        "tried: x-y-z@example.com x-y-default@example.com x-default@example.com @example.com"
+    )
 
 
 def test_unchanged_fast_path_does_not_build_the_cdb(tree, tmp_path, monkeypatch):
@@ -290,8 +332,10 @@ def test_a_newline_in_a_dot_qmail_name_neither_crashes_nor_adds_keys(tree, tmp_p
     odd = tree.write(tree.root / "home" / "bob" / ".qmail-x\npostmaster2", "./Maildir/\n")
     done = run(tree, "-c", str(out))
     assert (done.returncode, done.stdout) == (0, f"qmailkit rcpt build: {out}: wrote 10 keys\n")
-    assert f"warning: {odd.parent}/'.qmail-x\\npostmaster2': skipped: no address reaches a " \
+    assert (
+        f"warning: {odd.parent}/'.qmail-x\\npostmaster2': skipped: no address reaches a "
         ".qmail name holding a newline\n" in done.stderr
+    )
     assert cdb_dump_keys(out) == ALL
 
 
@@ -302,13 +346,16 @@ def test_a_fifo_in_a_home_does_not_hang_the_build(tree, tmp_path):
     os.mkfifo(fifo)
     done = run(tree, "-c", str(out))
     assert (done.returncode, done.stdout) == (0, f"qmailkit rcpt build: {out}: wrote 10 keys\n")
-    assert f"warning: {fifo}: skipped: it is a FIFO, not a regular file, so qmail-local " \
+    assert (
+        f"warning: {fifo}: skipped: it is a FIFO, not a regular file, so qmail-local "
         "ignores it\n" in done.stderr
+    )
     assert cdb_dump_keys(out) == ALL
 
 
-@pytest.mark.parametrize("where", ["var-qmail/control/rcpthosts",
-                                   "home-vpopmail/domains/bounce.example/vpasswd"])
+@pytest.mark.parametrize(
+    "where", ["var-qmail/control/rcpthosts", "home-vpopmail/domains/bounce.example/vpasswd"]
+)
 def test_a_fifo_as_a_configuration_file_is_a_temporary_error(tree, tmp_path, where):
     out = tmp_path / "validrcptto.cdb"
     assert run(tree, "-q", "-c", str(out)).returncode == 0
@@ -318,8 +365,10 @@ def test_a_fifo_as_a_configuration_file_is_a_temporary_error(tree, tmp_path, whe
     os.mkfifo(path)
     done = run(tree, "-q", "-c", str(out))
     assert (done.returncode, done.stdout) == (111, "")
-    assert done.stderr == (f"qmailkit rcpt: fatal: {path}: is a FIFO, not a regular file "
-                           "(replace it with a regular file)\n")
+    assert done.stderr == (
+        f"qmailkit rcpt: fatal: {path}: is a FIFO, not a regular file "
+        "(replace it with a regular file)\n"
+    )
     assert out.read_bytes() == before
 
 
@@ -329,19 +378,25 @@ def test_a_directory_where_a_cdb_belongs_is_named(tree, tmp_path):
     target.mkdir()
     done = run(tree, "-q", "-c", str(target))
     assert (done.returncode, done.stdout) == (111, "")
-    assert done.stderr == (f"qmailkit rcpt: fatal: {target}: is a directory, not a "
-                           "regular file (replace it with a regular file)\n")
+    assert done.stderr == (
+        f"qmailkit rcpt: fatal: {target}: is a directory, not a "
+        "regular file (replace it with a regular file)\n"
+    )
     more = tree.control / "morercpthosts.cdb"
     more.mkdir()
     done = run(tree, "-q")
     assert (done.returncode, done.stdout) == (111, "")
-    assert done.stderr == (f"qmailkit rcpt: fatal: {more}: is a directory, not a "
-                           "regular file (replace it with a regular file)\n")
+    assert done.stderr == (
+        f"qmailkit rcpt: fatal: {more}: is a directory, not a "
+        "regular file (replace it with a regular file)\n"
+    )
 
 
 def test_check_says_when_the_domain_is_not_in_rcpthosts(tree):
     done = check(tree, "someone@elsewhere.example")
     assert done.returncode == 1
-    assert done.stdout == ("reject: someone@elsewhere.example: elsewhere.example is not in "
-                           "rcpthosts or morercpthosts.cdb (qmail-smtpd answers 553 unless the "
-                           "client may relay)\n")
+    assert done.stdout == (
+        "reject: someone@elsewhere.example: elsewhere.example is not in "
+        "rcpthosts or morercpthosts.cdb (qmail-smtpd answers 553 unless the "
+        "client may relay)\n"
+    )

@@ -31,8 +31,9 @@ def big_tree(root: Path) -> Tree:
     t.ctl("rcpthosts", "example.com", "relay.example", *names)
     t.ctl("locals", "example.com")
     t.ctl("smtproutes", "relay.example:mx.relay.example")
-    t.ctl("virtualdomains", *(f"{n}:{n}" for n in names),
-          f"boss@{names[-3]}:{names[-3]}")  # a single address (wins over anything else)
+    t.ctl(
+        "virtualdomains", *(f"{n}:{n}" for n in names), f"boss@{names[-3]}:{names[-3]}"
+    )  # a single address (wins over anything else)
     t.user("bob", 1000, {".qmail-spam": "|bouncesaying 'no'\n"})
     t.alias_file(".qmail-postmaster")
     for i, name in enumerate(names):
@@ -43,8 +44,12 @@ def big_tree(root: Path) -> Tree:
         if i % 50 == 7:
             files[".qmail-gone"] = "|bouncesaying 'this address is gone'\n"
         default = VDELIVER_CATCHALL if i % 20 == 19 else None
-        ddir = t.vdomain(name, ["anna", "Bert", f"u{i}"], files=files,
-                         **({"default": default} if default else {}))
+        ddir = t.vdomain(
+            name,
+            ["anna", "Bert", f"u{i}"],
+            files=files,
+            **({"default": default} if default else {}),
+        )
         if i == DOMAINS - 5:  # Windows line ends: the careful reader's path
             vpasswd = ddir / "vpasswd"
             vpasswd.write_bytes(vpasswd.read_bytes().replace(b"\n", b"\r\n"))
@@ -54,8 +59,10 @@ def big_tree(root: Path) -> Tree:
             (ddir / ".qmail-first:last").write_text("&anna\n")
         if i == DOMAINS - 7:  # vpasswd.cdb only, with a key holding a newline
             (ddir / "vpasswd").unlink()
-            cdb.write(ddir / "vpasswd.cdb", [(b"evil\nroot", b"x:1:0::/d:NOQUOTA"),
-                                             (b"zoe", b"x:1:0::/d:NOQUOTA")])
+            cdb.write(
+                ddir / "vpasswd.cdb",
+                [(b"evil\nroot", b"x:1:0::/d:NOQUOTA"), (b"zoe", b"x:1:0::/d:NOQUOTA")],
+            )
     t.write_assign()
     return t
 
@@ -66,8 +73,7 @@ def tree(tmp_path_factory) -> Tree:
 
 
 def options(t: Tree, jobs: int, **kw) -> Options:
-    return Options(qmail_home=t.qmail, passwd=t.passwd, vpopmail_home=t.vpopmail, jobs=jobs,
-                   **kw)
+    return Options(qmail_home=t.qmail, passwd=t.passwd, vpopmail_home=t.vpopmail, jobs=jobs, **kw)
 
 
 @pytest.fixture
@@ -88,7 +94,9 @@ def forks(monkeypatch) -> list:
 def test_workers_give_the_same_keys_sources_and_warnings(tree, forks):
     here = rcpt.build(options(tree, jobs=1, exclude=frozenset({f"u1@{vdomain_name(DOMAINS - 2)}"})))
     assert forks == []
-    split = rcpt.build(options(tree, jobs=2, exclude=frozenset({f"u1@{vdomain_name(DOMAINS - 2)}"})))
+    split = rcpt.build(
+        options(tree, jobs=2, exclude=frozenset({f"u1@{vdomain_name(DOMAINS - 2)}"}))
+    )
     assert len(forks) == 1 and forks[0] is not None  # the parallel path really ran
     assert list(split.explain()) == list(here.explain())
     assert b"".join(rcpt.lines(split)) == b"".join(rcpt.lines(here))
@@ -96,22 +104,35 @@ def test_workers_give_the_same_keys_sources_and_warnings(tree, forks):
     last = vdomain_name(DOMAINS - 4)  # done by the worker
     assert split.source(f"anna@{last}".encode()).endswith(f"{last}/vpasswd")
     assert split.get(f"bert@{last}".encode()) is None  # "Bert": vdelivermail never matches it
-    assert f"{tree.vpopmail}/domains/{last}/vpasswd:2: mailbox 'Bert' skipped: vdelivermail " \
-        "looks up the lower-cased address, so a name with capitals never gets mail" \
+    assert (
+        f"{tree.vpopmail}/domains/{last}/vpasswd:2: mailbox 'Bert' skipped: vdelivermail "
+        "looks up the lower-cased address, so a name with capitals never gets mail"
         in split.warnings
+    )
     odd, dbonly = vdomain_name(DOMAINS - 6), vdomain_name(DOMAINS - 7)
     assert [k for k in split.domains[odd.encode()].keys if b"first" in k or b"root" in k] == [
-        f"first.last@{odd}".encode(), f"first:last@{odd}".encode()]
+        f"first.last@{odd}".encode(),
+        f"first:last@{odd}".encode(),
+    ]
     assert split.domains[dbonly.encode()].keys == [
-        f"info@{dbonly}".encode(), f"zoe@{dbonly}".encode()]
+        f"info@{dbonly}".encode(),
+        f"zoe@{dbonly}".encode(),
+    ]
     ddir = f"{tree.vpopmail}/domains"
     assert [w for w in split.warnings if "\\nroot" in w or "fifo" in w] == [
-        (f"{ddir}/{dbonly}/vpasswd.cdb: mailbox 'evil\\nroot' skipped: no address holds a "
-        "newline or NUL"),
-        (f"{ddir}/{odd}/'.qmail-x\\nroot': skipped: no address reaches a .qmail name holding a "
-        "newline"),
-        (f"{ddir}/{odd}/.qmail-fifo: skipped: it is a FIFO, not a regular file, so qmail-local "
-        "ignores it")]
+        (
+            f"{ddir}/{dbonly}/vpasswd.cdb: mailbox 'evil\\nroot' skipped: no address holds a "
+            "newline or NUL"
+        ),
+        (
+            f"{ddir}/{odd}/'.qmail-x\\nroot': skipped: no address reaches a .qmail name holding a "
+            "newline"
+        ),
+        (
+            f"{ddir}/{odd}/.qmail-fifo: skipped: it is a FIFO, not a regular file, so qmail-local "
+            "ignores it"
+        ),
+    ]
     assert split.get(f"u{DOMAINS - 4}@{last}".encode()) == b""
     assert split.get(f"gone@{vdomain_name(DOMAINS - 23)}".encode()) == b"-"
     assert split.get(f"boss@{vdomain_name(DOMAINS - 3)}".encode()) == b""
@@ -136,9 +157,20 @@ def test_three_jobs_and_fork_failure_give_the_same_keys(tree, forks, monkeypatch
 
 
 def mk(t: Tree, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(MKVALIDRCPTTO), "--qmail-home", str(t.qmail), "--passwd",
-                           str(t.passwd), "--vpopmail-home", str(t.vpopmail), *args],
-                          capture_output=True, check=False)
+    return subprocess.run(
+        [
+            str(MKVALIDRCPTTO),
+            "--qmail-home",
+            str(t.qmail),
+            "--passwd",
+            str(t.passwd),
+            "--vpopmail-home",
+            str(t.vpopmail),
+            *args,
+        ],
+        capture_output=True,
+        check=False,
+    )
 
 
 def test_cdb_bytes_and_messages_match_one_process_and_tinycdb(tree, tmp_path):
@@ -177,9 +209,14 @@ def test_an_error_in_a_worker_domain_is_the_same_error(tmp_path):
     for done in results:
         assert done.returncode == 100
         assert done.stdout == b""
-        assert done.stderr == (f"mkvalidrcptto: fatal: {bad}:4: malformed vpasswd line: 1 fields, "
-                               "expected at least 7 (vpasswd lines are "
-                               "name:hash:uid:gid:gecos:dir:quota[:clear])\n").encode()
+        assert (
+            done.stderr
+            == (
+                f"mkvalidrcptto: fatal: {bad}:4: malformed vpasswd line: 1 fields, "
+                "expected at least 7 (vpasswd lines are "
+                "name:hash:uid:gid:gecos:dir:quota[:clear])\n"
+            ).encode()
+        )
     assert sorted(os.listdir(out)) == ["v.cdb.lock"]  # no cdb, no temp file
 
 
@@ -205,8 +242,10 @@ def test_the_first_failing_domain_in_order_decides(tmp_path):
         with pytest.raises(Exception) as caught:
             rcpt.build(options(t, jobs=jobs))
         found.add((type(caught.value).__name__, str(caught.value), caught.value.exit_code))
-    message = (f"{late}:4: malformed vpasswd line: 1 fields, expected at least 7 "
-               "(vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear])")
+    message = (
+        f"{late}:4: malformed vpasswd line: 1 fields, expected at least 7 "
+        "(vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear])"
+    )
     assert found == {("InputError", message, 100)}
 
 

@@ -27,17 +27,23 @@ class FakeRendered:
     listen: tuple | None = None
 
 
-def svc(run: bytes = b"#!/bin/sh\nexec sleep 100\n", log: bytes = b"#!/bin/sh\nexec cat\n",
-        **kw) -> FakeRendered:
+def svc(
+    run: bytes = b"#!/bin/sh\nexec sleep 100\n", log: bytes = b"#!/bin/sh\nexec cat\n", **kw
+) -> FakeRendered:
     files = {"run": (run, 0o755), "log/run": (log, 0o755)}
     files.update(kw.pop("extra", {}))
     return FakeRendered(files=files, **kw)
 
 
 def config(tmp_path: Path, kind: str = "daemontools") -> SimpleNamespace:
-    sup = SimpleNamespace(kind=kind, scan_dir=str(tmp_path / "scan"),
-                          service_root=str(tmp_path / "services"), log_user="nobody",
-                          log_size=1048576, log_count=1024)
+    sup = SimpleNamespace(
+        kind=kind,
+        scan_dir=str(tmp_path / "scan"),
+        service_root=str(tmp_path / "services"),
+        log_user="nobody",
+        log_size=1048576,
+        log_count=1024,
+    )
     (tmp_path / "scan").mkdir(exist_ok=True)
     return SimpleNamespace(path=str(tmp_path / "qmailkit.toml"), supervisor=sup, services={})
 
@@ -130,8 +136,10 @@ def test_hand_edited_run_script_is_not_overwritten(tmp_path):
     run = tmp_path / "services/mx/run"
     run.write_bytes(b"#!/bin/sh\n# my tweak\nexec sleep 100\n")
     before = tree(tmp_path)
-    new = {"mx": svc(run=b"#!/bin/sh\nexec sleep 7\n"),
-           "sub": svc(run=b"#!/bin/sh\nexec sleep 8\n")}
+    new = {
+        "mx": svc(run=b"#!/bin/sh\nexec sleep 7\n"),
+        "sub": svc(run=b"#!/bin/sh\nexec sleep 8\n"),
+    }
     with pytest.raises(InputError) as exc:
         ap.apply(cfg, new)
     assert "changed since the last apply, not overwritten: mx/run" in str(exc.value)
@@ -140,7 +148,8 @@ def test_hand_edited_run_script_is_not_overwritten(tmp_path):
     assert tree(tmp_path) == before  # nothing at all was written, not even sub
     edited = [c for c in ap.plan(cfg, new) if c.action == "edited"]
     assert [(c.service, c.path, c.detail) for c in edited] == [
-        ("mx", "run", "edited by hand since the last apply")]
+        ("mx", "run", "edited by hand since the last apply")
+    ]
     result = ap.apply(cfg, new, force=True)
     assert run.read_bytes() == b"#!/bin/sh\nexec sleep 7\n"
     assert {(c.service, c.action) for c in result.changes} == {("mx", "edited"), ("sub", "update")}
@@ -238,7 +247,8 @@ def test_missing_scan_directory_is_an_error(tmp_path):
         ap.apply(cfg, {"mx": svc()})
     assert str(exc.value) == (
         f"{tmp_path}/scan: scan directory does not exist (create it and start the scanner "
-        "(svscan, runsvdir or s6-svscan) on it, or set supervisor.scan_dir)")
+        "(svscan, runsvdir or s6-svscan) on it, or set supervisor.scan_dir)"
+    )
     assert not (tmp_path / "services/mx").exists()
 
 
@@ -280,11 +290,13 @@ def test_rules_are_compiled_like_tcprules_and_only_when_stale(tmp_path):
     src.write_text('127.0.0.1:allow,RELAYCLIENT=""\n10.1.2.3-5:deny\n:allow\n')
     cdb = tmp_path / "smtp.cdb"
     result = ap.apply(cfg, {"mx": svc(rules=(str(src), str(cdb)))})
-    assert ("mx", "rules", f"{src} -> {cdb}") in {(c.service, c.action, c.detail)
-                                                  for c in result.changes}
+    assert ("mx", "rules", f"{src} -> {cdb}") in {
+        (c.service, c.action, c.detail) for c in result.changes
+    }
     with open(src, "rb") as fh:
-        subprocess.run(["tcprules", str(tmp_path / "c.cdb"), str(tmp_path / "c.tmp")],
-                       stdin=fh, check=True)
+        subprocess.run(
+            ["tcprules", str(tmp_path / "c.cdb"), str(tmp_path / "c.tmp")], stdin=fh, check=True
+        )
     assert cdb.read_bytes() == (tmp_path / "c.cdb").read_bytes()
     assert stat.S_IMODE(cdb.stat().st_mode) == 0o644
     assert ap.apply(cfg, {"mx": svc(rules=(str(src), str(cdb)))}).changes == []
@@ -299,7 +311,7 @@ def test_rules_are_compiled_like_tcprules_and_only_when_stale(tmp_path):
 def test_bad_rule_stops_apply_before_anything_is_written(tmp_path):
     cfg = config(tmp_path)
     src = tmp_path / "smtp"
-    src.write_text('127.0.0.1:allow\n1.2.3.4-x:allow\n')
+    src.write_text("127.0.0.1:allow\n1.2.3.4-x:allow\n")
     rendered = {"mx": svc(rules=(str(src), str(tmp_path / "smtp.cdb")))}
     with pytest.raises(InputError) as exc:
         ap.apply(cfg, rendered)

@@ -60,9 +60,14 @@ def test_render_prints_and_writes_only_out(tmp_path):
     out = tmp_path / "out"
     r = qk("render", "--out", str(out), env_config=cfg)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == [f"{out}/send/run", f"{out}/send/log/run",
-                                     f"{out}/send/log/main/config", f"{out}/local/run",
-                                     f"{out}/local/log/run", f"{out}/local/log/main/config"]
+    assert r.stdout.splitlines() == [
+        f"{out}/send/run",
+        f"{out}/send/log/run",
+        f"{out}/send/log/main/config",
+        f"{out}/local/run",
+        f"{out}/local/log/run",
+        f"{out}/local/log/main/config",
+    ]
     assert sorted(r.stdout.splitlines()) == sorted(str(p) for p in out.rglob("*") if p.is_file())
     assert not (tmp_path / "services").exists() and not any((tmp_path / "scan").iterdir())
 
@@ -99,13 +104,16 @@ def test_hand_edit_refused_with_exit_100(tmp_path):
     assert r.stderr == (
         f"qmailkit services: fatal: {tmp_path}/services: changed since the last apply, not "
         "overwritten: local/run (put the change into the config, or run apply --force to "
-        "replace it)\n")
+        "replace it)\n"
+    )
     assert run.read_text().endswith("# mine\n")
     r = qk("apply", "--dry-run", config=cfg)
     assert r.returncode == 0
     assert "edited      local/run  (edited by hand since the last apply)" in r.stdout
-    assert r.stdout.endswith("dry run: nothing was changed\nnote: the files marked 'edited' "
-                             "were changed by hand; apply needs --force to replace them\n")
+    assert r.stdout.endswith(
+        "dry run: nothing was changed\nnote: the files marked 'edited' "
+        "were changed by hand; apply needs --force to replace them\n"
+    )
     r = qk("apply", "--force", config=cfg)
     assert r.returncode == 0 and "edited      local/run" in r.stdout
     assert "SMTPGREETING hi" in run.read_text()
@@ -118,15 +126,25 @@ def test_status_json_and_table(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert [(row["name"], row["state"]) for row in rows] == [
-        ("send", "unsupervised"), ("send/log", "unsupervised"),
-        ("local", "unsupervised"), ("local/log", "unsupervised")]
+        ("send", "unsupervised"),
+        ("send/log", "unsupervised"),
+        ("local", "unsupervised"),
+        ("local/log", "unsupervised"),
+    ]
     assert r.stderr == ""
     r = qk("status", config=cfg)
-    assert r.stdout.splitlines()[0].split() == ["SERVICE", "STATE", "PID", "SECONDS",
-                                                "NORMALLY", "WANT"]
+    assert r.stdout.splitlines()[0].split() == [
+        "SERVICE",
+        "STATE",
+        "PID",
+        "SECONDS",
+        "NORMALLY",
+        "WANT",
+    ]
     assert r.stderr == (
         "note: 'unsupervised' services have no runit supervisor: is the scanner running on "
-        f"{tmp_path}/scan, and are they linked there?\n")
+        f"{tmp_path}/scan, and are they linked there?\n"
+    )
 
 
 def test_check_exit_codes(tmp_path):
@@ -134,9 +152,10 @@ def test_check_exit_codes(tmp_path):
     cfg = write_config(tmp_path, 'smtpd = "/nonexistent/qmail-smtpd"')
     r = qk("check", config=cfg)
     assert r.returncode == 100
-    assert ("error: local: program /nonexistent/qmail-smtpd not found "
-            "[services.local.smtpd] (install it, or give its full path in the config)") \
-        in r.stdout.splitlines()
+    assert (
+        "error: local: program /nonexistent/qmail-smtpd not found "
+        "[services.local.smtpd] (install it, or give its full path in the config)"
+    ) in r.stdout.splitlines()
     assert r.stdout.splitlines()[-1].endswith("warning(s)")
 
 
@@ -148,8 +167,10 @@ def test_config_errors(tmp_path):
     assert r.stderr.startswith(f"qmailkit services: fatal: {bad}:2: supervisor.kind: ")
     r = qk("status", env_config=tmp_path / "missing.toml")
     assert r.returncode == 100
-    assert r.stderr == (f"qmailkit services: fatal: {tmp_path}/missing.toml: config file not "
-                        "found (create it (see examples/qmailkit.toml) or pass --config)\n")
+    assert r.stderr == (
+        f"qmailkit services: fatal: {tmp_path}/missing.toml: config file not "
+        "found (create it (see examples/qmailkit.toml) or pass --config)\n"
+    )
 
 
 def test_wait_reports_services_that_do_not_come_up(tmp_path):
@@ -158,7 +179,8 @@ def test_wait_reports_services_that_do_not_come_up(tmp_path):
     assert r.returncode == 111
     assert r.stderr == (
         "qmailkit services apply: not up after 0.3 seconds: send, send/log, local, local/log "
-        "(see each one's log/main/current, and qmailkit services status)\n")
+        "(see each one's log/main/current, and qmailkit services status)\n"
+    )
     r = qk("apply", "--wait", "0.3", config=cfg)  # nothing new, nothing to wait for
     assert (r.returncode, r.stdout) == (0, "nothing to change\n")
 
@@ -190,15 +212,19 @@ default_delivery = "./Maildir/"
 """)
     r = qk("check", config=cfg)
     assert r.returncode == 100
-    where = f"not found in {tmp_path}/bin [supervisor.kind] (install it, or give its full path " \
+    where = (
+        f"not found in {tmp_path}/bin [supervisor.kind] (install it, or give its full path "
         "in the config)"
-    note = "note: setuidgid, multilog: in the Debian package daemontools (apt-get install " \
-        "daemontools)"
+    )
+    note = (
+        "note: setuidgid, multilog: in the Debian package daemontools (apt-get install daemontools)"
+    )
     assert r.stdout.splitlines() == [
         f"error: send, send2: program setuidgid {where}",
         f"error: send, send2: program multilog {where}",
         note,
-        "4 error(s), 0 warning(s) (2 distinct; -v lists each)"]
+        "4 error(s), 0 warning(s) (2 distinct; -v lists each)",
+    ]
     r = qk("check", "-v", config=cfg)
     assert r.returncode == 100
     assert r.stdout.splitlines() == [
@@ -207,4 +233,5 @@ default_delivery = "./Maildir/"
         f"error: send2: program setuidgid {where}",
         f"error: send2: program multilog {where}",
         note,
-        "4 error(s), 0 warning(s)"]
+        "4 error(s), 0 warning(s)",
+    ]

@@ -38,19 +38,23 @@ def test_out_made_by_another_user_is_refused(tmp_path):
         ap.export({"mx": svc()}, out)
     assert str(exc.value) == (
         f"{out}: output directory is owned by uid 65534, not by you (uid 0) (name a directory "
-        "that does not exist yet; render creates it)")
+        "that does not exist yet; render creates it)"
+    )
     assert exc.value.exit_code == 100
     assert sorted(p.name for p in target.iterdir()) == ["run"]
     assert (target / "run").read_text() == "ORIGINAL sshd run script\n"
 
 
-@pytest.mark.parametrize(("setup", "problem"), [
-    ("symlink", "is a symbolic link, not a directory"),
-    ("writable", "may be written by others (mode 0777)"),
-    ("sticky", "may be written by others (mode 1777)"),
-    ("file", "is a file, not a directory"),
-    ("not-empty", "is not empty"),
-])
+@pytest.mark.parametrize(
+    ("setup", "problem"),
+    [
+        ("symlink", "is a symbolic link, not a directory"),
+        ("writable", "may be written by others (mode 0777)"),
+        ("sticky", "may be written by others (mode 1777)"),
+        ("file", "is a file, not a directory"),
+        ("not-empty", "is not empty"),
+    ],
+)
 def test_out_that_others_could_have_touched_is_refused(tmp_path, setup, problem):
     target = victim(tmp_path)
     out = tmp_path / "review"
@@ -86,8 +90,10 @@ def test_cli_render_out_into_a_used_directory(tmp_path):
     assert qk("render", "--out", str(out), config=cfg).returncode == 0
     again = qk("render", "--out", str(out), config=cfg)
     assert (again.returncode, again.stdout) == (100, "")
-    assert again.stderr == (f"qmailkit services: fatal: {out}: output directory is not empty "
-                            "(name a directory that does not exist yet; render creates it)\n")
+    assert again.stderr == (
+        f"qmailkit services: fatal: {out}: output directory is not empty "
+        "(name a directory that does not exist yet; render creates it)\n"
+    )
 
 
 # -- apply: things in the way -----------------------------------------------------------
@@ -101,7 +107,8 @@ def test_scan_entry_that_is_a_symlink_loop(tmp_path):
     assert str(exc.value) == (
         f"{tmp_path}/scan/mx: scan directory entry points to mx, not to "
         f"{tmp_path}/services/mx (remove the old link (stop that service first) and run apply "
-        "again)")
+        "again)"
+    )
     assert not (tmp_path / "services/mx").exists()
 
 
@@ -140,8 +147,9 @@ def test_a_file_where_a_directory_belongs(tmp_path, rel):
     before = tree(tmp_path)
     with pytest.raises(QmailkitError) as exc:
         ap.apply(cfg, {"mx": svc(run=b"#!/bin/sh\nexec sleep 9\n")})
-    assert str(exc.value) == (f"{sdir}/{rel}: exists but is not a directory (move it away; "
-                              "apply makes a directory here)")
+    assert str(exc.value) == (
+        f"{sdir}/{rel}: exists but is not a directory (move it away; apply makes a directory here)"
+    )
     assert exc.value.exit_code == 111
     assert tree(tmp_path) == before
 
@@ -155,7 +163,8 @@ def test_a_name_too_long_for_the_file_system_stops_before_anything(tmp_path, siz
     assert str(exc.value) == (
         f"{tmp_path}/services: service name {'a' * 40}... is {size} bytes: too long for this "
         "file system (use at most 227 bytes (apply also makes names like "
-        ".retired-NAME-STAMP beside it))")
+        ".retired-NAME-STAMP beside it))"
+    )
     assert sorted(p.name for p in (tmp_path / "services").iterdir()) == [ap.LOCK_FILE]
     assert list((tmp_path / "scan").iterdir()) == []
 
@@ -175,11 +184,17 @@ def test_cli_long_name_exit_code(tmp_path):
     cfg = tmp_path / "c.toml"
     (tmp_path / "scan").mkdir()
     name = "a" * 254
-    cfg.write_text(f'[supervisor]\nkind = "runit"\nscan_dir = "{tmp_path}/scan"\n'
-                   f'service_root = "{tmp_path}/services"\n'
-                   f'[services.{name}]\ntype = "qmail-send"\n')
-    p = subprocess.run([sys.executable, "-m", "qmailkit", "services", "apply", "--config",
-                        str(cfg)], capture_output=True, text=True, check=False)
+    cfg.write_text(
+        f'[supervisor]\nkind = "runit"\nscan_dir = "{tmp_path}/scan"\n'
+        f'service_root = "{tmp_path}/services"\n'
+        f'[services.{name}]\ntype = "qmail-send"\n'
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "apply", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 100, p.stderr
     assert p.stderr.startswith("qmailkit services: fatal: ") and "Traceback" not in p.stderr
     assert len(p.stderr.splitlines()) == 1
@@ -193,4 +208,5 @@ def test_damaged_pending_file_is_reported(tmp_path):
     with pytest.raises(InputError) as exc:
         ap.apply(cfg, {"mx": svc()})
     assert str(exc.value).startswith(
-        f"{tmp_path}/services/{ap.PENDING_FILE}: pending-restart file is damaged (remove it")
+        f"{tmp_path}/services/{ap.PENDING_FILE}: pending-restart file is damaged (remove it"
+    )

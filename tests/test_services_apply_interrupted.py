@@ -22,8 +22,11 @@ from qmailkit import supervisor
 from qmailkit.demo import standins
 from qmailkit.services import apply as ap
 
-LOGGER = {"daemontools": ["multilog", "setuidgid"], "runit": ["svlogd", "chpst"],
-          "s6": ["s6-log", "s6-setuidgid"]}
+LOGGER = {
+    "daemontools": ["multilog", "setuidgid"],
+    "runit": ["svlogd", "chpst"],
+    "s6": ["s6-log", "s6-setuidgid"],
+}
 
 # python -c KILLER TARGET ARGS...: qmailkit ARGS, killed by SIGKILL once TARGET is renamed into
 KILLER = """
@@ -47,22 +50,30 @@ def pub():
 
 def qk(cwd, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "QMAILKIT_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "qmailkit", "services", "apply", *args],
-                          capture_output=True, text=True, env=env, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "apply", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def deliveries(site: Site) -> list[str]:
     """The default delivery each qmail-start stand-in was started with, oldest first."""
-    return [r["argv"][1] for r in standins.read_records(str(site.pub / "records"),
-                                                        "qmail-start")]
+    return [r["argv"][1] for r in standins.read_records(str(site.pub / "records"), "qmail-start")]
 
 
-@pytest.mark.parametrize(("kind", "killed_after", "spelling"), [
-    ("s6", "run", "same"),
-    ("s6", ap.STATE_FILE, "relative"),
-    ("daemontools", "run", "relative"),
-    ("runit", ap.STATE_FILE, "same"),
-])
+@pytest.mark.parametrize(
+    ("kind", "killed_after", "spelling"),
+    [
+        ("s6", "run", "same"),
+        ("s6", ap.STATE_FILE, "relative"),
+        ("daemontools", "run", "relative"),
+        ("runit", ap.STATE_FILE, "same"),
+    ],
+)
 def test_interrupted_apply_is_finished_by_the_next(pub, scan, kind, killed_after, spelling):
     need(*LOGGER[kind])
     site = Site(pub, kind)
@@ -76,9 +87,22 @@ def test_interrupted_apply_is_finished_by_the_next(pub, scan, kind, killed_after
     pid = sup.status(send).pid
 
     site.write("send", delivery="./Maildir3/")
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(send / killed_after), "services",
-                             "apply", "-q", "--config", str(config)], capture_output=True,
-                            text=True, check=False)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(send / killed_after),
+            "services",
+            "apply",
+            "-q",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert killed.returncode == -9, killed.stderr
     assert b"./Maildir3/" in (send / "run").read_bytes()
     pending = json.loads((site.root / ap.PENDING_FILE).read_text())
@@ -88,10 +112,14 @@ def test_interrupted_apply_is_finished_by_the_next(pub, scan, kind, killed_after
     name = str(config) if spelling == "same" else os.path.relpath(config, pub / "scan")
     again = qk(pub / "scan", "-q", "--config", name)
     assert again.returncode == 0, again.stderr
-    assert again.stdout == ("restart     send  (left pending by an interrupted apply)\n"
-                            "restarted send\n")
-    wait_for(lambda: deliveries(site) == ["./Maildir2/", "./Maildir3/"], 15,
-             what="qmail-start with the new delivery")
+    assert again.stdout == (
+        "restart     send  (left pending by an interrupted apply)\nrestarted send\n"
+    )
+    wait_for(
+        lambda: deliveries(site) == ["./Maildir2/", "./Maildir3/"],
+        15,
+        what="qmail-start with the new delivery",
+    )
     tree.remember()
     assert not (site.root / ap.PENDING_FILE).exists()
     state = json.loads((send / ap.STATE_FILE).read_text())["files"]
@@ -108,14 +136,28 @@ def test_a_file_written_by_an_interrupted_apply_is_not_a_hand_edit(pub):
     assert qk(pub, "--config", str(config)).returncode == 0
     send = site.dir("send")
     site.write("send", delivery="./Maildir3/")
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(send / "run"), "services",
-                             "apply", "-q", "--config", str(config)], capture_output=True,
-                            text=True, check=False)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(send / "run"),
+            "services",
+            "apply",
+            "-q",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert killed.returncode == -9, killed.stderr
     site.write("send", delivery="./Maildir4/")
     again = qk(pub, "-q", "--config", str(config))
     assert again.returncode == 0, again.stderr
-    assert again.stdout == ("restart     send  (left pending by an interrupted apply)\n"
-                            "update      send/run\n")
+    assert again.stdout == (
+        "restart     send  (left pending by an interrupted apply)\nupdate      send/run\n"
+    )
     assert b"./Maildir4/" in (send / "run").read_bytes()
     assert qk(pub, "--config", str(config)).stdout == "nothing to change\n"

@@ -33,8 +33,11 @@ def pubdir():
 
 
 NOBODY = 65534
-LOGGER = {"daemontools": ["multilog", "setuidgid"], "runit": ["svlogd", "chpst"],
-          "s6": ["s6-log", "s6-setuidgid"]}
+LOGGER = {
+    "daemontools": ["multilog", "setuidgid"],
+    "runit": ["svlogd", "chpst"],
+    "s6": ["s6-log", "s6-setuidgid"],
+}
 
 
 class Server:
@@ -51,7 +54,8 @@ class Server:
         (control / "rcpthosts").write_text("example.org\n")
         (pub / "tcp").mkdir()
         (pub / "tcp" / "smtp").write_text(
-            '127.0.0.1:allow,RELAYCLIENT="",RULEVAR="a b \'c\'"\n:allow\n')
+            '127.0.0.1:allow,RELAYCLIENT="",RULEVAR="a b \'c\'"\n:allow\n'
+        )
         (pub / "scan").mkdir()
         self.mx_port, self.local_port = free_port(), free_port()
         self.extra_mx = ""
@@ -161,7 +165,7 @@ def check_mx(server: Server, sup) -> None:
     assert env["VALIDRCPTTO_CDB"] == f"{server.pub}/qmail/control/validrcptto.cdb"
     assert env["SMTPGREETING"] == "Mail server ready" and env["GREETDELAY"] == "0"
     assert env["SPFBEHAVIOR"] == "3" and env["MFCHECK"] == "3"
-    assert env["ODD"] == "it's a \"test\" $HOME `x`"
+    assert env["ODD"] == 'it\'s a "test" $HOME `x`'
     assert "REQUIRE_AUTH" in env and env["REQUIRE_AUTH"] == "0"
     assert env["PATH"] == f"{server.bin}:/usr/bin:/bin"
     assert rec["argv"][1:] == ["mx.example.org", "checkpassword", "/bin/true"]
@@ -171,14 +175,36 @@ def check_mx(server: Server, sup) -> None:
     run_argv = cmdline(pid)  # what the run script exec'd: tcpserver and its arguments
     assert run_argv[0] == "tcpserver"
     port_at = run_argv.index(str(server.mx_port))
-    assert run_argv[:port_at + 1] == [
-        "tcpserver", "-vR", "-l", "mx.example.org", "-c", "50", "-u", str(NOBODY),
-        "-g", str(NOBODY), "-x", f"{server.pub}/tcp/smtp.cdb", "127.0.0.1",
-        str(server.mx_port)]
-    chain = run_argv[port_at + 1:]
-    assert chain == ["fixcrio", "rblsmtpd", "-t0", "-r", "sbl.spamhaus.org", "-r",
-                     "xbl.spamhaus.org", "qmail-smtpd", "mx.example.org", "checkpassword",
-                     "/bin/true"]
+    assert run_argv[: port_at + 1] == [
+        "tcpserver",
+        "-vR",
+        "-l",
+        "mx.example.org",
+        "-c",
+        "50",
+        "-u",
+        str(NOBODY),
+        "-g",
+        str(NOBODY),
+        "-x",
+        f"{server.pub}/tcp/smtp.cdb",
+        "127.0.0.1",
+        str(server.mx_port),
+    ]
+    chain = run_argv[port_at + 1 :]
+    assert chain == [
+        "fixcrio",
+        "rblsmtpd",
+        "-t0",
+        "-r",
+        "sbl.spamhaus.org",
+        "-r",
+        "xbl.spamhaus.org",
+        "qmail-smtpd",
+        "mx.example.org",
+        "checkpassword",
+        "/bin/true",
+    ]
     # every stand-in of the chain saw exactly its part of that command line
     fix = next(r for r in records(server, "fixcrio") if r["pid"] == rec["pid"])
     assert fix["argv"][1:] == chain[1:]
@@ -206,10 +232,12 @@ def test_smtp_services_under_real_supervisor(pubdir, scan, kind):
 
     # local profile: RELAYCLIENT for everyone on the loopback, no rules, no RBL, no AUTH
     greeting, bye = connect_when_up(server.local_port)
-    assert (greeting, bye) == (b"220 Mail server ready ESMTP standin\r\n",
-                               b"221 localhost\r\n")
-    rec = [r for r in records(server, "qmail-smtpd")
-           if r["env"].get("TCPLOCALPORT") == str(server.local_port)][-1]
+    assert (greeting, bye) == (b"220 Mail server ready ESMTP standin\r\n", b"221 localhost\r\n")
+    rec = [
+        r
+        for r in records(server, "qmail-smtpd")
+        if r["env"].get("TCPLOCALPORT") == str(server.local_port)
+    ][-1]
     assert rec["env"]["RELAYCLIENT"] == "" and "RULEVAR" not in rec["env"]
     assert rec["argv"][1:] == []
     local_argv = cmdline(sup.status(server.dir("local")).pid)
@@ -219,8 +247,11 @@ def test_smtp_services_under_real_supervisor(pubdir, scan, kind):
     start = wait_for(lambda: records(server, "qmail-start"), 10, what="qmail-start")[-1]
     assert start["argv"][1:] == ["./Maildir/"] and start["uid"] == 0
     assert start["cwd"] == str(server.dir("send"))
-    wait_for(lambda: [["qmail-start", "./Maildir/"]] == logged_commands(server.dir("send")),
-             10, what="send's command line in its log")
+    wait_for(
+        lambda: [["qmail-start", "./Maildir/"]] == logged_commands(server.dir("send")),
+        10,
+        what="send's command line in its log",
+    )
 
 
 def test_apply_again_and_restart_only_what_changed(pubdir, scan):
@@ -244,8 +275,9 @@ def test_apply_again_and_restart_only_what_changed(pubdir, scan):
     result = ap.apply(server.config())
     assert [(c.service, c.action, c.path) for c in result.changes] == [("mx", "update", "run")]
     assert result.restarted == ["mx"]
-    wait_for(lambda: sup.status(server.dir("mx")).pid not in (None, pids["mx"]), 10,
-             what="mx restarted")
+    wait_for(
+        lambda: sup.status(server.dir("mx")).pid not in (None, pids["mx"]), 10, what="mx restarted"
+    )
     tree.remember()
     for name in ("send", "local", "mx/log"):
         assert sup.status(server.dir(name)).pid == pids[name], name
@@ -293,9 +325,10 @@ def test_demo_runs_the_stack_and_stops_everything(pubdir):
     assert not [ln for ln in lines if ln.startswith("note:")]
     assert "qmailkit services check: 0 error(s), 0 warning(s)" in lines
     assert "apply again: 0 changes (it is idempotent)" in lines
-    status = lines[lines.index("qmailkit services status:") + 1:][:17]
+    status = lines[lines.index("qmailkit services status:") + 1 :][:17]
     assert [ln.split()[:2] for ln in status[1:]] == [
-        [name, "up"] for svc in demo.SERVICES for name in (svc, f"{svc}/log")]
+        [name, "up"] for svc in demo.SERVICES for name in (svc, f"{svc}/log")
+    ]
     assert "greeted with: 220 Mail server ready ESMTP standin" in text
     assert "greeted with: * OK [CAPABILITY IMAP4rev1] standin imaplogin ready." in text
     assert "the other 15 services and loggers kept theirs." in text
@@ -320,10 +353,15 @@ def test_tls_and_courier_services_under_s6(pubdir, scan):
         tree.wait_up(pubdir / "supervise" / name)
     rec_dir = str(pubdir / "records")
 
-    assert connect_when_up(ports["smtps"]) == (b"220 Mail server ready ESMTP standin\r\n",
-                                               b"221 mail.example.org\r\n")
-    smtpd = next(r for r in standins.read_records(rec_dir, "qmail-smtpd")
-                 if r["env"]["TCPLOCALPORT"] == str(ports["smtps"]))
+    assert connect_when_up(ports["smtps"]) == (
+        b"220 Mail server ready ESMTP standin\r\n",
+        b"221 mail.example.org\r\n",
+    )
+    smtpd = next(
+        r
+        for r in standins.read_records(rec_dir, "qmail-smtpd")
+        if r["env"]["TCPLOCALPORT"] == str(ports["smtps"])
+    )
     env = smtpd["env"]
     cert = f"{pubdir}/qmail/control/servercert.pem"
     assert (env["SSL"], env["CERTFILE"], env["KEYFILE"], env["DHFILE"]) == ("1", cert, "", "")
@@ -345,8 +383,13 @@ def test_tls_and_courier_services_under_s6(pubdir, scan):
     tls = wait_for(lambda: standins.read_records(rec_dir, "couriertls"), 10, what="couriertls")
     login = standins.read_records(rec_dir, "imaplogin")[-1]
     courier = pubdir / "courier"
-    assert tls[-1]["argv"][1:] == ["-server", "-tcpd", f"{courier}/sbin/imaplogin",
-                                   f"{courier}/bin/imapd", "Maildir"]
+    assert tls[-1]["argv"][1:] == [
+        "-server",
+        "-tcpd",
+        f"{courier}/sbin/imaplogin",
+        f"{courier}/bin/imapd",
+        "Maildir",
+    ]
     assert login["argv"][1:] == [f"{courier}/bin/imapd", "Maildir"]
     lenv = login["env"]
     assert (lenv["IMAP_TLS"], lenv["TLS_CERTFILE"]) == ("1", cert)
@@ -355,8 +398,13 @@ def test_tls_and_courier_services_under_s6(pubdir, scan):
     tcpd = standins.read_records(rec_dir, "couriertcpd")
     imapssl_tcpd = next(r for r in tcpd if str(ports["imapssl"]) in r["argv"])
     assert imapssl_tcpd["argv"][1:7] == [
-        "-address=127.0.0.1", "-maxprocs=40", "-maxperip=4", "-nodnslookup", "-noidentlookup",
-        str(ports["imapssl"])]
+        "-address=127.0.0.1",
+        "-maxprocs=40",
+        "-maxperip=4",
+        "-nodnslookup",
+        "-noidentlookup",
+        str(ports["imapssl"]),
+    ]
     # the logged command line is what couriertcpd was started with
     logged = logged_commands(pubdir / "supervise" / "imapssl")
     assert logged and logged[-1][1:] == imapssl_tcpd["argv"][1:]
@@ -369,14 +417,20 @@ def test_apply_warns_when_the_service_user_cannot_read_the_rules(tmp_path):
     result = ap.apply(server.config())
     [warning] = result.warnings
     assert warning.startswith(f"mx: tcp rules {tmp_path}/tcp/smtp.cdb: nobody cannot enter /")
-    assert warning.endswith(" (mode 0700); tcpserver will drop every connection (run qmailkit "
-                            "services check)")
+    assert warning.endswith(
+        " (mode 0700); tcpserver will drop every connection (run qmailkit services check)"
+    )
     assert ap.apply(server.config()).warnings == [warning]  # said again, with nothing to do
 
 
 # what a scanner started by hand may carry (Q1): none of it may reach a service or logger
-POLLUTED = {"RELAYCLIENT": "", "FOO": "bar", "LD_LIBRARY_PATH": "/nonexistent",
-            "QMAILQUEUE": "/bin/false", "_qk_clean": "1"}
+POLLUTED = {
+    "RELAYCLIENT": "",
+    "FOO": "bar",
+    "LD_LIBRARY_PATH": "/nonexistent",
+    "QMAILQUEUE": "/bin/false",
+    "_qk_clean": "1",
+}
 
 
 def environ(pid: int) -> dict[str, str]:
@@ -411,10 +465,16 @@ def test_services_start_from_an_empty_environment(pubdir, kind):
     # the run script's own exports, as its setenv logged them, and tcpserver's: nothing else
     log = (server.dir("mx") / "log" / "main" / "current").read_text()
     exported = dict(re.findall(r'^@[0-9a-f]{24} ([A-Z_]+)="(.*)"$', log, re.MULTILINE))
-    assert exported["ODD"] == "it's a \"test\" $HOME `x`" and "RELAYCLIENT" not in exported
+    assert exported["ODD"] == 'it\'s a "test" $HOME `x`' and "RELAYCLIENT" not in exported
     port = str(server.mx_port)
     assert rec["env"] == {
-        "PATH": path, "PWD": str(server.dir("mx")), **exported,
-        "PROTO": "TCP", "TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": port,
-        "TCPLOCALHOST": "mx.example.org", "TCPREMOTEIP": "127.0.0.1",
-        "TCPREMOTEPORT": rec["env"]["TCPREMOTEPORT"]}
+        "PATH": path,
+        "PWD": str(server.dir("mx")),
+        **exported,
+        "PROTO": "TCP",
+        "TCPLOCALIP": "127.0.0.1",
+        "TCPLOCALPORT": port,
+        "TCPLOCALHOST": "mx.example.org",
+        "TCPREMOTEIP": "127.0.0.1",
+        "TCPREMOTEPORT": rec["env"]["TCPREMOTEPORT"],
+    }

@@ -24,8 +24,11 @@ from qmailkit.services import apply as ap
 from qmailkit.services.render import render
 from qmailkit.supervisor.tree import alive
 
-LOGGER = {"daemontools": ["multilog", "setuidgid"], "runit": ["svlogd", "chpst"],
-          "s6": ["s6-log", "s6-setuidgid"]}
+LOGGER = {
+    "daemontools": ["multilog", "setuidgid"],
+    "runit": ["svlogd", "chpst"],
+    "s6": ["s6-log", "s6-setuidgid"],
+}
 
 
 @pytest.fixture
@@ -36,9 +39,13 @@ def pub():
 
 def qk(config: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "QMAILKIT_CONFIG"}
-    return subprocess.run([sys.executable, "-m", "qmailkit", "services", "apply", "--config",
-                           str(config), *args], capture_output=True, text=True, env=env,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "apply", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("kind", ["daemontools", "runit", "s6"])
@@ -54,15 +61,23 @@ def test_prune_under_real_supervisor(pub, scan, kind):
     old, keep = site.dir("old"), site.dir("keep")
     pids = {str(d): sup.status(d).pid for d in (old, old / "log", keep, keep / "log")}
     assert None not in pids.values()
-    wait_for(lambda: b"qmail-start" in (old / "log/main/current").read_bytes()
-             if (old / "log/main/current").exists() else False, 10, what="old's log")
+    wait_for(
+        lambda: (
+            b"qmail-start" in (old / "log/main/current").read_bytes()
+            if (old / "log/main/current").exists()
+            else False
+        ),
+        10,
+        what="old's log",
+    )
 
     # without --prune: a warning, nothing else
     config = site.config("keep")
     result = ap.apply(config)
     assert result.changes == [] and result.retired == []
     assert result.warnings == [
-        f"old: in {site.root} but no longer in the config; apply --prune retires it"]
+        f"old: in {site.root} but no longer in the config; apply --prune retires it"
+    ]
     assert (site.scan_dir / "old").is_symlink()
     for d, pid in pids.items():
         assert sup.status(d).pid == pid, d
@@ -70,7 +85,8 @@ def test_prune_under_real_supervisor(pub, scan, kind):
     # dry run with --prune: the plan, nothing else
     dry = ap.apply(config, dry_run=True, prune=True)
     assert [c.describe() for c in dry.changes] == [
-        f"retire      old  (linked as {site.scan_dir}/old)"]
+        f"retire      old  (linked as {site.scan_dir}/old)"
+    ]
     assert dry.warnings == [] and dry.retired == []
     assert (site.scan_dir / "old").is_symlink() and old.is_dir()
     before = tree_of(old)
@@ -78,7 +94,8 @@ def test_prune_under_real_supervisor(pub, scan, kind):
     tree.remember()
     result = ap.apply(config, prune=True)
     assert [c.describe() for c in result.changes] == [
-        f"retire      old  (linked as {site.scan_dir}/old)"]
+        f"retire      old  (linked as {site.scan_dir}/old)"
+    ]
     assert result.warnings == [] and result.restarted == []
     [kept] = retired_dirs(site.root, "old")
     assert result.retired == [ap.Retired("old", f"{site.scan_dir}/old", str(kept))]
@@ -93,8 +110,9 @@ def test_prune_under_real_supervisor(pub, scan, kind):
         assert sup.status(d).pid == pids[str(d)], d
     # everything that was there is still there (the logger may have written more)
     after = tree_of(kept)
-    ours = [rel for rel in before if not rel.startswith(("supervise", "log/supervise",
-                                                         "log/main/"))]
+    ours = [
+        rel for rel in before if not rel.startswith(("supervise", "log/supervise", "log/main/"))
+    ]
     assert {"run", "log/run", ".qmailkit-state"} <= set(ours)
     for rel in ours:
         assert after[rel] == before[rel], rel
@@ -125,13 +143,17 @@ def test_cli_prune_without_a_scanner(pub):
     assert (r.returncode, r.stdout) == (0, "nothing to change\n")
     assert r.stderr == "".join(
         f"qmailkit services apply: warning: {n}: in {site.root} but no longer in the config; "
-        "apply --prune retires it\n" for n in ("gone", "old"))
+        "apply --prune retires it\n"
+        for n in ("gone", "old")
+    )
 
     r = qk(cfg, "--dry-run", "--prune")
     assert r.returncode == 0 and r.stderr == ""
-    assert r.stdout == (f"retire      gone  (linked as {site.scan_dir}/gone)\n"
-                        f"retire      old  (linked as {site.scan_dir}/old)\n"
-                        "dry run: nothing was changed\n")
+    assert r.stdout == (
+        f"retire      gone  (linked as {site.scan_dir}/gone)\n"
+        f"retire      old  (linked as {site.scan_dir}/old)\n"
+        "dry run: nothing was changed\n"
+    )
     assert site.dir("old").is_dir() and (site.scan_dir / "old").is_symlink()
 
     r = qk(cfg, "--prune")
@@ -140,7 +162,8 @@ def test_cli_prune_without_a_scanner(pub):
     [old] = retired_dirs(site.root, "old")
     assert r.stdout.splitlines()[2:] == [
         f"retired gone (was linked as {site.scan_dir}/gone); kept its files in {gone}",
-        f"retired old (was linked as {site.scan_dir}/old); kept its files in {old}"]
+        f"retired old (was linked as {site.scan_dir}/old); kept its files in {old}",
+    ]
     assert sorted(p.name for p in site.scan_dir.iterdir()) == ["keep"]
     assert (old / "run").is_file() and (old / "log/run").is_file()
     r = qk(cfg, "--prune")
@@ -172,14 +195,19 @@ def test_never_touches_what_is_not_ours(pub):
     result = ap.apply(config)
     assert result.warnings == [
         f"{n}: in {site.root} but no longer in the config; apply --prune retires it"
-        for n in ("alias", "old")]
+        for n in ("alias", "old")
+    ]
 
     dry = ap.apply(config, dry_run=True, prune=True)
     assert [c.describe() for c in dry.changes] == [
-        f"retire      old  (not linked; {site.scan_dir}/old is not its link, left alone)"]
+        f"retire      old  (not linked; {site.scan_dir}/old is not its link, left alone)"
+    ]
     assert dry.warnings == [
-        (f"alias: no longer in the config, but still linked as {site.scan_dir}/other; not "
-         "retired (remove that link first)")]
+        (
+            f"alias: no longer in the config, but still linked as {site.scan_dir}/other; not "
+            "retired (remove that link first)"
+        )
+    ]
 
     result = ap.apply(config, prune=True)
     [old] = retired_dirs(site.root, "old")
@@ -230,14 +258,20 @@ def test_a_supervisor_that_does_not_stop_is_a_warning(pub, monkeypatch):
     monkeypatch.setattr(ap, "STOP_TIMEOUT", 0.2)
     from qmailkit.supervisor.runit import Runit
 
-    monkeypatch.setattr(Runit, "is_supervised",
-                        lambda self, d: Path(d).name in ("old", "log") and "keep" not in str(d))
+    monkeypatch.setattr(
+        Runit,
+        "is_supervised",
+        lambda self, d: Path(d).name in ("old", "log") and "keep" not in str(d),
+    )
     result = ap.apply(site.config("keep"), prune=True)
     [kept] = retired_dirs(site.root, "old")
     assert result.retired == [ap.Retired("old", f"{site.scan_dir}/old", str(kept))]
     assert result.warnings == [
-        ("old: still supervised 0.2 seconds after it was retired: old (supervisor only), "
-         f"old/log (supervisor only) (its files are in {kept})")]
+        (
+            "old: still supervised 0.2 seconds after it was retired: old (supervisor only), "
+            f"old/log (supervisor only) (its files are in {kept})"
+        )
+    ]
 
 
 def test_a_retired_name_already_taken_gets_a_suffix(tmp_path):
@@ -248,5 +282,7 @@ def test_a_retired_name_already_taken_gets_a_suffix(tmp_path):
         moved = ap._move_aside(sdir, "20261125T210500")
         assert (moved / "run").read_text() == f"{n}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".retired-old-20261125T210500", ".retired-old-20261125T210500-2",
-        ".retired-old-20261125T210500-3"]
+        ".retired-old-20261125T210500",
+        ".retired-old-20261125T210500-2",
+        ".retired-old-20261125T210500-3",
+    ]

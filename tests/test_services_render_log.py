@@ -40,11 +40,20 @@ def test_log_service_rotates_and_keeps_count_minus_one_old_files(kind, pubdir):
         msg = "the log run script switches to the log user: needs root"
         pytest.fail(msg) if CI else pytest.skip(msg)
     nobody = pwd.getpwnam("nobody")
-    text = "\n".join([
-        "[supervisor]", f'kind = "{kind}"', 'log_user = "nobody"', "log_size = 4096",
-        "log_count = 3",
-        "[system]", f"path = [{toml_str(os.path.dirname(need(LOGGERS[kind][1])[0]))}]",
-        "[services.mx]", 'type = "qmail-smtpd"', ""])
+    text = "\n".join(
+        [
+            "[supervisor]",
+            f'kind = "{kind}"',
+            'log_user = "nobody"',
+            "log_size = 4096",
+            "log_count = 3",
+            "[system]",
+            f"path = [{toml_str(os.path.dirname(need(LOGGERS[kind][1])[0]))}]",
+            "[services.mx]",
+            'type = "qmail-smtpd"',
+            "",
+        ]
+    )
     r = render.render(config.loads(text))["mx"]
     service = pubdir / "mx"
     for d in r.dirs:
@@ -54,8 +63,9 @@ def test_log_service_rotates_and_keeps_count_minus_one_old_files(kind, pubdir):
         (service / rel).write_bytes(data)
         os.chmod(service / rel, mode)
     lines = b"".join(b"line %05d %s\n" % (i, b"x" * 90) for i in range(1500))  # ~150 KB
-    p = subprocess.run(["./run"], cwd=service / "log", input=lines, capture_output=True,
-                       timeout=60, check=False)
+    p = subprocess.run(
+        ["./run"], cwd=service / "log", input=lines, capture_output=True, timeout=60, check=False
+    )
     assert p.returncode == 0, p.stderr
     main = service / "log" / "main"
     old = sorted(f for f in os.listdir(main) if f.startswith("@"))

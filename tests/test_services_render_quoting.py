@@ -24,16 +24,16 @@ text = st.lists(
     max_size=16,
 ).map("".join)
 line_text = text.filter(lambda s: "\n" not in s and "\r" not in s)
-filename = text.filter(lambda s: s not in ("", ".", "..") and "/" not in s
-                       and len(s.encode()) < 200)
+filename = text.filter(
+    lambda s: s not in ("", ".", "..") and "/" not in s and len(s.encode()) < 200
+)
 zone = st.from_regex(r"[a-z][a-z0-9]{0,8}\.(org|net)", fullmatch=True)
 env_name = st.from_regex(r"QK_T_[A-Z0-9_]{0,6}", fullmatch=True)
 
 # what the shells add to the environment themselves
 SHELL_NOISE = {"PWD", "SHLVL", "OLDPWD", "_"}
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _files(d: Path, names: list[str]) -> list[str]:
@@ -60,8 +60,9 @@ def _files(d: Path, names: list[str]) -> list[str]:
     softlimit=st.sampled_from([0, 50000000]),
     port=st.integers(1, 65535),
 )
-def test_smtpd_values_arrive_intact(hostname, greeting, names, rbl, env, auth_set, ssl,
-                                    softlimit, port):
+def test_smtpd_values_arrive_intact(
+    hostname, greeting, names, rbl, env, auth_set, ssl, softlimit, port
+):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         bindir = d / "bin"
@@ -70,30 +71,33 @@ def test_smtpd_values_arrive_intact(hostname, greeting, names, rbl, env, auth_se
         (d / "qmail" / "control").mkdir(parents=True)
         (d / "qmail" / "control" / "rcpthosts").write_text("")
         zones = [f"{z}:{msg}" if msg else z for z, msg in rbl]
-        cfg_text = "\n".join([
-            "[system]",
-            f"qmail_home = {toml_str(str(d / 'qmail'))}",
-            f"path = [{toml_str(str(bindir))}, \"/usr/bin\", \"/bin\"]",
-            "[services.mx]",
-            'type = "qmail-smtpd"',
-            'ip = "0"',
-            f"port = {port}",
-            'user = "nobody"',
-            f"hostname = {toml_str(hostname)}",
-            f"greeting = {toml_str(greeting)}",
-            f"tls_cert = {toml_str(cert)}",
-            f"ssl = {'true' if ssl else 'false'}",
-            f"rules = {toml_str(rules)}",
-            f"checkpassword = {toml_str(checkpw)}",
-            f"checkpassword_true = {toml_str(true)}",
-            f"rbl_block = [{', '.join(toml_str(z) for z in zones)}]",
-            'fixcrio = ""',
-            f"softlimit = {softlimit}",
-            "env = {" + ", ".join(f"{k} = {toml_str(v)}" for k, v in env.items()) + "}",
-            "auth_set = {" + ", ".join(f"{k} = {toml_str(v)}" for k, v in auth_set.items())
-            + "}",
-            "",
-        ])
+        cfg_text = "\n".join(
+            [
+                "[system]",
+                f"qmail_home = {toml_str(str(d / 'qmail'))}",
+                f'path = [{toml_str(str(bindir))}, "/usr/bin", "/bin"]',
+                "[services.mx]",
+                'type = "qmail-smtpd"',
+                'ip = "0"',
+                f"port = {port}",
+                'user = "nobody"',
+                f"hostname = {toml_str(hostname)}",
+                f"greeting = {toml_str(greeting)}",
+                f"tls_cert = {toml_str(cert)}",
+                f"ssl = {'true' if ssl else 'false'}",
+                f"rules = {toml_str(rules)}",
+                f"checkpassword = {toml_str(checkpw)}",
+                f"checkpassword_true = {toml_str(true)}",
+                f"rbl_block = [{', '.join(toml_str(z) for z in zones)}]",
+                'fixcrio = ""',
+                f"softlimit = {softlimit}",
+                "env = {" + ", ".join(f"{k} = {toml_str(v)}" for k, v in env.items()) + "}",
+                "auth_set = {"
+                + ", ".join(f"{k} = {toml_str(v)}" for k, v in auth_set.items())
+                + "}",
+                "",
+            ]
+        )
         cfg = config.loads(cfg_text, str(d / "q.toml"))
         r = render.render(cfg)["mx"]
         script = d / "run"
@@ -103,8 +107,21 @@ def test_smtpd_values_arrive_intact(hostname, greeting, names, rbl, env, auth_se
         gid = str(pwd.getpwnam("nobody").pw_gid)
         expect = ["softlimit", "-m", str(softlimit)] if softlimit else []
         expect += ["sslserver", "-e"] if ssl else ["tcpserver"]
-        expect += ["-vR", "-l", hostname, "-c", "50", "-u", uid, "-g",
-                   gid, "-x", rules, "0", str(port)]
+        expect += [
+            "-vR",
+            "-l",
+            hostname,
+            "-c",
+            "50",
+            "-u",
+            uid,
+            "-g",
+            gid,
+            "-x",
+            rules,
+            "0",
+            str(port),
+        ]
         if zones:
             expect += ["rblsmtpd", "-t0"]
             for z in zones:
@@ -112,12 +129,22 @@ def test_smtpd_values_arrive_intact(hostname, greeting, names, rbl, env, auth_se
         expect += ["qmail-smtpd", hostname, checkpw, true]
         # the whole environment the program gets: what the original exported by default
         want_env = {
-            "QK_DUMP": str(d / "dump"), "PATH": f"{bindir}:/usr/bin:/bin",
-            "GREETDELAY": "5", "DROP_PRE_GREET": "1", "FORCE_TLS": "0", "DENY_TLS": "0",
-            "MFCHECK": "3", "QMAILSMTPD_LOG_MAIL": "1", "QMAILSMTPD_LOG_RCPT": "1",
-            "REQUIRE_AUTH": "0", "ALLOW_INSECURE_AUTH": "0",
+            "QK_DUMP": str(d / "dump"),
+            "PATH": f"{bindir}:/usr/bin:/bin",
+            "GREETDELAY": "5",
+            "DROP_PRE_GREET": "1",
+            "FORCE_TLS": "0",
+            "DENY_TLS": "0",
+            "MFCHECK": "3",
+            "QMAILSMTPD_LOG_MAIL": "1",
+            "QMAILSMTPD_LOG_RCPT": "1",
+            "REQUIRE_AUTH": "0",
+            "ALLOW_INSECURE_AUTH": "0",
             "VALIDRCPTTO_CDB": str(d / "qmail/control/validrcptto.cdb"),
-            "VALIDRCPTTO_LIMIT": "10", "VALIDRCPTTO_LOG": "2", "SPFBEHAVIOR": "3", "SPF_LOG": "1",
+            "VALIDRCPTTO_LIMIT": "10",
+            "VALIDRCPTTO_LOG": "2",
+            "SPFBEHAVIOR": "3",
+            "SPF_LOG": "1",
             "SPF_BLOCK_PLUS_ALL": "1",
         }
         if greeting:  # only non-empty values are exported, as in the original
@@ -153,23 +180,42 @@ def test_pop3d_values_arrive_intact(hostname, names, maildir, ip):
         bindir = d / "bin"
         make_standins(bindir)
         cert, checkpw = _files(d, names)
-        cfg = config.loads("\n".join([
-            "[system]",
-            f"path = [{toml_str(str(bindir))}, \"/usr/bin\", \"/bin\"]",
-            "[services.pop]",
-            'type = "qmail-pop3d"',
-            'profile = "pop3s"',
-            f"ip = {toml_str(ip)}",
-            f"hostname = {toml_str(hostname)}",
-            f"tls_cert = {toml_str(cert)}",
-            f"checkpassword = {toml_str(checkpw)}",
-            f"maildir = {toml_str(maildir)}",
-            "",
-        ]), str(d / "q.toml"))
+        cfg = config.loads(
+            "\n".join(
+                [
+                    "[system]",
+                    f'path = [{toml_str(str(bindir))}, "/usr/bin", "/bin"]',
+                    "[services.pop]",
+                    'type = "qmail-pop3d"',
+                    'profile = "pop3s"',
+                    f"ip = {toml_str(ip)}",
+                    f"hostname = {toml_str(hostname)}",
+                    f"tls_cert = {toml_str(cert)}",
+                    f"checkpassword = {toml_str(checkpw)}",
+                    f"maildir = {toml_str(maildir)}",
+                    "",
+                ]
+            ),
+            str(d / "q.toml"),
+        )
         script = d / "run"
         script.write_bytes(render.render(cfg)["pop"].files["run"][0])
-        expect = ["sslserver", "-e", "-vRH", "-l", hostname, "-c", "40", ip, "995",
-                  "qmail-popup", hostname, checkpw, "qmail-pop3d", maildir]
+        expect = [
+            "sslserver",
+            "-e",
+            "-vRH",
+            "-l",
+            hostname,
+            "-c",
+            "40",
+            ip,
+            "995",
+            "qmail-popup",
+            hostname,
+            checkpw,
+            "qmail-pop3d",
+            maildir,
+        ]
         for shell in SHELLS:
             run = run_script(shell, script, d)
             assert run.rc == 0, (shell, run.output)
@@ -185,15 +231,20 @@ def test_send_delivery_arrives_intact(delivery, env):
         d = Path(tmp)
         bindir = d / "bin"
         make_standins(bindir)
-        cfg = config.loads("\n".join([
-            "[system]",
-            f"path = [{toml_str(str(bindir))}, \"/usr/bin\", \"/bin\"]",
-            "[services.send]",
-            'type = "qmail-send"',
-            f"default_delivery = {toml_str(delivery)}",
-            "env = {" + ", ".join(f"{k} = {toml_str(v)}" for k, v in env.items()) + "}",
-            "",
-        ]), str(d / "q.toml"))
+        cfg = config.loads(
+            "\n".join(
+                [
+                    "[system]",
+                    f'path = [{toml_str(str(bindir))}, "/usr/bin", "/bin"]',
+                    "[services.send]",
+                    'type = "qmail-send"',
+                    f"default_delivery = {toml_str(delivery)}",
+                    "env = {" + ", ".join(f"{k} = {toml_str(v)}" for k, v in env.items()) + "}",
+                    "",
+                ]
+            ),
+            str(d / "q.toml"),
+        )
         script = d / "run"
         script.write_bytes(render.render(cfg)["send"].files["run"][0])
         for shell in SHELLS:

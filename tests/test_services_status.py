@@ -20,8 +20,9 @@ LOG = b"#!/bin/sh\nexec cat > /dev/null\n"
 
 def _cfg(tmp_path, kind, names):
     cfg = config(tmp_path, kind)
-    cfg.services = {n: SimpleNamespace(name=n, type="x", options={}, log_user="nobody")
-                    for n in names}
+    cfg.services = {
+        n: SimpleNamespace(name=n, type="x", options={}, log_user="nobody") for n in names
+    }
     return cfg
 
 
@@ -30,8 +31,10 @@ def test_missing_and_unsupervised(tmp_path):
     ap.export({"mx": svc()}, tmp_path / "services")
     rows = st.collect(cfg)
     assert [(r.name, r.state) for r in rows] == [
-        ("mx", "unsupervised"), ("mx/log", "unsupervised"),
-        ("pop", "missing"), ("pop/log", "missing"),
+        ("mx", "unsupervised"),
+        ("mx/log", "unsupervised"),
+        ("pop", "missing"),
+        ("pop/log", "missing"),
     ]
     assert st.format_table(rows) == (
         "SERVICE  STATE         PID  SECONDS  NORMALLY  WANT\n"
@@ -74,8 +77,18 @@ def test_status_under_real_supervisor(tmp_path, scan, kind):
     assert table[3].split() == ["pop", "down", "-", table[3].split()[3], "down", "-"]
     data = json.loads(st.to_json(list(rows.values())))
     assert data[0]["name"] == "mx" and data[0]["state"] == "up" and data[0]["pid"] > 0
-    assert set(data[0]) == {"name", "path", "state", "pid", "seconds", "normally_up", "want",
-                            "paused", "ready", "run_by"}
+    assert set(data[0]) == {
+        "name",
+        "path",
+        "state",
+        "pid",
+        "seconds",
+        "normally_up",
+        "want",
+        "paused",
+        "ready",
+        "run_by",
+    }
     assert [r.name for r in st.problems(list(rows.values()))] == []
     # taken down by hand: the row says it is down but normally up
     sup.down(root / "mx")
@@ -86,9 +99,15 @@ def test_status_under_real_supervisor(tmp_path, scan, kind):
     assert os.path.isdir(root / "mx" / "supervise")
 
 
-@pytest.mark.parametrize(("actual", "configured"), [
-    ("daemontools", "runit"), ("daemontools", "s6"), ("runit", "daemontools"),
-    ("s6", "daemontools")])
+@pytest.mark.parametrize(
+    ("actual", "configured"),
+    [
+        ("daemontools", "runit"),
+        ("daemontools", "s6"),
+        ("runit", "daemontools"),
+        ("s6", "daemontools"),
+    ],
+)
 def test_a_wrong_kind_is_named_and_the_real_state_shown(tmp_path, scan, actual, configured):
     """A18: with kind = runit while daemontools runs them, every service looked down."""
     import subprocess
@@ -105,18 +124,29 @@ def test_a_wrong_kind_is_named_and_the_real_state_shown(tmp_path, scan, actual, 
     cfg.supervisor.kind = configured
     rows = st.collect(cfg)
     assert [(r.name, r.state, r.pid, r.run_by) for r in rows] == [
-        ("mx", "up", pids["mx"], actual), ("mx/log", "up", pids["mx/log"], actual)]
+        ("mx", "up", pids["mx"], actual),
+        ("mx/log", "up", pids["mx/log"], actual),
+    ]
     assert st.wrong_kind(rows) == {actual: ["mx", "mx/log"]}
 
     conf = tmp_path / "qmailkit.toml"
-    conf.write_text(f'[supervisor]\nkind = "{configured}"\nscan_dir = "{tmp_path}/scan"\n'
-                    f'service_root = "{root}"\n[services.mx]\ntype = "qmail-send"\n')
-    p = subprocess.run([sys.executable, "-m", "qmailkit", "services", "status", "--config",
-                        str(conf)], capture_output=True, text=True, check=False)
+    conf.write_text(
+        f'[supervisor]\nkind = "{configured}"\nscan_dir = "{tmp_path}/scan"\n'
+        f'service_root = "{root}"\n[services.mx]\ntype = "qmail-send"\n'
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "status", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert p.returncode == 0
     assert [line.split()[:3] for line in p.stdout.splitlines()[1:]] == [
-        ["mx", "up", str(pids["mx"])], ["mx/log", "up", str(pids["mx/log"])]]
+        ["mx", "up", str(pids["mx"])],
+        ["mx/log", "up", str(pids["mx/log"])],
+    ]
     assert p.stderr == (
         f"note: mx, mx/log: supervised by {actual}, not {configured} (their supervise/ "
         f'directory is {actual}\'s): set kind = "{actual}" in [supervisor] of {conf} '
-        "(restarts and --prune depend on it)\n")
+        "(restarts and --prune depend on it)\n"
+    )

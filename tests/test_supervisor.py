@@ -79,7 +79,9 @@ def test_commands_and_status(kind, scan, tmp_path):
     # restart = TERM + up: a new pid, still up
     old = st.pid
     sup.restart(link)
-    wait_for(lambda: sup.status(link).up and sup.status(link).pid not in (None, old), what="restart")
+    wait_for(
+        lambda: sup.status(link).up and sup.status(link).pid not in (None, old), what="restart"
+    )
     assert b"got TERM" in current.read_bytes()
 
     # alarm on the log service: the logger rotates a non-empty current into an @ file

@@ -157,8 +157,12 @@ RUN_LINE = st.one_of(
 
 
 @settings(max_examples=400, deadline=None)
-@given(offset=OFFSETS, lines=st.lists(RUN_LINE, min_size=1, max_size=40),
-       tz=st.sampled_from(["UTC", "Europe/Berlin", "right/UTC"]), newline=st.booleans())
+@given(
+    offset=OFFSETS,
+    lines=st.lists(RUN_LINE, min_size=1, max_size=40),
+    tz=st.sampled_from(["UTC", "Europe/Berlin", "right/UTC"]),
+    newline=st.booleans(),
+)
 def test_runs_equal_the_line_by_line_engine(offset, lines, tz, newline):
     """convert-multilog's bulk path (runs) is convert + date line by line, for both offsets."""
     assume(newline or lines[-1])  # else the last "line" is no line at all
@@ -166,7 +170,8 @@ def test_runs_equal_the_line_by_line_engine(offset, lines, tz, newline):
         local = LocalTime(offset)
         runs = local.runs(b"\n".join(lines) + b"\n" * newline)
         assert b"".join(text for _, text, _ in runs) == b"".join(
-            local.convert(line) + b"\n" for line in lines)
+            local.convert(line) + b"\n" for line in lines
+        )
         assert sum(n for _, _, n in runs) == len(lines)
         want, date = [], None
         for line in lines:  # a line without a usable date goes with the line before it

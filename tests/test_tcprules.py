@@ -105,7 +105,13 @@ def test_cdb_is_byte_identical_to_tcprules(tmp_path, seed):
         tcprules.compile_file(tmp_path / "rules", tmp_path / "lib.cdb", tmp)
         assert (tmp_path / "lib.cdb").read_bytes() == expected
     assert sorted(os.listdir(tmp_path)) == [  # and the lock files of cdb.install
-        ".lib.cdb.lock", ".ours.cdb.lock", "lib.cdb", "ours.cdb", "real.cdb", "rules"]
+        ".lib.cdb.lock",
+        ".ours.cdb.lock",
+        "lib.cdb",
+        "ours.cdb",
+        "real.cdb",
+        "rules",
+    ]
 
 
 def test_known_encodings(tmp_path):

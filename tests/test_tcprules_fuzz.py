@@ -64,9 +64,16 @@ def _both(tmp_path, stdin, **kwargs):
     runs = []
     for cmd in ([prog], [*QMAILKIT, "tcprules"]):
         with open(stdin, "rb") if stdin else contextlib.nullcontext() as fh:
-            runs.append(subprocess.run(
-                [*cmd, str(tmp_path / "r.cdb"), str(tmp_path / "r.tmp")], stdin=fh,
-                capture_output=True, check=False, timeout=30, **kwargs))
+            runs.append(
+                subprocess.run(
+                    [*cmd, str(tmp_path / "r.cdb"), str(tmp_path / "r.tmp")],
+                    stdin=fh,
+                    capture_output=True,
+                    check=False,
+                    timeout=30,
+                    **kwargs,
+                )
+            )
         (tmp_path / "r.tmp").unlink(missing_ok=True)  # tcprules leaves it on failure
     return runs
 
@@ -82,11 +89,18 @@ def test_endless_junk_stops_at_the_first_bad_line_like_tcprules(tmp_path):
 def test_an_endless_line_is_refused_at_its_bound():
     # tcprules itself reads /dev/zero for ever; we stop at MAX_LINE
     with open("/dev/zero", "rb") as zero:
-        proc = subprocess.run([*QMAILKIT, "tcprules", "/nonexistent/r.cdb", "/nonexistent/r.tmp"],
-                              stdin=zero, capture_output=True, check=False, timeout=30)
+        proc = subprocess.run(
+            [*QMAILKIT, "tcprules", "/nonexistent/r.cdb", "/nonexistent/r.tmp"],
+            stdin=zero,
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
     assert proc.returncode == 100
-    assert proc.stderr == (b"qmailkit tcprules: fatal: standard input:1: line longer than "
-                           b"1048576 bytes (is this a tcprules source?)\n")
+    assert proc.stderr == (
+        b"qmailkit tcprules: fatal: standard input:1: line longer than "
+        b"1048576 bytes (is this a tcprules source?)\n"
+    )
 
 
 def test_parse_reads_a_stream_only_up_to_the_bad_line():
@@ -101,14 +115,20 @@ def test_closed_standard_input_exits_111_like_tcprules(tmp_path):
     (prog,) = need("tcprules")
 
     def closed(*cmd):
-        return subprocess.run([*cmd, str(tmp_path / "r.cdb"), str(tmp_path / "r.tmp")],
-                              stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(0),
-                              capture_output=True, check=False, timeout=30)
+        return subprocess.run(
+            [*cmd, str(tmp_path / "r.cdb"), str(tmp_path / "r.tmp")],
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: os.close(0),
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
 
     ours = closed(*QMAILKIT, "tcprules")
     assert ours.returncode == 111
-    assert ours.stderr == (b"qmailkit tcprules: fatal: standard input is closed "
-                           b"(give the input on it)\n")
+    assert ours.stderr == (
+        b"qmailkit tcprules: fatal: standard input is closed (give the input on it)\n"
+    )
     assert os.listdir(tmp_path) == []
     assert closed(prog).returncode == 111  # (and tcprules leaves r.tmp behind)
 
@@ -116,20 +136,32 @@ def test_closed_standard_input_exits_111_like_tcprules(tmp_path):
 def test_check_with_a_host_that_is_not_utf8(tmp_path):
     cdb = tmp_path / "r.cdb"
     tcprules.compile_rules(tcprules.parse(b":allow\n"), cdb)
-    proc = subprocess.run([*QMAILKIT, "tcprules", "check", str(cdb), "1.2.3.4", b"\xff\xfe"],
-                          capture_output=True, check=False, timeout=30)
+    proc = subprocess.run(
+        [*QMAILKIT, "tcprules", "check", str(cdb), "1.2.3.4", b"\xff\xfe"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
     assert proc.returncode == 100
-    assert proc.stderr == (b"qmailkit tcprules: fatal: HOST '\\\\xff\\\\xfe' is not valid UTF-8 "
-                           b"text (give the name as tcpserver sets TCPREMOTEHOST/TCPREMOTEINFO)\n")
+    assert proc.stderr == (
+        b"qmailkit tcprules: fatal: HOST '\\\\xff\\\\xfe' is not valid UTF-8 "
+        b"text (give the name as tcpserver sets TCPREMOTEHOST/TCPREMOTEINFO)\n"
+    )
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_check_of_a_fifo_or_directory_names_it(tmp_path, kind):
     cdb = tmp_path / "r.cdb"
     os.mkfifo(cdb) if kind == "fifo" else cdb.mkdir()
-    proc = subprocess.run([*QMAILKIT, "tcprules", "check", str(cdb), "1.2.3.4"],
-                          capture_output=True, check=False, timeout=30)
+    proc = subprocess.run(
+        [*QMAILKIT, "tcprules", "check", str(cdb), "1.2.3.4"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
     assert proc.returncode == 111
     shown = "a FIFO" if kind == "fifo" else "a directory"
-    assert proc.stderr.decode() == (f"qmailkit tcprules: fatal: {cdb}: is {shown}, not a "
-                                    "regular file (replace it with a regular file)\n")
+    assert proc.stderr.decode() == (
+        f"qmailkit tcprules: fatal: {cdb}: is {shown}, not a "
+        "regular file (replace it with a regular file)\n"
+    )

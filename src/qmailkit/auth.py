@@ -178,21 +178,32 @@ def parse_settings(text: str, path: str | os.PathLike[str] = "settings") -> list
             continue
         who, assignments = words[0].lower(), words[1:]
         if "=" in who:
-            raise InputError(f"the line starts with {words[0]!r}, not a login or @domain",
-                             path=path, line=number, hint="the form is WHO VAR=value ...")
+            raise InputError(
+                f"the line starts with {words[0]!r}, not a login or @domain",
+                path=path,
+                line=number,
+                hint="the form is WHO VAR=value ...",
+            )
         if who == "@" or who.count("@") > 1:
-            raise InputError(f"{words[0]!r} is neither a login nor @domain", path=path,
-                             line=number)
+            raise InputError(f"{words[0]!r} is neither a login nor @domain", path=path, line=number)
         if not assignments:
             raise InputError(f"no VAR=value after {words[0]!r}", path=path, line=number)
         for word in assignments:
             name, eq, value = word.partition("=")
             if not eq or not _VAR.match(name):
-                raise InputError(f"{word!r} is not VAR=value", path=path, line=number,
-                                 hint="variable names are letters, digits and _")
+                raise InputError(
+                    f"{word!r} is not VAR=value",
+                    path=path,
+                    line=number,
+                    hint="variable names are letters, digits and _",
+                )
             if _BAD_VALUE.search(value):
-                raise InputError(f"the value of {name} contains a '\"', ',' or control "
-                                 "character, which auth.cdb cannot hold", path=path, line=number)
+                raise InputError(
+                    f"the value of {name} contains a '\"', ',' or control "
+                    "character, which auth.cdb cannot hold",
+                    path=path,
+                    line=number,
+                )
             if name == "PASSWORD_EXPIRES":
                 value = str(_unix_time(value, path, number))
             out.append(Setting(who, name, value, number))
@@ -210,8 +221,11 @@ def _unix_time(text: str, path: str | os.PathLike[str], line: int) -> int:
     except ValueError:
         moment = None
     if moment is None:
-        raise InputError(f"PASSWORD_EXPIRES {text!r} is not a Unix time, YYYY-MM-DD or an "
-                         "ISO date and time", path=path, line=line)
+        raise InputError(
+            f"PASSWORD_EXPIRES {text!r} is not a Unix time, YYYY-MM-DD or an ISO date and time",
+            path=path,
+            line=line,
+        )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.UTC)
     return int(moment.timestamp())
@@ -307,8 +321,10 @@ def vpopmail_domains(qmail_home: Path) -> tuple[list[tuple[str, Path, str, bool]
         elif _is_vdelivermail_dir(home):
             found.append((domain, home, where, True))
         else:
-            notes.append(f"{where}: {home} has no vpasswd, vpasswd.cdb or vdelivermail "
-                         ".qmail-default, not a vpopmail domain")
+            notes.append(
+                f"{where}: {home} has no vpasswd, vpasswd.cdb or vdelivermail "
+                ".qmail-default, not a vpopmail domain"
+            )
     return found, notes
 
 
@@ -334,8 +350,10 @@ def parse_vuserinfo(text: str, source: str) -> list[SqlMailbox]:
             return
         flags_text = current.get("flags", current.get("gid", "0")) or "0"
         if not flags_text.isdigit():
-            raise InputError(f"vuserinfo gave flags {flags_text!r} for {current['name']!r}, "
-                             "not a number", path=source)
+            raise InputError(
+                f"vuserinfo gave flags {flags_text!r} for {current['name']!r}, not a number",
+                path=source,
+            )
         boxes.append(SqlMailbox(current["name"], current.get("passwd", ""), int(flags_text)))
 
     for line in text.splitlines():
@@ -359,19 +377,24 @@ def run_vuserinfo(vpopmail_home: Path, domain: str) -> tuple[str, str]:
     prog = vpopmail_home / "bin" / "vuserinfo"
     what = f"{prog} -D {domain}"
     if not prog.exists():
-        raise QmailkitError("vuserinfo not found: a SQL-backed vpopmail domain needs it",
-                            path=prog, hint="give --vpopmail-home, or --no-vpopmail")
+        raise QmailkitError(
+            "vuserinfo not found: a SQL-backed vpopmail domain needs it",
+            path=prog,
+            hint="give --vpopmail-home, or --no-vpopmail",
+        )
     try:
-        done = subprocess.run([str(prog), "-D", domain], capture_output=True, timeout=300,
-                              check=False)
+        done = subprocess.run(
+            [str(prog), "-D", domain], capture_output=True, timeout=300, check=False
+        )
     except OSError as err:
         raise os_error(err, "cannot run vuserinfo") from err
     except subprocess.TimeoutExpired:
         raise QmailkitError(f"{what} took more than 300 s") from None
     if done.returncode != 0:
         last = done.stderr.decode(_ENC, "replace").strip().splitlines()
-        raise QmailkitError(f"{what} failed with exit code {done.returncode}"
-                            + (f": {last[-1]}" if last else ""))
+        raise QmailkitError(
+            f"{what} failed with exit code {done.returncode}" + (f": {last[-1]}" if last else "")
+        )
     return done.stdout.decode(_ENC, _ERRORS), what
 
 
@@ -384,8 +407,9 @@ def _vpopmail_home(src: Sources) -> Path:
     for account in shadow.read_passwd(src.passwd):
         if account.name == "vpopmail":
             return Path(account.home)
-    raise InputError(f"no vpopmail user in {src.passwd} to find vuserinfo",
-                     hint="give --vpopmail-home")
+    raise InputError(
+        f"no vpopmail user in {src.passwd} to find vuserinfo", hint="give --vpopmail-home"
+    )
 
 
 class _Gathered:
@@ -484,13 +508,19 @@ def _add_vpasswd_in_bulk(got: _Gathered, domain: str, home: Path, where: str) ->
         return False
     if any(gid and int(gid) & VPOPMAIL_NO_SMTP for gid in set(columns.gids)):
         return False
-    if (b"" in columns.hashes or hashes.startswith((b"!", b"*")) or b"\n!" in hashes
-            or b"\n*" in hashes or hashes.translate(None, _GOOD_HASH_BYTES)):
+    if (
+        b"" in columns.hashes
+        or hashes.startswith((b"!", b"*"))
+        or b"\n!" in hashes
+        or b"\n*" in hashes
+        or hashes.translate(None, _GOOD_HASH_BYTES)
+    ):
         return False
     if any(login.endswith("@" + domain) for login in got.excluder.logins):
         return False
-    got.notes.append(f"{where}: vpopmail domain {domain}: {len(columns.names)} mailboxes "
-                     f"from {path}")
+    got.notes.append(
+        f"{where}: vpopmail domain {domain}: {len(columns.names)} mailboxes from {path}"
+    )
     at = b"@" + domain.encode(_ENC, _ERRORS)
     keys = names.lower().replace(b"\n", at + b"\n") + at if names else b""
     got.add_lines(keys, hashes, path)
@@ -515,16 +545,25 @@ def _gather(src: Sources, careful: bool) -> _Gathered:
                 continue
             if sql:
                 text, users_source = run_vuserinfo(_vpopmail_home(src), domain)
-                boxes = [(box.name, box.hash, box.flags, users_source)
-                         for box in parse_vuserinfo(text, users_source)]
+                boxes = [
+                    (box.name, box.hash, box.flags, users_source)
+                    for box in parse_vuserinfo(text, users_source)
+                ]
             else:
                 users_path, users = vpopmail.read_domain_users(home)
                 users_source = str(users_path)
-                boxes = [(user.name, user.hash, user.gid,
-                          f"{users_path}:{user.line}" if user.line else users_source)
-                         for user in users]
-            got.notes.append(f"{where}: vpopmail domain {domain}: {len(boxes)} mailboxes "
-                             f"from {users_source}")
+                boxes = [
+                    (
+                        user.name,
+                        user.hash,
+                        user.gid,
+                        f"{users_path}:{user.line}" if user.line else users_source,
+                    )
+                    for user in users
+                ]
+            got.notes.append(
+                f"{where}: vpopmail domain {domain}: {len(boxes)} mailboxes from {users_source}"
+            )
             for name, hash_, flags, source in boxes:
                 login = f"{name.lower()}@{domain}"
                 if flags & VPOPMAIL_NO_SMTP:
@@ -537,9 +576,13 @@ def _gather(src: Sources, careful: bool) -> _Gathered:
         for entry in shadow.read_shadow(src.shadow):
             source = f"{src.shadow}:{entry.line}"
             if window.get(entry.name) is None:
-                got.skipped.append(Skipped(
-                    entry.name,
-                    f"not in {src.passwd} with a uid in {src.min_uid}-{src.max_uid}", source))
+                got.skipped.append(
+                    Skipped(
+                        entry.name,
+                        f"not in {src.passwd} with a uid in {src.min_uid}-{src.max_uid}",
+                        source,
+                    )
+                )
                 continue
             if got.add(entry.name, entry.hash, source) and entry.expires_at is not None:
                 got.derived[entry.name] = {"PASSWORD_EXPIRES": str(entry.expires_at)}
@@ -553,8 +596,9 @@ def _in_key_order(got: _Gathered) -> tuple[list[int], list[bytes]]:
     return order, list(map(keys.__getitem__, order))
 
 
-def _env(login: str, derived: dict[str, dict[str, str]],
-         per_who: dict[str, list[Setting]]) -> dict[str, str]:
+def _env(
+    login: str, derived: dict[str, dict[str, str]], per_who: dict[str, list[Setting]]
+) -> dict[str, str]:
     """The variables of a login: from its source, then its domain's settings, then its own."""
     env = dict(derived.get(login, {}))
     domain = login.rpartition("@")[2] if "@" in login else None
@@ -590,8 +634,10 @@ def collect(src: Sources) -> Collected:
         for i, key in enumerate(keys):
             login = key.decode(_ENC, _ERRORS)
             if per_who or login in got.derived:
-                pairs = "".join(f',{name}="{value}"'
-                                for name, value in _env(login, got.derived, per_who).items())
+                pairs = "".join(
+                    f',{name}="{value}"'
+                    for name, value in _env(login, got.derived, per_who).items()
+                )
                 added = pairs.encode(_ENC, _ERRORS)
                 values[i] += added
                 nbytes += len(added)
@@ -609,17 +655,22 @@ def collect(src: Sources) -> Collected:
 def check_target(path: Path, mode: int) -> None:
     """Refuse permissions that would expose the hashes, and world-writable directories."""
     if mode & 0o007:
-        raise InputError(f"mode {mode:04o} gives other users access to password hashes",
-                         path=path, hint="use 0640 or 0600")
+        raise InputError(
+            f"mode {mode:04o} gives other users access to password hashes",
+            path=path,
+            hint="use 0640 or 0600",
+        )
     directory = path.parent
     try:
         st = os.stat(directory)
     except OSError as err:
         raise os_error(err, "cannot use the directory") from err
     if st.st_mode & stat.S_IWOTH:
-        raise InputError("directory is world-writable: anyone could replace the file",
-                         path=directory, hint="write auth.cdb into a directory only root can "
-                         "write, e.g. /var/qmail/control")
+        raise InputError(
+            "directory is world-writable: anyone could replace the file",
+            path=directory,
+            hint="write auth.cdb into a directory only root can write, e.g. /var/qmail/control",
+        )
 
 
 def write_cdb(
@@ -649,10 +700,15 @@ def write_cdb(
         pairs = sorted(records)
         keys, values, nbytes = [key for key, _ in pairs], [value for _, value in pairs], None
     return cdb.install(
-        path, lambda writer: writer.add_many(keys, values, nbytes),
+        path,
+        lambda writer: writer.add_many(keys, values, nbytes),
         guard=cdb.Guard("logins", "fails every AUTH", max_shrink=max_shrink, force=force),
-        only_if_changed=only_if_changed, mode=mode, owner=owner, lock_wait=lock_wait,
-        what="another mkauth run")
+        only_if_changed=only_if_changed,
+        mode=mode,
+        owner=owner,
+        lock_wait=lock_wait,
+        what="another mkauth run",
+    )
 
 
 # --------------------------------------------------------------------------- checking
@@ -675,8 +731,10 @@ def _crypt_function():
             except OSError:
                 continue
         else:
-            raise QmailkitError("cannot load libcrypt (libcrypt.so.1) to check passwords",
-                                hint="install libcrypt1 (Debian/Ubuntu) or libxcrypt")
+            raise QmailkitError(
+                "cannot load libcrypt (libcrypt.so.1) to check passwords",
+                hint="install libcrypt1 (Debian/Ubuntu) or libxcrypt",
+            )
     func = _libcrypt.crypt
     func.restype = ctypes.c_char_p
     func.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -700,8 +758,9 @@ def verify(password: str | bytes, hash_: str) -> bool:
     if _usable_hash(hash_):
         return False
     out = crypt(password, hash_)
-    return out is not None and hmac.compare_digest(out.encode(_ENC, _ERRORS),
-                                                   hash_.encode(_ENC, _ERRORS))
+    return out is not None and hmac.compare_digest(
+        out.encode(_ENC, _ERRORS), hash_.encode(_ENC, _ERRORS)
+    )
 
 
 @dataclass(frozen=True)
@@ -730,8 +789,9 @@ def parse_value(login: str, value: bytes, path: str | os.PathLike[str] = "auth.c
     while pos < len(rest):
         match = _PAIR.match(rest, pos)
         if match is None:
-            raise InputError(f"the value for {login!r} is not HASH[,VAR=\"value\"...]: "
-                             f"{value!r}", path=path)
+            raise InputError(
+                f'the value for {login!r} is not HASH[,VAR="value"...]: {value!r}', path=path
+            )
         env.append((match[1].decode(), match[2].decode(_ENC, _ERRORS)))
         pos = match.end()
     return Entry(login, hash_.decode(_ENC, _ERRORS), tuple(env), value)

@@ -104,8 +104,9 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
 class Staged:
     """A new version of ``path`` being written to a temp file beside it (see ``staged``)."""
 
-    def __init__(self, path: str, tmp: str, fd: int, mode: int,
-                 owner: tuple[int, int] | None) -> None:
+    def __init__(
+        self, path: str, tmp: str, fd: int, mode: int, owner: tuple[int, int] | None
+    ) -> None:
         self.path = path
         self.tmp = tmp
         self.file: BinaryIO = os.fdopen(fd, "wb")
@@ -309,7 +310,9 @@ def _open_regular(
     except OSError as err:
         if err.errno == errno.ELOOP and not follow:
             raise NotRegular(
-                "is a symbolic link (not followed)", path=path, hint="replace it with a regular file"
+                "is a symbolic link (not followed)",
+                path=path,
+                hint="replace it with a regular file",
             ) from None
         if err.errno == errno.ENXIO:  # a socket, or a FIFO-like special file
             raise NotRegular("is not a regular file", path=path) from None

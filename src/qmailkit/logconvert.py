@@ -160,8 +160,9 @@ def find_services(
     try:
         names = sorted(os.listdir(service_dir))
     except OSError as err:
-        raise _unreadable(service_dir, err, "the service directory",
-                          "give the scan directory with --service-dir") from None
+        raise _unreadable(
+            service_dir, err, "the service directory", "give the scan directory with --service-dir"
+        ) from None
     live: dict[str, Path] = {}
     retired: dict[str, list[tuple[tuple[str, int], Path]]] = {}
     explicit = [Path(r) for r in service_roots]
@@ -257,7 +258,7 @@ class _Journal:
                 f"journal {problem}; nothing done",
                 path=self.path,
                 hint="convert-multilog did not write this: check it by hand; if no run was "
-                     "interrupted, remove it",
+                "interrupted, remove it",
             )
         return state
 
@@ -383,8 +384,11 @@ class _ServiceRun:
             return
         source = state.get("dir")  # a retired service's directory; None: the live one
         # (no "dir" and no live service: it was retired since, and its files went with it)
-        sdir = next((d for d in self.service.dirs if d.name == source), None) if source \
+        sdir = (
+            next((d for d in self.service.dirs if d.name == source), None)
+            if source
             else self.service.live or self.service.dirs[-1]
+        )
         if sdir is not None:
             self.use_source(sdir)
         main = sdir / "log" / "main" if sdir is not None else None
@@ -398,13 +402,13 @@ class _ServiceRun:
                 fsutil.fsync_dir(main)
             return
         if main is None:
-            self.warn(f"{source or 'log/main'}: gone while a run converting its files was "
-                      "interrupted")
+            self.warn(
+                f"{source or 'log/main'}: gone while a run converting its files was interrupted"
+            )
         for src in inputs:
             if not os.path.lexists(src):
                 self.warn(f"{src} was removed while a run converting it was interrupted")
-        self.log(f"Undoing the interrupted conversion of {len(names)} file(s) in "
-                 f"{main or source}")
+        self.log(f"Undoing the interrupted conversion of {len(names)} file(s) in {main or source}")
         self.rollback(state.get("sizes", {}))
         self.journal.write({"last": self.last})
 
@@ -422,7 +426,8 @@ class _ServiceRun:
                 continue
             except fsutil.NotRegular as err:
                 raise fsutil.NotRegular(
-                    f"{err.message}; cannot cut it back to {size} bytes", path=target,
+                    f"{err.message}; cannot cut it back to {size} bytes",
+                    path=target,
                     hint="day files must be regular files: remove it, then run again",
                 ) from None
             try:
@@ -550,8 +555,9 @@ class _ServiceRun:
                 # an existing day file is opened (not written) before its size is journalled
                 fd = self.open_output(out, create=False)
                 self.sizes[out] = -1 if fd is None else self.ends[out]
-            self.journal.write(self.journal_state(
-                inputs=self.batch_names, sizes=self.sizes, last=self.batch_last))
+            self.journal.write(
+                self.journal_state(inputs=self.batch_names, sizes=self.sizes, last=self.batch_last)
+            )
         for date, texts in batches.items():
             out = f"{self.name}.{date}"
             fd = self.fds.get(out)
@@ -603,7 +609,8 @@ class _ServiceRun:
         elif getattr(err, "errno", None) == errno.ENOSPC:
             hint = f"free some space in {self.out_dir}; " + hint
         return QmailkitError(
-            f"{reason} (while converting {self.reading})", path=self.out_dir / out, hint=hint)
+            f"{reason} (while converting {self.reading})", path=self.out_dir / out, hint=hint
+        )
 
     def cut_back(self, file_ends: dict[str, int]) -> bool:
         """Undo the appends of the failed file; False if that failed too (the journal then
@@ -623,8 +630,9 @@ class _ServiceRun:
 
     def commit(self, done: list[tuple[Path, list[tuple[str, int]]]]) -> None:
         """Mark the (durable) batch done, then remove its inputs."""
-        self.journal.write(self.journal_state(
-            inputs=[p.name for p, _ in done], done=True, last=self.last))
+        self.journal.write(
+            self.journal_state(inputs=[p.name for p, _ in done], done=True, last=self.last)
+        )
         for src, added in done:
             nlines = 0
             for date, count in added:
@@ -658,7 +666,9 @@ class _ServiceRun:
 
     def close_current(self) -> None:
         if self.current_out is not None:
-            self.log(f"Closing {self.out_dir / self.current_out} ({self.current_count} lines added)")
+            self.log(
+                f"Closing {self.out_dir / self.current_out} ({self.current_count} lines added)"
+            )
         self.current_out = None
         self.current_count = 0
 
@@ -731,8 +741,14 @@ def convert_all(
         log("Starting")
         services = find_services(opts.service_dir, opts.exclude, log, opts.service_roots)
         if total is not None:
-            total(sum(_size(p) for s in services for d in s.dirs
-                      for p in multilog.LogDir(d / "log" / "main").rotated()))
+            total(
+                sum(
+                    _size(p)
+                    for s in services
+                    for d in s.dirs
+                    for p in multilog.LogDir(d / "log" / "main").rotated()
+                )
+            )
         jobs = opts.jobs or len(os.sched_getaffinity(0))
         if jobs <= 1 or len(services) <= 1:
             results = [convert_service(s, opts, log, progress) for s in services]
@@ -829,9 +845,7 @@ def _worker(service: Service, opts: Options, wfd: int) -> None:
         blob = pickle.dumps((kind, value))
         write_all(wfd, len(blob).to_bytes(4, "big") + blob)
 
-    result = convert_service(
-        service, opts, lambda m: send("log", m), lambda n: send("progress", n)
-    )
+    result = convert_service(service, opts, lambda m: send("log", m), lambda n: send("progress", n))
     send("result", asdict(result))
 
 

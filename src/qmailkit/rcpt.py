@@ -39,6 +39,7 @@ __all__ = [
     "write_cdb",
 ]
 
+
 def lines(rec: Recipients) -> Iterator[bytes]:
     """One key per line; a rejecting key is followed by a space and its value (cdbmake-12)."""
     for key, value in rec.records():
@@ -121,8 +122,11 @@ def _previous(path: str) -> int | None:
         with cdb.Reader(path) as reader:
             return len(reader)
     except InputError as err:
-        raise InputError(f"the existing file is not a cdb ({err.message})", path=path,
-                         hint="move it away, or check the -c path") from None
+        raise InputError(
+            f"the existing file is not a cdb ({err.message})",
+            path=path,
+            hint="move it away, or check the -c path",
+        ) from None
 
 
 def _same_records(path: str, staged: str) -> bool:
@@ -167,12 +171,22 @@ def write_cdb(
         raise InputError("the directory for the cdb does not exist", path=directory)
     count = len(rec)
     previous = _previous(target)
-    cdb.check_shrink(count, previous, path=target, noun="keys",
-                     empty_effect="rejects all mail", max_shrink=max_shrink, force=force)
+    cdb.check_shrink(
+        count,
+        previous,
+        path=target,
+        noun="keys",
+        empty_effect="rejects all mail",
+        max_shrink=max_shrink,
+        force=force,
+    )
 
     parts, digest = _canonical(rec)
-    if state_fd is not None and previous is not None and \
-            _read_state(state_fd) == b" ".join((_STATE, digest, _stamp(target))) + b"\n":
+    if (
+        state_fd is not None
+        and previous is not None
+        and _read_state(state_fd) == b" ".join((_STATE, digest, _stamp(target))) + b"\n"
+    ):
         return WriteResult(target, False, count, previous)
 
     remove_stale_temps(target)
@@ -210,4 +224,3 @@ def check_live(address: str, opts: Options) -> tuple[Decision, Recipients]:
     """The same, straight from the configuration (no cdb needed)."""
     rec = build(opts)
     return lookup(address, rec.get), rec
-

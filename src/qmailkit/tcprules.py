@@ -166,14 +166,17 @@ def _lines(source: BinaryIO, path: str) -> Iterator[bytes]:
     while line := source.readline(MAX_LINE + 1):
         number += 1
         if len(line) > MAX_LINE:
-            raise InputError(f"line longer than {MAX_LINE} bytes", path=path, line=number,
-                             hint="is this a tcprules source?", exit_code=BAD_RULE_EXIT)
+            raise InputError(
+                f"line longer than {MAX_LINE} bytes",
+                path=path,
+                line=number,
+                hint="is this a tcprules source?",
+                exit_code=BAD_RULE_EXIT,
+            )
         yield line.removesuffix(b"\n")
 
 
-def parse(
-    text: bytes | str | BinaryIO, path: str | os.PathLike[str] = "rules"
-) -> Rules:
+def parse(text: bytes | str | BinaryIO, path: str | os.PathLike[str] = "rules") -> Rules:
     """Parse tcprules source; raises InputError (exit 100) naming the line of a bad rule.
 
     ``text`` may be a binary stream (standard input): it is read a line at a
@@ -183,8 +186,9 @@ def parse(
     if isinstance(text, str):
         text = text.encode("utf-8", "surrogateescape")
     result = Rules(name)
-    for number, raw in enumerate(_lines(io.BytesIO(text) if isinstance(text, bytes) else text,
-                                        name), 1):
+    for number, raw in enumerate(
+        _lines(io.BytesIO(text) if isinstance(text, bytes) else text, name), 1
+    ):
         if not raw or raw.startswith(b"#"):
             continue
         line = raw.rstrip(b" \t")
@@ -343,11 +347,25 @@ def check_ip(ip: str) -> None:
 # Not globally reachable (RFC 6890 and its updates), disjoint and sorted: relaying for these is
 # the admin's own business (10., 127., 192.168., ...); for the rest of the space it is not.
 _NOT_PUBLIC = tuple(
-    (int.from_bytes(bytes(map(int, net.split("/")[0].split("."))), "big"),
-     1 << (32 - int(net.split("/")[1])))
-    for net in ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-                "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16",
-                "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/3")
+    (
+        int.from_bytes(bytes(map(int, net.split("/")[0].split("."))), "big"),
+        1 << (32 - int(net.split("/")[1])),
+    )
+    for net in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+    )
 )
 _OCTET = {b"%d" % n: n for n in range(256)}  # tcpserver writes each octet in plain decimal
 
@@ -403,8 +421,9 @@ class Coverage:
     names: tuple[bytes, ...]  # =host keys doing it: reachable by any client that picks the name
 
 
-def coverage(table: dict[bytes, bytes], wanted: Callable[[bytes], bool] = gives_relay,
-             default: bool = False) -> Coverage:
+def coverage(
+    table: dict[bytes, bytes], wanted: Callable[[bytes], bool] = gives_relay, default: bool = False
+) -> Coverage:
     """The clients for which tcpserver, reading ``table`` (key → value, as ``first_values``
     gives it), finds a value that is ``wanted``; ``default`` is the answer when no key
     matches (tcpserver lets such a client in, without setting anything)."""
@@ -429,8 +448,9 @@ def coverage(table: dict[bytes, bytes], wanted: Callable[[bytes], bool] = gives_
             if public:
                 by_key[decision[0]] = by_key.get(decision[0], 0) + public
 
-    def walk(prefix: tuple[int, ...], start: int,
-             decision: tuple[bytes | None, bool] | None) -> None:
+    def walk(
+        prefix: tuple[int, ...], start: int, decision: tuple[bytes | None, bool] | None
+    ) -> None:
         decision = decided.get(prefix, decision)
         size = 1 << (8 * (4 - len(prefix)))
         if prefix not in kids:

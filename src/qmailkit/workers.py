@@ -26,7 +26,12 @@ import signal
 from collections.abc import Callable
 
 __all__ = [
-    "Worker", "WorkerFailed", "die_with_parent", "spawn", "start", "write_all",
+    "Worker",
+    "WorkerFailed",
+    "die_with_parent",
+    "spawn",
+    "start",
+    "write_all",
 ]
 
 _PR_SET_PDEATHSIG = 1

@@ -37,8 +37,19 @@ from qmailkit.errors import InputError, QmailkitError, os_error
 from qmailkit.fsutil import atomic_file, open_regular
 
 __all__ = [
-    "DEFAULT_MAX_SHRINK", "MAX_SIZE", "Guard", "Installed", "Reader", "Stats", "Writer",
-    "check_shrink", "install", "lock", "make", "stats", "write",
+    "DEFAULT_MAX_SHRINK",
+    "MAX_SIZE",
+    "Guard",
+    "Installed",
+    "Reader",
+    "Stats",
+    "Writer",
+    "check_shrink",
+    "install",
+    "lock",
+    "make",
+    "stats",
+    "write",
 ]
 
 # Every offset in the format is 32 bits, so a cdb cannot exceed 4 GiB.
@@ -329,4 +340,3 @@ def stats(path: str | os.PathLike[str]) -> Stats:
             sum(n for _, n in reader._tables),
             tuple(distances),
         )
-

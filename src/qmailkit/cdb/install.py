@@ -80,18 +80,25 @@ def check_shrink(
         return
     if count == 0:
         name = name or os.path.basename(path)
-        raise InputError(f"no {noun} found: an empty {name} {empty_effect}",
-                         path=path, hint="check the sources; --force writes it anyway")
+        raise InputError(
+            f"no {noun} found: an empty {name} {empty_effect}",
+            path=path,
+            hint="check the sources; --force writes it anyway",
+        )
     if previous and count < previous * (1 - max_shrink):
         raise InputError(
             f"would shrink from {previous} to {count} {noun} "
             f"({100 * (previous - count) / previous:.0f} % fewer, limit {100 * max_shrink:.0f} %)",
-            path=path, hint="check the sources; --force or a larger --max-shrink writes it anyway")
+            path=path,
+            hint="check the sources; --force or a larger --max-shrink writes it anyway",
+        )
 
 
 @contextlib.contextmanager
 def lock(
-    path: str | os.PathLike[str], *, wait: bool | float = False,
+    path: str | os.PathLike[str],
+    *,
+    wait: bool | float = False,
     what: str = "another build of this file",
 ) -> Iterator[int]:
     """Hold the lock of ``path`` (the one ``install`` takes); yields its descriptor.
@@ -125,8 +132,9 @@ def _same_bytes(path: str, other: str) -> bool:
         return False  # the Reader says what is wrong with the file
 
 
-def _previous(path: str, staged: str, guard: Guard | None,
-              compare: bool) -> tuple[int | None, bool]:
+def _previous(
+    path: str, staged: str, guard: Guard | None, compare: bool
+) -> tuple[int | None, bool]:
     """The record count of the old file (None if none) and, if ``compare``, whether it holds
     the staged file's records.
 
@@ -156,7 +164,8 @@ def _previous(path: str, staged: str, guard: Guard | None,
 def _right_owner_and_mode(path: str, mode: int, owner: tuple[int, int] | None) -> bool:
     st = os.stat(path)
     right_owner = owner is None or all(
-        want in (-1, have) for want, have in zip(owner, (st.st_uid, st.st_gid), strict=True))
+        want in (-1, have) for want, have in zip(owner, (st.st_uid, st.st_gid), strict=True)
+    )
     return stat.S_IMODE(st.st_mode) == mode and right_owner
 
 
@@ -188,8 +197,7 @@ def install(
     _check_directory(target)
     with contextlib.ExitStack() as stack:
         if lock:
-            stack.enter_context(
-                fsutil.locked(fsutil.lock_path(target), wait=lock_wait, what=what))
+            stack.enter_context(fsutil.locked(fsutil.lock_path(target), wait=lock_wait, what=what))
         staged = stack.enter_context(fsutil.staged(target, mode=mode, owner=owner, tmp=tmp))
         writer = Writer(impl.maker(staged.file), target)
         fill(writer)
@@ -204,9 +212,16 @@ def install(
         if same and _right_owner_and_mode(target, mode, owner):
             return Installed(target, False, count, previous, "unchanged")
         if guard is not None:
-            check_shrink(count, previous, path=target, noun=guard.noun,
-                         empty_effect=guard.empty_effect, max_shrink=guard.max_shrink,
-                         force=guard.force, name=guard.name)
+            check_shrink(
+                count,
+                previous,
+                path=target,
+                noun=guard.noun,
+                empty_effect=guard.empty_effect,
+                max_shrink=guard.max_shrink,
+                force=guard.force,
+                name=guard.name,
+            )
         existed = os.path.lexists(target)
         staged.commit()
     if not existed:

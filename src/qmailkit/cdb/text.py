@@ -261,9 +261,12 @@ def _line_chunks(stream: BinaryIO, name: str) -> Iterator[bytes]:
             rest.append(data)
             waiting += len(data)
             if waiting > MAX_LINE:
-                raise QmailkitError(f"the line at byte {offset} is longer than {MAX_LINE} bytes",
-                                    path=name, hint="is this KEY VALUE lines?",
-                                    exit_code=MALFORMED_EXIT)
+                raise QmailkitError(
+                    f"the line at byte {offset} is longer than {MAX_LINE} bytes",
+                    path=name,
+                    hint="is this KEY VALUE lines?",
+                    exit_code=MALFORMED_EXIT,
+                )
             continue
         chunk = b"".join((*rest, data[:cut])) if rest else data[:cut]
         offset += len(chunk)

@@ -17,74 +17,136 @@ EXIT_ABSENT = 100  # like cdbget and "qmailkit cdb get" for a missing key
 BUILD_DESCRIPTION = (
     "Build the AUTH_CDB file of jms1's combined qmail-smtpd patch: key = the login as the "
     "client types it (user@domain for vpopmail mailboxes, the login for system accounts), "
-    "value = the crypt(3) hash plus optional ,VAR=\"value\" pairs. Without -c the records are "
+    'value = the crypt(3) hash plus optional ,VAR="value" pairs. Without -c the records are '
     "printed (LOGIN VALUE lines, or cdbmake format with -m)."
 )
 
 
 def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
-    out.add_argument("-c", dest="cdb", metavar="FILE",
-                     help="write the cdb FILE (only if its records changed)")
-    out.add_argument("-m", dest="cdbmake", action="store_true",
-                     help="print cdbmake format instead of LOGIN VALUE lines")
-    out.add_argument("-d", dest="debug", action="store_true",
-                     help="say on stderr where each login came from and which were left out")
+    out.add_argument(
+        "-c", dest="cdb", metavar="FILE", help="write the cdb FILE (only if its records changed)"
+    )
+    out.add_argument(
+        "-m",
+        dest="cdbmake",
+        action="store_true",
+        help="print cdbmake format instead of LOGIN VALUE lines",
+    )
+    out.add_argument(
+        "-d",
+        dest="debug",
+        action="store_true",
+        help="say on stderr where each login came from and which were left out",
+    )
     src = parser.add_argument_group("sources")
-    src.add_argument("--qmail-home", metavar="DIR", default="/var/qmail",
-                     help="qmail's home; vpopmail domains come from its users/assign "
-                     "(default %(default)s)")
-    src.add_argument("--no-vpopmail", dest="vpopmail", action="store_false",
-                     help="leave out vpopmail mailboxes")
-    src.add_argument("--vpopmail-home", metavar="DIR",
-                     help="vpopmail's home, for bin/vuserinfo with a SQL backend (default: "
-                     "the vpopmail user's home in the passwd file)")
-    src.add_argument("--shadow", metavar="FILE",
-                     help="add system accounts from this shadow file (e.g. /etc/shadow)")
-    src.add_argument("--passwd", metavar="FILE", default="/etc/passwd",
-                     help="passwd file giving the uids of system accounts (default %(default)s)")
-    src.add_argument("--min-uid", type=int, default=500, metavar="N",
-                     help="lowest uid of a system account to include (default %(default)s)")
-    src.add_argument("--max-uid", type=int, default=65000, metavar="N",
-                     help="highest uid of a system account to include (default %(default)s)")
-    src.add_argument("--exclude", action="append", default=[], metavar="NAME",
-                     help="leave out a login (joe, joe@example.com) or a domain (@example.com); "
-                     "repeatable")
-    src.add_argument("--settings", metavar="FILE",
-                     help="per-login VAR=value settings (see docs/mkauth.md)")
+    src.add_argument(
+        "--qmail-home",
+        metavar="DIR",
+        default="/var/qmail",
+        help="qmail's home; vpopmail domains come from its users/assign (default %(default)s)",
+    )
+    src.add_argument(
+        "--no-vpopmail", dest="vpopmail", action="store_false", help="leave out vpopmail mailboxes"
+    )
+    src.add_argument(
+        "--vpopmail-home",
+        metavar="DIR",
+        help="vpopmail's home, for bin/vuserinfo with a SQL backend (default: "
+        "the vpopmail user's home in the passwd file)",
+    )
+    src.add_argument(
+        "--shadow",
+        metavar="FILE",
+        help="add system accounts from this shadow file (e.g. /etc/shadow)",
+    )
+    src.add_argument(
+        "--passwd",
+        metavar="FILE",
+        default="/etc/passwd",
+        help="passwd file giving the uids of system accounts (default %(default)s)",
+    )
+    src.add_argument(
+        "--min-uid",
+        type=int,
+        default=500,
+        metavar="N",
+        help="lowest uid of a system account to include (default %(default)s)",
+    )
+    src.add_argument(
+        "--max-uid",
+        type=int,
+        default=65000,
+        metavar="N",
+        help="highest uid of a system account to include (default %(default)s)",
+    )
+    src.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave out a login (joe, joe@example.com) or a domain (@example.com); repeatable",
+    )
+    src.add_argument(
+        "--settings", metavar="FILE", help="per-login VAR=value settings (see docs/mkauth.md)"
+    )
     safety = parser.add_argument_group("file and safety")
-    safety.add_argument("--owner", type=owner, metavar="USER[:GROUP]",
-                        help="owner (and group) of the cdb, names or numbers")
-    safety.add_argument("--group", type=group_id, metavar="GROUP",
-                        help="group of the cdb, e.g. the group qmail-smtpd runs as")
-    safety.add_argument("--mode", type=octal_mode, default=0o640, metavar="OCTAL",
-                        help="file mode (default 0640; bits for others, setuid, setgid and "
-                        "sticky are refused)")
+    safety.add_argument(
+        "--owner",
+        type=owner,
+        metavar="USER[:GROUP]",
+        help="owner (and group) of the cdb, names or numbers",
+    )
+    safety.add_argument(
+        "--group",
+        type=group_id,
+        metavar="GROUP",
+        help="group of the cdb, e.g. the group qmail-smtpd runs as",
+    )
+    safety.add_argument(
+        "--mode",
+        type=octal_mode,
+        default=0o640,
+        metavar="OCTAL",
+        help="file mode (default 0640; bits for others, setuid, setgid and sticky are refused)",
+    )
     add_shrink_guard(safety, "logins")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    auth = sub.add_parser("auth", help="build or check the SMTP AUTH database (mkauth)",
-                          description="The AUTH_CDB database of jms1's qmail-smtpd patch.")
+    auth = sub.add_parser(
+        "auth",
+        help="build or check the SMTP AUTH database (mkauth)",
+        description="The AUTH_CDB database of jms1's qmail-smtpd patch.",
+    )
     auth_sub = auth.add_subparsers(dest="auth_command", metavar="SUBCOMMAND")
     auth_sub.required = True
 
-    build = auth_sub.add_parser("build", help="build auth.cdb (same as mkauth)",
-                                description=BUILD_DESCRIPTION)
+    build = auth_sub.add_parser(
+        "build", help="build auth.cdb (same as mkauth)", description=BUILD_DESCRIPTION
+    )
     add_build_arguments(build)
     build.set_defaults(func=_build)
 
     check = auth_sub.add_parser(
-        "check", help="is USER in auth.cdb, and does a password match?",
+        "check",
+        help="is USER in auth.cdb, and does a password match?",
         description="Look USER up in auth.cdb exactly as qmail-smtpd does and check a password "
         "against its hash. The password is read without echo from the terminal, or as the "
         "first line of standard input when that is not a terminal; never from the command line.",
     )
     check.add_argument("user", metavar="USER", help="the login as the client types it")
-    check.add_argument("--cdb", metavar="FILE", default=DEFAULT_CDB,
-                       help="the auth.cdb to read (default %(default)s)")
-    check.add_argument("--no-password", action="store_true",
-                       help="only say whether USER is present; ask no password")
+    check.add_argument(
+        "--cdb",
+        metavar="FILE",
+        default=DEFAULT_CDB,
+        help="the auth.cdb to read (default %(default)s)",
+    )
+    check.add_argument(
+        "--no-password",
+        action="store_true",
+        help="only say whether USER is present; ask no password",
+    )
     check.set_defaults(func=_check)
 
 
@@ -121,16 +183,16 @@ def _build(args: argparse.Namespace) -> int:
         for note in found.notes:
             print(f"note: {note}", file=sys.stderr)
         for key, source in zip(found.keys, found.sources(), strict=True):
-            print(f"login: {key.decode('utf-8', 'surrogateescape')} from {source}",
-                  file=sys.stderr)
+            print(f"login: {key.decode('utf-8', 'surrogateescape')} from {source}", file=sys.stderr)
         for skip in found.skipped:
             print(f"skipped: {skip.login} ({skip.reason}) from {skip.source}", file=sys.stderr)
     if not args.cdb:
         out = sys.stdout.buffer
         if args.cdbmake:
-            lines = map(b"+%d,%d:%s->%s\n".__mod__,
-                        zip(map(len, found.keys), map(len, found.values), found.keys,
-                            found.values))
+            lines = map(
+                b"+%d,%d:%s->%s\n".__mod__,
+                zip(map(len, found.keys), map(len, found.values), found.keys, found.values),
+            )
         else:
             lines = map(b"%s %s\n".__mod__, zip(found.keys, found.values))
         out.writelines(lines)
@@ -138,8 +200,15 @@ def _build(args: argparse.Namespace) -> int:
             out.write(b"\n")
         out.flush()
         return 0
-    result = auth.write_cdb(args.cdb, found, mode=args.mode, owner=owner,
-                            only_if_changed=True, max_shrink=args.max_shrink, force=args.force)
+    result = auth.write_cdb(
+        args.cdb,
+        found,
+        mode=args.mode,
+        owner=owner,
+        only_if_changed=True,
+        max_shrink=args.max_shrink,
+        force=args.force,
+    )
     noun = "login" if result.count == 1 else "logins"
     if result.written:
         was = "" if result.previous is None else f", was {result.previous}"
@@ -160,8 +229,10 @@ def _read_password(prompt: str) -> str | bytes:
     from qmailkit.errors import InputError, QmailkitError
 
     if sys.stdin is None:
-        raise QmailkitError("standard input is closed and no password can be read",
-                            hint="give it on standard input, or use --no-password")
+        raise QmailkitError(
+            "standard input is closed and no password can be read",
+            hint="give it on standard input, or use --no-password",
+        )
     if sys.stdin.isatty():
         return getpass.getpass(prompt)
     line = sys.stdin.buffer.readline(MAX_PASSWORD + 1)

@@ -33,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "blank lines and #comments are skipped",
     )
     make.add_argument(
-        "--mode", type=octal_mode, default=0o644, metavar="OCTAL",
+        "--mode",
+        type=octal_mode,
+        default=0o644,
+        metavar="OCTAL",
         help="file mode, octal (default 644; setuid, setgid and sticky bits are refused)",
     )
     make.set_defaults(func=cmd_make)

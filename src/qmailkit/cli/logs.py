@@ -104,48 +104,118 @@ _MAX_GZIP_DAYS = 36500  # a hundred years: more would reach before year 1
 
 
 def _add_convert_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-a", "--alarm", action="store_true",
-                   help="first make each log service rotate a non-empty current (ALRM through "
-                        "its supervisor) and wait for the new @ file, so it is converted too")
-    p.add_argument("-r", "--rename", action="store_true",
-                   help="rename converted inputs to FILE.done instead of deleting them")
-    p.add_argument("-v", "--verbose", action="store_true",
-                   help="print what is done (Reading, Adding to, Closing, ...) on stderr")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="print no per-service summary unless a service failed (for cron)")
-    p.add_argument("--service-dir", metavar="DIR", default="/service",
-                   help="the scan directory holding the service directories (default /service)")
-    p.add_argument("--log-dir", metavar="DIR", default="/var/log",
-                   help="where the SERVICE.YYYY-MM-DD files go (default /var/log); its "
-                        ".convert-multilog/ sub-directory holds the lock and the journals")
-    p.add_argument("--exclude", metavar="NAME", action="append", default=[],
-                   help="skip this service (name under the scan directory); repeatable")
-    p.add_argument("--supervisor", choices=("daemontools", "runit", "s6"),
-                   help="who supervises the log services, for -a (default: detect)")
-    p.add_argument("--syslog", action="store_true",
-                   help="also send the messages to syslog (ident convert-multilog, facility "
-                        "user, priority info)")
-    p.add_argument("--mode", metavar="OCTAL", type=octal_mode, default=0o640,
-                   help="mode of new day files (default 0640; permission bits only)")
-    p.add_argument("--owner", metavar="USER[:GROUP]",
-                   help="owner of new day files when run as root (default root, group adm "
-                        "if it exists, else root)")
-    p.add_argument("--tai", action="store_true",
-                   help="labels are s6-log's real TAI (2^62 + 37 + Unix time), not "
-                        "daemontools/runit labels (2^62 + 10)")
-    p.add_argument("--jobs", metavar="N", type=int, default=0,
-                   help="services converted at once, one process each (default: one per CPU)")
-    p.add_argument("--wait", metavar="SECONDS", type=float, default=0.0,
-                   help="wait this long for another run to finish (default: exit 111 at once)")
-    p.add_argument("--alarm-timeout", metavar="SECONDS", type=float, default=10.0,
-                   help="with -a, how long to wait for the rotated file (default 10)")
-    p.add_argument("--gzip-after", metavar="DAYS", type=int,
-                   help="afterwards, gzip each converted service's day files more than DAYS "
-                        f"days old (SERVICE.YYYY-MM-DD.gz); 0 to {_MAX_GZIP_DAYS}")
-    p.add_argument("--service-root", metavar="DIR", action="append", default=[],
-                   help="also convert the retired services (.retired-NAME-STAMP, left by "
-                        "services apply --prune) in DIR; those in the scan directory and in "
-                        "the directories its links point into are found anyway; repeatable")
+    p.add_argument(
+        "-a",
+        "--alarm",
+        action="store_true",
+        help="first make each log service rotate a non-empty current (ALRM through "
+        "its supervisor) and wait for the new @ file, so it is converted too",
+    )
+    p.add_argument(
+        "-r",
+        "--rename",
+        action="store_true",
+        help="rename converted inputs to FILE.done instead of deleting them",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print what is done (Reading, Adding to, Closing, ...) on stderr",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print no per-service summary unless a service failed (for cron)",
+    )
+    p.add_argument(
+        "--service-dir",
+        metavar="DIR",
+        default="/service",
+        help="the scan directory holding the service directories (default /service)",
+    )
+    p.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        default="/var/log",
+        help="where the SERVICE.YYYY-MM-DD files go (default /var/log); its "
+        ".convert-multilog/ sub-directory holds the lock and the journals",
+    )
+    p.add_argument(
+        "--exclude",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="skip this service (name under the scan directory); repeatable",
+    )
+    p.add_argument(
+        "--supervisor",
+        choices=("daemontools", "runit", "s6"),
+        help="who supervises the log services, for -a (default: detect)",
+    )
+    p.add_argument(
+        "--syslog",
+        action="store_true",
+        help="also send the messages to syslog (ident convert-multilog, facility "
+        "user, priority info)",
+    )
+    p.add_argument(
+        "--mode",
+        metavar="OCTAL",
+        type=octal_mode,
+        default=0o640,
+        help="mode of new day files (default 0640; permission bits only)",
+    )
+    p.add_argument(
+        "--owner",
+        metavar="USER[:GROUP]",
+        help="owner of new day files when run as root (default root, group adm "
+        "if it exists, else root)",
+    )
+    p.add_argument(
+        "--tai",
+        action="store_true",
+        help="labels are s6-log's real TAI (2^62 + 37 + Unix time), not "
+        "daemontools/runit labels (2^62 + 10)",
+    )
+    p.add_argument(
+        "--jobs",
+        metavar="N",
+        type=int,
+        default=0,
+        help="services converted at once, one process each (default: one per CPU)",
+    )
+    p.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="wait this long for another run to finish (default: exit 111 at once)",
+    )
+    p.add_argument(
+        "--alarm-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="with -a, how long to wait for the rotated file (default 10)",
+    )
+    p.add_argument(
+        "--gzip-after",
+        metavar="DAYS",
+        type=int,
+        help="afterwards, gzip each converted service's day files more than DAYS "
+        f"days old (SERVICE.YYYY-MM-DD.gz); 0 to {_MAX_GZIP_DAYS}",
+    )
+    p.add_argument(
+        "--service-root",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="also convert the retired services (.retired-NAME-STAMP, left by "
+        "services apply --prune) in DIR; those in the scan directory and in "
+        "the directories its links point into are found anyway; repeatable",
+    )
     p.set_defaults(func=_convert_multilog)
 
 
@@ -223,8 +293,9 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         raise InputError(f"--gzip-after: must be 0 to {_MAX_GZIP_DAYS} days")
     owner = _owner(args.owner)  # checked even when not root, so a typo is noticed
     exclude = set(args.exclude)
-    exclude.update(n for n in re.split(r"[\s,]+", os.environ.get("QMAILKIT_CONVERT_EXCLUDE", ""))
-                   if n)
+    exclude.update(
+        n for n in re.split(r"[\s,]+", os.environ.get("QMAILKIT_CONVERT_EXCLUDE", "")) if n
+    )
     opts = logconvert.Options(
         service_dir=Path(args.service_dir),
         log_dir=Path(args.log_dir),
@@ -257,7 +328,8 @@ def _convert_multilog(args: argparse.Namespace) -> int:
             syslog.syslog(syslog.LOG_INFO, msg)
 
     result = logconvert.convert_all(
-        opts, log,
+        opts,
+        log,
         progress=bar.advance if bar else None,
         total=bar.start if bar else None,
     )

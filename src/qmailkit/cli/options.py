@@ -26,15 +26,16 @@ def octal_mode(text: str) -> int:
     digits = text.strip()
     if not digits or any(c not in "01234567" for c in digits):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an octal file mode (give octal digits, e.g. 644 or 0640)")
+            f"{text!r} is not an octal file mode (give octal digits, e.g. 644 or 0640)"
+        )
     mode = int(digits, 8)
     if mode > 0o7777:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is out of range for a file mode (at most 0777)")
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range for a file mode (at most 0777)")
     if mode & 0o7000:
         raise argparse.ArgumentTypeError(
             f"{text!r} sets the setuid, setgid or sticky bit; give permission bits only "
-            "(at most 0777)")
+            "(at most 0777)"
+        )
     return mode
 
 
@@ -79,7 +80,8 @@ def owner(text: str) -> tuple[int, int]:
     user, colon, group = text.partition(":")
     if not user and not group:
         raise argparse.ArgumentTypeError(
-            f"{text!r} names no user or group (give USER, USER:GROUP or :GROUP)")
+            f"{text!r} names no user or group (give USER, USER:GROUP or :GROUP)"
+        )
     uid = user_id(user) if user else -1
     if group:
         return uid, group_id(group)
@@ -88,7 +90,8 @@ def owner(text: str) -> tuple[int, int]:
             return uid, pwd.getpwuid(uid).pw_gid
         except KeyError:
             raise argparse.ArgumentTypeError(
-                f"uid {uid} has no passwd entry, so no login group: give USER:GROUP") from None
+                f"uid {uid} has no passwd entry, so no login group: give USER:GROUP"
+            ) from None
     return uid, -1
 
 
@@ -110,14 +113,23 @@ def config_path(given: str | None) -> str:
 
 def add_config(parser: argparse.ArgumentParser) -> None:
     """The ``--config FILE`` option (read it with ``config_path(args.config)``)."""
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help=f"config file (default: $QMAILKIT_CONFIG, else {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"config file (default: $QMAILKIT_CONFIG, else {DEFAULT_CONFIG})",
+    )
 
 
 def add_shrink_guard(parser: argparse.ArgumentParser, noun: str) -> None:
     """``--max-shrink`` and ``--force``: the guard rail of a database qmail reads."""
-    parser.add_argument("--max-shrink", type=percent, default=0.20, metavar="PERCENT",
-                        help=f"refuse to lose more than this share of the {noun} "
-                        "(default 20)")
-    parser.add_argument("--force", action="store_true",
-                        help="write even if the result is empty or shrank too much")
+    parser.add_argument(
+        "--max-shrink",
+        type=percent,
+        default=0.20,
+        metavar="PERCENT",
+        help=f"refuse to lose more than this share of the {noun} (default 20)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="write even if the result is empty or shrank too much"
+    )

@@ -33,10 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "after checking every line. users/cdb is replaced atomically, and only if the "
         "whole file is good.",
     )
-    newu.add_argument("--qmail-home", metavar="DIR", default=DEFAULT_QMAIL_HOME,
-                      help="qmail's home directory (default %(default)s)")
-    newu.add_argument("-v", "--verbose", action="store_true",
-                      help="say how many entries were written")
+    newu.add_argument(
+        "--qmail-home",
+        metavar="DIR",
+        default=DEFAULT_QMAIL_HOME,
+        help="qmail's home directory (default %(default)s)",
+    )
+    newu.add_argument(
+        "-v", "--verbose", action="store_true", help="say how many entries were written"
+    )
     add_shrink_guard(newu, "entries")
     newu.set_defaults(func=_newu)
 
@@ -47,10 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "as qmail-newmrh does: names lower-cased, empty values, comments and blank lines "
         "ignored. The cdb is replaced atomically.",
     )
-    newmrh.add_argument("--qmail-home", metavar="DIR", default=DEFAULT_QMAIL_HOME,
-                        help="qmail's home directory (default %(default)s)")
-    newmrh.add_argument("-v", "--verbose", action="store_true",
-                        help="say how many domains were written")
+    newmrh.add_argument(
+        "--qmail-home",
+        metavar="DIR",
+        default=DEFAULT_QMAIL_HOME,
+        help="qmail's home directory (default %(default)s)",
+    )
+    newmrh.add_argument(
+        "-v", "--verbose", action="store_true", help="say how many domains were written"
+    )
     add_shrink_guard(newmrh, "domains")
     newmrh.set_defaults(func=_newmrh)
 
@@ -69,8 +79,11 @@ def _as_failure(func: Callable[[], T]) -> T:
 def _newu(args: argparse.Namespace) -> int:
     from qmailkit.qmail import assign
 
-    entries = _as_failure(lambda: assign.compile_users_cdb(
-        args.qmail_home, force=args.force, max_shrink=args.max_shrink))
+    entries = _as_failure(
+        lambda: assign.compile_users_cdb(
+            args.qmail_home, force=args.force, max_shrink=args.max_shrink
+        )
+    )
     if args.verbose:
         path = os.path.join(args.qmail_home, "users", "cdb")
         print(f"{path}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
@@ -80,8 +93,11 @@ def _newu(args: argparse.Namespace) -> int:
 def _newmrh(args: argparse.Namespace) -> int:
     from qmailkit.qmail import control
 
-    count = _as_failure(lambda: control.compile_morercpthosts(
-        args.qmail_home, force=args.force, max_shrink=args.max_shrink))
+    count = _as_failure(
+        lambda: control.compile_morercpthosts(
+            args.qmail_home, force=args.force, max_shrink=args.max_shrink
+        )
+    )
     if args.verbose:
         target = os.path.join(args.qmail_home, "control", "morercpthosts.cdb")
         print(f"{target}: {count} domain{'' if count == 1 else 's'}")

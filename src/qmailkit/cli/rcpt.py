@@ -34,57 +34,135 @@ def _jobs(text: str) -> int:
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", dest="cdb", metavar="FILE",
-                   help="write the cdb FILE, only if its keys or values change (the file and "
-                   "its mtime are left alone otherwise)")
-    p.add_argument("-m", dest="cdbmake", action="store_true",
-                   help="print cdbmake format (+KLEN,VLEN:KEY->VALUE lines, then a blank line)")
-    p.add_argument("-d", dest="debug", action="store_true",
-                   help="debug: on stderr, each key with the source that produced it, and "
-                   "every warning")
-    p.add_argument("--explain", action="store_true",
-                   help="print KEY<TAB>accept|reject<TAB>SOURCE for each key instead of the list")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no warnings (catch-all domains, skipped users...) on stderr")
-    p.add_argument("--force", action="store_true",
-                   help="with -c: write even an empty key set, or one that shrank a lot")
-    p.add_argument("--max-shrink", type=percent, default=0.20, metavar="PERCENT",
-                   help="with -c: refuse a key set this much smaller than the file's "
-                   "(default 20)")
+    p.add_argument(
+        "-c",
+        dest="cdb",
+        metavar="FILE",
+        help="write the cdb FILE, only if its keys or values change (the file and "
+        "its mtime are left alone otherwise)",
+    )
+    p.add_argument(
+        "-m",
+        dest="cdbmake",
+        action="store_true",
+        help="print cdbmake format (+KLEN,VLEN:KEY->VALUE lines, then a blank line)",
+    )
+    p.add_argument(
+        "-d",
+        dest="debug",
+        action="store_true",
+        help="debug: on stderr, each key with the source that produced it, and every warning",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="print KEY<TAB>accept|reject<TAB>SOURCE for each key instead of the list",
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no warnings (catch-all domains, skipped users...) on stderr",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with -c: write even an empty key set, or one that shrank a lot",
+    )
+    p.add_argument(
+        "--max-shrink",
+        type=percent,
+        default=0.20,
+        metavar="PERCENT",
+        help="with -c: refuse a key set this much smaller than the file's (default 20)",
+    )
     _add_model_options(p)
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", dest="skip_alias", action="store_true",
-                   help="leave out the alias user (~alias/.qmail-* files and fastforward)")
-    p.add_argument("--qmail-home", metavar="DIR", default="/var/qmail",
-                   help="qmail's home (default /var/qmail)")
-    p.add_argument("--vpopmail-home", metavar="DIR",
-                   help="vpopmail's home (default: ~vpopmail from the passwd file)")
-    p.add_argument("--passwd", metavar="FILE", default="/etc/passwd",
-                   help="system accounts (default /etc/passwd)")
-    p.add_argument("--uid-min", type=int, default=500, metavar="N",
-                   help="lowest uid of a mail account (default 500; uid 0 never)")
-    p.add_argument("--uid-max", type=int, default=65000, metavar="N",
-                   help="highest uid of a mail account (default 65000)")
-    p.add_argument("--uid-ignore", type=int, action="append", default=[], metavar="UID",
-                   help="leave out this uid (repeatable)")
-    p.add_argument("--exclude", action="append", default=[], metavar="ADDR",
-                   help="never list this key (repeatable)")
-    p.add_argument("--smtproutes-dir", metavar="DIR",
-                   help="directory of per-domain mailbox lists for relayed (smtproutes) domains; "
-                   "a relayed domain without a list accepts everything (@domain)")
+    p.add_argument(
+        "-n",
+        dest="skip_alias",
+        action="store_true",
+        help="leave out the alias user (~alias/.qmail-* files and fastforward)",
+    )
+    p.add_argument(
+        "--qmail-home",
+        metavar="DIR",
+        default="/var/qmail",
+        help="qmail's home (default /var/qmail)",
+    )
+    p.add_argument(
+        "--vpopmail-home",
+        metavar="DIR",
+        help="vpopmail's home (default: ~vpopmail from the passwd file)",
+    )
+    p.add_argument(
+        "--passwd",
+        metavar="FILE",
+        default="/etc/passwd",
+        help="system accounts (default /etc/passwd)",
+    )
+    p.add_argument(
+        "--uid-min",
+        type=int,
+        default=500,
+        metavar="N",
+        help="lowest uid of a mail account (default 500; uid 0 never)",
+    )
+    p.add_argument(
+        "--uid-max",
+        type=int,
+        default=65000,
+        metavar="N",
+        help="highest uid of a mail account (default 65000)",
+    )
+    p.add_argument(
+        "--uid-ignore",
+        type=int,
+        action="append",
+        default=[],
+        metavar="UID",
+        help="leave out this uid (repeatable)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="never list this key (repeatable)",
+    )
+    p.add_argument(
+        "--smtproutes-dir",
+        metavar="DIR",
+        help="directory of per-domain mailbox lists for relayed (smtproutes) domains; "
+        "a relayed domain without a list accepts everything (@domain)",
+    )
     ext = p.add_mutually_exclusive_group()
-    ext.add_argument("--qmail-ext", dest="qmail_ext", action="store_true", default=None,
-                     help="vpopmail was built with --enable-qmail-ext: add user-default@domain "
-                     "(default: read vpopmail's include/vpopmail_config.h)")
+    ext.add_argument(
+        "--qmail-ext",
+        dest="qmail_ext",
+        action="store_true",
+        default=None,
+        help="vpopmail was built with --enable-qmail-ext: add user-default@domain "
+        "(default: read vpopmail's include/vpopmail_config.h)",
+    )
     ext.add_argument("--no-qmail-ext", dest="qmail_ext", action="store_false")
-    p.add_argument("--vpopmail-sql", action="store_true", default=None,
-                   help="vpopmail keeps users in SQL: ask vuserinfo -D / valias -s (default: "
-                   "only for domains without vpasswd or vpasswd.cdb)")
-    p.add_argument("-j", "--jobs", type=_jobs, metavar="N",
-                   help="read the configuration with N processes (default: one per CPU; "
-                   "a configuration with few domains always uses one)")
+    p.add_argument(
+        "--vpopmail-sql",
+        action="store_true",
+        default=None,
+        help="vpopmail keeps users in SQL: ask vuserinfo -D / valias -s (default: "
+        "only for domains without vpasswd or vpasswd.cdb)",
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=_jobs,
+        metavar="N",
+        help="read the configuration with N processes (default: one per CPU; "
+        "a configuration with few domains always uses one)",
+    )
 
 
 def _options(args: argparse.Namespace):  # -> qmailkit.qmail.model.Options
@@ -143,14 +221,16 @@ def _build(args: argparse.Namespace) -> int:
             print(f"{args.prog}: warning: {warning}", file=sys.stderr)
         out = sys.stdout.buffer
         if args.cdb:
-            result = rcpt.write_cdb(args.cdb, rec, force=args.force,
-                                    max_shrink=args.max_shrink, state_fd=state_fd)
+            result = rcpt.write_cdb(
+                args.cdb, rec, force=args.force, max_shrink=args.max_shrink, state_fd=state_fd
+            )
             was = "" if result.previous is None else f" (was {result.previous})"
             if result.written:
                 print(f"{args.prog}: {result.path}: wrote {result.keys} keys{was}")
             else:
-                print(f"{args.prog}: {result.path}: unchanged ({result.keys} keys), "
-                      "file left alone")
+                print(
+                    f"{args.prog}: {result.path}: unchanged ({result.keys} keys), file left alone"
+                )
         elif args.explain:
             out.write("".join(rcpt.explain_lines(rec)).encode("utf-8", "surrogateescape"))
         elif args.cdbmake:
@@ -174,8 +254,10 @@ def _check(args: argparse.Namespace) -> int:
             source = rec.source(decision.key)
         domain = rec.foreign_domain(args.address)
         if domain is not None:
-            print(f"reject: {args.address}: {domain} is not in rcpthosts or morercpthosts.cdb "
-                  "(qmail-smtpd answers 553 unless the client may relay)")
+            print(
+                f"reject: {args.address}: {domain} is not in rcpthosts or morercpthosts.cdb "
+                "(qmail-smtpd answers 553 unless the client may relay)"
+            )
             return 1
     shown = " ".join(k.decode("utf-8", "surrogateescape") for k in decision.tried)
     verdict = "accept" if decision.accept else "reject"
@@ -187,22 +269,30 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    rcpt = sub.add_parser("rcpt", help="valid recipients: build validrcptto.cdb, check an address",
-                          description="Valid recipients for qmail-smtpd's validrcptto.cdb.")
+    rcpt = sub.add_parser(
+        "rcpt",
+        help="valid recipients: build validrcptto.cdb, check an address",
+        description="Valid recipients for qmail-smtpd's validrcptto.cdb.",
+    )
     rsub = rcpt.add_subparsers(dest="rcpt_command", metavar="COMMAND")
     rsub.required = True
-    p = rsub.add_parser("build", help="list every valid recipient, or write validrcptto.cdb",
-                        description=_BUILD_DESCRIPTION)
+    p = rsub.add_parser(
+        "build",
+        help="list every valid recipient, or write validrcptto.cdb",
+        description=_BUILD_DESCRIPTION,
+    )
     _add_build_options(p)
     p.set_defaults(func=_build, prog="qmailkit rcpt build", fast_exit=True)
 
     p = rsub.add_parser(
-        "check", help="would qmail-smtpd accept this recipient?",
+        "check",
+        help="would qmail-smtpd accept this recipient?",
         description="Say whether qmail-smtpd with the validrcptto.cdb patch accepts ADDRESS, and "
         "which key decided (exact address, then prefix-default@domain from the longest prefix, "
         "then @domain; a value starting with '-' rejects). With --cdb, from that file (what "
         "VALIDRCPTTO_CDB points at); otherwise straight from the live configuration, with the "
-        "source file of the key. Exit 0 accepted, 1 rejected, 100 bad input, 111 system trouble.")
+        "source file of the key. Exit 0 accepted, 1 rejected, 100 bad input, 111 system trouble.",
+    )
     p.add_argument("address")
     p.add_argument("--cdb", metavar="FILE", help="the validrcptto.cdb to ask")
     p.add_argument("-v", "--verbose", action="store_true", help="also list every key tried")

@@ -33,42 +33,68 @@ def register(sub: argparse._SubParsersAction) -> None:
         sp.set_defaults(func=func)
         return sp
 
-    sp = add("render", "show the generated service directories", render,
-             "Print every generated file, or write the service directories into DIR for "
-             "review. Touches nothing else: no owners, links, rules or restarts.")
+    sp = add(
+        "render",
+        "show the generated service directories",
+        render,
+        "Print every generated file, or write the service directories into DIR for "
+        "review. Touches nothing else: no owners, links, rules or restarts.",
+    )
     sp.add_argument("--out", metavar="DIR", help="write the service directories into DIR")
 
-    sp = add("apply", "install or update the service directories", apply,
-             "Create or update every service directory in place (atomic writes, exact modes), "
-             "compile tcp rules, link new services into the scan directory and restart the "
-             "services whose files changed. A file edited by hand since the last apply is "
-             "not replaced without --force. With --prune, services dropped from the config "
-             "are unlinked, stopped and their directories kept as .retired-NAME-STAMP.")
-    sp.add_argument("-n", "--dry-run", action="store_true",
-                    help="only show what would change (with diffs)")
-    sp.add_argument("--force", action="store_true",
-                    help="replace files that were edited by hand since the last apply")
-    sp.add_argument("--prune", action="store_true",
-                    help="retire services that are no longer in the config: unlink and stop "
-                         "them, keep their directories as .retired-NAME-STAMP")
+    sp = add(
+        "apply",
+        "install or update the service directories",
+        apply,
+        "Create or update every service directory in place (atomic writes, exact modes), "
+        "compile tcp rules, link new services into the scan directory and restart the "
+        "services whose files changed. A file edited by hand since the last apply is "
+        "not replaced without --force. With --prune, services dropped from the config "
+        "are unlinked, stopped and their directories kept as .retired-NAME-STAMP.",
+    )
+    sp.add_argument(
+        "-n", "--dry-run", action="store_true", help="only show what would change (with diffs)"
+    )
+    sp.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files that were edited by hand since the last apply",
+    )
+    sp.add_argument(
+        "--prune",
+        action="store_true",
+        help="retire services that are no longer in the config: unlink and stop "
+        "them, keep their directories as .retired-NAME-STAMP",
+    )
     sp.add_argument("-q", "--quiet", action="store_true", help="do not print the diffs")
-    sp.add_argument("--wait", type=float, default=0, metavar="SECONDS",
-                    help="wait up to SECONDS for new and restarted services to be up; "
-                         "exit 111 if one is not")
+    sp.add_argument(
+        "--wait",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for new and restarted services to be up; exit 111 if one is not",
+    )
 
-    sp = add("status", "state of every service and its logger", status,
-             "One line per service and per logger: up/down, pid, seconds in that state, "
-             "normally up or down, and what the supervisor wants; read from the supervisors' "
-             "status files.")
+    sp = add(
+        "status",
+        "state of every service and its logger",
+        status,
+        "One line per service and per logger: up/down, pid, seconds in that state, "
+        "normally up or down, and what the supervisor wants; read from the supervisors' "
+        "status files.",
+    )
     sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    sp = add("check", "check the config against this system", check,
-             "Check that users, programs, certificates and rules databases are in place and "
-             "usable by the service's user, that no port is used twice, and that no service "
-             "is an open relay or offers AUTH without TLS. The same finding for several "
-             "services is one line naming them. Exits 100 when an error is found.")
-    sp.add_argument("-v", "--verbose", action="store_true",
-                    help="one line per finding and service")
+    sp = add(
+        "check",
+        "check the config against this system",
+        check,
+        "Check that users, programs, certificates and rules databases are in place and "
+        "usable by the service's user, that no port is used twice, and that no service "
+        "is an open relay or offers AUTH without TLS. The same finding for several "
+        "services is one line naming them. Exits 100 when an error is found.",
+    )
+    sp.add_argument("-v", "--verbose", action="store_true", help="one line per finding and service")
 
 
 def config_path(args: argparse.Namespace) -> str:
@@ -136,17 +162,23 @@ def apply(args: argparse.Namespace) -> int:
         targets = applying.started_targets(result)
         late = applying.wait_up(cfg, targets, timeout=args.wait)
         if late:
-            print(f"qmailkit services apply: not up after {args.wait:g} seconds: "
-                  + ", ".join(late) + " (see each one's log/main/current, and qmailkit "
-                  "services status)", file=sys.stderr)
+            print(
+                f"qmailkit services apply: not up after {args.wait:g} seconds: "
+                + ", ".join(late)
+                + " (see each one's log/main/current, and qmailkit "
+                "services status)",
+                file=sys.stderr,
+            )
             return 111
         if targets:
             print("up: " + ", ".join(targets))
     if args.dry_run:
         print("dry run: nothing was changed")
         if any(c.action == "edited" for c in result.changes):
-            print("note: the files marked 'edited' were changed by hand; apply needs --force "
-                  "to replace them")
+            print(
+                "note: the files marked 'edited' were changed by hand; apply needs --force "
+                "to replace them"
+            )
     return 0
 
 
@@ -158,16 +190,23 @@ def status(args: argparse.Namespace) -> int:
     sys.stdout.write(st.to_json(rows) if args.json else st.format_table(rows))
     if not args.json:
         if any(r.state == "missing" for r in rows):
-            print("note: 'missing' services are not installed yet: run qmailkit services apply",
-                  file=sys.stderr)
+            print(
+                "note: 'missing' services are not installed yet: run qmailkit services apply",
+                file=sys.stderr,
+            )
         if any(r.state == "unsupervised" for r in rows):
-            print(f"note: 'unsupervised' services have no {cfg.supervisor.kind} supervisor: is "
-                  f"the scanner running on {cfg.supervisor.scan_dir}, and are they linked there?",
-                  file=sys.stderr)
+            print(
+                f"note: 'unsupervised' services have no {cfg.supervisor.kind} supervisor: is "
+                f"the scanner running on {cfg.supervisor.scan_dir}, and are they linked there?",
+                file=sys.stderr,
+            )
     for kind, names in st.wrong_kind(rows).items():
-        print(f"note: {', '.join(names)}: supervised by {kind}, not {cfg.supervisor.kind} "
-              f"(their supervise/ directory is {kind}'s): set kind = \"{kind}\" in [supervisor] "
-              f"of {cfg.path} (restarts and --prune depend on it)", file=sys.stderr)
+        print(
+            f"note: {', '.join(names)}: supervised by {kind}, not {cfg.supervisor.kind} "
+            f'(their supervise/ directory is {kind}\'s): set kind = "{kind}" in [supervisor] '
+            f"of {cfg.path} (restarts and --prune depend on it)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -197,5 +236,7 @@ def install_notes(findings) -> list[str]:
         return []
     programs = ", ".join(p for progs in found.values() for p in progs)
     packages = "package" + "s" * (len(found) > 1)
-    return [f"note: {programs}: in the Debian {packages} {', '.join(found)} "
-            + f"(apt-get install {' '.join(found)})"]
+    return [
+        f"note: {programs}: in the Debian {packages} {', '.join(found)} "
+        + f"(apt-get install {' '.join(found)})"
+    ]

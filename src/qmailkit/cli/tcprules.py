@@ -93,8 +93,10 @@ def cmd_check(
     tcprules.check_ip(ip)
     for what, value in (("HOST", host), ("INFO", info)):
         if value is not None and not _is_text(value):
-            raise InputError(f"{what} {_text(os.fsencode(value))!r} is not valid UTF-8 text",
-                             hint="give the name as tcpserver sets TCPREMOTEHOST/TCPREMOTEINFO")
+            raise InputError(
+                f"{what} {_text(os.fsencode(value))!r} is not valid UTF-8 text",
+                hint="give the name as tcpserver sets TCPREMOTEHOST/TCPREMOTEINFO",
+            )
     found = tcprules.explain(cdb_path, ip, host, info)
     # Output as tcprulescheck's, then where the rule came from.
     out = []

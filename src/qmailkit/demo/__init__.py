@@ -33,14 +33,20 @@ def sandbox_dir(path: Path) -> Path:
     try:
         path.mkdir()
     except FileNotFoundError:
-        raise InputError("its parent directory does not exist", path=path,
-                         hint="create the parent first, or leave out --dir") from None
+        raise InputError(
+            "its parent directory does not exist",
+            path=path,
+            hint="create the parent first, or leave out --dir",
+        ) from None
     except FileExistsError:
         mode = path.lstat().st_mode
         if not stat.S_ISDIR(mode):
             kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
-            raise InputError(f"is {kind}, not a directory", path=path,
-                             hint="name a new or an existing directory for the sandbox") from None
+            raise InputError(
+                f"is {kind}, not a directory",
+                path=path,
+                hint="name a new or an existing directory for the sandbox",
+            ) from None
     return path
 
 

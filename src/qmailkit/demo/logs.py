@@ -149,8 +149,11 @@ def run(sandbox: Path, say: Say) -> None:
         say("")
         say(f"$ convert-multilog -a --service-dir {service_dir} --log-dir {log_dir}")
         opts = logconvert.Options(
-            service_dir=service_dir, log_dir=log_dir, alarm=True,
-            supervisor="daemontools" if live is not None else None, alarm_timeout=10,
+            service_dir=service_dir,
+            log_dir=log_dir,
+            alarm=True,
+            supervisor="daemontools" if live is not None else None,
+            alarm_timeout=10,
         )
         result = logconvert.convert_all(opts)
     finally:

@@ -27,20 +27,27 @@ def build_tree(root: Path) -> dict[str, Path]:
     # qmail-getpw delivers only to an account that owns its home: as root the demo
     # gives bob and mary theirs; otherwise they share the uid of whoever runs it.
     root_runs = os.geteuid() == 0
-    uids = {"bob": 1000, "mary": 1001} if root_runs else dict.fromkeys(("bob", "mary"),
-                                                                     os.geteuid())
-    _write(root / "passwd", "".join([
-        "root:x:0:0:root:/root:/bin/sh\n",
-        f"alias:x:7790:2108::{alias}:/bin/false\n",
-        f"vpopmail:x:89:89::{vpop}:/bin/false\n",
-        f"bob:x:{uids['bob']}:{uids['bob']}:Bob:{homes / 'bob'}:/bin/sh\n",
-        f"mary:x:{uids['mary']}:{uids['mary']}:Mary:{homes / 'mary'}:/bin/sh\n",
-        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",  # below the uid window
-    ]))
+    uids = (
+        {"bob": 1000, "mary": 1001} if root_runs else dict.fromkeys(("bob", "mary"), os.geteuid())
+    )
+    _write(
+        root / "passwd",
+        "".join(
+            [
+                "root:x:0:0:root:/root:/bin/sh\n",
+                f"alias:x:7790:2108::{alias}:/bin/false\n",
+                f"vpopmail:x:89:89::{vpop}:/bin/false\n",
+                f"bob:x:{uids['bob']}:{uids['bob']}:Bob:{homes / 'bob'}:/bin/sh\n",
+                f"mary:x:{uids['mary']}:{uids['mary']}:Mary:{homes / 'mary'}:/bin/sh\n",
+                "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",  # below the uid window
+            ]
+        ),
+    )
     _write(control / "rcpthosts", "example.com\nbounce.example\ncatch.example\n")
     _write(control / "locals", "example.com\n")
-    _write(control / "virtualdomains", "bounce.example:bounce.example\n"
-                                       "catch.example:catch.example\n")
+    _write(
+        control / "virtualdomains", "bounce.example:bounce.example\ncatch.example:catch.example\n"
+    )
     # Local users: bob has a mailing-list extension and one that bounces.
     _write(homes / "bob" / ".qmail", "./Maildir/\n")
     _write(homes / "bob" / ".qmail-lists", "./Maildir/.lists/\n")
@@ -58,15 +65,16 @@ def build_tree(root: Path) -> dict[str, Path]:
     if setforward:
         table = "info@example.com: bob@example.com;\nwebmaster@: mary@example.com;\n"
         db = root / "aliases.cdb"
-        subprocess.run([setforward, str(db), str(db) + ".tmp"], input=table.encode(),
-                       check=True)
+        subprocess.run([setforward, str(db), str(db) + ".tmp"], input=table.encode(), check=True)
         _write(alias / ".qmail-default", f"| fastforward -d {db}\n")
     # Two vpopmail domains: one bounces unknown users, one is a catch-all.
     lines = []
     for domain, users in MAILBOXES.items():
         ddir = vpop / "domains" / domain
-        _write(ddir / "vpasswd", "".join(
-            f"{u}:$1$demo$xyz:1:0:{u}:{ddir}/{u}:NOQUOTA\n" for u in users))
+        _write(
+            ddir / "vpasswd",
+            "".join(f"{u}:$1$demo$xyz:1:0:{u}:{ddir}/{u}:NOQUOTA\n" for u in users),
+        )
         target = "bounce-no-mailbox" if domain == "bounce.example" else f"dave@{domain}"
         _write(ddir / ".qmail-default", f"| {vpop}/bin/vdelivermail '' {target}\n")
         lines.append(f"+{domain}-:{domain}:89:89:{ddir}:-::")
@@ -76,10 +84,16 @@ def build_tree(root: Path) -> dict[str, Path]:
     _write(bounce / ".qmail-news-default", f"|ezmlm-manage '{bounce}/news'\n")
     text = "".join(line + "\n" for line in lines) + ".\n"
     _write(qmail / "users" / "assign", text)
-    cdb.write(qmail / "users" / "cdb",
-              assign.records(assign.parse(text.encode(), qmail / "users" / "assign")))
-    return {"qmail": qmail, "passwd": root / "passwd", "vpopmail": vpop,
-            "fastforward": Path(setforward) if setforward else Path()}
+    cdb.write(
+        qmail / "users" / "cdb",
+        assign.records(assign.parse(text.encode(), qmail / "users" / "assign")),
+    )
+    return {
+        "qmail": qmail,
+        "passwd": root / "passwd",
+        "vpopmail": vpop,
+        "fastforward": Path(setforward) if setforward else Path(),
+    }
 
 
 def run(sandbox: Path, say: Callable[[str], None]) -> None:
@@ -88,12 +102,17 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
     from qmailkit.qmail.model import Options
 
     paths = build_tree(sandbox)
-    opts = Options(qmail_home=paths["qmail"], passwd=paths["passwd"],
-                   vpopmail_home=paths["vpopmail"])
-    say(f"A sample server in {sandbox}: local domain example.com (users bob and mary, the "
-        "alias user),")
-    say("  vpopmail domains bounce.example (bounce-no-mailbox, an alias, an ezmlm list) and "
-        "catch.example (catch-all)")
+    opts = Options(
+        qmail_home=paths["qmail"], passwd=paths["passwd"], vpopmail_home=paths["vpopmail"]
+    )
+    say(
+        f"A sample server in {sandbox}: local domain example.com (users bob and mary, the "
+        "alias user),"
+    )
+    say(
+        "  vpopmail domains bounce.example (bounce-no-mailbox, an alias, an ezmlm list) and "
+        "catch.example (catch-all)"
+    )
     if not paths["fastforward"].name:
         say("  (fastforward's setforward is not installed: the /etc/aliases part is left out)")
     target = paths["qmail"] / "control" / "validrcptto.cdb"
@@ -109,10 +128,17 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
         say(f"  warning: {warning.replace(str(sandbox) + '/', '')}")
 
     say("What qmail-smtpd with VALIDRCPTTO_CDB answers at RCPT TO:")
-    for address in ("Alice@Bounce.Example", "news-subscribe@bounce.example",
-                    "nobody@bounce.example", "anyone@catch.example", "bob-lists@example.com",
-                    "bob-spamtrap@example.com", "noreply@example.com", "info@example.com",
-                    "stranger@example.com"):
+    for address in (
+        "Alice@Bounce.Example",
+        "news-subscribe@bounce.example",
+        "nobody@bounce.example",
+        "anyone@catch.example",
+        "bob-lists@example.com",
+        "bob-spamtrap@example.com",
+        "noreply@example.com",
+        "info@example.com",
+        "stranger@example.com",
+    ):
         decision = rcpt.check_cdb(address, target)
         verdict = "accept" if decision.accept else "reject (553)"
         say(f"  {address:30} {verdict:12} {decision.reason}")

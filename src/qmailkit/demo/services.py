@@ -24,10 +24,10 @@ SERVICES = ("send", "mx", "submission", "smtps", "imap", "imapssl", "pop3ssl", "
 
 COURIER_CONF = {
     "imapd": 'MAXDAEMONS=40\nMAXPERIP=4\nMAILDIRPATH=Maildir\nTCPDOPTS="-nodnslookup '
-             '-noidentlookup"\nIMAPDSTARTTLS=YES\n',
+    '-noidentlookup"\nIMAPDSTARTTLS=YES\n',
     "imapd-ssl": "TLS_CERTFILE={cert}\n",
     "pop3d": 'MAXDAEMONS=40\nMAXPERIP=4\nMAILDIRPATH=Maildir\nTCPDOPTS="-nodnslookup '
-             '-noidentlookup"\nPOP3DSTARTTLS=YES\n',
+    '-noidentlookup"\nPOP3DSTARTTLS=YES\n',
     "pop3d-ssl": "TLS_CERTFILE={cert}\n",
 }
 
@@ -38,8 +38,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def sample_config(base: Path, ports: dict[str, int], user: str,
-                  kind: str = "daemontools") -> str:
+def sample_config(base: Path, ports: dict[str, int], user: str, kind: str = "daemontools") -> str:
     """The demo's qmailkit.toml: every path inside ``base``, every port on 127.0.0.1."""
     q = base / "qmail"
     return f"""# qmailkit demo: a whole mail server (stand-in programs, loopback ports)
@@ -145,8 +144,9 @@ def build_sandbox(base: Path) -> dict[str, int]:
         (etc / name).write_text(text.format(cert=cert))
     (base / "tcp").mkdir(exist_ok=True)
     (base / "tcp" / "smtp").write_text(
-        '# relaying for this host only; everyone else may deliver to us\n'
-        '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n')
+        "# relaying for this host only; everyone else may deliver to us\n"
+        '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n'
+    )
     (base / "service").mkdir(exist_ok=True)
     return {name: _free_port() for name in SERVICES if name != "send"}
 
@@ -200,38 +200,50 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
     path = base / "qmailkit.toml"
     path.write_text(sample_config(base, ports, user))
     config = cfgmod.load(path)
-    say(f"One config file, {path.name}, describes {len(config.services)} services: "
-        + ", ".join(config.services) + ".")
+    say(
+        f"One config file, {path.name}, describes {len(config.services)} services: "
+        + ", ".join(config.services)
+        + "."
+    )
 
     rendered = rd.render(config)
     out = base / "rendered"
     written = ap.export(rendered, out)
     say(f"qmailkit services render --out {out.name}: {len(written)} files. The end of mx/run:")
     lines = rendered["mx"].files["run"][0].decode().splitlines()
-    tail = lines[next(i for i, t in enumerate(lines) if t.startswith("setenv SMTPGREETING")):]
+    tail = lines[next(i for i, t in enumerate(lines) if t.startswith("setenv SMTPGREETING")) :]
     for line in tail:
         say("    " + line)
 
     result = ap.apply(config, rendered)
-    say(f"qmailkit services apply: {len(result.changes)} changes "
+    say(
+        f"qmailkit services apply: {len(result.changes)} changes "
         f"({sum(c.action == 'new-service' for c in result.changes)} new services, tcp rules "
         f"compiled, {sum(c.action == 'link' for c in result.changes)} linked into "
-        f"{config.supervisor.scan_dir})")
+        f"{config.supervisor.scan_dir})"
+    )
     again = ap.apply(config)
     say(f"apply again: {len(again.changes)} changes (it is idempotent)")
 
     for line in check_summary(ck.check(config, rendered), path):
         say(line)
     # what starting the stack needs; check names the rest (e.g. a logger of another suite)
-    needed = [pkg for prog, pkg in (("svscan", "daemontools"), ("tcpserver", "ucspi-tcp"))
-              if shutil.which(prog) is None]
+    needed = [
+        pkg
+        for prog, pkg in (("svscan", "daemontools"), ("tcpserver", "ucspi-tcp"))
+        if shutil.which(prog) is None
+    ]
     if needed:
-        say(f"Not starting the services: they need the Debian package{'s' * (len(needed) > 1)} "
-            f"{' and '.join(needed)} (apt-get install {' '.join(needed)}).")
+        say(
+            f"Not starting the services: they need the Debian package{'s' * (len(needed) > 1)} "
+            f"{' and '.join(needed)} (apt-get install {' '.join(needed)})."
+        )
         return
     if not reachable:
-        say(f"Not starting the services: the user {user} cannot reach {base} (give the demo a "
-            "--dir that others may pass through, e.g. under /tmp).")
+        say(
+            f"Not starting the services: the user {user} cannot reach {base} (give the demo a "
+            "--dir that others may pass through, e.g. under /tmp)."
+        )
         return
     _run_stack(base, config, ports, say)
 
@@ -281,19 +293,26 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
             say("    " + _local(line))
         old_pids = {r.name: r.pid for r in st.collect(config)}
         path = Path(config.path)
-        path.write_text(path.read_text().replace("greet_delay = 0\n",
-                                                 'greet_delay = 0\ngreeting = "Hello from the '
-                                                 'demo"\n', 1))
+        path.write_text(
+            path.read_text().replace(
+                "greet_delay = 0\n", 'greet_delay = 0\ngreeting = "Hello from the demo"\n', 1
+            )
+        )
         result = ap.apply(cfgmod.load(path))
-        say("Changed the greeting of mx in the config; apply says: "
+        say(
+            "Changed the greeting of mx in the config; apply says: "
             + "; ".join(c.describe() for c in result.changes)
-            + "; restarted " + ", ".join(result.restarted))
+            + "; restarted "
+            + ", ".join(result.restarted)
+        )
         _wait(lambda: _pids(config)["mx"] not in (None, old_pids["mx"]), 10)
         tree.remember()
         new_pids = {r.name: r.pid for r in st.collect(config)}
         same = [n for n in old_pids if n != "mx" and old_pids[n] == new_pids[n]]
-        say(f"mx has a new pid ({old_pids['mx']} -> {new_pids['mx']}); the other "
-            f"{len(same)} services and loggers kept theirs.")
+        say(
+            f"mx has a new pid ({old_pids['mx']} -> {new_pids['mx']}); the other "
+            f"{len(same)} services and loggers kept theirs."
+        )
         say(f"mx now greets: {_greeting(ports['mx'])}")
     finally:
         tree.stop()

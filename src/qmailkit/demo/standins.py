@@ -25,11 +25,30 @@ import socket
 import sys
 import time
 
-SERVERS = ("qmail-smtpd", "qmail-start", "imaplogin", "pop3login", "qmail-popup",
-           "qmail-pop3d", "imapd", "pop3d", "vpopmaild", "courierauthd", "courierpassd",
-           "checkpassword", "vchkpw")
-WRAPPERS = ("couriertcpd", "couriertls", "sslserver", "rblsmtpd", "jgreylist", "fixcrio",
-            "recordio")
+SERVERS = (
+    "qmail-smtpd",
+    "qmail-start",
+    "imaplogin",
+    "pop3login",
+    "qmail-popup",
+    "qmail-pop3d",
+    "imapd",
+    "pop3d",
+    "vpopmaild",
+    "courierauthd",
+    "courierpassd",
+    "checkpassword",
+    "vchkpw",
+)
+WRAPPERS = (
+    "couriertcpd",
+    "couriertls",
+    "sslserver",
+    "rblsmtpd",
+    "jgreylist",
+    "fixcrio",
+    "recordio",
+)
 PROGRAMS = SERVERS + WRAPPERS
 
 
@@ -106,10 +125,12 @@ def smtpd(prog: str) -> None:
     # like jms1's qmail-smtpd: SMTPGREETING replaces control/smtpgreeting
     host = os.environ.get("TCPLOCALHOST") or "standin"
     greeting = os.environ.get("SMTPGREETING") or host
-    print(f"standin {prog}: pid {os.getpid()} from {os.environ.get('TCPREMOTEIP', '?')}",
-          file=sys.stderr, flush=True)
-    _dialogue(f"220 {greeting} ESMTP standin\r\n", ("QUIT",), f"221 {host}\r\n",
-              "250 ok\r\n")
+    print(
+        f"standin {prog}: pid {os.getpid()} from {os.environ.get('TCPREMOTEIP', '?')}",
+        file=sys.stderr,
+        flush=True,
+    )
+    _dialogue(f"220 {greeting} ESMTP standin\r\n", ("QUIT",), f"221 {host}\r\n", "250 ok\r\n")
 
 
 def wait_for_term(prog: str) -> None:
@@ -141,7 +162,7 @@ def skip_options(args: list[str], with_value: str) -> list[str]:
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "-":
         if args[i] == "--":
-            return args[i + 1:]
+            return args[i + 1 :]
         letters = args[i][1:]
         i += 1
         for pos, letter in enumerate(letters):
@@ -180,8 +201,11 @@ def couriertcpd(args: list[str]) -> None:
         if opt.startswith("-address="):
             address = opt.split("=", 1)[1]
     if len(rest) < 2:
-        print("standin couriertcpd: usage: couriertcpd [options] port prog args",
-              file=sys.stderr, flush=True)
+        print(
+            "standin couriertcpd: usage: couriertcpd [options] port prog args",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(100)
     port, prog_argv = int(rest[0]), rest[1:]
     ip = "0.0.0.0" if address in ("0", "") else address
@@ -201,8 +225,15 @@ def couriertcpd(args: list[str]) -> None:
             conn.close()
             lip, lport = socket.socket(fileno=os.dup(0)).getsockname()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _exec(prog_argv, "couriertcpd", PROTO="TCP", TCPREMOTEIP=rip,
-                  TCPREMOTEPORT=str(rport), TCPLOCALIP=lip, TCPLOCALPORT=str(lport))
+            _exec(
+                prog_argv,
+                "couriertcpd",
+                PROTO="TCP",
+                TCPREMOTEIP=rip,
+                TCPREMOTEPORT=str(rport),
+                TCPLOCALIP=lip,
+                TCPLOCALPORT=str(lport),
+            )
         conn.close()
 
 
@@ -214,15 +245,18 @@ def main(prog: str, record_dir: str) -> None:
     elif prog == "qmail-start":
         wait_for_term(prog)
     elif prog == "imaplogin" or prog == "imapd":
-        _dialogue("* OK [CAPABILITY IMAP4rev1] standin imaplogin ready.\r\n", ("LOGOUT",),
-                  "* BYE standin\r\nTAG OK LOGOUT completed\r\n", "* BAD standin\r\n")
+        _dialogue(
+            "* OK [CAPABILITY IMAP4rev1] standin imaplogin ready.\r\n",
+            ("LOGOUT",),
+            "* BYE standin\r\nTAG OK LOGOUT completed\r\n",
+            "* BAD standin\r\n",
+        )
     elif prog in ("pop3login", "qmail-popup", "pop3d", "qmail-pop3d"):
         _dialogue(f"+OK standin {prog} ready\r\n", ("QUIT",), "+OK bye\r\n", "-ERR standin\r\n")
     elif prog in ("vpopmaild", "courierauthd"):
         _dialogue(f"+OK standin {prog}\r\n", ("QUIT",), "+OK\r\n", "-ERR standin\r\n")
     elif prog == "courierpassd":
-        _dialogue("200 standin courierpassd ready\r\n", ("QUIT",), "200 Bye\r\n",
-                  "500 standin\r\n")
+        _dialogue("200 standin courierpassd ready\r\n", ("QUIT",), "200 Bye\r\n", "500 standin\r\n")
     elif prog in ("checkpassword", "vchkpw"):
         sys.exit(1)  # every login fails: the stand-in knows no passwords
     elif prog == "sslserver":
@@ -248,8 +282,11 @@ def python_for_others() -> str:
     return sys.executable
 
 
-def install(bin_dir: str | os.PathLike[str], record_dir: str | os.PathLike[str],
-            programs: tuple[str, ...] = PROGRAMS) -> list[str]:
+def install(
+    bin_dir: str | os.PathLike[str],
+    record_dir: str | os.PathLike[str],
+    programs: tuple[str, ...] = PROGRAMS,
+) -> list[str]:
     """Write the stand-in programs into ``bin_dir``; records go to ``record_dir``.
 
     Both directories are made world-usable (records are written by whichever

@@ -111,7 +111,7 @@ def parse(data: bytes, path: str | os.PathLike[str] = "users/assign") -> list[As
         entries.append(_parse_line(raw, path, number))
     last = len(lines) - (1 if lines[-1] == b"" else 0)
     raise InputError(
-        "missing the terminating line \".\"",
+        'missing the terminating line "."',
         path=path,
         line=max(last, 1),
         hint="users/assign must end with a line holding a single dot",
@@ -142,7 +142,8 @@ def _parse_line(raw: bytes, path: str, number: int) -> Assignment:
         raise bad(
             f"{count} field{'s' if count != 1 else ''} after the address, need 6 each ending "
             "with ':'",
-            "the form is " + ("+prefix" if kind == WILDCARD else "=local")
+            "the form is "
+            + ("+prefix" if kind == WILDCARD else "=local")
             + ":user:uid:gid:homedir:dash:ext:",
         )
     user, uid, gid, home, dash, ext = (_decode(p) for p in parts[:6])
@@ -150,10 +151,22 @@ def _parse_line(raw: bytes, path: str, number: int) -> Assignment:
         if not (value.isascii() and value.isdigit()):
             raise bad(f"{label} {value!r} is not a number")
         if int(value) > MAX_ID:
-            raise bad(f"{label} {value} is out of range (at most {MAX_ID})",
-                      "qmail-lspawn would wrap it into another account's number")
-    return Assignment(kind, _decode(name), user, int(uid), int(gid), home, dash, ext, number,
-                      raw_value=b"\0".join(parts[:6]))
+            raise bad(
+                f"{label} {value} is out of range (at most {MAX_ID})",
+                "qmail-lspawn would wrap it into another account's number",
+            )
+    return Assignment(
+        kind,
+        _decode(name),
+        user,
+        int(uid),
+        int(gid),
+        home,
+        dash,
+        ext,
+        number,
+        raw_value=b"\0".join(parts[:6]),
+    )
 
 
 def read(path: str | os.PathLike[str]) -> list[Assignment]:
@@ -210,13 +223,28 @@ def from_records(
         # never part of a multi-byte character, so splitting after decoding is safe.
         fields = value.decode(_ENC, _ERRORS).split("\0")
         if len(fields) != 6 or not (_ascii_digits(fields[1]) and _ascii_digits(fields[2])):
-            raise InputError(f"record {number}: value {value!r} is not six NUL-separated fields "
-                             "with numeric uid and gid", path=path)
+            raise InputError(
+                f"record {number}: value {value!r} is not six NUL-separated fields "
+                "with numeric uid and gid",
+                path=path,
+            )
         exact = key.endswith(b"\0")
         name = key[1:-1] if exact else key[1:]
         user, uid, gid, home, dash, ext = fields
-        entries.append(Assignment(EXACT if exact else WILDCARD, _decode(name), user, int(uid),
-                                  int(gid), home, dash, ext, None, raw_value=value))
+        entries.append(
+            Assignment(
+                EXACT if exact else WILDCARD,
+                _decode(name),
+                user,
+                int(uid),
+                int(gid),
+                home,
+                dash,
+                ext,
+                None,
+                raw_value=value,
+            )
+        )
     if chars is None:
         raise InputError("no empty key (wildcard characters): not a users/cdb", path=path)
     return entries, chars
@@ -271,11 +299,20 @@ def compile_users_cdb(
 
     users = os.path.join(os.fspath(qmail_home), "users")
     entries = read(os.path.join(users, "assign"))
-    guard = cdb.Guard("entries", "drops every users/assign route (vpopmail domains bounce)",
-                      max_shrink=cdb.DEFAULT_MAX_SHRINK if max_shrink is None else max_shrink,
-                      force=force, name="users/cdb", uncounted=1)
+    guard = cdb.Guard(
+        "entries",
+        "drops every users/assign route (vpopmail domains bounce)",
+        max_shrink=cdb.DEFAULT_MAX_SHRINK if max_shrink is None else max_shrink,
+        force=force,
+        name="users/cdb",
+        uncounted=1,
+    )
     pairs = list(records(entries))
-    cdb.install(os.path.join(users, "cdb"),
-                lambda writer: writer.add_many([k for k, _ in pairs], [v for _, v in pairs]),
-                guard=guard, mode=0o644, what="another newu run")
+    cdb.install(
+        os.path.join(users, "cdb"),
+        lambda writer: writer.add_many([k for k, _ in pairs], [v for _, v in pairs]),
+        guard=guard,
+        mode=0o644,
+        what="another newu run",
+    )
     return entries

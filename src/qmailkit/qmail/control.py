@@ -97,10 +97,17 @@ def compile_morercpthosts(
     control = os.path.join(os.fspath(qmail_home), "control")
     names = read_control(os.path.join(control, "morercpthosts"), missing_ok=False)
     keys = [name.encode("utf-8").lower() for name in names]
-    guard = cdb.Guard("domains", "refuses mail for every domain listed only there",
-                      max_shrink=cdb.DEFAULT_MAX_SHRINK if max_shrink is None else max_shrink,
-                      force=force)
-    cdb.install(os.path.join(control, "morercpthosts.cdb"),
-                lambda writer: writer.add_many(keys, [b""] * len(keys)), guard=guard,
-                mode=0o644, what="another newmrh run")
+    guard = cdb.Guard(
+        "domains",
+        "refuses mail for every domain listed only there",
+        max_shrink=cdb.DEFAULT_MAX_SHRINK if max_shrink is None else max_shrink,
+        force=force,
+    )
+    cdb.install(
+        os.path.join(control, "morercpthosts.cdb"),
+        lambda writer: writer.add_many(keys, [b""] * len(keys)),
+        guard=guard,
+        mode=0o644,
+        what="another newmrh run",
+    )
     return len(keys)

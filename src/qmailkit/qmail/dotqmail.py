@@ -174,7 +174,7 @@ class HomeFiles:
         if dash:
             prefix = ".qmail" + dash
             for name in self.present:
-                if name.startswith(prefix) and _usable(ext := name[len(prefix):]):
+                if name.startswith(prefix) and _usable(ext := name[len(prefix) :]):
                     names[ext] = name
         return HomeFiles(self.home, dash, names, self.present, self.skipped)
 
@@ -212,13 +212,16 @@ def list_home(home: str) -> HomeFiles:
             if not name.startswith(".qmail"):
                 continue
             if "\n" in name:  # no address holds a newline, and no key may
-                skipped.append(f"{home}/{name!r}: skipped: no address reaches a .qmail "
-                               "name holding a newline")
+                skipped.append(
+                    f"{home}/{name!r}: skipped: no address reaches a .qmail name holding a newline"
+                )
             # d_type answers for all but symlinks; qmail-local reads regular files only.
             elif not entry.is_file():
                 path = f"{home}/{name}"
-                skipped.append(f"{path}: skipped: it is {_not_regular(path)}, not a regular "
-                               "file, so qmail-local ignores it")
+                skipped.append(
+                    f"{path}: skipped: it is {_not_regular(path)}, not a regular "
+                    "file, so qmail-local ignores it"
+                )
             else:
                 present[name] = None
                 if name.startswith(".qmail-") and _usable(ext := name[7:]):

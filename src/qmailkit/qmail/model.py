@@ -196,7 +196,7 @@ class Recipients:
 
     def _origin(self, key: bytes) -> Origin | None:
         at = key.rfind(b"@")
-        found = self.domains.get(key[at + 1:]) if at >= 0 else None
+        found = self.domains.get(key[at + 1 :]) if at >= 0 else None
         i = found.find(key) if found is not None else None
         return None if i is None else found.origins()[i]  # type: ignore[union-attr]
 
@@ -362,16 +362,22 @@ class _Builder:
     def delivery(self, path: str) -> Delivery:
         """What the .qmail file at ``path`` does (``dotqmail.classify``)."""
         shape = self._shape(path)
-        return shape if shape.path == path else Delivery(
-            shape.kind, path, shape.cdb, shape.passthrough, shape.fallback)
+        return (
+            shape
+            if shape.path == path
+            else Delivery(shape.kind, path, shape.cdb, shape.passthrough, shape.fallback)
+        )
 
     # -- the domains qmail-smtpd accepts ---------------------------------------
 
     def received(self) -> dict[str, str]:
         rcpthosts = self.control / "rcpthosts"
         if not rcpthosts.exists():
-            raise InputError("control/rcpthosts is missing", path=rcpthosts,
-                             hint="without it qmail-smtpd accepts mail for every domain")
+            raise InputError(
+                "control/rcpthosts is missing",
+                path=rcpthosts,
+                hint="without it qmail-smtpd accepts mail for every domain",
+            )
         domains: dict[str, str] = {}
         where = f"{rcpthosts}:"
         for number, value in control.read_control_numbered(rcpthosts):
@@ -384,8 +390,11 @@ class _Builder:
                 for key in reader:
                     name = fold(key.decode(ENC, ERRS))
                     if not name:
-                        raise InputError("morercpthosts.cdb holds an empty domain", path=more,
-                                         hint="fix control/morercpthosts and run qmail-newmrh")
+                        raise InputError(
+                            "morercpthosts.cdb holds an empty domain",
+                            path=more,
+                            hint="fix control/morercpthosts and run qmail-newmrh",
+                        )
                     domains.setdefault(name, str(more))
         return domains
 
@@ -397,8 +406,12 @@ class _Builder:
         for number, value in control.read_control_numbered(path):
             key, sep, rest = value.partition(":")
             if not sep:
-                raise InputError(f"no ':' in {value!r}", path=path, line=number,
-                                 hint=f"{name} lines are DOMAIN:VALUE")
+                raise InputError(
+                    f"no ':' in {value!r}",
+                    path=path,
+                    line=number,
+                    hint=f"{name} lines are DOMAIN:VALUE",
+                )
             out.setdefault(fold(key), (rest, f"{where}{number}"))
         return path, out
 
@@ -427,8 +440,10 @@ class _Builder:
         text = users / "assign"
         if db.exists():
             if text.exists() and text.stat().st_mtime > db.stat().st_mtime:
-                self.warnings.append(f"{text} is newer than {db}: run qmail-newu "
-                                     "(qmail uses users/cdb, so this list does too)")
+                self.warnings.append(
+                    f"{text} is newer than {db}: run qmail-newu "
+                    "(qmail uses users/cdb, so this list does too)"
+                )
             entries, _chars = assign_mod.read_cdb(db)
             return entries, str(db)
         if text.exists():
@@ -458,18 +473,19 @@ class _Builder:
                 if len(w) > len(fixed) and w.startswith(fixed):
                     path = files.path(name)
                     value = self._value(path)
-                    rest = w[len(fixed):]
+                    rest = w[len(fixed) :]
                     if ":" not in rest:
                         wild.append((q + rest + "default", value, path))
                     else:
-                        wild.extend((q + x + "default", value, path)
-                                    for x in self._spellings(rest, path))
+                        wild.extend(
+                            (q + x + "default", value, path) for x in self._spellings(rest, path)
+                        )
                 elif fixed.startswith(w) and (catch is None or len(w) > len(catch[0])):
                     catch = (w, name)
             elif len(e) > len(fixed) and e.startswith(fixed):
                 path = files.path(name)
                 value = self._value(path)
-                rest = e[len(fixed):]
+                rest = e[len(fixed) :]
                 if ":" not in rest:
                     exact.append((q + rest, value, path))
                 else:
@@ -483,8 +499,9 @@ class _Builder:
         """The extensions qmail-local turns into ``safe``: each ":" may be written "." or ":"."""
         colons = safe.count(":")
         if colons > MAX_COLONS:
-            self.warnings.append(f"{path}: {colons} colons: only the spellings with all '.' and "
-                                 "all ':' are listed")
+            self.warnings.append(
+                f"{path}: {colons} colons: only the spellings with all '.' and all ':' are listed"
+            )
             return [safe.replace(":", "."), safe]
         found = [""]
         for i, part in enumerate(safe.split(":")):
@@ -517,8 +534,10 @@ class _Builder:
         if path is not None:
             return self._value(path)
         if dash:
-            self.warnings.append(f"{src}: {what} rejected: qmail-local finds neither "
-                                 f"{home}/.qmail{dash}{_safe(ext)} nor a -default file for it")
+            self.warnings.append(
+                f"{src}: {what} rejected: qmail-local finds neither "
+                f"{home}/.qmail{dash}{_safe(ext)} nor a -default file for it"
+            )
             return REJECT
         return REJECT if self._default_delivery().kind is Kind.BOUNCE else ACCEPT
 
@@ -543,17 +562,16 @@ class _Builder:
         if d.kind is Kind.FASTFORWARD and w == ext and d.cdb:
             out = self._fastforward(files.home, d, q, domain)
             if d.passthrough and d.fallback not in (None, Kind.BOUNCE):
-                self.warnings.append(f"{where}: every address is accepted (fastforward -p "
-                                     "passes unknown names on)")
+                self.warnings.append(
+                    f"{where}: every address is accepted (fastforward -p passes unknown names on)"
+                )
                 out.append((whole, ACCEPT, path))
             return out
         at = domain or self._local_label  # local domains share one list of users
         self.warnings.append(f"{where}: every address {q}*@{at} is accepted (catch-all)")
         return [(whole, ACCEPT, path)]
 
-    def _fastforward(
-        self, home: str, d: Delivery, q: str, domain: str
-    ) -> list[Entry]:
+    def _fastforward(self, home: str, d: Delivery, q: str, domain: str) -> list[Entry]:
         assert d.cdb is not None
         db = d.cdb if os.path.isabs(d.cdb) else os.path.join(home, d.cdb)
         keys = self._ff.get(db)
@@ -561,8 +579,11 @@ class _Builder:
             from qmailkit import cdb
 
             if not os.path.exists(db):
-                raise QmailkitError(f"fastforward database named in {d.path} is missing",
-                                    path=db, hint="run newaliases or setforward")
+                raise QmailkitError(
+                    f"fastforward database named in {d.path} is missing",
+                    path=db,
+                    hint="run newaliases or setforward",
+                )
             with cdb.Reader(db) as reader:
                 keys = self._ff[db] = [k[1:].lower() for k in reader if k[:1] == b":"]
         src = f"{db} (fastforward in {d.path})"
@@ -590,8 +611,13 @@ class _Builder:
         if self.qmail_ext():
             tail = _b(self.delim + "default") + suffix
             cut = len(suffix)
-            out.append(Bulk([n[:len(n) - cut] + tail for n in names],
-                            (ACCEPT, source + " (QMAIL_EXT)"), keyed))
+            out.append(
+                Bulk(
+                    [n[: len(n) - cut] + tail for n in names],
+                    (ACCEPT, source + " (QMAIL_EXT)"),
+                    keyed,
+                )
+            )
         return out
 
     # -- vpopmail ----------------------------------------------------------------
@@ -621,8 +647,9 @@ class _Builder:
                 self.warnings.extend(notes)
                 return [n + suffix for n in names], db
             if use_sql is False:
-                raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb",
-                                 path=domain_dir)
+                raise InputError(
+                    "vpopmail domain has neither vpasswd nor vpasswd.cdb", path=domain_dir
+                )
         names, source = self._sql_users(domain)
         names, notes = deliverable(names, source)
         self.warnings.extend(notes)
@@ -631,22 +658,28 @@ class _Builder:
     def _vpopmail_program(self, name: str, *args: str) -> str:
         prog = self.vpopmail_home() / "bin" / name
         if not prog.exists():
-            raise QmailkitError(f"vpopmail program {name} not found", path=prog,
-                                hint="a SQL vpopmail needs it; or give --vpopmail-home")
+            raise QmailkitError(
+                f"vpopmail program {name} not found",
+                path=prog,
+                hint="a SQL vpopmail needs it; or give --vpopmail-home",
+            )
         import subprocess
 
         try:
-            done = subprocess.run([str(prog), *args], capture_output=True, timeout=300,
-                                  check=False)
+            done = subprocess.run([str(prog), *args], capture_output=True, timeout=300, check=False)
         except OSError as err:
             raise os_error(err, f"cannot run {name}") from err
         except subprocess.TimeoutExpired:
-            raise QmailkitError(f"{name} {' '.join(args)} took more than 300 s",
-                                path=prog) from None
+            raise QmailkitError(
+                f"{name} {' '.join(args)} took more than 300 s", path=prog
+            ) from None
         if done.returncode != 0:
             msg = done.stderr.decode(ENC, "replace").strip().splitlines()
-            raise QmailkitError(f"{name} {' '.join(args)} failed with exit code "
-                                f"{done.returncode}" + (f": {msg[-1]}" if msg else ""), path=prog)
+            raise QmailkitError(
+                f"{name} {' '.join(args)} failed with exit code "
+                f"{done.returncode}" + (f": {msg[-1]}" if msg else ""),
+                path=prog,
+            )
         return done.stdout.decode(ENC, ERRS)
 
     def _sql_users(self, domain: str) -> tuple[list[bytes], str]:
@@ -677,7 +710,8 @@ class _Builder:
             if domain.startswith("."):
                 self.problems.append(
                     f"{domain} ({src}) is a wildcard entry: validrcptto.cdb cannot express "
-                    "\"every subdomain\"; list the subdomains in rcpthosts instead")
+                    '"every subdomain"; list the subdomains in rcpthosts instead'
+                )
                 continue
             is_local = domain in local_set
             # qmail-send looks at virtualdomains only for a domain not in locals.
@@ -686,12 +720,16 @@ class _Builder:
                 vd = None  # "domain:" exempts a domain from a wildcard entry
             route = self.suffix_lookup(routes, domain)
             if is_local and domain in vdoms:
-                self.problems.append(f"{domain} is in both {locals_path} and "
-                                     f"{vdoms[domain][1]}: remove it from one of them")
+                self.problems.append(
+                    f"{domain} is in both {locals_path} and "
+                    f"{vdoms[domain][1]}: remove it from one of them"
+                )
             if route is not None and (is_local or vd is not None):
                 where = str(locals_path) if is_local else vd[1]  # type: ignore[index]
-                self.problems.append(f"{domain} is in both {where} and {route[1]}: "
-                                     "a relayed domain cannot also be delivered here")
+                self.problems.append(
+                    f"{domain} is in both {where} and {route[1]}: "
+                    "a relayed domain cannot also be delivered here"
+                )
             if is_local:
                 kinds[domain] = ("local", str(locals_path))
             elif vd is not None:
@@ -701,16 +739,19 @@ class _Builder:
             else:
                 self.problems.append(
                     f"{domain} ({src}) is accepted but nothing handles it: it is not in "
-                    f"{locals_path}, {vd_path} or {sr_path}")
+                    f"{locals_path}, {vd_path} or {sr_path}"
+                )
         if self.problems:
-            raise InputError("cannot build the list of valid recipients:\n  "
-                             + "\n  ".join(self.problems),
-                             hint="nothing was written")
+            raise InputError(
+                "cannot build the list of valid recipients:\n  " + "\n  ".join(self.problems),
+                hint="nothing was written",
+            )
 
         self._kinds = kinds
         self._entries, self._assign_src = self.assignments() if kinds else ([], "")
-        self._prepends = {fold(v[0]) + self.delim for k, v in vdoms.items()
-                          if "@" not in k and v[0]}
+        self._prepends = {
+            fold(v[0]) + self.delim for k, v in vdoms.items() if "@" not in k and v[0]
+        }
         # Single addresses from virtualdomains (user@domain:prepend) come first
         # in qmail-send's lookup, so they win over anything else; but it never
         # reads virtualdomains for a domain in locals.
@@ -719,20 +760,25 @@ class _Builder:
             if not (at and prepend and domain in kinds):
                 continue
             if kinds[domain][0] == "local":
-                self.warnings.append(f"{src}: {key}:{prepend} is ignored: {domain} is in "
-                                     f"{locals_path}, and qmail-send does not look at "
-                                     "virtualdomains for a local domain")
+                self.warnings.append(
+                    f"{src}: {key}:{prepend} is ignored: {domain} is in "
+                    f"{locals_path}, and qmail-send does not look at "
+                    "virtualdomains for a local domain"
+                )
                 continue
             # qmail-send turns the address into the local name PREPEND-user.
             self._singles.setdefault(domain, []).append((key, f"{fold(prepend)}-{local}", src))
         local_domains = [d for d in sorted(kinds) if kinds[d][0] == "local"]
-        self._local_label = local_domains[0] if len(local_domains) == 1 else (
-            f"D for each local domain D ({', '.join(local_domains)})")
+        self._local_label = (
+            local_domains[0]
+            if len(local_domains) == 1
+            else (f"D for each local domain D ({', '.join(local_domains)})")
+        )
         for address in self.o.exclude:
             key = _b(address)
             at = key.rfind(b"@")
             if at >= 0:
-                self._excluded.setdefault(key[at + 1:], []).append(key)
+                self._excluded.setdefault(key[at + 1 :], []).append(key)
 
         order = sorted(kinds)
         done = self._build_domains(order)
@@ -746,8 +792,9 @@ class _Builder:
             if not found.count():
                 empty.append(domain)
         for domain in empty:
-            self.warnings.append(f"{domain}: no valid address found; all mail to it "
-                                 "will be rejected")
+            self.warnings.append(
+                f"{domain}: no valid address found; all mail to it will be rejected"
+            )
         # A home several domains share is warned about once (workers each saw it).
         self.warnings[:] = dict.fromkeys(self.warnings)
         return result
@@ -757,8 +804,9 @@ class _Builder:
         kind, detail = self._kinds[domain]
         if kind == "local":
             if self._local_common is None:
-                self._local_common = self.local_entries(self._entries, self._assign_src,
-                                                        self._prepends)
+                self._local_common = self.local_entries(
+                    self._entries, self._assign_src, self._prepends
+                )
             found = self._local_common + self.alias_entries(domain)
         elif kind == "virtual":
             found = self.virtual_entries(domain, detail, self._entries, self._assign_src)
@@ -804,7 +852,7 @@ class _Builder:
         # to pack its answer and send it over.
         size = int(len(movable) / (jobs + WORKER_HANDICAP))
         first = len(movable) - size * (jobs - 1)
-        return [movable[first + size * n: first + size * (n + 1)] for n in range(jobs - 1)]
+        return [movable[first + size * n : first + size * (n + 1)] for n in range(jobs - 1)]
 
     def _build_domains(self, order: list[str]) -> dict[str, tuple[DomainKeys, list[str]]]:
         """``_one`` for every domain: some in forked workers, the rest here.
@@ -846,8 +894,14 @@ class _Builder:
                         failed = (answer[1], answer[2])
                     continue
                 for domain, keys, values, packed, notes, digest in answer[1]:
-                    found = DomainKeys(None, None if values is None else values.split(b"\n"),
-                                       None, packed, keys, digest)
+                    found = DomainKeys(
+                        None,
+                        None if values is None else values.split(b"\n"),
+                        None,
+                        packed,
+                        keys,
+                        digest,
+                    )
                     done[domain] = (found, notes)
         finally:
             for worker in started:
@@ -866,8 +920,9 @@ class _Builder:
                 try:
                     return pickle.dumps(("error", position[domain], err))
                 except Exception:  # noqa: BLE001 - an exception that cannot travel
-                    return pickle.dumps(("error", position[domain], QmailkitError(
-                        f"{type(err).__name__}: {err}")))
+                    return pickle.dumps(
+                        ("error", position[domain], QmailkitError(f"{type(err).__name__}: {err}"))
+                    )
             # Newline-joined, to travel cheaply: no key or value holds a newline.
             values = None if found.values is None else b"\n".join(found.values)
             out.append((domain, found.joined_keys(), values, found.pack(), notes, found.digest()))
@@ -893,8 +948,10 @@ class _Builder:
             else:
                 local, value, source = item
                 if "\n" in local or "\0" in local:  # a cdb key, say: keys travel by lines
-                    self.warnings.append(f"{source}: skipped {local + '@' + domain!r}: no "
-                                         "address holds a newline or NUL")
+                    self.warnings.append(
+                        f"{source}: skipped {local + '@' + domain!r}: no "
+                        "address holds a newline or NUL"
+                    )
                     continue
                 table[_b(local) + suffix] = (value, source)
         return table
@@ -919,8 +976,9 @@ class _Builder:
             wild_prefixes.append((local, entry, src))
         for local, entry, src in wild_prefixes:
             try:
-                got = self.target_entries(entry.home, entry.dash, fold(entry.ext), local,
-                                          "", f"users/assign +{local}")
+                got = self.target_entries(
+                    entry.home, entry.dash, fold(entry.ext), local, "", f"users/assign +{local}"
+                )
             except QmailkitError as err:
                 self.warnings.append(f"{src}: skipped: {err}")
                 continue
@@ -956,8 +1014,9 @@ class _Builder:
             if not base_taken:
                 out.append((name, self.verdict(acct.home, "", "", src, name), src))
             if not ext_taken:
-                out.extend(self.target_entries(acct.home, "-", "", name + self.delim, "",
-                                               f"user {name}"))
+                out.extend(
+                    self.target_entries(acct.home, "-", "", name + self.delim, "", f"user {name}")
+                )
         return out
 
     def _getpw_problem(self, acct: PasswdEntry) -> str | None:
@@ -984,8 +1043,10 @@ class _Builder:
                 problem = f"{acct.home}: cannot stat home directory: {err.strerror}"
             else:
                 if owner != acct.uid:
-                    problem = (f"its home {acct.home} is owned by uid {owner}, not {acct.uid} "
-                               "(qmail-getpw delivers only to an account that owns its home)")
+                    problem = (
+                        f"its home {acct.home} is owned by uid {owner}, not {acct.uid} "
+                        "(qmail-getpw delivers only to an account that owns its home)"
+                    )
         self._getpw[acct.name] = problem
         return problem
 
@@ -1003,13 +1064,13 @@ class _Builder:
         if self._entries:
             entry = self._assign_index(self._entries).lookup(local)
             if entry is not None:
-                ext = entry.ext + local[len(entry.local):] if entry.wildcard else entry.ext
+                ext = entry.ext + local[len(entry.local) :] if entry.wildcard else entry.ext
                 return entry.home, entry.dash, ext
         end = len(local)
         while end > 0:  # the whole name, then up to each delimiter, longest first
             home = self.getpw(local[:end])
             if home is not None:
-                return home, "-" if end < len(local) else "", local[end + len(self.delim):]
+                return home, "-" if end < len(local) else "", local[end + len(self.delim) :]
             end = local.rfind(self.delim, 0, end)
         return self.alias_home(), "-", local
 
@@ -1018,8 +1079,11 @@ class _Builder:
         if self._default is None:
             path = self.control / "defaultdelivery"
             lines = control.read_control(path)
-            self._default = classify_text("\n".join(lines), str(path)) if lines else Delivery(
-                Kind.DELIVER, str(path))
+            self._default = (
+                classify_text("\n".join(lines), str(path))
+                if lines
+                else Delivery(Kind.DELIVER, str(path))
+            )
         return self._default
 
     def alias_entries(self, domain: str) -> list[Entry]:
@@ -1044,7 +1108,7 @@ class _Builder:
         while i < len(exact) and exact[i][0].startswith(prefix):  # exact names under the prefix
             local, entry = exact[i]
             src = f"{assign_src}:{entry.line}" if entry.line else assign_src
-            name = local[len(prefix):]
+            name = local[len(prefix) :]
             value = self.verdict(entry.home, entry.dash, entry.ext, src, f"{name}@{domain}")
             out.append((name, value, src))
             i += 1
@@ -1052,16 +1116,16 @@ class _Builder:
         if self.o.skip_alias and home == self.alias_home():
             return out  # -n: the alias user is left out, also for alias domains
         if what == "alias user" and fold(prepend) != "alias":
-            self.warnings.append(f"{domain}: nobody owns {prefix}*, so the alias user "
-                                 "delivers it")
+            self.warnings.append(f"{domain}: nobody owns {prefix}*, so the alias user delivers it")
         out.extend(self.target_entries(home, dash, ext, "", domain, f"{domain} ({what})"))
         return out
 
     def _assign_index(self, entries: list[assign_mod.Assignment]) -> _AssignIndex:
         if self._index is None or self._index.entries is not entries:
             wild = {fold(e.local): e for e in reversed(entries) if e.wildcard}
-            exact = sorted(((fold(e.local), e) for e in entries if not e.wildcard),
-                           key=lambda item: item[0])
+            exact = sorted(
+                ((fold(e.local), e) for e in entries if not e.wildcard), key=lambda item: item[0]
+            )
             # As in qmail-lspawn: the folded name is compared with the characters
             # as qmail-newu stored them (not folded).
             chars = assign_mod.wildchars(entries).decode(ENC, ERRS)
@@ -1088,7 +1152,7 @@ class _Builder:
         while cut > 0:
             home = self.getpw(prefix[:cut])
             if home is not None:
-                return home, "-", prefix[cut + len(self.delim):], f"user {prefix[:cut]}"
+                return home, "-", prefix[cut + len(self.delim) :], f"user {prefix[:cut]}"
             cut = prefix.rfind(self.delim, 0, cut)
         return self.alias_home(), "-", prefix, "alias user"
 
@@ -1108,8 +1172,9 @@ class _Builder:
                     if name:
                         out.append((fold(name), ACCEPT, f"{path}:{number}"))
                 return out
-        self.warnings.append(f"{domain} is relayed ({source}) and has no mailbox list: "
-                             "every address is accepted")
+        self.warnings.append(
+            f"{domain} is relayed ({source}) and has no mailbox list: every address is accepted"
+        )
         return [("", ACCEPT, source)]
 
 

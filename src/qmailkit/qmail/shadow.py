@@ -84,8 +84,9 @@ def _read_lines(path: str | os.PathLike[str], what: str) -> list[tuple[int, str]
     return out
 
 
-def _number(text: str, what: str, path: str | os.PathLike[str], line: int,
-            *, optional: bool = False) -> int | None:
+def _number(
+    text: str, what: str, path: str | os.PathLike[str], line: int, *, optional: bool = False
+) -> int | None:
     if text == "" and optional:
         return None
     if not (text.isascii() and text.isdigit()):
@@ -100,16 +101,25 @@ def read_passwd(path: str | os.PathLike[str] = "/etc/passwd") -> list[PasswdEntr
         fields = raw.split(":")
         if len(fields) != 7:
             raise InputError(
-                f"{len(fields)} fields, expected 7", path=path, line=number,
+                f"{len(fields)} fields, expected 7",
+                path=path,
+                line=number,
                 hint="passwd lines are name:password:uid:gid:gecos:home:shell",
             )
         name, _pw, uid, gid, gecos, home, shell = fields
         if not name:
             raise InputError("empty user name", path=path, line=number)
-        entries.append(PasswdEntry(
-            name, _number(uid, "uid", path, number), _number(gid, "gid", path, number),
-            gecos, home, shell, number,
-        ))
+        entries.append(
+            PasswdEntry(
+                name,
+                _number(uid, "uid", path, number),
+                _number(gid, "gid", path, number),
+                gecos,
+                home,
+                shell,
+                number,
+            )
+        )
     return entries
 
 
@@ -120,20 +130,25 @@ def read_shadow(path: str | os.PathLike[str] = "/etc/shadow") -> list[ShadowEntr
         fields = raw.split(":")
         if len(fields) < 2 or len(fields) > 9:
             raise InputError(
-                f"{len(fields)} fields, expected 9", path=path, line=number,
+                f"{len(fields)} fields, expected 9",
+                path=path,
+                line=number,
                 hint="shadow lines are name:hash:lastchange:min:max:warn:inactive:expire:",
             )
         fields += [""] * (9 - len(fields))
         name, hash_, last, _min, max_days, _warn, _inactive, expire, _reserved = fields
         if not name:
             raise InputError("empty user name", path=path, line=number)
-        entries.append(ShadowEntry(
-            name, hash_,
-            _number(last, "last change", path, number, optional=True),
-            _number(max_days, "maximum age", path, number, optional=True),
-            _number(expire, "expiry date", path, number, optional=True),
-            number,
-        ))
+        entries.append(
+            ShadowEntry(
+                name,
+                hash_,
+                _number(last, "last change", path, number, optional=True),
+                _number(max_days, "maximum age", path, number, optional=True),
+                _number(expire, "expiry date", path, number, optional=True),
+                number,
+            )
+        )
     return entries
 
 
@@ -147,5 +162,8 @@ def uids_in_window(
     first: dict[str, PasswdEntry] = {}
     for entry in passwd:
         first.setdefault(entry.name, entry)
-    return {name: entry for name, entry in first.items()
-            if entry.uid != 0 and min_uid <= entry.uid <= max_uid}
+    return {
+        name: entry
+        for name, entry in first.items()
+        if entry.uid != 0 and min_uid <= entry.uid <= max_uid
+    }

@@ -54,20 +54,23 @@ def _flag(text: str, what: str, path: str | os.PathLike[str], line: int | None) 
     if text == "":
         return 0
     if not text.isdigit():
-        raise InputError(f"{what} field is not a number: {text!r}", path=path, line=line,
-                         hint="vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear]")
+        raise InputError(
+            f"{what} field is not a number: {text!r}",
+            path=path,
+            line=line,
+            hint="vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear]",
+        )
     return int(text)
 
 
-def parse_vpasswd_line(
-    text: str, path: str | os.PathLike[str], line: int | None
-) -> VpasswdEntry:
+def parse_vpasswd_line(text: str, path: str | os.PathLike[str], line: int | None) -> VpasswdEntry:
     """One vpasswd line (without its newline) as an entry; InputError if malformed."""
     fields = text.split(":")
     if len(fields) < 7:
         raise InputError(
             f"malformed vpasswd line: {len(fields)} fields, expected at least 7",
-            path=path, line=line,
+            path=path,
+            line=line,
             hint="vpasswd lines are name:hash:uid:gid:gecos:dir:quota[:clear]",
         )
     name = fields[0]
@@ -141,8 +144,11 @@ def read_domain_users(domain_dir: str | os.PathLike[str]) -> tuple[Path, list[Vp
     db = domain_dir / "vpasswd.cdb"
     if db.exists():
         return db, read_vpasswd_cdb(db)
-    raise InputError("vpopmail domain has neither vpasswd nor vpasswd.cdb", path=domain_dir,
-                     hint="is this a vpopmail domain directory, or a SQL backend (--vpopmail-sql)?")
+    raise InputError(
+        "vpopmail domain has neither vpasswd nor vpasswd.cdb",
+        path=domain_dir,
+        hint="is this a vpopmail domain directory, or a SQL backend (--vpopmail-sql)?",
+    )
 
 
 _NOT_COLON_NL = bytes(set(range(256)) - set(b":\n"))
@@ -165,9 +171,7 @@ def _uniform_colons(body: bytes) -> int | None:
     return None
 
 
-def mailbox_names(
-    data: bytes, path: str, suffix: bytes = b""
-) -> tuple[list[bytes], list[str]]:
+def mailbox_names(data: bytes, path: str, suffix: bytes = b"") -> tuple[list[bytes], list[str]]:
     """The names of the mailboxes that can get mail in the vpasswd file ``path`` whose bytes
     are ``data``, each followed by ``suffix`` (``@domain``: the keys at once), and a
     warning for each one left out (see ``deliverable``).
@@ -201,8 +205,10 @@ def deliverable(
         if b"\0" in name or b"\n" in name:
             why = "no address holds a newline or NUL"
         elif name != name.lower():
-            why = ("vdelivermail looks up the lower-cased address, so a name with capitals "
-                   "never gets mail")
+            why = (
+                "vdelivermail looks up the lower-cased address, so a name with capitals "
+                "never gets mail"
+            )
         else:
             kept.append(name)
             continue
@@ -225,7 +231,7 @@ def _python_names(data: bytes, path: str) -> tuple[list[bytes], list[str]]:
     if b"" in lines or b"\r" in lines:
         numbers = [n for n, line in zip(numbers, lines) if line.rstrip(b"\r")]
         lines = [line for line in lines if line.rstrip(b"\r")]
-    names = [line[:line.find(b":")] for line in lines]
+    names = [line[: line.find(b":")] for line in lines]
     # vpasswd lines have seven fields and a name; let the careful reader find
     # and name a damaged line.
     if b"" in names or min(map(bytes.count, lines, repeat(b":")), default=6) < 6:

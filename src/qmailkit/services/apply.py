@@ -161,13 +161,17 @@ def read_pending(root: Path) -> Pending | None:
         return None
     try:
         raw = json.loads(data)
-        pending = Pending([str(t) for t in raw["restart"]],
-                          {str(k): [str(d) for d in v] for k, v in raw["written"].items()})
+        pending = Pending(
+            [str(t) for t in raw["restart"]],
+            {str(k): [str(d) for d in v] for k, v in raw["written"].items()},
+        )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise InputError(
-            "pending-restart file is damaged", path=path,
+            "pending-restart file is damaged",
+            path=path,
             hint="remove it, restart the services whose files apply changed last "
-                 "(services status), then run apply again") from None
+            "(services status), then run apply again",
+        ) from None
     return pending
 
 
@@ -217,21 +221,34 @@ def _rules_pairs(rendered: Mapping[str, Any]) -> list[tuple[str, Path, Path]]:
 # -- planning -----------------------------------------------------------------
 
 
-def _plan_service(name: str, svc: Any, sdir: Path, log_ids: tuple[int, int] | None,
-                  pending: Pending, changes: list[Change], edited: list[Change]) -> None:
+def _plan_service(
+    name: str,
+    svc: Any,
+    sdir: Path,
+    log_ids: tuple[int, int] | None,
+    pending: Pending,
+    changes: list[Change],
+    edited: list[Change],
+) -> None:
     if not os.path.lexists(sdir):
         changes.append(Change(name, "new-service", "", detail=str(sdir)))
     elif not sdir.is_dir():
-        raise QmailkitError("exists but is not a directory", path=sdir,
-                            hint="move it away; apply creates the service directory here")
+        raise QmailkitError(
+            "exists but is not a directory",
+            path=sdir,
+            hint="move it away; apply creates the service directory here",
+        )
     state = read_state(sdir) if sdir.is_dir() else {}
 
     for rel in _all_dirs(svc):
         d = sdir / rel
         if not d.is_dir():
             if os.path.lexists(d):
-                raise QmailkitError("exists but is not a directory", path=d,
-                                    hint="move it away; apply makes a directory here")
+                raise QmailkitError(
+                    "exists but is not a directory",
+                    path=d,
+                    hint="move it away; apply makes a directory here",
+                )
             changes.append(Change(name, "mkdir", rel))
             continue
         if rel == LOG_DIR and log_ids is not None:
@@ -285,9 +302,11 @@ def _all_dirs(svc: Any) -> list[str]:
 def _plan_link(name: str, sdir: Path, scan_dir: Path, changes: list[Change]) -> None:
     if not scan_dir.is_dir():
         raise InputError(
-            "scan directory does not exist", path=scan_dir,
+            "scan directory does not exist",
+            path=scan_dir,
             hint="create it and start the scanner (svscan, runsvdir or s6-svscan) on it, "
-                 "or set supervisor.scan_dir")
+            "or set supervisor.scan_dir",
+        )
     if scan_dir.resolve() == sdir.parent.resolve():
         return  # the service directories live in the scan directory itself
     link = scan_dir / name
@@ -301,8 +320,11 @@ def _plan_link(name: str, sdir: Path, scan_dir: Path, changes: list[Change]) -> 
             hint="remove the old link (stop that service first) and run apply again",
         )
     if os.path.lexists(link):
-        raise InputError("scan directory already has an entry that is not our link", path=link,
-                         hint="stop and move that service away, then run apply again")
+        raise InputError(
+            "scan directory already has an entry that is not our link",
+            path=link,
+            hint="stop and move that service away, then run apply again",
+        )
     changes.append(Change(name, "link", "", detail=f"{link} -> {sdir}"))
 
 
@@ -313,8 +335,9 @@ def _log_ids(svc: Any) -> tuple[int, int] | None:
     return _user_ids(svc.log_owner, "log user")
 
 
-def _plan(config: Any, rendered: Mapping[str, Any], root: Path, prune: bool = False
-          ) -> tuple[list[Change], list[Change]]:
+def _plan(
+    config: Any, rendered: Mapping[str, Any], root: Path, prune: bool = False
+) -> tuple[list[Change], list[Change]]:
     changes: list[Change] = []
     edited: list[Change] = []
     scan_dir = Path(config.supervisor.scan_dir)
@@ -323,8 +346,7 @@ def _plan(config: Any, rendered: Mapping[str, Any], root: Path, prune: bool = Fa
     pending = read_pending(root) or Pending()
     for target in pending.restart:
         name, _, log = target.partition("/")
-        changes.append(Change(name, "restart", log,
-                              detail="left pending by an interrupted apply"))
+        changes.append(Change(name, "restart", log, detail="left pending by an interrupted apply"))
     if prune:
         # first: a dropped service may hold a port or a name a new one needs
         changes += [r.change() for r in retirees(rendered, root, scan_dir) if r.retirable]
@@ -358,7 +380,8 @@ def _check_name_fits(root: Path, name: str) -> None:
             f"service name {name[:40]}... is {size} bytes: too long for this file system",
             path=root,
             hint=f"use at most {name_max - EXTRA_NAME_BYTES} bytes (apply also makes names "
-                 "like .retired-NAME-STAMP beside it)")
+            "like .retired-NAME-STAMP beside it)",
+        )
 
 
 def _rules_stale(src: Path, cdb: Path) -> bool:
@@ -373,8 +396,13 @@ def _rules_stale(src: Path, cdb: Path) -> bool:
         return True
 
 
-def plan(config: Any, rendered: Mapping[str, Any],
-         root: str | os.PathLike[str] | None = None, *, prune: bool = False) -> list[Change]:
+def plan(
+    config: Any,
+    rendered: Mapping[str, Any],
+    root: str | os.PathLike[str] | None = None,
+    *,
+    prune: bool = False,
+) -> list[Change]:
     """What ``apply`` would change, hand-edited files included (action ``edited``), and with
     ``prune`` the dropped services it would retire (action ``retire``).
 
@@ -388,8 +416,9 @@ def plan(config: Any, rendered: Mapping[str, Any],
 # -- applying -----------------------------------------------------------------
 
 
-def _write_service(name: str, svc: Any, sdir: Path, todo: list[Change],
-                   log_owner: tuple[int, int] | None) -> None:
+def _write_service(
+    name: str, svc: Any, sdir: Path, todo: list[Change], log_owner: tuple[int, int] | None
+) -> None:
     try:
         for rel in _all_dirs(svc):
             d = sdir / rel
@@ -417,8 +446,9 @@ def _write_service(name: str, svc: Any, sdir: Path, todo: list[Change],
         atomic_write(sdir / STATE_FILE, body.encode(), mode=0o644)
 
 
-def _create_service(name: str, svc: Any, sdir: Path, todo: list[Change],
-                    log_owner: tuple[int, int] | None) -> None:
+def _create_service(
+    name: str, svc: Any, sdir: Path, todo: list[Change], log_owner: tuple[int, int] | None
+) -> None:
     """Build a new service directory under a dot-name, then rename it into place.
 
     Scanners ignore names starting with a dot, so even when the service root is the scan
@@ -494,8 +524,11 @@ def _parse_stale_rules(rendered: Mapping[str, Any]) -> list[tuple[Path, Path, An
     bad rule stops apply with its file and line while every file is still as it was."""
     from qmailkit import tcprules
 
-    return [(src, cdb, tcprules.compile_source(src))
-            for _name, src, cdb in _rules_pairs(rendered) if _rules_stale(src, cdb)]
+    return [
+        (src, cdb, tcprules.compile_source(src))
+        for _name, src, cdb in _rules_pairs(rendered)
+        if _rules_stale(src, cdb)
+    ]
 
 
 def _refuse_dangerous(config: Any, rendered: Mapping[str, Any]) -> None:
@@ -507,12 +540,19 @@ def _refuse_dangerous(config: Any, rendered: Mapping[str, Any]) -> None:
             "refusing to install: "
             + "; ".join(f"{f.service}: {f.message} [{f.key}] ({f.hint})" for f in found),
             path=getattr(config, "path", None),
-            hint="fix the config (qmailkit services check explains each finding)")
+            hint="fix the config (qmailkit services check explains each finding)",
+        )
 
 
-def apply(config: Any, rendered: Mapping[str, Any] | None = None,
-          root: str | os.PathLike[str] | None = None, *, dry_run: bool = False,
-          force: bool = False, prune: bool = False) -> ApplyResult:
+def apply(
+    config: Any,
+    rendered: Mapping[str, Any] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    prune: bool = False,
+) -> ApplyResult:
     """Bring the service directories in line with the config; see the module text.
 
     Raises InputError, before writing anything, when the config would open a
@@ -533,7 +573,8 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
         if not src.exists() and not cdb.exists():
             result.warnings.append(
                 f"{name}: neither the tcp rules file {src} nor its cdb exists; the service "
-                "will not start until they do")
+                "will not start until they do"
+            )
 
     if dry_run:
         result.changes = plan(config, rendered, root_dir, prune=prune)
@@ -570,9 +611,14 @@ def apply(config: Any, rendered: Mapping[str, Any] | None = None,
         pending = _pending_after(read_pending(root_dir) or Pending(), rendered, todo)
         _write_pending(root_dir, pending)
         if any(c.action == "retire" for c in todo):
-            retired, late = _retire(config.supervisor.kind, sup, root_dir, scan_dir,
-                                    {c.service for c in todo if c.action == "retire"},
-                                    rendered)
+            retired, late = _retire(
+                config.supervisor.kind,
+                sup,
+                root_dir,
+                scan_dir,
+                {c.service for c in todo if c.action == "retire"},
+                rendered,
+            )
             result.retired = retired
             result.warnings += late
         for name, svc in rendered.items():
@@ -614,8 +660,10 @@ def _unreadable_rules(rendered: Mapping[str, Any]) -> list[str]:
             except KeyError:
                 continue  # a missing user: services check says so
             if reason:
-                out.append(f"{name}: tcp rules {fc.path}: {reason}; tcpserver will drop every "
-                           "connection (run qmailkit services check)")
+                out.append(
+                    f"{name}: tcp rules {fc.path}: {reason}; tcpserver will drop every "
+                    "connection (run qmailkit services check)"
+                )
     return out
 
 
@@ -629,16 +677,14 @@ RESTART_ACTIONS = ("update", "edited", "remove", "create", "restart")
 WRITE_ACTIONS = ("update", "edited", "create")
 
 
-def _pending_after(before: Pending, rendered: Mapping[str, Any], todo: list[Change]
-                   ) -> Pending:
+def _pending_after(before: Pending, rendered: Mapping[str, Any], todo: list[Change]) -> Pending:
     """``before`` (from an interrupted apply) plus what ``todo`` writes and restarts."""
     targets = list(before.restart)
     new = {c.service for c in todo if c.action == "new-service"}
     for c in todo:
         if c.action not in RESTART_ACTIONS or c.service in new:
             continue
-        target = f"{c.service}/log" if c.path == "log" or c.path.startswith("log/") \
-            else c.service
+        target = f"{c.service}/log" if c.path == "log" or c.path.startswith("log/") else c.service
         if target not in targets:
             targets.append(target)
     written = {k: list(v) for k, v in before.written.items()}
@@ -699,8 +745,13 @@ def retirees(rendered: Mapping[str, Any], root: Path, scan_dir: Path) -> list[Re
     no service of the config.  Dot-names (retired or half-made services) never are."""
     try:
         with os.scandir(root) as it:
-            names = sorted(e.name for e in it if not e.name.startswith(".")
-                           and e.name not in rendered and e.is_dir(follow_symlinks=False))
+            names = sorted(
+                e.name
+                for e in it
+                if not e.name.startswith(".")
+                and e.name not in rendered
+                and e.is_dir(follow_symlinks=False)
+            )
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as err:
@@ -717,8 +768,7 @@ def retirees(rendered: Mapping[str, Any], root: Path, scan_dir: Path) -> list[Re
         entry = scan_dir / name
         link = entry if entry in mine else None
         foreign = entry if not in_scan and link is None and os.path.lexists(entry) else None
-        found.append(Retiree(name, sdir, in_scan, link, foreign,
-                             [p for p in mine if p != entry]))
+        found.append(Retiree(name, sdir, in_scan, link, foreign, [p for p in mine if p != entry]))
     return found
 
 
@@ -745,22 +795,25 @@ def _scan_links(scan_dir: Path) -> dict[Path, Path]:
     return out
 
 
-def _dropped_warnings(rendered: Mapping[str, Any], root: Path, scan_dir: Path,
-                      prune: bool) -> list[str]:
+def _dropped_warnings(
+    rendered: Mapping[str, Any], root: Path, scan_dir: Path, prune: bool
+) -> list[str]:
     out = []
     for r in retirees(rendered, root, scan_dir):
         if not prune:
-            out.append(f"{r.name}: in {root} but no longer in the config; "
-                       "apply --prune retires it")
+            out.append(f"{r.name}: in {root} but no longer in the config; apply --prune retires it")
         elif not r.retirable:
-            out.append(f"{r.name}: no longer in the config, but still linked as "
-                       + ", ".join(str(p) for p in r.other_links)
-                       + "; not retired (remove that link first)")
+            out.append(
+                f"{r.name}: no longer in the config, but still linked as "
+                + ", ".join(str(p) for p in r.other_links)
+                + "; not retired (remove that link first)"
+            )
     return out
 
 
-def _retire(kind: str, sup: Any, root: Path, scan_dir: Path, names: set[str],
-            rendered: Mapping[str, Any]) -> tuple[list[Retired], list[str]]:
+def _retire(
+    kind: str, sup: Any, root: Path, scan_dir: Path, names: set[str], rendered: Mapping[str, Any]
+) -> tuple[list[Retired], list[str]]:
     """Unlink, stop and move aside the named services; (what was retired, warnings)."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     todo = [r for r in retirees(rendered, root, scan_dir) if r.name in names and r.retirable]
@@ -805,9 +858,12 @@ def _retire(kind: str, sup: Any, root: Path, scan_dir: Path, names: set[str],
         if still:
             warnings.append(
                 f"{r.name}: still supervised {STOP_TIMEOUT:g} seconds after it was retired: "
-                + ", ".join(still) + f" (its files are in {where[r.name]})")
-        retired.append(Retired(r.name, str(r.link) if r.link else None, str(where[r.name]),
-                               r.in_scan_dir))
+                + ", ".join(still)
+                + f" (its files are in {where[r.name]})"
+            )
+        retired.append(
+            Retired(r.name, str(r.link) if r.link else None, str(where[r.name]), r.in_scan_dir)
+        )
     return retired, warnings
 
 
@@ -864,8 +920,9 @@ def export(rendered: Mapping[str, Any], out: str | os.PathLike[str]) -> list[str
                 os.mkdir(d, 0o755)  # new: never an existing entry (or a link) reused
         except OSError as err:
             raise os_error(err, "cannot create directory") from err
-        for rel, (data, mode) in sorted(svc.files.items(),
-                                        key=lambda item: (item[0].count("/"), item[0])):
+        for rel, (data, mode) in sorted(
+            svc.files.items(), key=lambda item: (item[0].count("/"), item[0])
+        ):
             atomic_write(sdir / rel, data, mode=mode)
             written.append(f"{name}/{rel}")
     return written
@@ -896,15 +953,22 @@ def _fresh_dir(path: Path) -> None:
     elif not empty:
         problem = "is not empty"
     if problem:
-        raise InputError(f"output directory {problem}", path=path,
-                         hint="name a directory that does not exist yet; render creates it")
+        raise InputError(
+            f"output directory {problem}",
+            path=path,
+            hint="name a directory that does not exist yet; render creates it",
+        )
 
 
 # -- waiting --------------------------------------------------------------------
 
 
-def wait_up(config: Any, targets: list[str], root: str | os.PathLike[str] | None = None,
-            timeout: float = 10.0) -> list[str]:
+def wait_up(
+    config: Any,
+    targets: list[str],
+    root: str | os.PathLike[str] | None = None,
+    timeout: float = 10.0,
+) -> list[str]:
     """Wait until every target ("mx", "mx/log") is up; returns those still not up.
 
     A scanner needs a moment to notice a new service (svscan and runsvdir up to 5 s,

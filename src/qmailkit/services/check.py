@@ -73,8 +73,10 @@ class Account:
                 return f"{self.name} cannot enter {parent} (mode {stat.S_IMODE(st.st_mode):04o})"
         st = path.stat()
         if not self.may(st, 4):
-            return (f"{self.name} cannot read it (mode {stat.S_IMODE(st.st_mode):04o}, "
-                    f"owner {st.st_uid}:{st.st_gid})")
+            return (
+                f"{self.name} cannot read it (mode {stat.S_IMODE(st.st_mode):04o}, "
+                f"owner {st.st_uid}:{st.st_gid})"
+            )
         return None
 
 
@@ -103,18 +105,35 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
     for user in users:
         if not _user_exists(user):
             missing_users.add(user)
-            out.append(Finding("error", name, f"user {user!r} does not exist",
-                               f"create it (useradd -r -s /usr/sbin/nologin {user}) or name "
-                               "another user in the config"))
+            out.append(
+                Finding(
+                    "error",
+                    name,
+                    f"user {user!r} does not exist",
+                    f"create it (useradd -r -s /usr/sbin/nologin {user}) or name "
+                    "another user in the config",
+                )
+            )
     for prog, key in checks.programs:
         found = _find_program(prog, checks.search_path)
         where = "" if prog.startswith("/") else " in " + ":".join(checks.search_path)
         if found is None:
-            out.append(Finding("error", name, f"program {prog} not found{where}",
-                               "install it, or give its full path in the config", key, prog))
+            out.append(
+                Finding(
+                    "error",
+                    name,
+                    f"program {prog} not found{where}",
+                    "install it, or give its full path in the config",
+                    key,
+                    prog,
+                )
+            )
         elif not os.access(found, os.X_OK) or found.is_dir():
-            out.append(Finding("error", name, f"program {found} is not executable",
-                               f"chmod 755 {found}", key))
+            out.append(
+                Finding(
+                    "error", name, f"program {found} is not executable", f"chmod 755 {found}", key
+                )
+            )
     compiled_by_apply = {r.rules[1]} if r.rules and os.path.exists(r.rules[0]) else set()
     for fc in checks.files:
         path = Path(fc.path)
@@ -125,8 +144,15 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
             if fc.path in compiled_by_apply:
                 continue  # apply compiles it from its source before the service starts
             without = "" if fc.required else " (the service starts without it)"
-            out.append(Finding(level, name, f"{fc.kind} file {path} does not exist{without}",
-                               _create_hint(fc.kind), fc.key))
+            out.append(
+                Finding(
+                    level,
+                    name,
+                    f"{fc.kind} file {path} does not exist{without}",
+                    _create_hint(fc.kind),
+                    fc.key,
+                )
+            )
             continue
         if fc.user in missing_users:
             continue
@@ -136,15 +162,24 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
             continue
         if reason:
             who = fc.user or "root"
-            hint = (f"chown {who} {path} and chmod 0400 (the private key stays private)"
-                    if fc.secret else f"make it and its directories readable by {who}")
+            hint = (
+                f"chown {who} {path} and chmod 0400 (the private key stays private)"
+                if fc.secret
+                else f"make it and its directories readable by {who}"
+            )
             if fc.kind == "rules":
                 hint += "; tcpserver opens the rules cdb after dropping privileges"
             out.append(Finding(level, name, f"{fc.kind} file {path}: {reason}", hint, fc.key))
         if fc.secret and path.stat().st_mode & 0o004:
-            out.append(Finding("error", name,
-                               f"{fc.kind} file {path} is world-readable and holds a private key",
-                               f"chmod o-r {path}", fc.key))
+            out.append(
+                Finding(
+                    "error",
+                    name,
+                    f"{fc.kind} file {path} is world-readable and holds a private key",
+                    f"chmod o-r {path}",
+                    fc.key,
+                )
+            )
     for key, message, hint in checks.warnings:
         out.append(Finding("warning", name, message, hint, key))
 
@@ -166,17 +201,23 @@ def _patch_findings(config: Any, out: list[Finding]) -> None:
             continue  # reported as a program problem
         if not data.startswith(b"\x7fELF"):
             continue  # a wrapper script (or missing): cannot tell
-        unread = [opt for opt, var in smtpd.EXPORTS
-                  if opt in smtpd.JMS1_ONLY and o[opt] != smtpd.JMS1_ONLY[opt]
-                  and var.encode() not in data]
+        unread = [
+            opt
+            for opt, var in smtpd.EXPORTS
+            if opt in smtpd.JMS1_ONLY
+            and o[opt] != smtpd.JMS1_ONLY[opt]
+            and var.encode() not in data
+        ]
         if not unread:
             continue
         key = f"services.{name}.smtpd_patch"
-        message = (f"{prog} does not read the variables of jms1's patch for "
-                   + ", ".join(unread) + ": it looks like a stock qmail-smtpd")
+        message = (
+            f"{prog} does not read the variables of jms1's patch for "
+            + ", ".join(unread)
+            + ": it looks like a stock qmail-smtpd"
+        )
         hint = 'install the patched qmail-smtpd, or set smtpd_patch = "stock"'
-        level = "error" if svc.profile in _AUTH_PROFILES and "require_auth" in unread else \
-            "warning"
+        level = "error" if svc.profile in _AUTH_PROFILES and "require_auth" in unread else "warning"
         out.append(Finding(level, name, message, hint, key))
 
 
@@ -204,9 +245,14 @@ def _port_findings(rendered: Mapping[str, Any], out: list[Finding]) -> None:
             continue
         for other, oip, oport in seen:
             if port == oport and _overlaps(ip, oip):
-                out.append(Finding("error", name,
-                                   f"port {port} on {ip} is also used by {other} ({oip})",
-                                   "give one of them another port or address"))
+                out.append(
+                    Finding(
+                        "error",
+                        name,
+                        f"port {port} on {ip} is also used by {other} ({oip})",
+                        "give one of them another port or address",
+                    )
+                )
         seen.append((name, ip, port))
 
 
@@ -233,57 +279,87 @@ def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding
 _AUTH_PROFILES = ("submission", "smtps")  # ports whose point is AUTH
 
 
-def _smtpd_policy(name: str, svc: Any, error: Callable[[str, str, str, str], None],
-                  out: list[Finding]) -> None:
+def _smtpd_policy(
+    name: str, svc: Any, error: Callable[[str, str, str, str], None], out: list[Finding]
+) -> None:
     o = svc.options
     key = f"services.{name}"
     ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
     public = bool(ip) and not is_loopback(ip)
     if public:
         if o.get("relay_client"):
-            error(name, f"{key}.relay_client",
-                  f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
-                  "set relay_client = false and allow relaying per network in the tcp "
-                  'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
-                  "loopback address such as 127.0.0.1")
+            error(
+                name,
+                f"{key}.relay_client",
+                f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
+                "set relay_client = false and allow relaying per network in the tcp "
+                'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
+                "loopback address such as 127.0.0.1",
+            )
         if "RELAYCLIENT" in o.get("env", {}):
-            error(name, f"{key}.env.RELAYCLIENT",
-                  f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
-                  "remove it from env and set RELAYCLIENT per network in the tcp rules")
+            error(
+                name,
+                f"{key}.env.RELAYCLIENT",
+                f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
+                "remove it from env and set RELAYCLIENT per network in the tcp rules",
+            )
     tables, bad = _rules_tables(o)
     if bad:
         error(name, f"{key}.rules", bad[0], bad[1])
     for table, where in tables if public else []:
         r = tcprules.relaying(table)
         if r.public >= RELAY_LIMIT:
-            error(name, f"{key}.rules", f"open relay on {ip}:{port}: {where(r.by_key)}: "
-                  f"RELAYCLIENT for {_how_many(r.public)}", _RELAY_HINT)
+            error(
+                name,
+                f"{key}.rules",
+                f"open relay on {ip}:{port}: {where(r.by_key)}: "
+                f"RELAYCLIENT for {_how_many(r.public)}",
+                _RELAY_HINT,
+            )
         for k in r.names:
-            error(name, f"{key}.rules", f"open relay on {ip}:{port}: {where([k])}: "
-                  f"{k.decode('latin-1')!r} sets RELAYCLIENT by the client's host name, which "
-                  "the client chooses (its PTR record)", _NAME_HINT)
+            error(
+                name,
+                f"{key}.rules",
+                f"open relay on {ip}:{port}: {where([k])}: "
+                f"{k.decode('latin-1')!r} sets RELAYCLIENT by the client's host name, which "
+                "the client chooses (its PTR record)",
+                _NAME_HINT,
+            )
     if port == 25 and not is_loopback(ip or "0"):
         for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
             if o.get(opt):
-                error(name, f"{key}.{opt}",
-                      f"{what} on a port-25 MX: other mail servers cannot deliver to you",
-                      f"set {opt} = false here; use a submission (587) or smtps (465) "
-                      "service for your users")
+                error(
+                    name,
+                    f"{key}.{opt}",
+                    f"{what} on a port-25 MX: other mail servers cannot deliver to you",
+                    f"set {opt} = false here; use a submission (587) or smtps (465) "
+                    "service for your users",
+                )
     if o.get("user") == "root":
-        error(name, f"{key}.user", "qmail-smtpd runs as root: every remote client talks to a "
-              "root process", "use the qmaild account (user = \"qmaild\"), as qmail intends")
+        error(
+            name,
+            f"{key}.user",
+            "qmail-smtpd runs as root: every remote client talks to a root process",
+            'use the qmaild account (user = "qmaild"), as qmail intends',
+        )
     from qmailkit.services.types import smtpd
 
     unused = smtpd.ignored(svc)
     if unused:
         message = "a stock qmail-smtpd ignores " + ", ".join(unused)
-        hint = "set smtpd_patch = \"jms1\" if yours has John Simpson's combined patch"
+        hint = 'set smtpd_patch = "jms1" if yours has John Simpson\'s combined patch'
         if svc.profile in _AUTH_PROFILES:
-            error(name, f"{key}.smtpd_patch", f"{message}: without AUTH this {svc.profile} port "
-                  "takes mail for your domains from anyone, past the MX's checks", hint)
+            error(
+                name,
+                f"{key}.smtpd_patch",
+                f"{message}: without AUTH this {svc.profile} port "
+                "takes mail for your domains from anyone, past the MX's checks",
+                hint,
+            )
         else:
-            out.append(Finding("warning", name, message, hint + ", or remove them",
-                               f"{key}.smtpd_patch"))
+            out.append(
+                Finding("warning", name, message, hint + ", or remove them", f"{key}.smtpd_patch")
+            )
 
 
 # Services for this host's own programs (webmail, SMTP AUTH helpers), never for the Internet.
@@ -294,29 +370,48 @@ _LOCAL_ONLY = {
 }
 
 
-def _local_only_policy(name: str, svc: Any, error: Callable[[str, str, str, str], None],
-                       out: list[Finding]) -> None:
+def _local_only_policy(
+    name: str, svc: Any, error: Callable[[str, str, str, str], None], out: list[Finding]
+) -> None:
     o = svc.options
     key = f"services.{name}"
     ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
     what = _LOCAL_ONLY[svc.type]
-    hint = ('listen on 127.0.0.1, or allow only your own networks in the tcp rules '
-            '(e.g. 192.0.2.:allow then :deny)')
+    hint = (
+        "listen on 127.0.0.1, or allow only your own networks in the tcp rules "
+        "(e.g. 192.0.2.:allow then :deny)"
+    )
     tables, bad = _rules_tables(o)
     if bad:
         error(name, f"{key}.rules", bad[0], bad[1])
     if _internet_facing(ip):
         if not o.get("rules"):
-            error(name, f"{key}.ip", f"open to the world: {what} on {ip}:{port}, with no tcp "
-                  "rules", hint)
+            error(
+                name,
+                f"{key}.ip",
+                f"open to the world: {what} on {ip}:{port}, with no tcp rules",
+                hint,
+            )
         for table, where in tables:
             r = tcprules.coverage(table, tcprules.lets_in, default=True)
             if r.public >= RELAY_LIMIT:
-                error(name, f"{key}.rules", f"open to the world: {what} on {ip}:{port}: "
-                      f"{where(r.by_key)}: lets in {_how_many(r.public)}", hint)
+                error(
+                    name,
+                    f"{key}.rules",
+                    f"open to the world: {what} on {ip}:{port}: "
+                    f"{where(r.by_key)}: lets in {_how_many(r.public)}",
+                    hint,
+                )
     if svc.type == "vpopmaild" and o.get("user") == "root":
-        out.append(Finding("warning", name, "vpopmaild runs as root: a flaw in it gives root",
-                           'run it as the vpopmail account (user = "vpopmail")', f"{key}.user"))
+        out.append(
+            Finding(
+                "warning",
+                name,
+                "vpopmaild runs as root: a flaw in it gives root",
+                'run it as the vpopmail account (user = "vpopmail")',
+                f"{key}.user",
+            )
+        )
 
 
 def _internet_facing(ip: str) -> bool:
@@ -332,26 +427,32 @@ def _internet_facing(ip: str) -> bool:
 
 
 def _log_user_policy(config: Any, out: list[Finding]) -> None:
-    hint = 'use an unprivileged account such as qmaill: multilog only writes the log directory'
+    hint = "use an unprivileged account such as qmaill: multilog only writes the log directory"
     inherited = False
     for name, svc in config.services.items():
         if svc.log_user != "root":
             continue
         if "log_user" in svc.explicit:
-            out.append(Finding("warning", name, "the logger runs as root", hint,
-                               f"services.{name}.log_user"))
+            out.append(
+                Finding(
+                    "warning", name, "the logger runs as root", hint, f"services.{name}.log_user"
+                )
+            )
         else:
             inherited = True
     if inherited:
-        out.append(Finding("warning", "supervisor", "the loggers run as root", hint,
-                           "supervisor.log_user"))
+        out.append(
+            Finding("warning", "supervisor", "the loggers run as root", hint, "supervisor.log_user")
+        )
 
 
 #: rules that relay for (or let in) this many public IPv4 addresses (a /8's worth: more than
 #: any site's own networks) do it for strangers; every catch-all spelling covers all of them
 RELAY_LIMIT = 1 << 24
-_RELAY_HINT = ('allow relaying only for your own networks, e.g. 192.0.2.:allow,RELAYCLIENT="", '
-               "and let your users relay with SMTP AUTH")
+_RELAY_HINT = (
+    'allow relaying only for your own networks, e.g. 192.0.2.:allow,RELAYCLIENT="", '
+    "and let your users relay with SMTP AUTH"
+)
 _NAME_HINT = "relay by IP address or SMTP AUTH; name rules may only deny or set other variables"
 
 
@@ -361,8 +462,9 @@ def _how_many(public: int) -> str:
     return f"{public:,} public IPv4 addresses ({100 * public / tcprules.PUBLIC_IPV4:.0f}% of them)"
 
 
-def _rules_tables(o: Mapping[str, Any]) -> tuple[list[tuple[dict[bytes, bytes], Any]],
-                                                 tuple[str, str] | None]:
+def _rules_tables(
+    o: Mapping[str, Any],
+) -> tuple[list[tuple[dict[bytes, bytes], Any]], tuple[str, str] | None]:
     """The rules tables tcpserver reads or will read, each with a function naming where a set
     of keys comes from; and (message, hint) when one cannot be read.
 
@@ -380,25 +482,44 @@ def _rules_tables(o: Mapping[str, Any]) -> tuple[list[tuple[dict[bytes, bytes], 
         try:
             parsed = tcprules.compile_source(source)
         except QmailkitError as err:
-            return [], (f"bad tcp rules: {err}",
-                        "fix the rule; apply will not compile the file until then")
+            return [], (
+                f"bad tcp rules: {err}",
+                "fix the rule; apply will not compile the file until then",
+            )
         lines: dict[bytes, int] = {}
         for rule in parsed.rules:
             for k in rule.keys:
                 lines.setdefault(k, rule.line)
-        tables.append((tcprules.first_values(parsed.records()),
-                       lambda keys: _lines(source, {lines.get(k, 0) for k in keys})))
+        tables.append(
+            (
+                tcprules.first_values(parsed.records()),
+                lambda keys: _lines(source, {lines.get(k, 0) for k in keys}),
+            )
+        )
     if os.path.lexists(cdb) and not (source and _rules_stale(Path(source), Path(cdb))):
         try:
             table = _read_rules_cdb(cdb)
         except FileNotFoundError:  # a dangling symlink: nothing tcpserver could read
             table = {}
         except QmailkitError as err:
-            return tables, (f"bad tcp rules: {err}",
-                            "recompile it from its source (qmailkit tcprules)")
-        tables.append((table, lambda keys: f"{cdb}: keys " + _listed(
-            sorted("(none matched)" if k is None else repr(k.decode("latin-1"))
-                   for k in keys))))
+            return tables, (
+                f"bad tcp rules: {err}",
+                "recompile it from its source (qmailkit tcprules)",
+            )
+        tables.append(
+            (
+                table,
+                lambda keys: (
+                    f"{cdb}: keys "
+                    + _listed(
+                        sorted(
+                            "(none matched)" if k is None else repr(k.decode("latin-1"))
+                            for k in keys
+                        )
+                    )
+                ),
+            )
+        )
     return tables, None
 
 
@@ -457,8 +578,7 @@ PACKAGES = {
     **dict.fromkeys(("svscan", "supervise", "multilog", "setuidgid", "softlimit"), "daemontools"),
     **dict.fromkeys(("tcpserver", "tcprules", "rblsmtpd", "fixcrio", "recordio"), "ucspi-tcp"),
     **dict.fromkeys(("runsvdir", "runsv", "chpst", "svlogd"), "runit"),
-    **dict.fromkeys(("s6-svscan", "s6-supervise", "s6-log", "s6-setuidgid", "s6-softlimit"),
-                    "s6"),
+    **dict.fromkeys(("s6-svscan", "s6-supervise", "s6-log", "s6-setuidgid", "s6-softlimit"), "s6"),
 }
 
 
@@ -468,8 +588,10 @@ def merged(findings: list[Finding]) -> list[str]:
     groups: dict[tuple[str, str, str, str], list[str]] = {}
     for f in findings:
         groups.setdefault((f.level, f.message, f.hint, f.key), []).append(f.service)
-    return [Finding(level, ", ".join(services), message, hint, key).describe()
-            for (level, message, hint, key), services in groups.items()]
+    return [
+        Finding(level, ", ".join(services), message, hint, key).describe()
+        for (level, message, hint, key), services in groups.items()
+    ]
 
 
 def packages(findings: list[Finding]) -> dict[str, list[str]]:

@@ -105,8 +105,10 @@ def check_listen_ip(value: str) -> tuple[str, str] | None:
     hint = 'use an address such as "192.0.2.25", or "0" for all'
     if all(c.isdigit() or c == "." for c in value):
         if ipv4_octets(value) is None:
-            return (f"not an IPv4 address: {value!r}",
-                    "write four numbers 0..255 separated by dots, or \"0\" for all")
+            return (
+                f"not an IPv4 address: {value!r}",
+                'write four numbers 0..255 separated by dots, or "0" for all',
+            )
         return None
     if ":" in value:
         try:
@@ -123,8 +125,11 @@ def _plausible_host(value: str) -> bool:
     """A DNS name tcpserver could look up: letters, digits and '-' in labels of at most 63,
     at most 253 in all, and a last label that starts with a letter (so not 1e5 or 0x7f...)."""
     labels = value.split(".")
-    return (len(value) <= 253 and labels[-1][:1].isalpha()
-            and all(_LABEL_RE.match(label) for label in labels))
+    return (
+        len(value) <= 253
+        and labels[-1][:1].isalpha()
+        and all(_LABEL_RE.match(label) for label in labels)
+    )
 
 
 def check_user(value: str) -> tuple[str, str] | None:
@@ -167,8 +172,10 @@ def check_zone(value: str) -> tuple[str, str] | None:
 
 def _check_softlimit(value: int) -> tuple[str, str] | None:
     if 0 < value < MIN_SOFTLIMIT:
-        return (f"{value} is too small: no program starts with less",
-                f"give at least {MIN_SOFTLIMIT} (4 MiB), or 0 for no limit")
+        return (
+            f"{value} is too small: no program starts with less",
+            f"give at least {MIN_SOFTLIMIT} (4 MiB), or 0 for no limit",
+        )
     return None
 
 
@@ -194,12 +201,27 @@ COMMON_OPTIONS: dict[str, Option] = {
         max=MAX_SOFTLIMIT,
         check=_check_softlimit,
     ),
-    "log_user": Option("str", None, "user the logger runs as (default: [supervisor] log_user)",
-                       check=check_user, empty_ok=False),
-    "log_size": Option("int", None, "bytes per log file (default: [supervisor] log_size)",
-                       min=MIN_LOG_SIZE, max=MAX_LOG_SIZE),
-    "log_count": Option("int", None, "log files kept, as multilog n (default: [supervisor])",
-                        min=MIN_LOG_COUNT, max=MAX_LOG_COUNT),
+    "log_user": Option(
+        "str",
+        None,
+        "user the logger runs as (default: [supervisor] log_user)",
+        check=check_user,
+        empty_ok=False,
+    ),
+    "log_size": Option(
+        "int",
+        None,
+        "bytes per log file (default: [supervisor] log_size)",
+        min=MIN_LOG_SIZE,
+        max=MAX_LOG_SIZE,
+    ),
+    "log_count": Option(
+        "int",
+        None,
+        "log files kept, as multilog n (default: [supervisor])",
+        min=MIN_LOG_COUNT,
+        max=MAX_LOG_COUNT,
+    ),
 }
 
 
@@ -271,12 +293,12 @@ def load(path: str | os.PathLike[str]) -> Config:
         raw = fsutil.read_bounded(path, CONFIG_LIMIT)
     except FileNotFoundError:
         raise InputError(
-            "config file not found", path=path,
+            "config file not found",
+            path=path,
             hint="create it (see examples/qmailkit.toml) or pass --config",
         ) from None
     except QmailkitError as err:
-        raise InputError(f"cannot read config: {err.message}", path=path,
-                         hint=err.hint) from None
+        raise InputError(f"cannot read config: {err.message}", path=path, hint=err.hint) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -288,8 +310,12 @@ def load(path: str | os.PathLike[str]) -> Config:
 def loads(text: str, path: str = "<string>") -> Config:
     """Validate config ``text``; ``path`` is used in messages and run-script headers."""
     if text.startswith(_BOM):
-        raise InputError("starts with a UTF-8 byte-order mark", path=path, line=1,
-                         hint="save the file as UTF-8 without a byte-order mark")
+        raise InputError(
+            "starts with a UTF-8 byte-order mark",
+            path=path,
+            line=1,
+            hint="save the file as UTF-8 without a byte-order mark",
+        )
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -299,11 +325,18 @@ def loads(text: str, path: str = "<string>") -> Config:
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg) if m else msg
         if m is None and "end of document" in msg:
             line = text.count("\n") + 1
-        raise InputError(f"TOML syntax error: {msg}", path=path, line=line,
-                         hint="see https://toml.io for the syntax") from None
+        raise InputError(
+            f"TOML syntax error: {msg}",
+            path=path,
+            line=line,
+            hint="see https://toml.io for the syntax",
+        ) from None
     except RecursionError:
-        raise InputError("TOML nested too deeply to read: arrays or tables within each other",
-                         path=path, hint="no qmailkit setting nests more than two levels") from None
+        raise InputError(
+            "TOML nested too deeply to read: arrays or tables within each other",
+            path=path,
+            hint="no qmailkit setting nests more than two levels",
+        ) from None
     v = _Validator(text, path)
     return v.config(data)
 
@@ -317,41 +350,50 @@ class _Validator:
     def fail(self, key: str, message: str, hint: str | None = None) -> InputError:
         parts = _key_parts(key, self.names)
         shown = ".".join(p if _NAME_RE.match(p) else _quoted(p) for p in parts)
-        return InputError(f"{shown}: {message}", path=self.path, line=_locate(self.text, parts),
-                          hint=hint)
+        return InputError(
+            f"{shown}: {message}", path=self.path, line=_locate(self.text, parts), hint=hint
+        )
 
     # -- generic checks -------------------------------------------------------------------
-    def unknown(self, key: str, table: Mapping[str, Any], known: Mapping[str, Any] | set[str],
-                what: str) -> None:
+    def unknown(
+        self, key: str, table: Mapping[str, Any], known: Mapping[str, Any] | set[str], what: str
+    ) -> None:
         for k in table:
             if k not in known:
                 close = _closest(k, known)
-                hint = f"did you mean {close}?" if close else f"known keys of {what}: " + \
-                    ", ".join(sorted(known))
+                hint = (
+                    f"did you mean {close}?"
+                    if close
+                    else f"known keys of {what}: " + ", ".join(sorted(known))
+                )
                 raise self.fail(f"{key}.{k}" if key else k, "unknown key", hint)
 
     def table(self, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a table, got {_tname(value)}",
-                            f"write it as [{key}]")
+            raise self.fail(key, f"expected a table, got {_tname(value)}", f"write it as [{key}]")
         return value
 
     def value(self, key: str, opt: Option, value: Any) -> Any:
         kind = opt.kind
         if kind == "str":
             if not isinstance(value, str):
-                raise self.fail(key, f"expected a string, got {_tname(value)}",
-                                'put the value in double quotes')
+                raise self.fail(
+                    key, f"expected a string, got {_tname(value)}", "put the value in double quotes"
+                )
             self.no_nul(key, value)
             if not opt.empty_ok and value == "":
                 raise self.fail(key, "must not be empty")
             if opt.choices is not None and value not in opt.choices:
-                raise self.fail(key, f"unknown value {value!r}",
-                                "use one of " + ", ".join(opt.choices))
+                raise self.fail(
+                    key, f"unknown value {value!r}", "use one of " + ", ".join(opt.choices)
+                )
         elif kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
-                raise self.fail(key, f"expected an integer, got {_tname(value)}",
-                                "write a number without quotes")
+                raise self.fail(
+                    key,
+                    f"expected an integer, got {_tname(value)}",
+                    "write a number without quotes",
+                )
             if opt.min is not None and value < opt.min:
                 raise self.fail(key, f"{value} is too small", f"the minimum is {opt.min}")
             top = INT_MAX if opt.max is None else opt.max
@@ -359,15 +401,22 @@ class _Validator:
                 raise self.fail(key, f"{value} is too large", f"the maximum is {top}")
         elif kind == "bool":
             if not isinstance(value, bool):
-                raise self.fail(key, f"expected true or false, got {_tname(value)}",
-                                "write true or false without quotes")
+                raise self.fail(
+                    key,
+                    f"expected true or false, got {_tname(value)}",
+                    "write true or false without quotes",
+                )
         elif kind == "list":
             if isinstance(value, str):
-                raise self.fail(key, "expected a list of strings, got a string",
-                                f'write it as ["{value}"]')
+                raise self.fail(
+                    key, "expected a list of strings, got a string", f'write it as ["{value}"]'
+                )
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise self.fail(key, f"expected a list of strings, got {_tname(value)}",
-                                'write it as ["a", "b"]')
+                raise self.fail(
+                    key,
+                    f"expected a list of strings, got {_tname(value)}",
+                    'write it as ["a", "b"]',
+                )
             for x in value:
                 self.no_nul(key, x)
                 if x == "":
@@ -375,19 +424,28 @@ class _Validator:
             value = list(value)
         elif kind == "env":
             if not isinstance(value, dict):
-                raise self.fail(key, f"expected a table of variables, got {_tname(value)}",
-                                'write it as { NAME = "value" }')
+                raise self.fail(
+                    key,
+                    f"expected a table of variables, got {_tname(value)}",
+                    'write it as { NAME = "value" }',
+                )
             out: dict[str, str] = {}
             for name, v in value.items():
                 sub = f"{key}.{name}"
                 if not _ENV_NAME_RE.match(name):
-                    raise self.fail(sub, "not a valid environment variable name",
-                                    "use letters, digits and _ and do not start with a digit")
-                if key.endswith(".env") and (name in SCRIPT_VARIABLES or name in
-                                             SHELL_VARIABLES or name.startswith("_qk_")):
-                    raise self.fail(sub, "reserved: the run script or the shell uses this "
-                                    "variable", "set it with the service's own option, see "
-                                    "docs/services-config.md")
+                    raise self.fail(
+                        sub,
+                        "not a valid environment variable name",
+                        "use letters, digits and _ and do not start with a digit",
+                    )
+                if key.endswith(".env") and (
+                    name in SCRIPT_VARIABLES or name in SHELL_VARIABLES or name.startswith("_qk_")
+                ):
+                    raise self.fail(
+                        sub,
+                        "reserved: the run script or the shell uses this variable",
+                        "set it with the service's own option, see docs/services-config.md",
+                    )
                 if isinstance(v, bool):
                     v = "1" if v else "0"
                 elif isinstance(v, int):
@@ -400,7 +458,7 @@ class _Validator:
         else:  # pragma: no cover - a bug in a type module
             raise AssertionError(f"unknown option kind {kind!r}")
         if opt.check is not None:
-            for item in (value if kind == "list" else [value]):
+            for item in value if kind == "list" else [value]:
                 problem = opt.check(item) if kind in ("str", "list") else opt.check(value)
                 if problem is not None:
                     raise self.fail(key, problem[0], problem[1])
@@ -408,8 +466,11 @@ class _Validator:
 
     def no_nul(self, key: str, value: str) -> None:
         if "\0" in value:
-            raise self.fail(key, "contains a NUL character",
-                            "programs cannot receive NUL in arguments or environment")
+            raise self.fail(
+                key,
+                "contains a NUL character",
+                "programs cannot receive NUL in arguments or environment",
+            )
 
     # -- the sections --------------------------------------------------------------------
     def config(self, data: dict[str, Any]) -> Config:
@@ -418,8 +479,11 @@ class _Validator:
         system = self.system(self.table("system", data.get("system", {})))
         services_raw = self.table("services", data.get("services", {}))
         if not services_raw:
-            raise InputError("no services configured", path=self.path,
-                             hint='add a table such as [services.mx] with type = "qmail-smtpd"')
+            raise InputError(
+                "no services configured",
+                path=self.path,
+                hint='add a table such as [services.mx] with type = "qmail-smtpd"',
+            )
         cfg = Config(path=self.path, supervisor=sup, system=system, text=self.text)
         self.names = list(services_raw)
         for name, table in services_raw.items():
@@ -430,15 +494,18 @@ class _Validator:
         opts = {
             "kind": Option("str", "daemontools", "", choices=KINDS),
             "scan_dir": Option("str", None, "", check=check_abs_path, empty_ok=False),
-            "service_root": Option("str", "/var/qmail/supervise", "", check=check_abs_path,
-                                   empty_ok=False),
+            "service_root": Option(
+                "str", "/var/qmail/supervise", "", check=check_abs_path, empty_ok=False
+            ),
             "log_user": Option("str", "qmaill", "", check=check_user, empty_ok=False),
             "log_size": Option("int", 1048576, "", min=MIN_LOG_SIZE, max=MAX_LOG_SIZE),
             "log_count": Option("int", 1024, "", min=MIN_LOG_COUNT, max=MAX_LOG_COUNT),
         }
         self.unknown("supervisor", t, opts, "[supervisor]")
-        v = {k: (self.value(f"supervisor.{k}", o, t[k]) if k in t else o.default)
-             for k, o in opts.items()}
+        v = {
+            k: (self.value(f"supervisor.{k}", o, t[k]) if k in t else o.default)
+            for k, o in opts.items()
+        }
         if v["scan_dir"] is None:
             v["scan_dir"] = DEFAULT_SCAN_DIR[v["kind"]]
         return Supervisor(**v)
@@ -446,15 +513,19 @@ class _Validator:
     def system(self, t: dict[str, Any]) -> System:
         opts = {
             "qmail_home": Option("str", "/var/qmail", "", check=check_abs_path, empty_ok=False),
-            "vpopmail_home": Option("str", "/home/vpopmail", "", check=check_abs_path,
-                                    empty_ok=False),
-            "courier_prefix": Option("str", "/usr/lib/courier-imap", "", check=check_abs_path,
-                                     empty_ok=False),
+            "vpopmail_home": Option(
+                "str", "/home/vpopmail", "", check=check_abs_path, empty_ok=False
+            ),
+            "courier_prefix": Option(
+                "str", "/usr/lib/courier-imap", "", check=check_abs_path, empty_ok=False
+            ),
             "path": Option("list", None, "", check=check_abs_path),
         }
         self.unknown("system", t, opts, "[system]")
-        v = {k: (self.value(f"system.{k}", o, t[k]) if k in t else o.default)
-             for k, o in opts.items()}
+        v = {
+            k: (self.value(f"system.{k}", o, t[k]) if k in t else o.default)
+            for k, o in opts.items()
+        }
         if v["path"] is None:
             v["path"] = [v["qmail_home"] + "/bin", "/usr/local/bin", "/usr/bin", "/bin"]
         v["path"] = tuple(v["path"])
@@ -466,33 +537,47 @@ class _Validator:
         key = f"services.{name}"
         t = self.table(key, t)
         if not _NAME_RE.match(name):
-            raise self.fail(key, "not a usable service directory name",
-                            "use letters, digits, '.', '_' and '-', starting with a letter "
-                            "or digit")
+            raise self.fail(
+                key,
+                "not a usable service directory name",
+                "use letters, digits, '.', '_' and '-', starting with a letter or digit",
+            )
         if len(name) > MAX_NAME:
-            raise self.fail(key, f"service name of {len(name)} characters is too long",
-                            f"use at most {MAX_NAME}: apply keeps a retired service as "
-                            ".retired-NAME-STAMP, and every file name must fit 255 bytes")
+            raise self.fail(
+                key,
+                f"service name of {len(name)} characters is too long",
+                f"use at most {MAX_NAME}: apply keeps a retired service as "
+                ".retired-NAME-STAMP, and every file name must fit 255 bytes",
+            )
         if "type" not in t:
-            raise self.fail(key, "missing type",
-                            "add type = one of " + ", ".join(f'"{n}"' for n in TYPES))
+            raise self.fail(
+                key, "missing type", "add type = one of " + ", ".join(f'"{n}"' for n in TYPES)
+            )
         stype = t["type"]
         if not isinstance(stype, str) or stype not in TYPES:
-            raise self.fail(f"{key}.type", f"unknown service type {stype!r}",
-                            "use one of " + ", ".join(TYPES))
+            raise self.fail(
+                f"{key}.type", f"unknown service type {stype!r}", "use one of " + ", ".join(TYPES)
+            )
         mod = TYPES[stype]
         profiles: dict[str, dict[str, Any]] = getattr(mod, "PROFILES", {})
         profile = t.get("profile", getattr(mod, "DEFAULT_PROFILE", None))
         if "profile" in t:
             if not profiles:
-                raise self.fail(f"{key}.profile", f"type {stype} has no profiles",
-                                "remove the profile key")
+                raise self.fail(
+                    f"{key}.profile", f"type {stype} has no profiles", "remove the profile key"
+                )
             if not isinstance(profile, str) or profile not in profiles:
-                raise self.fail(f"{key}.profile", f"unknown profile {profile!r}",
-                                f"{stype} profiles: " + ", ".join(profiles))
+                raise self.fail(
+                    f"{key}.profile",
+                    f"unknown profile {profile!r}",
+                    f"{stype} profiles: " + ", ".join(profiles),
+                )
         elif profiles and profile is None:
-            raise self.fail(key, "missing profile",
-                            "add profile = one of " + ", ".join(f'"{p}"' for p in profiles))
+            raise self.fail(
+                key,
+                "missing profile",
+                "add profile = one of " + ", ".join(f'"{p}"' for p in profiles),
+            )
         options: dict[str, Option] = {**COMMON_OPTIONS, **mod.OPTIONS}
         self.unknown(key, t, {"type", "profile", *options}, f"a {stype} service")
         overrides = profiles.get(profile, {}) if profile else {}
@@ -508,7 +593,10 @@ class _Validator:
             rules = values.get("rules") or ""
             values["rules_source"] = rules[:-4] if rules.endswith(".cdb") else ""
         svc = Service(
-            name=name, type=stype, profile=profile, options=values,
+            name=name,
+            type=stype,
+            profile=profile,
+            options=values,
             explicit=frozenset(k for k in t if k in options),
             dir=sup.service_root.rstrip("/") + "/" + name,
             log_user=values["log_user"] or sup.log_user,
@@ -526,8 +614,12 @@ class _Validator:
 
 def _tname(value: Any) -> str:
     return {
-        str: "a string", int: "an integer", float: "a number with a fraction",
-        bool: "a boolean", list: "a list", dict: "a table",
+        str: "a string",
+        int: "an integer",
+        float: "a number with a fraction",
+        bool: "a boolean",
+        list: "a list",
+        dict: "a table",
     }.get(type(value), type(value).__name__)
 
 
@@ -539,7 +631,9 @@ def _closest(word: str, known: Any) -> str | None:
 
 
 _HEADER_RE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY_RE = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+_KEY_RE = re.compile(
+    r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
+)
 
 
 def _quoted(part: str) -> str:
@@ -550,10 +644,10 @@ def _quoted(part: str) -> str:
 def _key_parts(key: str, names: list[str]) -> list[str]:
     """The parts of dotted ``key``, keeping a service name that holds dots in one piece."""
     if key.startswith("services."):
-        rest = key[len("services."):]
+        rest = key[len("services.") :]
         for name in sorted(names, key=len, reverse=True):
             if rest == name or rest.startswith(name + "."):
-                tail = rest[len(name) + 1:]
+                tail = rest[len(name) + 1 :]
                 return ["services", name, *(tail.split(".") if tail else [])]
     return key.split(".")
 
@@ -596,7 +690,7 @@ def _locate(text: str, key: str | list[str]) -> int | None:
             if len(full) < len(want) and want[: len(full)] == full:
                 rest = want[len(full)]
                 name = re.escape(rest)
-                if re.search(r'[{,]\s*(' + name + '|"' + name + r'")\s*=', line):
+                if re.search(r"[{,]\s*(" + name + '|"' + name + r'")\s*=', line):
                     return n
     if header_line is not None:
         return header_line

@@ -91,8 +91,15 @@ def render(config: Config) -> dict[str, RenderedService]:
             checks.users.append(svc.log_user)
         checks.programs.extend((p, "supervisor.kind") for p in log_programs)
         out[name] = RenderedService(
-            name=name, type=svc.type, dir=svc.dir, files=files, dirs=log_dirs,
-            log_owner=svc.log_user, rules=built.rules, checks=checks, listen=built.listen,
+            name=name,
+            type=svc.type,
+            dir=svc.dir,
+            files=files,
+            dirs=log_dirs,
+            log_owner=svc.log_user,
+            rules=built.rules,
+            checks=checks,
+            listen=built.listen,
             user=built.user,
         )
     return out
@@ -114,8 +121,9 @@ def key(svc: Service, option: str) -> str:
     return f"services.{svc.name}.{option}"
 
 
-def settings(svc: Service, options: dict[str, Option], hide: frozenset[str] = frozenset()
-             ) -> list[tuple[str, object, str]]:
+def settings(
+    svc: Service, options: dict[str, Option], hide: frozenset[str] = frozenset()
+) -> list[tuple[str, object, str]]:
     """The header's table of effective settings: the type's options, then the common ones.
 
     Options not set (None) and those in ``hide`` (irrelevant here, e.g. greylisting
@@ -136,12 +144,17 @@ def settings(svc: Service, options: dict[str, Option], hide: frozenset[str] = fr
     return rows
 
 
-def start(svc: Service, config: Config, options: dict[str, Option],
-          hide: frozenset[str] = frozenset()) -> Script:
+def start(
+    svc: Service, config: Config, options: dict[str, Option], hide: frozenset[str] = frozenset()
+) -> Script:
     """A new run script: header, helper functions, stderr merged, PATH."""
     profile = f" (profile {svc.profile})" if svc.profile else ""
-    script = Script(f'{svc.type} service "{svc.name}"{profile}', config.path,
-                    settings(svc, options, hide), svc.options["path"])
+    script = Script(
+        f'{svc.type} service "{svc.name}"{profile}',
+        config.path,
+        settings(svc, options, hide),
+        svc.options["path"],
+    )
     script.line("exec 2>&1")
     script.blank()
     return script
@@ -170,10 +183,6 @@ def common_checks(svc: Service, checks: Checks) -> None:
         checks.programs.append(("softlimit", key(svc, "softlimit")))
 
 
-
-
-
-
 # --------------------------------------------------------------------------------------------
 # The small tcpserver services (pop3d, courierpassd, vpopmaild, courierauthd) share these.
 
@@ -182,23 +191,46 @@ def tcp_options(ip: str, port: int, user: str, maxconn: int = 40) -> dict[str, O
     from qmailkit.services.config import MAX_CONN, check_abs_path, check_listen_ip, check_user
 
     return {
-        "ip": Option("str", ip, 'address to listen on; "0" = all; empty = refuse to start', "IP",
-                     check=check_listen_ip),
+        "ip": Option(
+            "str",
+            ip,
+            'address to listen on; "0" = all; empty = refuse to start',
+            "IP",
+            check=check_listen_ip,
+        ),
         "port": Option("int", port, "TCP port", "PORT", min=1, max=65535),
-        "user": Option("str", user, "account the server runs as (tcpserver -u/-g); empty = "
-                       "root", "", check=check_user),
-        "maxconn": Option("int", maxconn, "maximum simultaneous connections (tcpserver -c)",
-                          "MAX", min=1, max=MAX_CONN),
-        "rules": Option("str", "", "tcprules cdb (tcpserver -x); empty = none", "",
-                        check=check_abs_path),
-        "rules_source": Option("str", None, "rules text compiled into rules by services apply; "
-                               "default: rules without .cdb; empty = do not compile", "",
-                               check=check_abs_path),
+        "user": Option(
+            "str",
+            user,
+            "account the server runs as (tcpserver -u/-g); empty = root",
+            "",
+            check=check_user,
+        ),
+        "maxconn": Option(
+            "int",
+            maxconn,
+            "maximum simultaneous connections (tcpserver -c)",
+            "MAX",
+            min=1,
+            max=MAX_CONN,
+        ),
+        "rules": Option(
+            "str", "", "tcprules cdb (tcpserver -x); empty = none", "", check=check_abs_path
+        ),
+        "rules_source": Option(
+            "str",
+            None,
+            "rules text compiled into rules by services apply; "
+            "default: rules without .cdb; empty = do not compile",
+            "",
+            check=check_abs_path,
+        ),
     }
 
 
-def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
-              ) -> tuple[list[Word], tuple[str, str] | None]:
+def tcp_setup(
+    s: Script, svc: Service, config: Config, checks: Checks
+) -> tuple[list[Word], tuple[str, str] | None]:
     """Start-time checks for listen address, user and rules; returns the tcpserver options
     that follow ``-l HOST`` (``-c``, ``-u/-g``, ``-x``) and the rules to compile."""
     o = svc.options
@@ -206,8 +238,13 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
     s.assign("IP", o["ip"])
     s.fatal_unless('[ -n "$IP" ]', f"ip is not set: set {key(svc, 'ip')} in {config.path}")
     if not o["ip"]:
-        checks.warnings.append((key(svc, "ip"), "no listen address: the service will not start",
-                                'set ip, e.g. "127.0.0.1"'))
+        checks.warnings.append(
+            (
+                key(svc, "ip"),
+                "no listen address: the service will not start",
+                'set ip, e.g. "127.0.0.1"',
+            )
+        )
     words: list[Word] = ["-c", str(o["maxconn"])]
     user = o.get("user") or ""
     if user:
@@ -219,8 +256,10 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
     rules_pair = None
     if o["rules"]:
         rules = o["rules"]
-        s.fatal_unless(f"[ -r {quote(rules)} ]",
-                       f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
+        s.fatal_unless(
+            f"[ -r {quote(rules)} ]",
+            f"rules cdb {rules} is missing: compile it with qmailkit tcprules",
+        )
         checks.files.append(FileCheck(rules, key(svc, "rules"), "rules", user or None))
         words += ["-x", rules]
         source = o["rules_source"]
@@ -230,8 +269,9 @@ def tcp_setup(s: Script, svc: Service, config: Config, checks: Checks
     return words, rules_pair
 
 
-def build_tcp_service(svc: Service, config: Config, options: dict[str, Option],
-                      args: list[Word]) -> Built:
+def build_tcp_service(
+    svc: Service, config: Config, options: dict[str, Option], args: list[Word]
+) -> Built:
     """A plain ``tcpserver -vRH -l 0 ... IP PORT PROGRAM ARGS`` service (option ``program``)."""
     o = svc.options
     checks = Checks()
@@ -240,8 +280,22 @@ def build_tcp_service(svc: Service, config: Config, options: dict[str, Option],
     export_env(s, svc)
     checks.programs.append((o["program"], key(svc, "program")))
     common_checks(svc, checks)
-    words: list[Word] = ["tcpserver", "-vRH", "-l", "0", *tcp, Var("IP"), str(o["port"]),
-                         o["program"], *args]
+    words: list[Word] = [
+        "tcpserver",
+        "-vRH",
+        "-l",
+        "0",
+        *tcp,
+        Var("IP"),
+        str(o["port"]),
+        o["program"],
+        *args,
+    ]
     s.command(wrap(svc, words))
-    return Built(run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules,
-                 user=o["user"] or None)
+    return Built(
+        run=s.text(),
+        checks=checks,
+        listen=(o["ip"], o["port"]),
+        rules=rules,
+        user=o["user"] or None,
+    )

@@ -84,14 +84,16 @@ def format_table(rows: list[Row]) -> str:
     lines = [HEADER]
     for r in rows:
         state = r.state + (", paused" if r.paused else "")
-        lines.append((
-            r.name,
-            state,
-            "-" if r.pid is None else str(r.pid),
-            "-" if r.seconds is None else str(r.seconds),
-            "-" if r.normally_up is None else ("up" if r.normally_up else "down"),
-            r.want or "-",
-        ))
+        lines.append(
+            (
+                r.name,
+                state,
+                "-" if r.pid is None else str(r.pid),
+                "-" if r.seconds is None else str(r.seconds),
+                "-" if r.normally_up is None else ("up" if r.normally_up else "down"),
+                r.want or "-",
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
     out = []
     for line in lines:

@@ -106,8 +106,11 @@ class ScanTree:
         )
         if kind == "s6":
             # s6-svscanctl needs the scanner's control FIFO; it appears shortly after start
-            poll(lambda: fifo_has_reader(root / ".s6-svscan" / "control"), 10,
-                 "s6-svscan's control FIFO")
+            poll(
+                lambda: fifo_has_reader(root / ".s6-svscan" / "control"),
+                10,
+                "s6-svscan's control FIFO",
+            )
 
     def remember(self) -> None:
         """Record the scanner's current descendants, to stop them later."""

@@ -30,27 +30,85 @@ from qmailkit.services.config import (
 from qmailkit.services.shell import Raw, Split, Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
-    "ip": Option("str", "", 'address to listen on; "0" = all; empty = refuse to start',
-                 "ADDRESS / SSLADDRESS", check=check_listen_ip),
+    "ip": Option(
+        "str",
+        "",
+        'address to listen on; "0" = all; empty = refuse to start',
+        "ADDRESS / SSLADDRESS",
+        check=check_listen_ip,
+    ),
     "port": Option("int", 143, "TCP port", "PORT / SSLPORT", min=1, max=65535),
-    "prefix": Option("str", lambda system: system.courier_prefix, "where Courier-IMAP is "
-                     "installed", "prefix", check=check_abs_path, empty_ok=False),
-    "bindir": Option("str", None, "imapd, pop3d, couriertls (default: prefix/bin)", "bindir",
-                     check=check_abs_path, empty_ok=False),
-    "sbindir": Option("str", None, "imaplogin, pop3login (default: prefix/sbin)", "sbindir",
-                      check=check_abs_path, empty_ok=False),
-    "libexecdir": Option("str", None, "couriertcpd (default: prefix/libexec)", "libexecdir",
-                         check=check_abs_path, empty_ok=False),
-    "sysconfdir": Option("str", None, "Courier's config files (default: prefix/etc)",
-                         "sysconfdir", check=check_abs_path, empty_ok=False),
-    "maxprocs": Option("int", None, "maximum connections; not set = from the config file",
-                       "MAXDAEMONS", min=1, max=MAX_CONN),
-    "maxperip": Option("int", None, "connections per client IP; not set = from the config "
-                       "file", "MAXPERIP", min=1, max=MAX_CONN),
-    "maildir": Option("str", None, "mailbox relative to the home directory; not set = from the "
-                      "config file", "MAILDIRPATH", empty_ok=False),
-    "tls_cert": Option("str", None, "certificate (SSL profiles); not set = from the config "
-                       "file", "TLS_CERTFILE", check=check_abs_path, empty_ok=False),
+    "prefix": Option(
+        "str",
+        lambda system: system.courier_prefix,
+        "where Courier-IMAP is installed",
+        "prefix",
+        check=check_abs_path,
+        empty_ok=False,
+    ),
+    "bindir": Option(
+        "str",
+        None,
+        "imapd, pop3d, couriertls (default: prefix/bin)",
+        "bindir",
+        check=check_abs_path,
+        empty_ok=False,
+    ),
+    "sbindir": Option(
+        "str",
+        None,
+        "imaplogin, pop3login (default: prefix/sbin)",
+        "sbindir",
+        check=check_abs_path,
+        empty_ok=False,
+    ),
+    "libexecdir": Option(
+        "str",
+        None,
+        "couriertcpd (default: prefix/libexec)",
+        "libexecdir",
+        check=check_abs_path,
+        empty_ok=False,
+    ),
+    "sysconfdir": Option(
+        "str",
+        None,
+        "Courier's config files (default: prefix/etc)",
+        "sysconfdir",
+        check=check_abs_path,
+        empty_ok=False,
+    ),
+    "maxprocs": Option(
+        "int",
+        None,
+        "maximum connections; not set = from the config file",
+        "MAXDAEMONS",
+        min=1,
+        max=MAX_CONN,
+    ),
+    "maxperip": Option(
+        "int",
+        None,
+        "connections per client IP; not set = from the config file",
+        "MAXPERIP",
+        min=1,
+        max=MAX_CONN,
+    ),
+    "maildir": Option(
+        "str",
+        None,
+        "mailbox relative to the home directory; not set = from the config file",
+        "MAILDIRPATH",
+        empty_ok=False,
+    ),
+    "tls_cert": Option(
+        "str",
+        None,
+        "certificate (SSL profiles); not set = from the config file",
+        "TLS_CERTFILE",
+        check=check_abs_path,
+        empty_ok=False,
+    ),
 }
 
 _DIRS = {"bindir": "bin", "sbindir": "sbin", "libexecdir": "libexec", "sysconfdir": "etc"}
@@ -87,8 +145,13 @@ def build(svc: Service, config: Config) -> R.Built:
     s.assign("IP", o["ip"])
     s.fatal_unless('[ -n "$IP" ]', f"ip is not set: set {k('ip')} in {config.path}")
     if not o["ip"]:
-        checks.warnings.append((k("ip"), "no listen address: the service will not start",
-                                'set ip, e.g. "0" for all addresses'))
+        checks.warnings.append(
+            (
+                k("ip"),
+                "no listen address: the service will not start",
+                'set ip, e.g. "0" for all addresses',
+            )
+        )
     s.blank()
     s.comment("Courier's own settings, exported as its start scripts do.")
     for f in conf_files:
@@ -100,15 +163,21 @@ def build(svc: Service, config: Config) -> R.Built:
     s.line("set +a")
     s.blank()
     s.comment("Overrides from the qmailkit config.")
-    for opt, var in (("maxprocs", "MAXDAEMONS"), ("maxperip", "MAXPERIP"),
-                     ("maildir", "MAILDIRPATH"), ("tls_cert", "TLS_CERTFILE")):
+    for opt, var in (
+        ("maxprocs", "MAXDAEMONS"),
+        ("maxperip", "MAXPERIP"),
+        ("maildir", "MAILDIRPATH"),
+        ("tls_cert", "TLS_CERTFILE"),
+    ):
         if o[opt] is not None and (opt != "tls_cert" or ssl):
             s.setenv(var, str(o[opt]))
     up = proto.upper()
     if ssl:
         s.setenv(f"{up}_TLS", "1")
         s.line('[ -n "$COURIERTLS" ] || COURIERTLS=' + quote(dirs["bindir"] + "/couriertls"))
-        s.line('[ -r "$TLS_CERTFILE" ] || fatal "certificate ${TLS_CERTFILE:-(not set)} is missing"')
+        s.line(
+            '[ -r "$TLS_CERTFILE" ] || fatal "certificate ${TLS_CERTFILE:-(not set)} is missing"'
+        )
         s.line('[ -x "$COURIERTLS" ] || fatal "couriertls not found: $COURIERTLS"')
         if o["tls_cert"]:
             checks.files.append(R.FileCheck(o["tls_cert"], k("tls_cert"), "cert", None, True))
@@ -125,8 +194,14 @@ def build(svc: Service, config: Config) -> R.Built:
     for p, opt in ((tcpd, "libexecdir"), (login, "sbindir"), (prog, "bindir")):
         checks.programs.append((p, k(opt)))
     R.common_checks(svc, checks)
-    words: list[Word] = [tcpd, Raw('-address="$IP"'), Raw('-maxprocs="$MAXDAEMONS"'),
-                         Raw('-maxperip="$MAXPERIP"'), Split("TCPDOPTS"), str(o["port"])]
+    words: list[Word] = [
+        tcpd,
+        Raw('-address="$IP"'),
+        Raw('-maxprocs="$MAXDAEMONS"'),
+        Raw('-maxperip="$MAXPERIP"'),
+        Split("TCPDOPTS"),
+        str(o["port"]),
+    ]
     if ssl:
         words += [Var("COURIERTLS"), "-server", "-tcpd"]
     words += [login, prog, Var("MAILDIRPATH")]

@@ -9,8 +9,9 @@ from qmailkit.services.config import Config, Option, Service, check_program
 
 OPTIONS: dict[str, Option] = {
     **R.tcp_options("127.0.0.1", 8901, ""),
-    "program": Option("str", "courierauthd", "the courierauthd program", "",
-                      check=check_program, empty_ok=False),
+    "program": Option(
+        "str", "courierauthd", "the courierauthd program", "", check=check_program, empty_ok=False
+    ),
 }
 
 

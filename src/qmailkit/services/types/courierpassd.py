@@ -12,8 +12,9 @@ from qmailkit.services.shell import Word
 
 OPTIONS: dict[str, Option] = {
     **R.tcp_options("127.0.0.1", 106, ""),
-    "program": Option("str", "courierpassd", "the courierpassd program", "",
-                      check=check_program, empty_ok=False),
+    "program": Option(
+        "str", "courierpassd", "the courierpassd program", "", check=check_program, empty_ok=False
+    ),
     "authservice": Option("str", "", "courier-authlib service name (-s); empty = login", ""),
 }
 

@@ -12,22 +12,29 @@ from qmailkit.services.config import Config, Service
 from qmailkit.services.shell import Script, quote
 
 
-def render(svc: Service, config: Config) -> tuple[dict[str, tuple[bytes, int]], list[str],
-                                                  list[str]]:
+def render(
+    svc: Service, config: Config
+) -> tuple[dict[str, tuple[bytes, int]], list[str], list[str]]:
     """Files, directories and programs of the log service of ``svc``."""
     kind = config.supervisor.kind
     user, size, count = svc.log_user, svc.log_size, svc.log_count
-    script = Script(f'log service of "{svc.name}" ({kind})', config.path,
-                    [("log_user", user, ""), ("log_size", size, ""), ("log_count", count, "")],
-                    svc.options["path"], prelude=False)
+    script = Script(
+        f'log service of "{svc.name}" ({kind})',
+        config.path,
+        [("log_user", user, ""), ("log_size", size, ""), ("log_count", count, "")],
+        svc.options["path"],
+        prelude=False,
+    )
     files: dict[str, tuple[bytes, int]] = {}
     if kind == "daemontools":
         programs = ["setuidgid", "multilog"]
         script.line(f"exec setuidgid {quote(user)} multilog t s{size} n{count} ./main")
     elif kind == "runit":
         programs = ["chpst", "svlogd"]
-        script.comment(f"Size and count are in main/config (n{count - 1}: svlogd keeps n old "
-                       "files, multilog n-1).")
+        script.comment(
+            f"Size and count are in main/config (n{count - 1}: svlogd keeps n old "
+            "files, multilog n-1)."
+        )
         script.line(f"exec chpst -u {quote(user)} svlogd -t ./main")
         files["log/main/config"] = (f"s{size}\nn{count - 1}\n".encode(), 0o644)
     else:

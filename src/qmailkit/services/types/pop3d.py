@@ -23,21 +23,38 @@ from qmailkit.services.shell import Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
     **{k: v for k, v in R.tcp_options("", 110, "").items() if k != "user"},
-    "hostname": Option("str", "", "host name for qmail-popup and tcpserver -l; empty = first "
-                       "line of control/me at start", "LOCAL",
-                       check=check_one_line),
+    "hostname": Option(
+        "str",
+        "",
+        "host name for qmail-popup and tcpserver -l; empty = first line of control/me at start",
+        "LOCAL",
+        check=check_one_line,
+    ),
     "ssl": Option("bool", False, "run under sslserver -e", ""),
-    "tls_cert": Option("str", lambda system: system.qmail_home + "/control/servercert.pem",
-                       "PEM certificate and key for sslserver", "CERTFILE", check=check_abs_path),
-    "checkpassword": Option("str", lambda system: system.vpopmail_home + "/bin/vchkpw",
-                            "checkpassword program", "CHECKPW", check=check_program,
-                            empty_ok=False),
-    "maildir": Option("str", "Maildir", "mailbox name relative to the user's home", "",
-                      empty_ok=False),
-    "popup": Option("str", "qmail-popup", "the qmail-popup program", "", check=check_program,
-                    empty_ok=False),
-    "pop3d": Option("str", "qmail-pop3d", "the qmail-pop3d program", "", check=check_program,
-                    empty_ok=False),
+    "tls_cert": Option(
+        "str",
+        lambda system: system.qmail_home + "/control/servercert.pem",
+        "PEM certificate and key for sslserver",
+        "CERTFILE",
+        check=check_abs_path,
+    ),
+    "checkpassword": Option(
+        "str",
+        lambda system: system.vpopmail_home + "/bin/vchkpw",
+        "checkpassword program",
+        "CHECKPW",
+        check=check_program,
+        empty_ok=False,
+    ),
+    "maildir": Option(
+        "str", "Maildir", "mailbox name relative to the user's home", "", empty_ok=False
+    ),
+    "popup": Option(
+        "str", "qmail-popup", "the qmail-popup program", "", check=check_program, empty_ok=False
+    ),
+    "pop3d": Option(
+        "str", "qmail-pop3d", "the qmail-pop3d program", "", check=check_program, empty_ok=False
+    ),
 }
 
 PROFILES: dict[str, dict[str, Any]] = {"pop3": {}, "pop3s": {"port": 995, "ssl": True}}
@@ -61,11 +78,11 @@ def build(svc: Service, config: Config) -> R.Built:
     else:
         me = f"{config.system.qmail_home}/control/me"
         s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
-        s.fatal_unless('[ -n "$LOCAL" ]',
-                       f"no host name: {me} is missing or empty; set {k('hostname')}")
+        s.fatal_unless(
+            '[ -n "$LOCAL" ]', f"no host name: {me} is missing or empty; set {k('hostname')}"
+        )
     cp = o["checkpassword"]
-    s.fatal_unless(f"have {quote(cp)}",
-                   f"checkpassword program {cp} not found")
+    s.fatal_unless(f"have {quote(cp)}", f"checkpassword program {cp} not found")
     checks.programs.append((cp, k("checkpassword")))
     server: list[Word]
     if o["ssl"]:
@@ -85,7 +102,19 @@ def build(svc: Service, config: Config) -> R.Built:
     for prog in ("popup", "pop3d"):
         checks.programs.append((o[prog], k(prog)))
     R.common_checks(svc, checks)
-    words: list[Word] = [*server, "-vRH", "-l", Var("LOCAL"), *tcp, Var("IP"), str(o["port"]),
-                         o["popup"], Var("LOCAL"), cp, o["pop3d"], o["maildir"]]
+    words: list[Word] = [
+        *server,
+        "-vRH",
+        "-l",
+        Var("LOCAL"),
+        *tcp,
+        Var("IP"),
+        str(o["port"]),
+        o["popup"],
+        Var("LOCAL"),
+        cp,
+        o["pop3d"],
+        o["maildir"],
+    ]
     s.command(R.wrap(svc, words))
     return R.Built(run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules)

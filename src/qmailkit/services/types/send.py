@@ -13,10 +13,16 @@ from qmailkit.services.shell import Var, quote
 
 OPTIONS: dict[str, Option] = {
     "default_delivery": Option(
-        "str", None, "default delivery instructions; not set = control/defaultdelivery at "
-        "start, else ./Maildir/", "control/defaultdelivery", empty_ok=False),
-    "program": Option("str", "qmail-start", "the program started", "", check=check_program,
-                      empty_ok=False),
+        "str",
+        None,
+        "default delivery instructions; not set = control/defaultdelivery at "
+        "start, else ./Maildir/",
+        "control/defaultdelivery",
+        empty_ok=False,
+    ),
+    "program": Option(
+        "str", "qmail-start", "the program started", "", check=check_program, empty_ok=False
+    ),
 }
 
 

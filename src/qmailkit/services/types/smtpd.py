@@ -48,143 +48,280 @@ def _vpop(sub: str):
 
 OPTIONS: dict[str, Option] = {
     # -- basic -------------------------------------------------------------------------------
-    "ip": Option("str", "", 'address to listen on; "0" = all; empty = refuse to start', "IP",
-                 check=check_listen_ip),
+    "ip": Option(
+        "str",
+        "",
+        'address to listen on; "0" = all; empty = refuse to start',
+        "IP",
+        check=check_listen_ip,
+    ),
     "port": Option("int", 25, "TCP port", "PORT", min=1, max=65535),
-    "hostname": Option("str", "", "local host name (tcpserver -l and the AUTH host name); "
-                       "empty = first line of control/me at start", "LOCAL",
-                       check=check_one_line),
-    "user": Option("str", "qmaild", "account qmail-smtpd runs as", "QUSER", check=check_user,
-                   empty_ok=False),
-    "maxconn": Option("int", 50, "maximum simultaneous connections (tcpserver -c)", "MAX",
-                      min=1, max=MAX_CONN),
-    "rules": Option("str", "/etc/tcp/smtp.cdb", "tcprules cdb (tcpserver -x); empty = none",
-                    "SMTP_CDB", check=check_abs_path),
-    "rules_source": Option("str", None, "rules text compiled into rules by services apply; "
-                           "default: rules without .cdb; empty = do not compile",
-                           check=check_abs_path),
+    "hostname": Option(
+        "str",
+        "",
+        "local host name (tcpserver -l and the AUTH host name); "
+        "empty = first line of control/me at start",
+        "LOCAL",
+        check=check_one_line,
+    ),
+    "user": Option(
+        "str", "qmaild", "account qmail-smtpd runs as", "QUSER", check=check_user, empty_ok=False
+    ),
+    "maxconn": Option(
+        "int", 50, "maximum simultaneous connections (tcpserver -c)", "MAX", min=1, max=MAX_CONN
+    ),
+    "rules": Option(
+        "str",
+        "/etc/tcp/smtp.cdb",
+        "tcprules cdb (tcpserver -x); empty = none",
+        "SMTP_CDB",
+        check=check_abs_path,
+    ),
+    "rules_source": Option(
+        "str",
+        None,
+        "rules text compiled into rules by services apply; "
+        "default: rules without .cdb; empty = do not compile",
+        check=check_abs_path,
+    ),
     "ssl": Option("bool", False, "run under sslserver -e (SMTPS)", "SSL"),
-    "tls_cert": Option("str", _home("/control/servercert.pem"),
-                       "PEM certificate and key: CERTFILE under SSL, else TLS_SERVER_CERT for "
-                       "STARTTLS; empty = no TLS", "SSL_CERT", check=check_abs_path),
-    "relay_client": Option("bool", False, 'export RELAYCLIENT="" (relaying for every client: '
-                           "only for a loopback address)", "RELAYCLIENT"),
+    "tls_cert": Option(
+        "str",
+        _home("/control/servercert.pem"),
+        "PEM certificate and key: CERTFILE under SSL, else TLS_SERVER_CERT for "
+        "STARTTLS; empty = no TLS",
+        "SSL_CERT",
+        check=check_abs_path,
+    ),
+    "relay_client": Option(
+        "bool",
+        False,
+        'export RELAYCLIENT="" (relaying for every client: only for a loopback address)',
+        "RELAYCLIENT",
+    ),
     # -- programs before qmail-smtpd ---------------------------------------------------------
-    "fixcrio": Option("str", "fixcrio", "fixcrio program in front of the chain; empty = none",
-                      "FIXCRIO", check=check_program),
-    "rblsmtpd": Option("str", "rblsmtpd", "rblsmtpd program; empty = no RBL checks",
-                       "RBLSMTPD_PROG", check=check_program),
-    "rbl_allow": Option("list", [], "allow-list zones (rblsmtpd -a)", "RBL_GOOD",
-                        check=check_zone),
-    "rbl_block": Option("list", ["sbl.spamhaus.org", "xbl.spamhaus.org"],
-                        "block-list zones (rblsmtpd -r)", "RBL_BAD", check=check_zone),
-    "greylist": Option("str", "", "greylisting program (e.g. /var/qmail/bin/jgreylist); "
-                       "empty = none", "GREYLIST", check=check_program),
-    "greylist_dir": Option("str", _home("/jgreylist"), "greylist data directory",
-                           "JGREYLIST_DIR", check=check_abs_path),
-    "greylist_norev": Option("bool", None, "greylist clients without reverse DNS only",
-                             "JGREYLIST_NOREV"),
-    "greylist_by_ip": Option("bool", False, "greylist by IP instead of class C",
-                             "JGREYLIST_BY_IP"),
-    "greylist_holdtime": Option("int", 120, "seconds a new client is held off",
-                                "JGREYLIST_HOLDTIME", min=0, max=86400),
+    "fixcrio": Option(
+        "str",
+        "fixcrio",
+        "fixcrio program in front of the chain; empty = none",
+        "FIXCRIO",
+        check=check_program,
+    ),
+    "rblsmtpd": Option(
+        "str",
+        "rblsmtpd",
+        "rblsmtpd program; empty = no RBL checks",
+        "RBLSMTPD_PROG",
+        check=check_program,
+    ),
+    "rbl_allow": Option("list", [], "allow-list zones (rblsmtpd -a)", "RBL_GOOD", check=check_zone),
+    "rbl_block": Option(
+        "list",
+        ["sbl.spamhaus.org", "xbl.spamhaus.org"],
+        "block-list zones (rblsmtpd -r)",
+        "RBL_BAD",
+        check=check_zone,
+    ),
+    "greylist": Option(
+        "str",
+        "",
+        "greylisting program (e.g. /var/qmail/bin/jgreylist); empty = none",
+        "GREYLIST",
+        check=check_program,
+    ),
+    "greylist_dir": Option(
+        "str", _home("/jgreylist"), "greylist data directory", "JGREYLIST_DIR", check=check_abs_path
+    ),
+    "greylist_norev": Option(
+        "bool", None, "greylist clients without reverse DNS only", "JGREYLIST_NOREV"
+    ),
+    "greylist_by_ip": Option("bool", False, "greylist by IP instead of class C", "JGREYLIST_BY_IP"),
+    "greylist_holdtime": Option(
+        "int", 120, "seconds a new client is held off", "JGREYLIST_HOLDTIME", min=0, max=86400
+    ),
     "greylist_log": Option("bool", True, "log greylisting decisions", "JGREYLIST_LOG"),
-    "greylist_log_pid": Option("bool", None, "add the pid to greylist log lines",
-                               "JGREYLIST_LOG_PID"),
-    "greylist_log_smtp": Option("bool", None, "log the SMTP dialogue of greylisted clients",
-                                "JGREYLIST_LOG_SMTP"),
-    "greylist_timeout": Option("int", 60, "seconds before a greylisted client is dropped",
-                               "JGREYLIST_TIMEOUT", min=0, max=3600),
-    "greylist_limit": Option("int", None, "jgreylist's JGREYLIST_LIMIT (exported as given)",
-                             "JGREYLIST_LIMIT", min=0),
-    "recordio": Option("str", "", "recordio program (logs the whole dialogue); empty = none",
-                       "RECORDIO", check=check_program),
+    "greylist_log_pid": Option(
+        "bool", None, "add the pid to greylist log lines", "JGREYLIST_LOG_PID"
+    ),
+    "greylist_log_smtp": Option(
+        "bool", None, "log the SMTP dialogue of greylisted clients", "JGREYLIST_LOG_SMTP"
+    ),
+    "greylist_timeout": Option(
+        "int",
+        60,
+        "seconds before a greylisted client is dropped",
+        "JGREYLIST_TIMEOUT",
+        min=0,
+        max=3600,
+    ),
+    "greylist_limit": Option(
+        "int", None, "jgreylist's JGREYLIST_LIMIT (exported as given)", "JGREYLIST_LIMIT", min=0
+    ),
+    "recordio": Option(
+        "str",
+        "",
+        "recordio program (logs the whole dialogue); empty = none",
+        "RECORDIO",
+        check=check_program,
+    ),
     # -- qmail-smtpd -------------------------------------------------------------------------
-    "smtpd": Option("str", "qmail-smtpd", "the SMTP daemon", "SMTPD", check=check_program,
-                    empty_ok=False),
-    "smtpd_patch": Option("str", "jms1", "which qmail-smtpd that is: \"jms1\" (John Simpson's "
-                          "combined patch, which the original script drives) or \"stock\" "
-                          "(netqmail, notqmail: none of the patch's settings)", "",
-                          choices=("jms1", "stock")),
-    "greeting": Option("str", "Mail server ready", "greeting text", "SMTPGREETING",
-                       check=check_one_line),
-    "greet_delay": Option("int", 5, "seconds before the greeting (clients wait 5 minutes at "
-                          "most)", "GREETDELAY", min=0, max=300),
-    "drop_pre_greet": Option("bool", True, "drop clients that talk before the greeting",
-                             "DROP_PRE_GREET"),
+    "smtpd": Option(
+        "str", "qmail-smtpd", "the SMTP daemon", "SMTPD", check=check_program, empty_ok=False
+    ),
+    "smtpd_patch": Option(
+        "str",
+        "jms1",
+        'which qmail-smtpd that is: "jms1" (John Simpson\'s '
+        'combined patch, which the original script drives) or "stock" '
+        "(netqmail, notqmail: none of the patch's settings)",
+        "",
+        choices=("jms1", "stock"),
+    ),
+    "greeting": Option(
+        "str", "Mail server ready", "greeting text", "SMTPGREETING", check=check_one_line
+    ),
+    "greet_delay": Option(
+        "int",
+        5,
+        "seconds before the greeting (clients wait 5 minutes at most)",
+        "GREETDELAY",
+        min=0,
+        max=300,
+    ),
+    "drop_pre_greet": Option(
+        "bool", True, "drop clients that talk before the greeting", "DROP_PRE_GREET"
+    ),
     "force_tls": Option("bool", False, "refuse MAIL FROM before STARTTLS", "FORCE_TLS"),
     "deny_tls": Option("bool", False, "never offer STARTTLS", "DENY_TLS"),
-    "mfcheck": Option("int", 3, "MAIL FROM domain must exist (0 off, 1 check, >1 also log)",
-                      "MFCHECK", min=0, max=9),
-    "maxrcpt": Option("int", None, "recipients per message (0 = unlimited; 1..99 count as 100)",
-                      "MAXRCPT", min=0, max=100000),
-    "relayrej": Option("bool", None, "reject RCPT with several @, or % or ! before @",
-                       "RELAYREJ"),
+    "mfcheck": Option(
+        "int",
+        3,
+        "MAIL FROM domain must exist (0 off, 1 check, >1 also log)",
+        "MFCHECK",
+        min=0,
+        max=9,
+    ),
+    "maxrcpt": Option(
+        "int",
+        None,
+        "recipients per message (0 = unlimited; 1..99 count as 100)",
+        "MAXRCPT",
+        min=0,
+        max=100000,
+    ),
+    "relayrej": Option("bool", None, "reject RCPT with several @, or % or ! before @", "RELAYREJ"),
     "log_mail": Option("bool", True, "log every accepted MAIL FROM", "QMAILSMTPD_LOG_MAIL"),
     "log_rcpt": Option("bool", True, "log every accepted RCPT TO", "QMAILSMTPD_LOG_RCPT"),
-    "help_version": Option("bool", None, "HELP shows the patch version",
-                           "QMAILSMTPD_HELP_VERSION"),
+    "help_version": Option("bool", None, "HELP shows the patch version", "QMAILSMTPD_HELP_VERSION"),
     # -- AUTH --------------------------------------------------------------------------------
-    "auth": Option("bool", True, "offer SMTP AUTH (over TLS unless allow_insecure_auth)",
-                   "AUTH"),
+    "auth": Option("bool", True, "offer SMTP AUTH (over TLS unless allow_insecure_auth)", "AUTH"),
     "require_auth": Option("bool", False, "refuse MAIL FROM before AUTH", "REQUIRE_AUTH"),
-    "allow_insecure_auth": Option("bool", False, "offer AUTH without TLS",
-                                  "ALLOW_INSECURE_AUTH"),
-    "auth_cdb": Option("str", "", "auth.cdb for AUTH instead of checkpassword; empty = use "
-                       "checkpassword", "AUTH_CDB", check=check_abs_path),
-    "checkpassword": Option("str", _vpop("/bin/vchkpw"), "checkpassword program for AUTH",
-                            "CHECKPW", check=check_program),
-    "checkpassword_true": Option("str", "/bin/true", "program checkpassword runs on success",
-                                 "TRUE", check=check_program, empty_ok=False),
-    "auth_set": Option("env", lambda system: {}, "variables set after a successful AUTH (AUTH_SET_NAME)",
-                       "AUTH_SET_*"),
-    "auth_unset": Option("list", [], "variables removed after a successful AUTH "
-                         "(AUTH_UNSET_NAME)", "AUTH_UNSET_*"),
+    "allow_insecure_auth": Option("bool", False, "offer AUTH without TLS", "ALLOW_INSECURE_AUTH"),
+    "auth_cdb": Option(
+        "str",
+        "",
+        "auth.cdb for AUTH instead of checkpassword; empty = use checkpassword",
+        "AUTH_CDB",
+        check=check_abs_path,
+    ),
+    "checkpassword": Option(
+        "str",
+        _vpop("/bin/vchkpw"),
+        "checkpassword program for AUTH",
+        "CHECKPW",
+        check=check_program,
+    ),
+    "checkpassword_true": Option(
+        "str",
+        "/bin/true",
+        "program checkpassword runs on success",
+        "TRUE",
+        check=check_program,
+        empty_ok=False,
+    ),
+    "auth_set": Option(
+        "env",
+        lambda system: {},
+        "variables set after a successful AUTH (AUTH_SET_NAME)",
+        "AUTH_SET_*",
+    ),
+    "auth_unset": Option(
+        "list", [], "variables removed after a successful AUTH (AUTH_UNSET_NAME)", "AUTH_UNSET_*"
+    ),
     # -- validrcptto -------------------------------------------------------------------------
-    "validrcptto_cdb": Option("str", _home("/control/validrcptto.cdb"),
-                              "valid recipients cdb; empty = accept every recipient",
-                              "VALIDRCPTTO_CDB", check=check_abs_path),
-    "validrcptto_limit": Option("int", 10, "bad recipients before hanging up; 0 = never",
-                                "VALIDRCPTTO_LIMIT", min=0, max=100000),
-    "validrcptto_log": Option("int", 2, "validrcptto logging 0/1/2", "VALIDRCPTTO_LOG",
-                              min=0, max=2),
+    "validrcptto_cdb": Option(
+        "str",
+        _home("/control/validrcptto.cdb"),
+        "valid recipients cdb; empty = accept every recipient",
+        "VALIDRCPTTO_CDB",
+        check=check_abs_path,
+    ),
+    "validrcptto_limit": Option(
+        "int",
+        10,
+        "bad recipients before hanging up; 0 = never",
+        "VALIDRCPTTO_LIMIT",
+        min=0,
+        max=100000,
+    ),
+    "validrcptto_log": Option(
+        "int", 2, "validrcptto logging 0/1/2", "VALIDRCPTTO_LOG", min=0, max=2
+    ),
     # -- SPF ---------------------------------------------------------------------------------
-    "spf": Option("int", 3, "SPF behaviour 0 (off) .. 6 (strictest)", "SPFBEHAVIOR",
-                  min=0, max=6),
+    "spf": Option("int", 3, "SPF behaviour 0 (off) .. 6 (strictest)", "SPFBEHAVIOR", min=0, max=6),
     "spf_log": Option("bool", True, "log each SPF result", "SPF_LOG"),
     "spf_block_plus_all": Option("bool", True, "treat +all like -all", "SPF_BLOCK_PLUS_ALL"),
     # -- DomainKeys --------------------------------------------------------------------------
-    "domainkeys": Option("bool", False, "sign/verify with qmail-dk (needs the DK patch)",
-                         "DOMAINKEYS"),
-    "qmail_dk": Option("str", _home("/bin/qmail-dk"), "the qmail-dk program", "",
-                       check=check_abs_path, empty_ok=False),
-    "dkverify": Option("str", "", "DomainKeys verification letters", "DKVERIFY",
-                       check=check_one_line),
-    "dksign": Option("str", "", "DomainKeys signing key for everyone", "DKSIGN",
-                     check=check_one_line),
+    "domainkeys": Option(
+        "bool", False, "sign/verify with qmail-dk (needs the DK patch)", "DOMAINKEYS"
+    ),
+    "qmail_dk": Option(
+        "str",
+        _home("/bin/qmail-dk"),
+        "the qmail-dk program",
+        "",
+        check=check_abs_path,
+        empty_ok=False,
+    ),
+    "dkverify": Option(
+        "str", "", "DomainKeys verification letters", "DKVERIFY", check=check_one_line
+    ),
+    "dksign": Option(
+        "str", "", "DomainKeys signing key for everyone", "DKSIGN", check=check_one_line
+    ),
     # -- after qmail-smtpd -------------------------------------------------------------------
-    "qmailqueue": Option("str", "", "qmail-queue replacement (e.g. /var/qmail/bin/simscan); "
-                         "empty = qmail-queue", "QMAILQUEUE", check=check_abs_path),
-    "simscan_nop0fcheck": Option("bool", True, "simscan: skip the p0f check (exported only "
-                                 "with qmailqueue)", "NOP0FCHECK"),
+    "qmailqueue": Option(
+        "str",
+        "",
+        "qmail-queue replacement (e.g. /var/qmail/bin/simscan); empty = qmail-queue",
+        "QMAILQUEUE",
+        check=check_abs_path,
+    ),
+    "simscan_nop0fcheck": Option(
+        "bool", True, "simscan: skip the p0f check (exported only with qmailqueue)", "NOP0FCHECK"
+    ),
     "simscan_debug": Option("int", None, "simscan debug level", "SIMSCAN_DEBUG", min=0),
-    "simscan_debug_files": Option("int", None, "simscan: keep work files", "SIMSCAN_DEBUG_FILES",
-                                  min=0),
+    "simscan_debug_files": Option(
+        "int", None, "simscan: keep work files", "SIMSCAN_DEBUG_FILES", min=0
+    ),
     # -- tcpserver limits patch --------------------------------------------------------------
-    "maxload": Option("int", None, "refuse connections above this load average x100",
-                      "MAXLOAD", min=1, max=100000),
-    "maxconnip": Option("int", None, "connections per client IP", "MAXCONNIP", min=1,
-                        max=MAX_CONN),
-    "maxconnc": Option("int", None, "connections per class C network", "MAXCONNC", min=1,
-                       max=MAX_CONN),
-    "diemsg": Option("str", None, "text for refused connections", "DIEMSG",
-                     check=check_one_line),
-    "diemsg_maxload": Option("str", None, "text when maxload is hit", "DIEMSG_MAXLOAD",
-                             check=check_one_line),
-    "diemsg_maxconnip": Option("str", None, "text when maxconnip is hit", "DIEMSG_MAXCONNIP",
-                               check=check_one_line),
-    "diemsg_maxconnc": Option("str", None, "text when maxconnc is hit", "DIEMSG_MAXCONNC",
-                              check=check_one_line),
+    "maxload": Option(
+        "int", None, "refuse connections above this load average x100", "MAXLOAD", min=1, max=100000
+    ),
+    "maxconnip": Option("int", None, "connections per client IP", "MAXCONNIP", min=1, max=MAX_CONN),
+    "maxconnc": Option(
+        "int", None, "connections per class C network", "MAXCONNC", min=1, max=MAX_CONN
+    ),
+    "diemsg": Option("str", None, "text for refused connections", "DIEMSG", check=check_one_line),
+    "diemsg_maxload": Option(
+        "str", None, "text when maxload is hit", "DIEMSG_MAXLOAD", check=check_one_line
+    ),
+    "diemsg_maxconnip": Option(
+        "str", None, "text when maxconnip is hit", "DIEMSG_MAXCONNIP", check=check_one_line
+    ),
+    "diemsg_maxconnc": Option(
+        "str", None, "text when maxconnc is hit", "DIEMSG_MAXCONNC", check=check_one_line
+    ),
 }
 
 _CLIENT = {  # what a port only for authenticated clients turns off
@@ -274,12 +411,29 @@ def env_value(value: Any) -> str | None:
 # that means "not used".  Under smtpd_patch = "stock" the ones the config does not set are
 # switched off, and services check names the ones it does set.
 JMS1_ONLY: dict[str, Any] = {
-    "greeting": "", "greet_delay": 0, "drop_pre_greet": False, "force_tls": False,
-    "deny_tls": False, "mfcheck": 0, "maxrcpt": None, "relayrej": None, "log_mail": False,
-    "log_rcpt": False, "help_version": None, "auth": False, "require_auth": False,
-    "allow_insecure_auth": False, "auth_cdb": "", "auth_set": {}, "auth_unset": [],
-    "validrcptto_cdb": "", "validrcptto_limit": None, "validrcptto_log": None, "spf": 0,
-    "spf_log": None, "spf_block_plus_all": None,
+    "greeting": "",
+    "greet_delay": 0,
+    "drop_pre_greet": False,
+    "force_tls": False,
+    "deny_tls": False,
+    "mfcheck": 0,
+    "maxrcpt": None,
+    "relayrej": None,
+    "log_mail": False,
+    "log_rcpt": False,
+    "help_version": None,
+    "auth": False,
+    "require_auth": False,
+    "allow_insecure_auth": False,
+    "auth_cdb": "",
+    "auth_set": {},
+    "auth_unset": [],
+    "validrcptto_cdb": "",
+    "validrcptto_limit": None,
+    "validrcptto_log": None,
+    "spf": 0,
+    "spf_log": None,
+    "spf_block_plus_all": None,
 }
 
 
@@ -314,31 +468,49 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
             return ("tls_cert", "ssl = true needs a certificate", "set tls_cert to the PEM file")
         return None  # the patch's rules do not apply; services check names what is ignored
     if o["force_tls"] and o["deny_tls"]:
-        return ("force_tls", "force_tls and deny_tls together refuse every client",
-                "set at most one of them")
+        return (
+            "force_tls",
+            "force_tls and deny_tls together refuse every client",
+            "set at most one of them",
+        )
     if o["force_tls"] and not o["ssl"] and not o["tls_cert"]:
-        return ("force_tls", "force_tls needs a certificate for STARTTLS",
-                "set tls_cert, or force_tls = false")
+        return (
+            "force_tls",
+            "force_tls needs a certificate for STARTTLS",
+            "set tls_cert, or force_tls = false",
+        )
     if o["ssl"] and not o["tls_cert"]:
         return ("tls_cert", "ssl = true needs a certificate", "set tls_cert to the PEM file")
     if o["require_auth"] and not o["auth"]:
-        return ("require_auth", "require_auth without auth refuses every client",
-                "set auth = true, or require_auth = false")
+        return (
+            "require_auth",
+            "require_auth without auth refuses every client",
+            "set auth = true, or require_auth = false",
+        )
     if o["require_auth"] and not _auth_possible(o):
-        message = ("require_auth refuses every client: AUTH is offered only over TLS, and "
-                   "there is no TLS")
-        return ("require_auth", message,
-                "set tls_cert (and deny_tls = false), or require_auth = false")
+        message = (
+            "require_auth refuses every client: AUTH is offered only over TLS, and there is no TLS"
+        )
+        return (
+            "require_auth",
+            message,
+            "set tls_cert (and deny_tls = false), or require_auth = false",
+        )
     if o["auth"] and not o["auth_cdb"] and not o["checkpassword"]:
-        return ("auth", "auth needs auth_cdb or a checkpassword program",
-                "set auth_cdb or checkpassword, or auth = false")
+        return (
+            "auth",
+            "auth needs auth_cdb or a checkpassword program",
+            "set auth_cdb or checkpassword, or auth = false",
+        )
     if o["rules_source"] and not o["rules"]:
-        return ("rules_source", "rules_source is set but rules (the cdb) is empty",
-                "set rules to the cdb path tcpserver should read")
+        return (
+            "rules_source",
+            "rules_source is set but rules (the cdb) is empty",
+            "set rules to the cdb path tcpserver should read",
+        )
     for name in o["auth_unset"]:
         if not _valid_env_name(name):
-            return ("auth_unset", f"not a variable name: {name!r}",
-                    "use letters, digits and _")
+            return ("auth_unset", f"not a variable name: {name!r}", "use letters, digits and _")
     if not o["ssl"] and not o["tls_cert"]:
         # no certificate means no STARTTLS: say so, or the patch offers it with its default one
         o["deny_tls"] = True
@@ -359,8 +531,7 @@ def cert_required(o: dict[str, Any]) -> bool:
     """Whether the STARTTLS certificate is needed for the service to do its job: with
     force_tls, or with require_auth when AUTH is offered only over TLS.  The one rule for the
     run script (fatal or a warning) and services check (error or warning)."""
-    return _starttls(o) and (o["force_tls"] or (o["require_auth"]
-                                                 and not o["allow_insecure_auth"]))
+    return _starttls(o) and (o["force_tls"] or (o["require_auth"] and not o["allow_insecure_auth"]))
 
 
 def _valid_env_name(name: str) -> bool:
@@ -379,8 +550,17 @@ def _hidden(o: dict[str, Any]) -> frozenset[str]:
     if not o["rblsmtpd"]:
         hide.update(("rbl_allow", "rbl_block"))
     if not o["auth"]:
-        hide.update(("auth_cdb", "checkpassword", "checkpassword_true", "auth_set", "auth_unset",
-                     "require_auth", "allow_insecure_auth"))
+        hide.update(
+            (
+                "auth_cdb",
+                "checkpassword",
+                "checkpassword_true",
+                "auth_set",
+                "auth_unset",
+                "require_auth",
+                "allow_insecure_auth",
+            )
+        )
     elif o["auth_cdb"]:
         hide.update(("checkpassword", "checkpassword_true"))
     if not o["rules"]:
@@ -396,25 +576,40 @@ def _policy_warnings(svc: Service, checks: R.Checks) -> None:
         checks.warnings.append((R.key(svc, option), message, fix))
 
     if not o["ip"]:
-        warn("ip", "no listen address: the service will not start",
-             'set ip, e.g. "0" for all addresses')
+        warn(
+            "ip",
+            "no listen address: the service will not start",
+            'set ip, e.g. "0" for all addresses',
+        )
     if o["auth"] and not _auth_possible(o):
         warn("auth", "AUTH is never offered: there is no TLS", "set tls_cert, or auth = false")
     if o["auth"] and o["allow_insecure_auth"]:
-        warn("allow_insecure_auth", "AUTH is offered without TLS: passwords cross in clear",
-             "set allow_insecure_auth = false")
+        warn(
+            "allow_insecure_auth",
+            "AUTH is offered without TLS: passwords cross in clear",
+            "set allow_insecure_auth = false",
+        )
     if o["relay_client"] and not is_loopback(o["ip"]):
-        warn("relay_client", "RELAYCLIENT for every client on a non-loopback address: an open "
-             "relay", 'set relay_client = false and allow relaying per client in the tcp rules '
-             '(RELAYCLIENT="")')
+        warn(
+            "relay_client",
+            "RELAYCLIENT for every client on a non-loopback address: an open relay",
+            "set relay_client = false and allow relaying per client in the tcp rules "
+            '(RELAYCLIENT="")',
+        )
     if "RELAYCLIENT" in o["env"] and not is_loopback(o["ip"]):
-        warn("env.RELAYCLIENT", "RELAYCLIENT for every client on a non-loopback address: an "
-             "open relay", "remove it and set it per client in the tcp rules")
+        warn(
+            "env.RELAYCLIENT",
+            "RELAYCLIENT for every client on a non-loopback address: an open relay",
+            "remove it and set it per client in the tcp rules",
+        )
     if o["port"] == 25 and svc.profile == "mx":
         for opt in ("force_tls", "require_auth"):
             if o[opt]:
-                warn(opt, f"{opt} on a port-25 MX refuses mail from other servers",
-                     f"set {opt} = false here; use a submission service for clients")
+                warn(
+                    opt,
+                    f"{opt} on a port-25 MX refuses mail from other servers",
+                    f"set {opt} = false here; use a submission service for clients",
+                )
 
 
 def _export(s: Script, svc: Service) -> None:
@@ -460,8 +655,11 @@ def _export(s: Script, svc: Service) -> None:
     elif queue:
         s.setenv("QMAILQUEUE", queue)
     if queue:
-        for opt, var in (("simscan_nop0fcheck", "NOP0FCHECK"), ("simscan_debug", "SIMSCAN_DEBUG"),
-                         ("simscan_debug_files", "SIMSCAN_DEBUG_FILES")):
+        for opt, var in (
+            ("simscan_nop0fcheck", "NOP0FCHECK"),
+            ("simscan_debug", "SIMSCAN_DEBUG"),
+            ("simscan_debug_files", "SIMSCAN_DEBUG_FILES"),
+        ):
             value = env_value(o[opt])
             if value is not None:
                 s.setenv(var, value)
@@ -488,8 +686,9 @@ def build(svc: Service, config: Config) -> R.Built:
         me = f"{home}/control/me"
         s.comment("The host name: first line of control/me.")
         s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
-        s.fatal_unless('[ -n "$LOCAL" ]',
-                       f"no host name: {me} is missing or empty; set {k('hostname')}")
+        s.fatal_unless(
+            '[ -n "$LOCAL" ]', f"no host name: {me} is missing or empty; set {k('hostname')}"
+        )
     s.blank()
 
     s.comment("Without control/rcpthosts qmail-smtpd relays for everyone: create it empty.")
@@ -514,21 +713,27 @@ def build(svc: Service, config: Config) -> R.Built:
         checks.programs.append(("tcpserver", ""))
         if _starttls(o):
             needed = cert_required(o)
-            checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True,
-                                            required=needed))
+            checks.files.append(
+                R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True, required=needed)
+            )
             if needed:
                 why = "force_tls" if o["force_tls"] else "require_auth with AUTH over TLS"
-                s.fatal_unless(f"[ -r {quote(cert)} ]",
-                               f"certificate {cert} is missing or unreadable ({why} needs it)")
+                s.fatal_unless(
+                    f"[ -r {quote(cert)} ]",
+                    f"certificate {cert} is missing or unreadable ({why} needs it)",
+                )
             else:
-                s.warn_unless(f"[ -r {quote(cert)} ]",
-                              f"certificate {cert} is missing: no STARTTLS")
+                s.warn_unless(
+                    f"[ -r {quote(cert)} ]", f"certificate {cert} is missing: no STARTTLS"
+                )
     # Rules.
     rules = o["rules"]
     rules_pair = None
     if rules:
-        s.fatal_unless(f"[ -r {quote(rules)} ]",
-                       f"rules cdb {rules} is missing: compile it with qmailkit tcprules")
+        s.fatal_unless(
+            f"[ -r {quote(rules)} ]",
+            f"rules cdb {rules} is missing: compile it with qmailkit tcprules",
+        )
         checks.files.append(R.FileCheck(rules, k("rules"), "rules", o["user"]))
         source = o["rules_source"]
         if source:
@@ -537,35 +742,48 @@ def build(svc: Service, config: Config) -> R.Built:
     auth_args: list[Word] = []
     if o["auth"]:
         if o["auth_cdb"]:
-            s.fatal_unless(f"[ -r {quote(o['auth_cdb'])} ]",
-                           f"auth cdb {o['auth_cdb']} is missing: build it with mkauth")
-            checks.files.append(R.FileCheck(o["auth_cdb"], k("auth_cdb"), "auth_cdb", o["user"],
-                                            True))
+            s.fatal_unless(
+                f"[ -r {quote(o['auth_cdb'])} ]",
+                f"auth cdb {o['auth_cdb']} is missing: build it with mkauth",
+            )
+            checks.files.append(
+                R.FileCheck(o["auth_cdb"], k("auth_cdb"), "auth_cdb", o["user"], True)
+            )
         else:
             cp, true = o["checkpassword"], o["checkpassword_true"]
-            s.fatal_unless(f"have {quote(cp)}",
-                           f"checkpassword program {cp} not found")
-            s.fatal_unless(f"have {quote(true)}",
-                           f"program {true} not found")
+            s.fatal_unless(f"have {quote(cp)}", f"checkpassword program {cp} not found")
+            s.fatal_unless(f"have {quote(true)}", f"program {true} not found")
             checks.programs.append((cp, k("checkpassword")))
             checks.programs.append((true, k("checkpassword_true")))
             auth_args = [Var("LOCAL"), cp, true]
     # DomainKeys.
     if o["domainkeys"]:
         dk = o["qmail_dk"]
-        s.fatal_unless(f"[ -x {quote(dk)} ]",
-                       f"domainkeys = true but {dk} is missing: install the DK patch")
+        s.fatal_unless(
+            f"[ -x {quote(dk)} ]", f"domainkeys = true but {dk} is missing: install the DK patch"
+        )
         checks.programs.append((dk, k("qmail_dk")))
     if o["validrcptto_cdb"]:
-        checks.files.append(R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"),
-                                        "validrcptto_cdb", o["user"]))
+        checks.files.append(
+            R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"), "validrcptto_cdb", o["user"])
+        )
     _policy_warnings(svc, checks)
 
     _export(s, svc)
 
     # The command.
-    words: list[Word] = [*server, "-vR", "-l", Var("LOCAL"), "-c", str(o["maxconn"]),
-                         "-u", Var("QUID"), "-g", Var("QGID")]
+    words: list[Word] = [
+        *server,
+        "-vR",
+        "-l",
+        Var("LOCAL"),
+        "-c",
+        str(o["maxconn"]),
+        "-u",
+        Var("QUID"),
+        "-g",
+        Var("QGID"),
+    ]
     if rules:
         words += ["-x", rules]
     words += [Var("IP"), str(o["port"])]
@@ -587,5 +805,6 @@ def build(svc: Service, config: Config) -> R.Built:
     words += auth_args
     R.common_checks(svc, checks)
     s.command(R.wrap(svc, words))
-    return R.Built(run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules_pair,
-                   user=o["user"])
+    return R.Built(
+        run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules_pair, user=o["user"]
+    )

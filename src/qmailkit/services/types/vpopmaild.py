@@ -8,8 +8,14 @@ from qmailkit.services.config import Config, Option, Service, check_program
 
 OPTIONS: dict[str, Option] = {
     **R.tcp_options("127.0.0.1", 8900, "vpopmail"),
-    "program": Option("str", lambda system: system.vpopmail_home + "/bin/vpopmaild",
-                      "the vpopmaild program", "", check=check_program, empty_ok=False),
+    "program": Option(
+        "str",
+        lambda system: system.vpopmail_home + "/bin/vpopmaild",
+        "the vpopmaild program",
+        "",
+        check=check_program,
+        empty_ok=False,
+    ),
 }
 
 
