@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,19 @@ def test_stale_nested_temps_are_removed(tmp_path):
 def test_lock_path_is_hidden_beside_the_target(tmp_path):
     assert fsutil.lock_path(tmp_path / "auth.cdb") == str(tmp_path / ".auth.cdb.lock")
     assert fsutil.lock_path("users/cdb") == "users/.cdb.lock"
+
+
+def test_poll_returns_the_first_true_value_and_the_last_false_one():
+    seen = iter([0, "", None, "ready", "later"])
+    assert fsutil.poll(lambda: next(seen), timeout=5, interval=0.001) == "ready"
+    calls = []
+    started = time.monotonic()
+    assert fsutil.poll(lambda: calls.append(1) or [], timeout=0.2, interval=0.01) == []
+    assert 0.2 <= time.monotonic() - started < 2
+    assert len(calls) >= 3  # at least: first, some in between, once after the deadline
+
+
+def test_poll_or_fail_names_what_it_waited_for():
+    with pytest.raises(QmailkitError, match=r"^timed out after 0.05 s waiting for the moon$"):
+        fsutil.poll_or_fail(lambda: False, 0.05, "the moon")
+    assert fsutil.poll_or_fail(lambda: 7, 1, "seven") == 7

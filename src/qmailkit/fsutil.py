@@ -15,6 +15,8 @@
   on a FIFO or device, can refuse to follow a final symlink, and is bounded.
 * ``open_append``: append to a file without following a planted symlink.
 * ``private_dir``: a state directory only its owner can use, never a symlink.
+* ``poll``: the one wait-until loop (supervisors coming up, FIFOs losing their
+  reader, loggers rotating); ``poll_or_fail`` raises on time-out instead.
 """
 
 from __future__ import annotations
@@ -26,11 +28,41 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from qmailkit.errors import InputError, LockBusy, QmailkitError, os_error
 
 TMP_MARK = ".qmailkit-tmp."
+
+T = TypeVar("T")
+
+
+def poll(
+    check: Callable[[], T], timeout: float, interval: float = 0.02, max_interval: float = 0.1
+) -> T:
+    """Call ``check`` until it returns a true value or ``timeout`` s pass; its last value.
+
+    The pause starts at ``interval`` and doubles up to ``max_interval``: a quick
+    answer is seen quickly, a slow one costs few wake-ups.  ``check`` runs at
+    least once, and once more after the deadline, so a time-out is never
+    reported for something that happened during the last pause.
+    """
+    deadline = time.monotonic() + timeout
+    pause = interval
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, max_interval)
+
+
+def poll_or_fail(check: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
+    """``poll``, but a time-out is a QmailkitError saying what was waited for."""
+    value = poll(check, timeout, interval)
+    if not value:
+        raise QmailkitError(f"timed out after {timeout:g} s waiting for {what}")
+    return value
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
