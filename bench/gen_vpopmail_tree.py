@@ -20,6 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from qmailkit import cdb  # noqa: E402 - after the path to the sources
+from qmailkit.demo.mailtree import MailTree  # noqa: E402
+
 FIRSTS = ("anna", "bert", "carl", "dora", "emil", "fred", "gina", "hans", "ida", "jan")
 LASTS = ("smith", "jones", "brown", "tayl", "white", "green", "black", "young", "king", "hill")
 
@@ -30,57 +33,35 @@ def mailbox(i: int) -> str:
 
 def generate(root: Path, domains: int, mailboxes: int) -> int:
     """Write the tree; returns the number of files written."""
-    from qmailkit import cdb
-    from qmailkit.qmail import assign
-
-    qmail = root / "var-qmail"
-    control = qmail / "control"
-    users = qmail / "users"
-    vhome = root / "home-vpopmail"
-    for d in (control, users, qmail / "alias", vhome / "domains"):
-        d.mkdir(parents=True, exist_ok=True)
-    (root / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\n"
-        f"alias:x:7790:2108::{qmail / 'alias'}:/bin/false\n"
-        f"vpopmail:x:89:89::{vhome}:/bin/false\n"
-    )
+    tree = MailTree(root)
     names = [f"dom{n:05d}.example" for n in range(domains)]
-    (control / "rcpthosts").write_text("".join(n + "\n" for n in names[:50]))
-    cdb.write(control / "morercpthosts.cdb", ((n.encode(), b"") for n in names[50:]))
-    (control / "virtualdomains").write_text("".join(f"{n}:{n}\n" for n in names))
-    lines = []
+    tree.ctl("rcpthosts", *names[:50])
+    cdb.write(tree.control / "morercpthosts.cdb", ((n.encode(), b"") for n in names[50:]))
+    tree.ctl("virtualdomains", *(f"{n}:{n}" for n in names))
     files = 5
+    vdelivermail = f"| {tree.vpopmail}/bin/vdelivermail ''"
     for n, name in enumerate(names):
-        ddir = vhome / "domains" / name
-        ddir.mkdir(exist_ok=True)
-        pw = "".join(
+        domain_dir = tree.vpopmail / "domains" / name
+        vpasswd = "".join(
             f"{mailbox(i)}:$6$salt{i:04d}$0123456789abcdefghijklmnopqrstuvwxyzABCDEF:1:0:"
-            f"{mailbox(i).title()}:{ddir}/{mailbox(i)}:NOQUOTA\n"
+            f"{mailbox(i).title()}:{domain_dir}/{mailbox(i)}:NOQUOTA\n"
             for i in range(mailboxes)
         )
-        (ddir / "vpasswd").write_text(pw)
-        if n % 20 == 19:
-            default = f"| {vhome}/bin/vdelivermail '' postmaster@{name}\n"
-        else:
-            default = f"| {vhome}/bin/vdelivermail '' bounce-no-mailbox\n"
-        (ddir / ".qmail-default").write_text(default)
-        (ddir / ".qmail-info").write_text(f"&{mailbox(0)}@{name}\n")
-        (ddir / ".qmail-sales").write_text(f"&{mailbox(1)}@{name}\n&boss@example.org\n")
-        files += 4
+        extra = {
+            ".qmail-info": f"&{mailbox(0)}@{name}\n",
+            ".qmail-sales": f"&{mailbox(1)}@{name}\n&boss@example.org\n",
+        }
         if n % 10 == 0:
-            (ddir / ".qmail-news").write_text(f"|preline /usr/bin/ezmlm-send '{ddir}/news'\n")
-            (ddir / ".qmail-news-default").write_text(
-                f"|preline /usr/bin/ezmlm-manage '{ddir}/news'\n"
-            )
-            files += 2
+            extra[".qmail-news"] = f"|preline /usr/bin/ezmlm-send '{domain_dir}/news'\n"
+            extra[".qmail-news-default"] = f"|preline /usr/bin/ezmlm-manage '{domain_dir}/news'\n"
         if n % 50 == 0:
-            (ddir / ".qmail-old-sales").write_text("|bouncesaying 'this address is gone'\n")
-            files += 1
-        lines.append(f"+{name}-:{name}:89:89:{ddir}:-::")
-    text = "".join(line + "\n" for line in lines) + ".\n"
-    (users / "assign").write_text(text)
-    cdb.write(users / "cdb", assign.records(assign.parse(text.encode(), users / "assign")))
-    os.utime(users / "assign", (1_000_000_000, 1_000_000_000))  # older than users/cdb
+            extra[".qmail-old-sales"] = "|bouncesaying 'this address is gone'\n"
+        catch_all = n % 20 == 19
+        default = f"{vdelivermail} {'postmaster@{domain}' if catch_all else 'bounce-no-mailbox'}\n"
+        tree.vdomain(name, [], default=default, files=extra, vpasswd=vpasswd)
+        files += 2 + len(extra)
+    tree.write_assign()
+    os.utime(tree.users / "assign", (1_000_000_000, 1_000_000_000))  # older than users/cdb
     return files
 
 

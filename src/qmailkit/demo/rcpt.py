@@ -3,104 +3,74 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
+
+from qmailkit import rcpt
+from qmailkit.demo.mailtree import MailTree, uid_for
+from qmailkit.errors import QmailkitError
+from qmailkit.qmail.model import Options
 
 MAILBOXES = {"bounce.example": ["alice", "carol"], "catch.example": ["dave"]}
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
 def build_tree(root: Path) -> dict[str, Path]:
     """The sample server; returns its paths (qmail home, passwd, vpopmail home)."""
-    from qmailkit import cdb
-    from qmailkit.qmail import assign
-
-    qmail, vpop, homes = root / "var-qmail", root / "home-vpopmail", root / "home"
-    control, alias = qmail / "control", qmail / "alias"
+    tree = MailTree(root)
     # qmail-getpw delivers only to an account that owns its home: as root the demo
     # gives bob and mary theirs; otherwise they share the uid of whoever runs it.
-    root_runs = os.geteuid() == 0
-    uids = (
-        {"bob": 1000, "mary": 1001} if root_runs else dict.fromkeys(("bob", "mary"), os.geteuid())
+    tree.user(
+        "bob",
+        uid_for(1000),
+        {
+            # bob has a mailing-list extension and one that bounces.
+            ".qmail": "./Maildir/\n",
+            ".qmail-lists": "./Maildir/.lists/\n",
+            ".qmail-spamtrap": "|bouncesaying 'This address is a spam trap.'\n",
+        },
     )
-    _write(
-        root / "passwd",
-        "".join(
-            [
-                "root:x:0:0:root:/root:/bin/sh\n",
-                f"alias:x:7790:2108::{alias}:/bin/false\n",
-                f"vpopmail:x:89:89::{vpop}:/bin/false\n",
-                f"bob:x:{uids['bob']}:{uids['bob']}:Bob:{homes / 'bob'}:/bin/sh\n",
-                f"mary:x:{uids['mary']}:{uids['mary']}:Mary:{homes / 'mary'}:/bin/sh\n",
-                "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n",  # below the uid window
-            ]
-        ),
-    )
-    _write(control / "rcpthosts", "example.com\nbounce.example\ncatch.example\n")
-    _write(control / "locals", "example.com\n")
-    _write(
-        control / "virtualdomains", "bounce.example:bounce.example\ncatch.example:catch.example\n"
-    )
-    # Local users: bob has a mailing-list extension and one that bounces.
-    _write(homes / "bob" / ".qmail", "./Maildir/\n")
-    _write(homes / "bob" / ".qmail-lists", "./Maildir/.lists/\n")
-    _write(homes / "bob" / ".qmail-spamtrap", "|bouncesaying 'This address is a spam trap.'\n")
-    (homes / "mary").mkdir(parents=True, exist_ok=True)
-    if root_runs:
-        for name, uid in uids.items():
-            os.chown(homes / name, uid, uid)
+    tree.user("mary", uid_for(1001))
+    tree.account("daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin")  # below the uid window
+    tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example")
+    tree.ctl("locals", "example.com")
+    tree.ctl("virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example")
     # The alias user: postmaster and abuse, a no-reply address that bounces, and
     # (when fastforward is installed) /etc/aliases-style entries in a cdb.
-    _write(alias / ".qmail-postmaster", "&bob@example.com\n")
-    _write(alias / ".qmail-abuse", "&bob@example.com\n")
-    _write(alias / ".qmail-noreply", "|bouncesaying 'Please do not reply to this address.'\n")
+    tree.alias_file(".qmail-postmaster", "&bob@example.com\n")
+    tree.alias_file(".qmail-abuse", "&bob@example.com\n")
+    tree.alias_file(".qmail-noreply", "|bouncesaying 'Please do not reply to this address.'\n")
     setforward = shutil.which("setforward")
     if setforward:
         table = "info@example.com: bob@example.com;\nwebmaster@: mary@example.com;\n"
-        db = root / "aliases.cdb"
-        subprocess.run([setforward, str(db), str(db) + ".tmp"], input=table.encode(), check=True)
-        _write(alias / ".qmail-default", f"| fastforward -d {db}\n")
+        tree.alias_file(".qmail-default", f"| fastforward -d {tree.setforward(table)}\n")
     # Two vpopmail domains: one bounces unknown users, one is a catch-all.
-    lines = []
-    for domain, users in MAILBOXES.items():
-        ddir = vpop / "domains" / domain
-        _write(
-            ddir / "vpasswd",
-            "".join(f"{u}:$1$demo$xyz:1:0:{u}:{ddir}/{u}:NOQUOTA\n" for u in users),
-        )
-        target = "bounce-no-mailbox" if domain == "bounce.example" else f"dave@{domain}"
-        _write(ddir / ".qmail-default", f"| {vpop}/bin/vdelivermail '' {target}\n")
-        lines.append(f"+{domain}-:{domain}:89:89:{ddir}:-::")
-    bounce = vpop / "domains" / "bounce.example"
-    _write(bounce / ".qmail-sales", "&alice@bounce.example\n")  # a vpopmail alias
-    _write(bounce / ".qmail-news", f"|ezmlm-send '{bounce}/news'\n")  # an ezmlm list
-    _write(bounce / ".qmail-news-default", f"|ezmlm-manage '{bounce}/news'\n")
-    text = "".join(line + "\n" for line in lines) + ".\n"
-    _write(qmail / "users" / "assign", text)
-    cdb.write(
-        qmail / "users" / "cdb",
-        assign.records(assign.parse(text.encode(), qmail / "users" / "assign")),
+    vdelivermail = f"| {tree.vpopmail}/bin/vdelivermail ''"
+    bounce = tree.vdomain(
+        "bounce.example",
+        MAILBOXES["bounce.example"],
+        default=f"{vdelivermail} bounce-no-mailbox\n",
+        files={
+            ".qmail-sales": "&alice@bounce.example\n",  # a vpopmail alias
+        },
     )
+    tree.write(bounce / ".qmail-news", f"|ezmlm-send '{bounce}/news'\n")  # an ezmlm list
+    tree.write(bounce / ".qmail-news-default", f"|ezmlm-manage '{bounce}/news'\n")
+    tree.vdomain(
+        "catch.example",
+        MAILBOXES["catch.example"],
+        default=f"{vdelivermail} dave@{{domain}}\n",
+    )
+    tree.write_assign()
     return {
-        "qmail": qmail,
-        "passwd": root / "passwd",
-        "vpopmail": vpop,
+        "qmail": tree.qmail,
+        "passwd": tree.passwd,
+        "vpopmail": tree.vpopmail,
         "fastforward": Path(setforward) if setforward else Path(),
     }
 
 
 def run(sandbox: Path, say: Callable[[str], None]) -> None:
-    from qmailkit import rcpt
-    from qmailkit.errors import QmailkitError
-    from qmailkit.qmail.model import Options
-
     paths = build_tree(sandbox)
     opts = Options(
         qmail_home=paths["qmail"], passwd=paths["passwd"], vpopmail_home=paths["vpopmail"]
