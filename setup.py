@@ -12,8 +12,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "qmailkit.cdb._native",
-            ["src/qmailkit/cdb/_native.c"],
+            "qmailkit.cdb.backends._native",
+            ["src/qmailkit/cdb/backends/_native.c"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

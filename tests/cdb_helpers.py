@@ -20,7 +20,7 @@ def generated_records(seed: int, count: int) -> list[tuple[bytes, bytes]]:
     """Binary keys/values with duplicates, empty keys and empty values."""
     rng = random.Random(seed)
     records: list[tuple[bytes, bytes]] = []
-    for i in range(count):
+    for _ in range(count):
         roll = rng.random()
         if roll < 0.1 and records:
             key = rng.choice(records)[0]  # a duplicate key

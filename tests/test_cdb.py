@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qmailkit import cdb
-from qmailkit.cdb import backend as cdb_backend
-from qmailkit.cdb import pure
+from qmailkit.cdb import backends
+from qmailkit.cdb import format as cdb_format
 from qmailkit.errors import InputError, QmailkitError
 
 BACKENDS = ["native", "cdbx", "pure"]
@@ -26,18 +26,18 @@ def temps_in(directory: Path) -> list[str]:
 
 
 def test_every_backend_is_available_and_the_c_writer_comes_first():
-    assert cdb_backend.get().name == "native"
-    assert cdb_backend.get("cdbx").name == "cdbx"
-    assert cdb_backend.get("pure").name == "pure"
+    assert backends.get().name == "native"
+    assert backends.get("cdbx").name == "cdbx"
+    assert backends.get("pure").name == "pure"
     with pytest.raises(ValueError, match="unknown cdb backend"):
-        cdb_backend.get("nonesuch")
+        backends.get("nonesuch")
 
 
 def test_djb_hash_known_values():
-    assert pure.djb_hash(b"") == 5381
+    assert cdb_format.djb_hash(b"") == 5381
     # h = 5381*33 ^ ord('a')
-    assert pure.djb_hash(b"a") == (5381 * 33) ^ 97
-    assert 0 <= pure.djb_hash(bytes(range(256)) * 50) <= 0xFFFFFFFF
+    assert cdb_format.djb_hash(b"a") == (5381 * 33) ^ 97
+    assert 0 <= cdb_format.djb_hash(bytes(range(256)) * 50) <= 0xFFFFFFFF
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -233,7 +233,7 @@ def test_size_limit_is_a_clear_error(tmp_path, monkeypatch, backend):
     cdb.write(path, [(b"old", b"")])
     before = path.read_bytes()
     # 2048 header + 3 records of (8 + 16 + 10 bytes) = 2150: the third record crosses 2140.
-    monkeypatch.setattr(cdb, "MAX_SIZE", 2140)
+    monkeypatch.setattr(cdb_format, "MAX_SIZE", 2140)
     with pytest.raises(QmailkitError) as caught, cdb.make(path, backend=backend) as writer:
         for i in range(3):
             writer.add(b"key%02d" % i, b"vvvvv")
@@ -244,7 +244,7 @@ def test_size_limit_is_a_clear_error(tmp_path, monkeypatch, backend):
 
 
 def test_size_limit_applies_to_bulk_adds(tmp_path, monkeypatch):
-    monkeypatch.setattr(cdb, "MAX_SIZE", 2100)
+    monkeypatch.setattr(cdb_format, "MAX_SIZE", 2100)
     limit = pytest.raises(QmailkitError, match="format's limit")
     with limit, cdb.make(tmp_path / "db.cdb") as writer:
         writer.add_many([b"k1", b"k2"], [b"v" * 10, b"v" * 10])
@@ -253,9 +253,9 @@ def test_size_limit_applies_to_bulk_adds(tmp_path, monkeypatch):
 
 def test_exactly_at_the_limit_is_fine(tmp_path, monkeypatch):
     records = [(b"key%02d" % i, b"vvvvv") for i in range(3)]
-    monkeypatch.setattr(cdb, "MAX_SIZE", 2048 + 3 * (8 + 16 + 10))
+    monkeypatch.setattr(cdb_format, "MAX_SIZE", 2048 + 3 * (8 + 16 + 10))
     cdb.write(tmp_path / "db.cdb", records)
-    assert (tmp_path / "db.cdb").stat().st_size == cdb.MAX_SIZE
+    assert (tmp_path / "db.cdb").stat().st_size == cdb_format.MAX_SIZE
 
 
 def test_stats(tmp_path):

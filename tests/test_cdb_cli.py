@@ -197,15 +197,15 @@ def test_stats_agree_with_tinycdb(tmp_path):
 
 @pytest.mark.parametrize("lines", [False, True])
 def test_build_size_limit_counts_bulk_records_exactly(tmp_path, monkeypatch, lines):
-    from qmailkit import cdb
+    from qmailkit.cdb import format as cdb_format
 
     keys = [b"user%04d@example.com" % i for i in range(2000)]
     source = b"\n".join(keys) + b"\n" if lines else cdbmake_input([(k, b"") for k in keys])
     exact = 2048 + sum(24 + len(k) for k in keys)
-    monkeypatch.setattr(cdb, "MAX_SIZE", exact)
+    monkeypatch.setattr(cdb_format, "MAX_SIZE", exact)
     assert text.build(str(tmp_path / "ok.cdb"), io.BytesIO(source), lines=lines) == len(keys)
     assert (tmp_path / "ok.cdb").stat().st_size == exact
-    monkeypatch.setattr(cdb, "MAX_SIZE", exact - 1)
+    monkeypatch.setattr(cdb_format, "MAX_SIZE", exact - 1)
     with pytest.raises(QmailkitError, match="format's limit"):
         text.build(str(tmp_path / "big.cdb"), io.BytesIO(source), lines=lines)
     assert sorted(os.listdir(tmp_path)) == ["ok.cdb"]

@@ -1,4 +1,4 @@
-"""The C cdb writer (qmailkit.cdb._native): every way in gives the pure writer's bytes,
+"""The C cdb writer (qmailkit.cdb.backends._native): every way in gives the pure writer's bytes,
 and misuse is an exception, never a crash or a bad file."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from cdb_helpers import cdbmake_input, generated_records
 
 from qmailkit import cdb
-from qmailkit.cdb import _native
+from qmailkit.cdb.backends import _native
 
 
 def pure_bytes(tmp_path, records) -> bytes:

@@ -122,5 +122,5 @@ def test_garbage_agrees_with_tinycdb(tmp_path, data, chunk):
     ],
 )
 def test_lines(data, expected):
-    got = [r for k, v, _ in text.parse_lines(io.BytesIO(data), "x") for r in zip(k, v)]
+    got = [r for k, v, _ in text.parse_lines(io.BytesIO(data), "x") for r in zip(k, v, strict=True)]
     assert got == expected

@@ -267,7 +267,7 @@ def test_check_command_names_the_source_line(tmp_path):
     rules.write_bytes(b"127.:deny\n")
     proc = qk("tcprules", "check", tmp_path / "tcp.smtp.cdb", "127.0.0.1")
     assert proc.returncode == 0
-    assert b"rule 127.:\nset environment variable RELAYCLIENT=\nallow connection\n" == proc.stdout
+    assert proc.stdout == b"rule 127.:\nset environment variable RELAYCLIENT=\nallow connection\n"
     assert b"does not match" in proc.stderr and b"recompile" in proc.stderr
     # a broken rules source: the cdb's answer, and a warning
     rules.write_bytes(b"127.:allow\n10.:maybe\n")

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from qmailkit import cdb
 from qmailkit.errors import InputError, os_error
 from qmailkit.fsutil import read_bounded
 
@@ -225,7 +226,6 @@ def compile_rules(
     ``cdb_path`` (as tcprules does, and the temp is removed on failure);
     without it a temp name of our own in the same directory is used.
     """
-    from qmailkit import cdb
 
     def fill(writer: cdb.Writer) -> None:
         for key, data in rules.records():
@@ -306,24 +306,31 @@ def explain(
     """Which key (and, from rules, which line) a connection from ``ip`` matches."""
     keys = lookup_keys(ip, host, info)
     if isinstance(cdb_or_rules, (str, os.PathLike)):
-        from qmailkit import cdb
+        return _explain_cdb(cdb_or_rules, keys)
+    return _explain_rules(
+        cdb_or_rules.rules if isinstance(cdb_or_rules, Rules) else cdb_or_rules, keys
+    )
 
-        with cdb.Reader(cdb_or_rules) as reader:
-            for n, key in enumerate(keys):
-                data = reader.get(key)
-                if data is not None:
-                    allow, env = decode_data(data)
-                    return Match(key, allow, env, None, tuple(keys[: n + 1]), data)
-        return Match(None, True, (), None, tuple(keys))
-    rule_list = cdb_or_rules.rules if isinstance(cdb_or_rules, Rules) else cdb_or_rules
+
+def _explain_cdb(path: str | os.PathLike[str], keys: list[bytes]) -> Match:
+    with cdb.Reader(path) as reader:
+        for number, key in enumerate(keys, 1):
+            data = reader.get(key)
+            if data is not None:
+                allow, env = decode_data(data)
+                return Match(key, allow, env, None, tuple(keys[:number]), data)
+    return Match(None, True, (), None, tuple(keys))
+
+
+def _explain_rules(rules: Sequence[Rule], keys: list[bytes]) -> Match:
     first: dict[bytes, Rule] = {}
-    for rule in rule_list:
+    for rule in rules:
         for key in rule.keys:
             first.setdefault(key, rule)  # cdb lookups return the first record of a key
-    for n, key in enumerate(keys):
-        rule = first.get(key)
-        if rule is not None:
-            return Match(key, rule.allow, rule.env, rule, tuple(keys[: n + 1]), rule.data)
+    for number, key in enumerate(keys, 1):
+        found = first.get(key)
+        if found is not None:
+            return Match(key, found.allow, found.env, found, tuple(keys[:number]), found.data)
     return Match(None, True, (), None, tuple(keys))
 
 

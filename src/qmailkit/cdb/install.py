@@ -23,13 +23,12 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from qmailkit import fsutil
-from qmailkit.errors import InputError
-
-if TYPE_CHECKING:
-    from qmailkit.cdb import Writer
+from qmailkit.cdb import backends
+from qmailkit.cdb.reader import Reader
+from qmailkit.cdb.writer import Writer
+from qmailkit.errors import InputError, QmailkitError
 
 #: a rebuilt database may lose at most this fraction of the old file's records
 DEFAULT_MAX_SHRINK = 0.20
@@ -119,16 +118,19 @@ def _check_directory(target: str) -> None:
 
 def _same_bytes(path: str, other: str) -> bool:
     try:
-        with open(path, "rb") as a, open(other, "rb") as b:
-            if os.fstat(a.fileno()).st_size != os.fstat(b.fileno()).st_size:
+        with (
+            open(fsutil.open_regular(path), "rb") as first,
+            open(fsutil.open_regular(other), "rb") as second,
+        ):
+            if os.fstat(first.fileno()).st_size != os.fstat(second.fileno()).st_size:
                 return False
             while True:
-                x, y = a.read(1 << 20), b.read(1 << 20)
-                if x != y:
+                chunk = first.read(1 << 20)
+                if chunk != second.read(1 << 20):
                     return False
-                if not x:
+                if not chunk:
                     return True
-    except OSError:
+    except (OSError, QmailkitError):
         return False  # the Reader says what is wrong with the file
 
 
@@ -141,8 +143,6 @@ def _previous(
     Usually the old file is what the last run wrote, byte for byte: then only
     its header is read.  Otherwise its records are read and compared in any order.
     """
-    from qmailkit.cdb import Reader
-
     if not os.path.exists(path):
         return None, False
     try:
@@ -189,17 +189,14 @@ def install(
     caller holds ``cdb.lock(path)`` already.  ``what`` names the lock holder
     in the message when the lock is busy.
     """
-    from qmailkit.cdb import Writer
-    from qmailkit.cdb import backend as _backend
-
     target = os.fspath(path)
-    impl = _backend.get(backend)
+    impl = backends.get(backend)
     _check_directory(target)
     with contextlib.ExitStack() as stack:
         if lock:
             stack.enter_context(fsutil.locked(fsutil.lock_path(target), wait=lock_wait, what=what))
         staged = stack.enter_context(fsutil.staged(target, mode=mode, owner=owner, tmp=tmp))
-        writer = Writer(impl.maker(staged.file), target)
+        writer = Writer(staged.file, target, impl)
         fill(writer)
         writer.finish()
         staged.seal()

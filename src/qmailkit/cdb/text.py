@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
+from qmailkit.cdb.format import MAX_SIZE
+from qmailkit.cdb.writer import Writer, make
 from qmailkit.errors import QmailkitError
-
-if TYPE_CHECKING:
-    from qmailkit.cdb import Writer
 
 CHUNK = 1 << 18
 # The error exit of cdbmake for malformed input is 111, and qmailkit keeps it.
@@ -120,6 +119,42 @@ def _malformed(inp: _Input, line: int, record: int, what: str) -> QmailkitError:
     )
 
 
+def _lengths(inp: _Input, line: int, record: int) -> tuple[int, int]:
+    """The ``KLEN,DLEN:`` after a record's ``+``."""
+    lengths = []
+    for name, stop in (("key length", b","), ("data length", b":")):
+        digits = b""
+        while True:
+            char = inp.take(1)
+            if char is None:
+                raise _malformed(inp, line, record, f"input ends inside the {name}")
+            if char == stop:
+                break
+            if not char.isdigit() or len(digits) > 10:
+                raise _malformed(inp, line, record, f"bad {name} {digits + char!r}")
+            digits += char
+        if not digits:
+            raise _malformed(inp, line, record, f"missing {name}")
+        lengths.append(int(digits))
+    return lengths[0], lengths[1]
+
+
+def _expect(inp: _Input, line: int, record: int, want: bytes, *, cut: str, wrong: str) -> None:
+    """The delimiter ``want`` comes next: else ``cut`` (input ended) or ``wrong`` is the error."""
+    found = inp.take(len(want))
+    if found is None:
+        raise _malformed(inp, line, record, cut)
+    if found != want:
+        raise _malformed(inp, line, record, wrong)
+
+
+def _field(inp: _Input, line: int, record: int, length: int, what: str) -> bytes:
+    data = inp.take(length)
+    if data is None:
+        raise _malformed(inp, line, record, f"input ends inside the {length}-byte {what}")
+    return data
+
+
 def _exact_record(inp: _Input, record: int, max_size: int) -> tuple[bytes, bytes] | None:
     """Parse one record exactly; None at the closing blank line."""
     line = inp.line
@@ -130,44 +165,31 @@ def _exact_record(inp: _Input, record: int, max_size: int) -> tuple[bytes, bytes
         return None
     if first != b"+":
         raise _malformed(inp, line, record, f"expected '+' or a blank line, found {first!r}")
-    lengths = []
-    for name, stop in (("key length", b","), ("data length", b":")):
-        digits = b""
-        while True:
-            ch = inp.take(1)
-            if ch is None:
-                raise _malformed(inp, line, record, f"input ends inside the {name}")
-            if ch == stop:
-                break
-            if not ch.isdigit() or len(digits) > 10:
-                raise _malformed(inp, line, record, f"bad {name} {digits + ch!r}")
-            digits += ch
-        if not digits:
-            raise _malformed(inp, line, record, f"missing {name}")
-        lengths.append(int(digits))
-    klen, dlen = lengths
+    klen, dlen = _lengths(inp, line, record)
     if klen + dlen > max_size:
         raise _malformed(inp, line, record, f"record of {klen + dlen} bytes is too large")
-    key = inp.take(klen)
-    if key is None:
-        raise _malformed(inp, line, record, f"input ends inside the {klen}-byte key")
-    arrow = inp.take(2)
-    if arrow is None:
-        raise _malformed(inp, line, record, "input ends after the key")
-    if arrow != b"->":
-        raise _malformed(inp, line, record, "expected '->' after the key (is KLEN right?)")
-    value = inp.take(dlen)
-    if value is None:
-        raise _malformed(inp, line, record, f"input ends inside the {dlen}-byte data")
-    end = inp.take(1)
-    if end is None:
-        raise _malformed(inp, line, record, "input ends right after the data")
-    if end != b"\n":
-        raise _malformed(inp, line, record, "expected a newline after the data (is DLEN right?)")
+    key = _field(inp, line, record, klen, "key")
+    _expect(
+        inp,
+        line,
+        record,
+        b"->",
+        cut="input ends after the key",
+        wrong="expected '->' after the key (is KLEN right?)",
+    )
+    value = _field(inp, line, record, dlen, "data")
+    _expect(
+        inp,
+        line,
+        record,
+        b"\n",
+        cut="input ends right after the data",
+        wrong="expected a newline after the data (is DLEN right?)",
+    )
     return key, value
 
 
-def parse_cdbmake(stream: BinaryIO, name: str, max_size: int = 0xFFFFFFFF) -> Iterator[Batch]:
+def parse_cdbmake(stream: BinaryIO, name: str, max_size: int = MAX_SIZE) -> Iterator[Batch]:
     """Records of cdbmake input, in batches; errors (exit 111) give record and line."""
     inp = _Input(stream, name)
     heads_seen: dict[bytes, tuple[int, int]] = {}
@@ -340,9 +362,7 @@ def build(
     ``path`` is replaced atomically, and only if the whole input is good.
     Returns the number of records.
     """
-    from qmailkit import cdb
-
-    with cdb.make(path, mode=mode, owner=owner) as writer:
+    with make(path, mode=mode, owner=owner) as writer:
         if lines:
             for chunk in _line_chunks(stream, name):
                 if _plain(chunk):  # no Python object per line
@@ -350,8 +370,8 @@ def build(
                 else:
                     writer.add_many(*_parsed_lines(chunk))
         elif writer.feeds_cdbmake:
-            _feed_cdbmake(writer, stream, name, cdb.MAX_SIZE)
+            _feed_cdbmake(writer, stream, name, writer.max_size)
         else:
-            for keys, values, nbytes in parse_cdbmake(stream, name, cdb.MAX_SIZE):
+            for keys, values, nbytes in parse_cdbmake(stream, name, writer.max_size):
                 writer.add_many(keys, values, nbytes)
     return writer.count

@@ -1,4 +1,4 @@
-/* qmailkit.cdb._native: the cdb writer in C, for speed.
+/* qmailkit.cdb.backends._native: the cdb writer in C, for speed.
  *
  * Maker(fd) writes a cdb to fd, which must be an empty file positioned at 0:
  * a zeroed 2048-byte header, the records as they are added (through a 64 KiB
@@ -467,7 +467,7 @@ static PyGetSetDef Maker_getset[] = {
 
 static PyTypeObject MakerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "qmailkit.cdb._native.Maker",
+    .tp_name = "qmailkit.cdb.backends._native.Maker",
     .tp_doc = "Maker(fd): writes a cdb to the empty file fd.",
     .tp_basicsize = sizeof(Maker),
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -480,7 +480,7 @@ static PyTypeObject MakerType = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
-    .m_name = "qmailkit.cdb._native",
+    .m_name = "qmailkit.cdb.backends._native",
     .m_doc = "djb's cdb format written in C (qmailkit's fast path).",
     .m_size = -1,
 };
