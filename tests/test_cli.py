@@ -106,3 +106,105 @@ def test_option_types_parse_and_refuse_with_actionable_messages():
     assert options.percent("20%") == 0.2
     with pytest.raises(argparse.ArgumentTypeError, match="not between 0 and 100"):
         options.percent("101")
+
+
+def test_new_option_types_parse_and_refuse_with_actionable_messages():
+    import argparse
+    import pwd
+
+    import pytest
+
+    from qmailkit.cli import options
+
+    assert options.seconds("2.5") == 2.5 and options.seconds("0") == 0
+    for bad, why in (
+        ("soon", "not a number of seconds: 'soon' (e.g. 10 or 2.5)"),
+        ("-1", "not a duration of 0 seconds or more: '-1'"),
+        ("nan", "not a duration of 0 seconds or more: 'nan'"),
+        ("inf", "not a duration of 0 seconds or more: 'inf'"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError) as caught:
+            options.seconds(bad)
+        assert str(caught.value) == why
+    assert options.processes("4") == 4
+    for bad in ("0", "-2", "four", "٣"):
+        with pytest.raises(argparse.ArgumentTypeError) as caught:
+            options.processes(bad)
+        assert str(caught.value) == f"not a number of processes: {bad!r} (1 or more)"
+    assert options.user_number("500") == 500
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        options.user_number("root")
+    assert str(caught.value) == "not a user id: 'root' (give a number, e.g. 500)"
+    with pytest.raises(argparse.ArgumentTypeError, match="uid 4294967295 is out of range"):
+        options.user_number("4294967295")
+    # convert-multilog's day files: USER alone takes the user's login group
+    assert options.owner_with_login_group("root") == (0, pwd.getpwuid(0).pw_gid)
+    assert options.owner_with_login_group("root:0") == (0, 0)
+    assert options.owner_with_login_group(":0") == (-1, 0)
+
+
+def test_shrink_guard_goes_on_a_parser_or_a_group_with_the_librarys_default():
+    from qmailkit import cdb
+    from qmailkit.cli import Parser, options
+
+    assert options.DEFAULT_MAX_SHRINK == cdb.DEFAULT_MAX_SHRINK
+    parser = Parser(prog="t")
+    options.add_shrink_guard(parser.add_argument_group("safety"), "logins")
+    assert vars(parser.parse_args([])) == {"max_shrink": 0.2, "force": False}
+    assert vars(parser.parse_args(["--max-shrink", "40%", "--force"])) == {
+        "max_shrink": 0.4,
+        "force": True,
+    }
+
+
+def test_every_option_type_is_a_named_function():
+    """argparse names a bad value's type in its message: a lambda gives 'invalid <lambda>
+    value', so every type is a named function (and those of cli.options word their own)."""
+    import argparse
+
+    from qmailkit.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from parsers(sub)
+
+    types = [
+        (parser.prog, action.dest, action.type)
+        for parser in parsers(build_parser())
+        for action in parser._actions
+        if action.type is not None
+    ]
+    assert types, "no typed options found"
+    for prog, dest, kind in types:
+        assert kind.__name__ != "<lambda>", (prog, dest)
+
+
+def test_a_bad_option_value_is_a_usage_error_saying_what_to_give():
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "newu", "--max-shrink", "lots"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 100
+    assert proc.stderr.endswith(
+        "qmailkit newu: usage: argument --max-shrink: not a percentage: 'lots'\n"
+    )
+
+
+def test_one_version_in_the_package_the_metadata_and_the_command():
+    import importlib.metadata
+
+    import qmailkit
+
+    assert importlib.metadata.version("qmailkit") == qmailkit.__version__
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout == f"qmailkit {qmailkit.__version__}\n"

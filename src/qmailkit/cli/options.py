@@ -2,19 +2,27 @@
 
 Each function is an argparse ``type``: it returns the parsed value or raises
 ArgumentTypeError with a message that says what is wrong and what to give,
-so that a bad value is a usage error (exit 100) before anything runs.
-Cheap to import: only the command line's start-up pays for it.
+so that a bad value is a usage error (exit 100) before anything runs
+(``argument --mode: '9x' is not an octal file mode (give octal digits, e.g.
+644 or 0640)``).  Cheap to import: only the command line's start-up pays for it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 # uid_t and gid_t are 32 bits; (uid_t)-1 = 2**32-1 means "leave it" to chown and setuid.
 MAX_ID = 2**32 - 2
 
 DEFAULT_CONFIG = "/etc/qmailkit/qmailkit.toml"
+
+#: cdb.DEFAULT_MAX_SHRINK, written out: importing the library would slow every start-up
+DEFAULT_MAX_SHRINK = 0.20
+
+# What the shared options are added to: a parser or one of its argument groups.
+OptionGroup = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
 def octal_mode(text: str) -> int:
@@ -44,6 +52,13 @@ def _number(text: str, what: str) -> int:
     if number > MAX_ID:
         raise argparse.ArgumentTypeError(f"{what} {text} is out of range (at most {MAX_ID})")
     return number
+
+
+def user_number(text: str) -> int:
+    """A numeric user id, 0 .. 2**32-2 (the bounds of a uid range, not a name)."""
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a user id: {text!r} (give a number, e.g. 500)")
+    return _number(text, "uid")
 
 
 def user_id(text: str) -> int:
@@ -95,6 +110,15 @@ def owner(text: str) -> tuple[int, int]:
     return uid, -1
 
 
+def owner_with_login_group(text: str) -> tuple[int, int]:
+    """``USER[:GROUP]`` (uid, gid), where a missing group is the user's login group.
+
+    For files whose group matters as much as their owner (convert-multilog's
+    day files): ``USER`` means what chown(1) reads as ``USER:``.
+    """
+    return owner(text if ":" in text else text + ":")
+
+
 def percent(text: str) -> float:
     """A percentage from 0 to 100, with or without the % sign, as a fraction."""
     try:
@@ -106,12 +130,32 @@ def percent(text: str) -> float:
     return number / 100
 
 
+def seconds(text: str) -> float:
+    """A duration in seconds, 0 or more (``10``, ``2.5``)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a number of seconds: {text!r} (e.g. 10 or 2.5)"
+        ) from None
+    if not 0 <= number < math.inf:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"not a duration of 0 seconds or more: {text!r}")
+    return number
+
+
+def processes(text: str) -> int:
+    """A number of worker processes, 1 or more."""
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r} (1 or more)")
+    return int(text)
+
+
 def config_path(given: str | None) -> str:
     """The config file: ``--config``, else $QMAILKIT_CONFIG, else DEFAULT_CONFIG."""
     return given or os.environ.get("QMAILKIT_CONFIG") or DEFAULT_CONFIG
 
 
-def add_config(parser: argparse.ArgumentParser) -> None:
+def add_config(parser: OptionGroup) -> None:
     """The ``--config FILE`` option (read it with ``config_path(args.config)``)."""
     parser.add_argument(
         "--config",
@@ -121,12 +165,12 @@ def add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_shrink_guard(parser: argparse.ArgumentParser, noun: str) -> None:
+def add_shrink_guard(parser: OptionGroup, noun: str) -> None:
     """``--max-shrink`` and ``--force``: the guard rail of a database qmail reads."""
     parser.add_argument(
         "--max-shrink",
         type=percent,
-        default=0.20,
+        default=DEFAULT_MAX_SHRINK,
         metavar="PERCENT",
         help=f"refuse to lose more than this share of the {noun} (default 20)",
     )
