@@ -9,7 +9,7 @@ from rcpt_helpers import VDELIVER_CATCHALL, Tree
 
 from qmailkit import cdb
 from qmailkit.errors import InputError, QmailkitError
-from qmailkit.qmail.model import Options, build
+from qmailkit.qmail.recipients import Options, build
 from qmailkit.qmail.validrcptto import lookup
 
 
@@ -613,14 +613,14 @@ def test_malformed_users_assign_names_the_line(tree):
 
 def test_indexed_users_lookup_agrees_with_qmail_assign_lookup(tree):
     from qmailkit.qmail import assign
-    from qmailkit.qmail.model import _Builder
+    from qmailkit.qmail.delivery import AssignIndex
 
     text = (
         b"=joe:a:1:1:/h:-::\n+jo:b:1:1:/h:-::\n+jo-:c:1:1:/h:-::\n+:d:1:1:/h:-::\n"
         b"+Big.:e:1:1:/h:-::\n=joe:f:1:1:/h:-::\n.\n"
     )
     entries = assign.parse(text, "users/assign")
-    index = _Builder(Options())._assign_index(entries)
+    index = AssignIndex.of(entries)
     for local in ("joe", "jo", "jo-x", "jox", "john", "", "big.x", "x", "joe-"):
         assert index.lookup(local) == assign.lookup(entries, local), local
 

@@ -1,4 +1,4 @@
-"""The bulk vpasswd readers of the model (C and Python) give exactly the careful reader's
+"""The bulk vpasswd readers of the delivery rules (C and Python) give exactly the careful reader's
 names."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 from rcpt_helpers import Tree
 
 from qmailkit import cdb
-from qmailkit.errors import InputError
-from qmailkit.qmail import model, vpopmail
+from qmailkit.errors import InputError, QmailkitError
+from qmailkit.qmail import vpopmail
+from qmailkit.qmail.delivery import Rules, Snapshot
 from qmailkit.qmail.dotqmail import Kind, classify
+from qmailkit.qmail.recipients import Options, build
 from qmailkit.qmail.validrcptto import fold
 from qmailkit.qmail.vpopmail import read_vpasswd
 
@@ -21,8 +23,8 @@ from qmailkit.qmail.vpopmail import read_vpasswd
 def names_of(tmp_path, data: bytes) -> list[bytes]:
     path = tmp_path / "vpasswd"
     path.write_bytes(data)
-    builder = model._Builder(model.Options(vpopmail_sql=False))
-    names, source = builder.vpopmail_users(str(tmp_path), "example.com")
+    rules = Rules(Snapshot(vpopmail_sql=False), [])
+    names, source = rules.vpopmail_users(str(tmp_path), "example.com")
     assert source == str(path)
     return names
 
@@ -90,13 +92,15 @@ def test_the_c_scanner_is_built_and_takes_the_usual_file():
 def test_a_name_with_capitals_is_skipped_with_a_warning(tmp_path, text, number):
     path = tmp_path / "vpasswd"
     path.write_text(text)
-    builder = model._Builder(model.Options(vpopmail_sql=False))
-    names, _source = builder.vpopmail_users(str(tmp_path), "example.com")
+    notes: list[str] = []
+    names, _source = Rules(Snapshot(vpopmail_sql=False), notes).vpopmail_users(
+        str(tmp_path), "example.com"
+    )
     assert b"bob" not in names and b"Bob" not in names
-    assert builder.warnings == [
+    assert notes == [
         (
-            f"{path}:{number}: mailbox 'Bob' skipped: vdelivermail looks up the lower-cased address, "
-            "so a name with capitals never gets mail"
+            f"{path}:{number}: mailbox 'Bob' skipped: vdelivermail looks up the lower-cased "
+            "address, so a name with capitals never gets mail"
         )
     ]
 
@@ -154,9 +158,7 @@ def test_model_keys_for_any_names(tmp_path_factory, names, as_cdb):
     else:
         (ddir / "vpasswd").write_text("".join(line(n) + "\n" for n in names))
     tree.write_assign()
-    rec = model.build(
-        model.Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail)
-    )
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail))
     reachable = [n for n in names if n == fold(n) and "\n" not in n and "\0" not in n]
     assert sorted(k for k, _ in rec.records()) == sorted(
         f"{n}@example.com".encode() for n in reachable
@@ -184,7 +186,7 @@ def test_a_damaged_line_is_named(tmp_path, text, number, message):
 
 
 def test_same_dotqmail_text_same_verdict_with_its_own_path(tmp_path):
-    builder = model._Builder(model.Options())
+    snapshot = Snapshot()
     paths = []
     for i, text in enumerate(
         [
@@ -197,14 +199,14 @@ def test_same_dotqmail_text_same_verdict_with_its_own_path(tmp_path):
         path = tmp_path / f".qmail-{i}"
         path.write_text(text)
         paths.append(str(path))
-    found = [builder.delivery(p) for p in paths]
+    found = [snapshot.delivery(p) for p in paths]
     assert found == [classify(p) for p in paths]
     assert [d.kind for d in found] == [Kind.BOUNCE, Kind.BOUNCE, Kind.DELIVER, Kind.DELIVER]
     assert [d.path for d in found] == paths
     os.unlink(paths[0])
-    assert builder.delivery(paths[0]) == found[0]  # cached: the file is read once
-    with pytest.raises(model.QmailkitError) as caught:
-        builder.delivery(str(tmp_path / ".qmail-missing"))
+    assert snapshot.delivery(paths[0]) == found[0]  # cached: the file is read once
+    with pytest.raises(QmailkitError) as caught:
+        snapshot.delivery(str(tmp_path / ".qmail-missing"))
     assert str(caught.value) == (
         f"{tmp_path}/.qmail-missing: cannot read .qmail file: No such file or directory"
     )

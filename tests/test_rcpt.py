@@ -12,7 +12,7 @@ from rcpt_helpers import VDELIVER_CATCHALL, Tree, cdb_dump_keys, cdb_query, mtim
 
 from qmailkit import rcpt
 from qmailkit.errors import InputError, LockBusy
-from qmailkit.qmail.model import Options
+from qmailkit.qmail.recipients import Options
 
 MKVALIDRCPTTO = Path(sys.executable).parent / "mkvalidrcptto"
 

@@ -13,11 +13,12 @@ from conftest import need
 from rcpt_helpers import VDELIVER_CATCHALL, Tree
 
 from qmailkit import cdb, rcpt, workers
-from qmailkit.qmail import model
-from qmailkit.qmail.model import Options
+from qmailkit.errors import QmailkitError
+from qmailkit.qmail import recipients
+from qmailkit.qmail.recipients import Options
 
 MKVALIDRCPTTO = Path(sys.executable).parent / "mkvalidrcptto"
-DOMAINS = model.PARALLEL_MIN_DOMAINS + 80
+DOMAINS = recipients.PARALLEL_MIN_DOMAINS + 80
 
 
 def vdomain_name(i: int) -> str:
@@ -78,16 +79,17 @@ def options(t: Tree, jobs: int, **kw) -> Options:
 
 @pytest.fixture
 def forks(monkeypatch) -> list:
-    """The workers model.build started (wraps workers.start)."""
+    """The workers recipients.build started (wraps workers.spawn): (pid, pipe), or None
+    when no process could be had."""
     started: list = []
-    real = workers.start
+    real = workers.spawn
 
-    def spy(func):
-        worker = real(func)
+    def spy(target):
+        worker = real(target)
         started.append(worker)
         return worker
 
-    monkeypatch.setattr(workers, "start", spy)
+    monkeypatch.setattr(workers, "spawn", spy)
     return started
 
 
@@ -268,11 +270,17 @@ def test_jobs_must_be_a_positive_number(tree):
 
 
 def test_a_worker_that_dies_is_a_system_error(tree, monkeypatch):
-    def die(self, share, position):
-        os._exit(3)
+    """A worker killed before it answers (here: its first write to the pipe) is exit 111."""
+    parent = os.getpid()
+    real_write = os.write
 
-    monkeypatch.setattr(model._Builder, "_worker_answer", die)
-    with pytest.raises(model.QmailkitError) as caught:
+    def write(fd, data):
+        if os.getpid() != parent:
+            os._exit(3)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(QmailkitError) as caught:
         rcpt.build(options(tree, jobs=2))
     assert str(caught.value) == "a worker process failed: worker process died (wait status 768)"
     assert caught.value.exit_code == 111

@@ -1,6 +1,6 @@
-"""validrcptto.cdb: build it from the qmail model, safely.
+"""validrcptto.cdb: build it from the qmail configuration, safely.
 
-* ``build(options)`` gathers the keys (``qmailkit.qmail.model``).
+* ``build(options)`` gathers the keys (``qmailkit.qmail.recipients``).
 * ``lines``/``cdbmake_text``/``explain_lines`` render them for printing.
 * ``write_cdb`` replaces the cdb only when its keys or values changed, refuses
   an empty or sharply shrunk key set unless forced (an empty validrcptto.cdb
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from qmailkit.cdb import DEFAULT_MAX_SHRINK
 from qmailkit.errors import InputError, os_error
 from qmailkit.fsutil import TMP_MARK, fsync_dir, locked, remove_stale_temps
-from qmailkit.qmail.model import Options, Recipients, build
+from qmailkit.qmail.recipients import Options, Recipients, build
 from qmailkit.qmail.validrcptto import Decision, lookup
 
 __all__ = [

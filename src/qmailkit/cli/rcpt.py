@@ -165,10 +165,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _options(args: argparse.Namespace):  # -> qmailkit.qmail.model.Options
+def _options(args: argparse.Namespace):  # -> qmailkit.qmail.recipients.Options
     from pathlib import Path
 
-    from qmailkit.qmail.model import Options
+    from qmailkit.qmail.recipients import Options
 
     return Options(
         qmail_home=Path(args.qmail_home),

@@ -10,7 +10,7 @@ from pathlib import Path
 from qmailkit import rcpt
 from qmailkit.demo.mailtree import MailTree, uid_for
 from qmailkit.errors import QmailkitError
-from qmailkit.qmail.model import Options
+from qmailkit.qmail.recipients import Options
 
 MAILBOXES = {"bounce.example": ["alice", "carol"], "catch.example": ["dave"]}
 
