@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from qmailkit.tai64n import LABEL_OFFSET
+from qmailkit.logs.tai64n import LABEL_OFFSET
 
 QMAILKIT = str(Path(sys.executable).with_name("qmailkit"))
 

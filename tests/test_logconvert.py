@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import grp
 import os
 import stat
 import subprocess
@@ -22,8 +23,9 @@ from logs_helpers import (
     write_rotated,
 )
 
-from qmailkit import logconvert, tai64n
-from qmailkit.logconvert import Options, convert_all
+from qmailkit.errors import QmailkitError
+from qmailkit.logs import journal, tai64n
+from qmailkit.logs.convert import Options, convert_all
 
 T0 = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC
 DAY = 86_400 * 10**9
@@ -275,6 +277,32 @@ def test_new_files_get_the_mode_and_existing_files_are_appended(tmp_path, utc):
         assert (st_.st_uid, stat.S_IMODE(st_.st_mode)) == (65534, 0o640)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives day files away")
+def test_owner_forms_as_chown_reads_them_and_a_bare_user_takes_the_login_group(tmp_path, utc):
+    from qmailkit.cli.logs import convert_multilog_main
+
+    sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
+    main = sdir / "x" / "log" / "main"
+    adm = grp.getgrnam("adm").gr_gid
+    forms = [
+        ([], (0, adm)),  # the default: root, group adm
+        (["--owner", "daemon"], (1, 1)),  # daemon's login group
+        (["--owner", "1"], (1, 1)),
+        (["--owner", "daemon:"], (1, 1)),
+        (["--owner", "daemon:adm"], (1, adm)),
+        (["--owner", ":adm"], (0, adm)),  # the user stays root
+        (["--owner", "nobody:0"], (65534, 0)),
+    ]
+    for day, (args, owner) in enumerate(forms):
+        if day:
+            write_rotated(main, [[label(T0 + day * DAY) + b" x"]], start_ns=T0 + day * DAY)
+        argv = [*args, "-q", "--service-dir", str(sdir), "--log-dir", str(ldir)]
+        assert convert_multilog_main(argv) == 0
+        date = time.strftime("%Y-%m-%d", time.gmtime(T0 // 10**9 + day * 86400))
+        info = (ldir / f"x.{date}").stat()
+        assert ((info.st_uid, info.st_gid), args) == (owner, args)
+
+
 def test_default_mode_is_0640(tmp_path, utc):
     sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" new"]]})
     assert convert_all(opts(sdir, ldir)).ok
@@ -379,7 +407,7 @@ def test_unwritable_log_dir_is_a_clear_error_and_touches_nothing(tmp_path, monke
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
             monkeypatch.setattr(os, "mkdir", refuse)
-            with pytest.raises(logconvert.QmailkitError, match="cannot create the state dir"):
+            with pytest.raises(QmailkitError, match="cannot create the state dir"):
                 convert_all(opts(sdir, ldir))
             monkeypatch.undo()
     assert len(list((sdir / "x" / "log" / "main").iterdir())) == 1
@@ -400,7 +428,7 @@ def test_full_disk_keeps_input_and_rolls_back(tmp_path, monkeypatch, utc):
         budget[0] -= n
         return n
 
-    monkeypatch.setattr(logconvert.os, "write", full_write)
+    monkeypatch.setattr(os, "write", full_write)
     res = convert_all(opts(sdir, ldir, jobs=1))
     monkeypatch.undo()
     err = res.services[0].error
@@ -445,7 +473,7 @@ def test_full_file_system(tmp_path, monkeypatch, utc):
             left[0] -= n
             return n
 
-        monkeypatch.setattr(logconvert.os, "write", full_write)
+        monkeypatch.setattr(os, "write", full_write)
     try:
         a = lines_between(T0, T0 + DAY, 12000, seed=6)
         sdir = tmp_path / "s"
@@ -468,13 +496,13 @@ def test_second_run_exits_while_the_first_holds_the_lock(tmp_path, utc):
     from qmailkit import fsutil
 
     sdir, ldir, _ = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
-    sdir_state = logconvert.state_dir(ldir)
+    sdir_state = journal.state_dir(ldir)
     with fsutil.locked(sdir_state / "lock"):
         res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
         assert res.returncode == 111
         assert res.stderr.decode() == (
-            f"qmailkit convert-multilog: fatal: {sdir_state}/lock: another convert-multilog holds the "
-            "lock (try again when it has finished)\n"
+            f"qmailkit convert-multilog: fatal: {sdir_state}/lock: another convert-multilog "
+            "holds the lock (try again when it has finished)\n"
         )
         waiting = subprocess.Popen(
             [
@@ -569,13 +597,20 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
             convert_multilog_main(["--mode", mode, "--log-dir", str(ldir)])
         assert stop.value.code == 100
         assert says in capsys.readouterr().err
-    assert convert_multilog_main(["--owner", "no-such-user", "--log-dir", str(ldir)]) == 100
-    assert "--owner: no user 'no-such-user'" in capsys.readouterr().err
-    # a gid fchown cannot take: refused before converting, not an OverflowError in a worker
-    assert convert_multilog_main(["--owner", "root:99999999999", "--log-dir", str(ldir)]) == 100
-    assert capsys.readouterr().err == (
-        "convert-multilog: fatal: --owner: group id 99999999999 is out of range\n"
-    )
+    # a bad owner is a usage error too; a gid fchown cannot take is refused before converting
+    for value, says in (
+        ("no-such-user", "no such user: 'no-such-user'; give USER or USER:GROUP"),
+        ("root:no-such-group", "no such group: 'no-such-group'; give USER or USER:GROUP"),
+        ("root:99999999999", "gid 99999999999 is out of range (at most 4294967294)"),
+        ("4000000000", "uid 4000000000 has no passwd entry, so no login group: give USER:GROUP"),
+        ("", "'' names no user or group (give USER, USER:GROUP or :GROUP)"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            convert_multilog_main(["--owner", value, "--log-dir", str(ldir)])
+        assert stop.value.code == 100
+        assert capsys.readouterr().err.endswith(
+            f"convert-multilog: usage: argument --owner: {says}\n"
+        )
     with pytest.raises(SystemExit) as exc:
         convert_multilog_main(["-x"])
     assert exc.value.code == 100
@@ -597,7 +632,7 @@ def test_bad_service_dir_is_reported(tmp_path):
 def test_gzip_after_compresses_old_days_only(tmp_path, utc):
     import gzip
 
-    from qmailkit.logconvert import gzip_old_days
+    from qmailkit.logs.compress import gzip_old_days
 
     for date in ("2023-11-10", "2023-11-13", "2023-11-14"):
         (tmp_path / f"x.{date}").write_bytes(f"lines of {date}\n".encode())
@@ -696,7 +731,7 @@ def test_progress_on_a_terminal_for_big_work():
 def test_damaged_journal_stops_that_service_only(tmp_path, utc):
     one = [[label(T0) + b" x"]]
     sdir, ldir, _ = tree(tmp_path, {"a": one, "b": one})
-    state = logconvert.state_dir(ldir)
+    state = journal.state_dir(ldir)
     (state / "a.journal").write_bytes(b"{not json")
     res = run_cli("--service-dir", str(sdir), "--log-dir", str(ldir))
     assert res.returncode == 111
@@ -715,7 +750,7 @@ def test_journal_of_vanished_inputs_is_rolled_back_with_a_warning(tmp_path, utc)
 
     sdir, ldir, inputs = tree(tmp_path, {"x": [[label(T0) + b" x"]]})
     (ldir / "x.2023-11-14").write_bytes(b"kept\nhalf of an interrupted append")
-    state = logconvert.state_dir(ldir)
+    state = journal.state_dir(ldir)
     (state / "x.journal").write_text(
         json.dumps(
             {"inputs": ["@400000006553f0ff00000000.s"], "sizes": {"x.2023-11-14": 5}, "last": None}
@@ -732,7 +767,7 @@ def test_no_worker_process_possible_converts_in_process(tmp_path, monkeypatch, u
         raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
 
     sdir, ldir, inputs = tree(tmp_path, {"a": [[label(T0) + b" a"]], "b": [[label(T0) + b" b"]]})
-    monkeypatch.setattr(logconvert.os, "fork", no_fork)
+    monkeypatch.setattr(os, "fork", no_fork)
     res = convert_all(opts(sdir, ldir, jobs=2))
     monkeypatch.undo()
     assert res.ok and [s.name for s in res.services] == ["a", "b"]

@@ -110,7 +110,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path, rename)
 
 def test_journal_names_are_forgotten_after_a_commit(tmp_path):
     """A later input with a reused name is converted, not taken as already done."""
-    from qmailkit.logconvert import Options, convert_all
+    from qmailkit.logs.convert import Options, convert_all
 
     sdir, ldir = tmp_path / "s", tmp_path / "l"
     ldir.mkdir()
@@ -142,7 +142,7 @@ def test_interrupted_at_each_step_then_rerun_is_exact(tmp_path, monkeypatch, poi
     marked done; after-done: at the first unlink of an input; mid-dispose: at the third.
     """
     need("tai64nlocal")
-    from qmailkit import logconvert
+    from qmailkit.logs import convert
 
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
@@ -173,12 +173,12 @@ def test_interrupted_at_each_step_then_rerun_is_exact(tmp_path, monkeypatch, poi
 
     for name, fn in (("fsync", fsync), ("rename", rename), ("unlink", unlink)):
         monkeypatch.setattr(os, name, fn)
-    opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1, batch_bytes=120_000)
+    opts = convert.Options(service_dir=sdir, log_dir=ldir, jobs=1, batch_bytes=120_000)
     with pytest.raises(Crash):
-        logconvert.convert_all(opts)
+        convert.convert_all(opts)
     for name, fn in real.items():
         monkeypatch.setattr(os, name, fn)
-    res = logconvert.convert_all(opts)
+    res = convert.convert_all(opts)
     assert res.ok, res.services[0].error
     assert day_files(ldir) == expected_outputs("x", inputs, "UTC")
     assert list((sdir / "x" / "log" / "main").iterdir()) == []
@@ -195,7 +195,7 @@ def test_kill_9_with_many_small_batches(tmp_path):
     for name, datas in inputs.items():
         want.update(expected_outputs(name, datas, "UTC"))
     code = (
-        "import sys; from pathlib import Path; from qmailkit import logconvert as c;"
+        "import sys; from pathlib import Path; from qmailkit.logs import convert as c;"
         "r = c.convert_all(c.Options(service_dir=Path(sys.argv[1]), log_dir=Path(sys.argv[2]),"
         " batch_bytes=1, wait=30)); sys.exit(0 if r.ok else 111)"
     )

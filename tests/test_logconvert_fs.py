@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from logs_helpers import day_files, label, run_cli, service, write_rotated
 
-from qmailkit import logconvert
-from qmailkit.logconvert import Options, convert_all
+from qmailkit.logs import journal
+from qmailkit.logs.convert import Options, convert_all
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 NOGROUP = grp.getgrnam("nogroup").gr_gid
@@ -230,7 +230,7 @@ def test_a3_roll_back_never_truncates_through_a_symlink(tmp_path):
     victim = root / "victim"
     victim.write_bytes(b"important content\n")
     (main / NAME).write_bytes(LINE)
-    state = logconvert.state_dir(root / "log")
+    state = journal.state_dir(root / "log")
     # an interrupted run's journal, then the day file replaced by a symlink
     (state / "svc.journal").write_text(
         json.dumps({"inputs": [NAME], "sizes": {"svc.2024-05-01": 4}, "last": None})
@@ -331,7 +331,7 @@ def test_a4_a_symlink_to_dev_zero_is_not_read(tmp_path):
 
 def test_a4_files_over_the_cap_are_refused_kept_and_wait(tmp_path):
     """A sparse 64 MiB + 1 file, and a gzip bomb: named, kept, later files wait."""
-    from qmailkit.multilog import MAX_FILE
+    from qmailkit.logs.logdir import MAX_FILE
 
     root, main = _b4(tmp_path)
     first, big, after = (main / (label(T0 + i * 10**9).decode() + ".s") for i in range(3))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from logs_helpers import day_files, label, run_cli, service, write_rotated
 
-from qmailkit import logconvert
+from qmailkit.logs import convert, logdir
 from qmailkit.services import apply
 
 T0 = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC
@@ -38,11 +38,11 @@ def _retire(sdir: Path, stamp: str = "20261202T101010") -> Path:
 
 
 def test_retired_names_are_the_ones_apply_makes(tmp_path):
-    assert logconvert.RETIRED.pattern.startswith(r"\.retired-")
+    assert logdir.RETIRED.pattern.startswith(r"\.retired-")
     assert apply.RETIRED_PREFIX == ".retired-"
     for _ in range(2):  # the second gets a suffix: the name is taken
         (tmp_path / "qmail-smtpd-587").mkdir()
-        m = logconvert.RETIRED.match(_retire(tmp_path / "qmail-smtpd-587").name)
+        m = logdir.RETIRED.match(_retire(tmp_path / "qmail-smtpd-587").name)
         assert m and m["name"] == "qmail-smtpd-587"
 
 
@@ -157,7 +157,7 @@ def _crash_at_the_first_input_unlink(monkeypatch, opts) -> None:
 
     monkeypatch.setattr(os, "unlink", unlink)
     with pytest.raises(Crash):
-        logconvert.convert_all(opts)
+        convert.convert_all(opts)
     monkeypatch.setattr(os, "unlink", real_unlink)
 
 
@@ -168,7 +168,7 @@ def test_an_interrupted_retired_batch_is_finished_in_its_own_directory(tmp_path,
     ldir.mkdir()
     inputs = write_rotated(service(sdir, "x"), [[label(T0) + b" old"]])
     retired = _retire(sdir / "x")
-    opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
+    opts = convert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
     _crash_at_the_first_input_unlink(monkeypatch, opts)
     journal = json.loads((ldir / ".convert-multilog" / "x.journal").read_text())
     assert journal == {
@@ -178,7 +178,7 @@ def test_an_interrupted_retired_batch_is_finished_in_its_own_directory(tmp_path,
         "last": "2023-11-14",
     }
     messages: list[str] = []
-    assert logconvert.convert_all(opts, messages.append).ok
+    assert convert.convert_all(opts, messages.append).ok
     assert (
         f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)"
         in messages
@@ -196,11 +196,11 @@ def test_a_service_retired_after_an_interrupted_run_is_finished_not_duplicated(
     sdir, ldir = tmp_path / "scan", tmp_path / "log"
     ldir.mkdir()
     inputs = write_rotated(service(sdir, "x"), [[label(T0) + b" once"]])
-    opts = logconvert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
+    opts = convert.Options(service_dir=sdir, log_dir=ldir, jobs=1)
     _crash_at_the_first_input_unlink(monkeypatch, opts)
     retired = _retire(sdir / "x")
     messages: list[str] = []
-    assert logconvert.convert_all(opts, messages.append).ok
+    assert convert.convert_all(opts, messages.append).ok
     assert (
         f"Finishing {retired}/log/main/{inputs[0].name} (converted by an interrupted run)"
         in messages

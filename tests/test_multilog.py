@@ -17,8 +17,8 @@ import pytest
 from conftest import need, wait_for
 from logs_helpers import day_files, expected_outputs, label, run_cli, service, write_rotated
 
-from qmailkit import multilog, tai64n
-from qmailkit.multilog import LogDir, is_rotated_name, read_chunks, rotation_time
+from qmailkit.logs import logdir, tai64n
+from qmailkit.logs.logdir import LogDir, is_rotated_name, read_chunks, rotation_time
 
 # -- the model ----------------------------------------------------------------------------------
 
@@ -82,12 +82,12 @@ def test_read_chunks_cut_at_newlines_and_keep_a_partial_last_line(tmp_path):
 
 
 def test_wait_for_rotation_gives_up_after_the_timeout(tmp_path):
-    logdir = LogDir(tmp_path)
+    directory = LogDir(tmp_path)
     started = time.monotonic()
-    assert logdir.wait_for_rotation(set(), 0.2) == []
+    assert directory.wait_for_rotation(set(), 0.2) == []
     assert time.monotonic() - started >= 0.2
     (tmp_path / "@400000006553f10000000000.s").write_bytes(b"")
-    assert logdir.wait_for_rotation(set(), 5) == ["@400000006553f10000000000.s"]
+    assert directory.wait_for_rotation(set(), 5) == ["@400000006553f10000000000.s"]
 
 
 def test_alarm_without_a_supervisor_warns_and_converts_the_rest(tmp_path):
@@ -217,4 +217,4 @@ def test_multilog_processor_output_is_read(tmp_path):
     converted = b"".join(day_files(ldir).values())
     current = (main / "current").read_bytes().count(b"\n")
     assert converted.count(b"\n") + current == 300
-    assert multilog.LogDir(main).rotated() == []
+    assert logdir.LogDir(main).rotated() == []

@@ -1,4 +1,4 @@
-"""qmailkit.tai64n: labels, and the block converter against the one-line one and an oracle."""
+"""qmailkit.logs.tai64n: labels, and the block converter against the one-line one and an oracle."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from tai64n_helpers import BAD_LINES, label, set_tz, zone
 
-from qmailkit.tai64n import (
+from qmailkit.logs.tai64n import (
     _LEAP_TAI,
     LABEL_LEN,
     LABEL_OFFSET,
@@ -226,14 +226,14 @@ def test_year_before_1000_and_after_9999_like_the_c_tool(monkeypatch):
 @given(unix=st.integers(-(10**10), 10**10))
 def test_real_tai_round_trip(unix):
     """tai_to_unix undoes TAI = Unix + TAI-UTC (10 s before 1972, +1 per leap second)."""
-    from qmailkit.tai64n import _LEAP_STARTS, tai_to_unix
+    from qmailkit.logs.tai64n import _LEAP_STARTS, tai_to_unix
 
     tai_minus_utc = 10 + sum(1 for start in _LEAP_STARTS if start <= unix)
     assert tai_to_unix(unix + tai_minus_utc) == (unix, False)
 
 
 def test_leap_seconds_are_marked():
-    from qmailkit.tai64n import tai_to_unix
+    from qmailkit.logs.tai64n import tai_to_unix
 
     assert tai_to_unix(1_483_228_800 + 36) == (1_483_228_800, True)  # 2016-12-31 23:59:60
     assert tai_to_unix(1_483_228_800 + 37) == (1_483_228_800, False)

@@ -11,8 +11,8 @@ import pytest
 from conftest import need, wait_for
 from tai64n_helpers import QMAILKIT
 
-from qmailkit import logfilter
-from qmailkit.tai64n import LABEL_OFFSET, TAI_OFFSET, decode
+from qmailkit.logs import filters
+from qmailkit.logs.tai64n import LABEL_OFFSET, TAI_OFFSET, decode
 
 TEXT = [b"first", b"", b"with\rCR", b"NUL\x00 and \xff\xfe", b"@4000000065a1b2c300000000 old label"]
 
@@ -79,7 +79,7 @@ def test_lines_cut_across_reads(tmp_path, per_line, chunk):
     (tmp_path / "in").write_bytes(b"\n".join(lines))
     start = time.time_ns()
     with open(tmp_path / "in", "rb") as fin, open(tmp_path / "out", "wb") as fout:
-        logfilter.tai64n(fin.fileno(), fout.fileno(), chunk=chunk, per_line=per_line)
+        filters.tai64n(fin.fileno(), fout.fileno(), chunk=chunk, per_line=per_line)
     check_stamped((tmp_path / "out").read_bytes(), lines, start, time.time_ns(), LABEL_OFFSET)
 
 

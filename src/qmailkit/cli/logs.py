@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, TextIO
 
-from qmailkit.cli.options import octal_mode
+from qmailkit.cli.options import octal_mode, owner
+
+if TYPE_CHECKING:  # the library is imported when a command runs, to start fast
+    from qmailkit.logs import convert
 
 _TAI_HELP = (
     "labels are real TAI as s6-log and s6-tai64n write them (2^62 + 37 + Unix time since "
@@ -53,20 +57,20 @@ def _register_tai64n_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _offset(args: argparse.Namespace) -> int:
-    from qmailkit.tai64n import LABEL_OFFSET, TAI_OFFSET
+    from qmailkit.logs.tai64n import LABEL_OFFSET, TAI_OFFSET
 
     return TAI_OFFSET if args.tai else LABEL_OFFSET
 
 
 def _tai64nlocal(args: argparse.Namespace) -> int:
-    from qmailkit.logfilter import tai64nlocal
+    from qmailkit.logs.filters import tai64nlocal
 
     tai64nlocal(0, 1, offset=_offset(args))
     return 0
 
 
 def _tai64n(args: argparse.Namespace) -> int:
-    from qmailkit.logfilter import tai64n
+    from qmailkit.logs.filters import tai64n
 
     tai64n(0, 1, offset=_offset(args))
     return 0
@@ -170,8 +174,9 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--owner",
         metavar="USER[:GROUP]",
-        help="owner of new day files when run as root (default root, group adm "
-        "if it exists, else root)",
+        type=_day_file_owner,
+        help="owner of new day files when run as root, names or numbers; USER alone "
+        "means the user's login group (default root, group adm if it exists, else root)",
     )
     p.add_argument(
         "--tai",
@@ -230,7 +235,7 @@ def _register_convert_multilog(sub: argparse._SubParsersAction) -> None:
     _add_convert_options(p)
 
 
-def convert_multilog_main(argv=None) -> int:
+def convert_multilog_main(argv: list[str] | None = None) -> int:
     """The installed ``convert-multilog`` alias: the same as ``qmailkit convert-multilog``."""
     import sys
 
@@ -250,61 +255,56 @@ def convert_multilog_main(argv=None) -> int:
     return code
 
 
-def _owner(spec: str | None) -> tuple[int, int] | None:
-    import grp
-    import pwd
-
-    from qmailkit.errors import InputError
-
-    if spec is None:
-        try:
-            return 0, grp.getgrnam("adm").gr_gid
-        except KeyError:
-            return 0, 0
-    user, _, group = spec.partition(":")
+def _day_file_owner(text: str) -> tuple[int, int]:
+    """``--owner``: USER[:GROUP] as the shared parser reads it, but a bare USER (no colon)
+    means the user and the user's login group, as convert-multilog always had it."""
+    if text and ":" not in text:
+        text += ":"  # USER: is the user and the login group
     try:
-        pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+        return owner(text)
+    except argparse.ArgumentTypeError as err:
+        if not str(err).startswith("no such"):  # the others say what to give already
+            raise
+        raise argparse.ArgumentTypeError(f"{err}; give USER or USER:GROUP") from None
+
+
+def _default_owner() -> tuple[int, int]:
+    """root, with group adm if it exists (Debian's group for readable logs), else root."""
+    import grp
+
+    try:
+        return 0, grp.getgrnam("adm").gr_gid
     except KeyError:
-        raise InputError(f"--owner: no user {user!r}") from None
-    gid = pw.pw_gid
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid if not group.isdigit() else int(group)
-        except KeyError:
-            raise InputError(f"--owner: no group {group!r}") from None
-        if gid >= 0xFFFFFFFF:  # (uid_t)-1 and beyond: no such group id
-            raise InputError(f"--owner: group id {group} is out of range")
-    return pw.pw_uid, gid
+        return 0, 0
 
 
-def _convert_multilog(args: argparse.Namespace) -> int:
+def _convert_options(args: argparse.Namespace) -> convert.Options:
+    """The library's options from the command line (and QMAILKIT_CONVERT_EXCLUDE)."""
     import os
     import re
-    import sys
     from pathlib import Path
 
-    from qmailkit import logconvert
     from qmailkit.errors import InputError
+    from qmailkit.logs import convert
 
-    mode = args.mode
     if args.jobs < 0:
         raise InputError("--jobs: must be 0 (one per CPU) or more")
     if args.gzip_after is not None and not 0 <= args.gzip_after <= _MAX_GZIP_DAYS:
         raise InputError(f"--gzip-after: must be 0 to {_MAX_GZIP_DAYS} days")
-    owner = _owner(args.owner)  # checked even when not root, so a typo is noticed
+    day_file_owner = args.owner or _default_owner()  # parsed even when not root: typos show
     exclude = set(args.exclude)
     exclude.update(
         n for n in re.split(r"[\s,]+", os.environ.get("QMAILKIT_CONVERT_EXCLUDE", "")) if n
     )
-    opts = logconvert.Options(
+    return convert.Options(
         service_dir=Path(args.service_dir),
         log_dir=Path(args.log_dir),
         rename=args.rename,
         alarm=args.alarm,
         supervisor=args.supervisor,
         exclude=frozenset(exclude),
-        mode=mode,
-        owner=owner if os.geteuid() == 0 else None,
+        mode=args.mode,
+        owner=day_file_owner if os.geteuid() == 0 else None,
         tai=args.tai,
         alarm_timeout=args.alarm_timeout,
         jobs=args.jobs,
@@ -313,10 +313,15 @@ def _convert_multilog(args: argparse.Namespace) -> int:
         service_roots=tuple(Path(d) for d in args.service_root),
     )
 
-    syslog = None
-    if args.syslog:
-        import syslog
 
+def _convert_multilog(args: argparse.Namespace) -> int:
+    import sys
+    import syslog
+
+    from qmailkit.logs import convert
+
+    opts = _convert_options(args)
+    if args.syslog:
         syslog.openlog("convert-multilog", syslog.LOG_PID, syslog.LOG_USER)
     show_progress = sys.stdout.isatty() and not args.verbose
     bar = _Progress(sys.stdout) if show_progress else None
@@ -324,10 +329,10 @@ def _convert_multilog(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         if args.verbose:
             print(f"convert-multilog: {msg}", file=sys.stderr, flush=True)
-        if syslog is not None:
+        if args.syslog:
             syslog.syslog(syslog.LOG_INFO, msg)
 
-    result = logconvert.convert_all(
+    result = convert.convert_all(
         opts,
         log,
         progress=bar.advance if bar else None,
@@ -336,16 +341,24 @@ def _convert_multilog(args: argparse.Namespace) -> int:
     if bar:
         bar.finish()
     for service in result.services:
-        line = service.summary()
-        if syslog is not None:
-            syslog.syslog(syslog.LOG_INFO if service.ok else syslog.LOG_ERR, line)
-        if not service.ok:
-            print(f"convert-multilog: {line}", file=sys.stderr)
-        elif not args.quiet:
-            print(line)
-        for warning in service.warnings:
-            print(f"convert-multilog: warning: {service.name}: {warning}", file=sys.stderr)
+        _report(service, args)
     return 0 if result.ok else 111
+
+
+def _report(service: convert.ServiceResult, args: argparse.Namespace) -> None:
+    """A service's summary (stdout, or stderr when it failed), warnings, and syslog."""
+    import sys
+    import syslog
+
+    line = service.summary()
+    if args.syslog:
+        syslog.syslog(syslog.LOG_INFO if service.ok else syslog.LOG_ERR, line)
+    if not service.ok:
+        print(f"convert-multilog: {line}", file=sys.stderr)
+    elif not args.quiet:
+        print(line)
+    for warning in service.warnings:
+        print(f"convert-multilog: warning: {service.name}: {warning}", file=sys.stderr)
 
 
 class _Progress:
@@ -353,7 +366,7 @@ class _Progress:
 
     THRESHOLD = 32 << 20
 
-    def __init__(self, stream) -> None:
+    def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.total = 0
         self.done = 0

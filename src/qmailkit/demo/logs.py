@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from qmailkit import logconvert, tai64n
+from qmailkit import fsutil
+from qmailkit.logs import convert, tai64n
 from qmailkit.supervisor.tree import ScanTree
 
 Say = Callable[[str], None]
@@ -44,7 +45,7 @@ SAMPLES = {
 }
 
 
-def make_sample_files(service_dir: Path, now: float | None = None, seed: int = 7) -> dict:
+def make_sample_files(service_dir: Path, now: float | None = None, seed: int = 7) -> dict[str, int]:
     """Write rotated multilog files for three services covering the last three days.
 
     Returns {service: number of lines written}.
@@ -52,7 +53,7 @@ def make_sample_files(service_dir: Path, now: float | None = None, seed: int = 7
     rng = random.Random(seed)
     now = time.time() if now is None else now
     start = now - 3 * 86400
-    written = {}
+    written: dict[str, int] = {}
     for name, texts in SAMPLES.items():
         main = service_dir / name / "log" / "main"
         main.mkdir(parents=True, exist_ok=True)
@@ -108,17 +109,20 @@ class _LiveService:
         self.tree = ScanTree("daemontools", self.scan_dir)
 
     def wait_for_lines(self, count: int, timeout: float = 15.0) -> bool:
+        """True once multilog's ``current`` holds ``count`` lines; False after ``timeout`` s."""
+        tree = self.tree
+        if tree is None:
+            return False
         current = self.service / "log" / "main" / "current"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.tree.remember()
+
+        def logged_enough() -> bool:
+            tree.remember()  # the processes svscan started so far, to stop them by PID
             try:
-                if current.read_bytes().count(b"\n") >= count:
-                    return True
+                return current.read_bytes().count(b"\n") >= count
             except FileNotFoundError:
-                pass
-            time.sleep(0.05)
-        return False
+                return False
+
+        return fsutil.poll(logged_enough, timeout, interval=0.05)
 
     def stop(self) -> None:
         if self.tree is not None:
@@ -148,14 +152,14 @@ def run(sandbox: Path, say: Say) -> None:
             say("  (the live service did not log in time; converting the samples only)")
         say("")
         say(f"$ convert-multilog -a --service-dir {service_dir} --log-dir {log_dir}")
-        opts = logconvert.Options(
+        opts = convert.Options(
             service_dir=service_dir,
             log_dir=log_dir,
             alarm=True,
             supervisor="daemontools" if live is not None else None,
             alarm_timeout=10,
         )
-        result = logconvert.convert_all(opts)
+        result = convert.convert_all(opts)
     finally:
         if live is not None:
             live.stop()

@@ -321,7 +321,7 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
 
 def _local(line: bytes) -> str:
     """A multilog line with its TAI64N label in local time, as tai64nlocal shows it."""
-    from qmailkit import tai64n
+    from qmailkit.logs import tai64n
 
     return tai64n.LocalTime().convert(line).decode("utf-8", "replace")
 

@@ -24,6 +24,7 @@ import time
 from array import array
 from binascii import unhexlify
 from bisect import bisect_right
+from collections.abc import Iterator
 
 #: daemontools and runit: label = 2^62 + 10 + Unix seconds
 LABEL_OFFSET = (1 << 62) + 10
@@ -115,7 +116,7 @@ def to_unix(label_seconds: int, offset: int = LABEL_OFFSET) -> tuple[int, bool]:
     return label_seconds - offset, False
 
 
-class _SecondCache(dict):
+class _SecondCache(dict[bytes, bytes | None]):
     """16 hex digits of a label's second → ``b"\\nYYYY-MM-DD HH:MM:SS."`` (None: unrenderable).
 
     A miss in a log read in time order fills the whole local minute at once
@@ -168,16 +169,18 @@ class _SecondCache(dict):
         if first[:6] != (*ymdhm, 0) or last[:6] != (*ymdhm, 59):
             return
         keys = map(b"%016x".__mod__, range(label_start, label_start + 60))
-        self.update(zip(keys, map(minute.__add__, _SECONDS[:60])))
+        self.update(zip(keys, map(minute.__add__, _SECONDS[:60]), strict=True))
 
 
 class LocalTime:
     """Local-time rendering of labels, like daemontools' ``tai64nlocal``.
 
     With ``offset=TAI_OFFSET`` labels are real TAI and read with the leap
-    seconds, like s6-tai64nlocal.  The time zone is read once (TZ honoured).  Formatted seconds are cached,
-    since log lines come in time order.  ``convert_lines`` converts a whole
-    block of lines at C speed; ``convert`` and ``date`` handle one line.
+    seconds, like s6-tai64nlocal.  The time zone is read once (TZ honoured).
+    Formatted seconds are cached, since log lines come in time order.
+    ``convert_lines`` converts a whole block of lines at C speed; ``runs`` does
+    that and groups the lines by local date (convert-multilog); ``convert`` and
+    ``date`` handle one line.
     """
 
     def __init__(self, offset: int = LABEL_OFFSET) -> None:
@@ -286,12 +289,16 @@ class LocalTime:
             parts[0] = b""
             body = (b"%s" + b"%s%09d%s" * count) % tuple(parts)
             date = next(iter(days.values()))
-            runs = [(None, lead[1:] + b"\n", lead.count(b"\n"))] if lead else []
+            runs: list[tuple[bytes | None, bytes, int]] = []
+            if lead:
+                runs.append((None, lead[1:] + b"\n", lead.count(b"\n")))
             text = body[1:]
             runs.append((date, text, text.count(b"\n")))
             return runs
         pieces = [lead]
-        pieces.extend(map(b"%s%09d%s".__mod__, zip(parts[1::3], parts[2::3], parts[3::3])))
+        pieces.extend(
+            map(b"%s%09d%s".__mod__, zip(parts[1::3], parts[2::3], parts[3::3], strict=True))
+        )
         return _group(pieces, [None, *map(days.__getitem__, parts[1::3])])
 
 
@@ -302,7 +309,7 @@ def _day(prefix: bytes | None) -> bytes | None:
     return prefix[1:11]
 
 
-def _pieces_slowly(parts: list, seconds: list[bytes]):
+def _pieces_slowly(parts: list, seconds: list[bytes]) -> Iterator[bytes]:
     """The converted pieces of a split text, a label whose second cannot be rendered kept."""
     yield parts[0]
     for i, hex16 in enumerate(seconds):

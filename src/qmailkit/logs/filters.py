@@ -17,7 +17,7 @@ import stat
 import time
 
 from qmailkit.errors import QmailkitError
-from qmailkit.tai64n import LABEL_OFFSET, LocalTime
+from qmailkit.logs.tai64n import LABEL_OFFSET, LocalTime
 
 #: bytes per read (256 KiB: 1 MiB buffers cost mmap/munmap per read and cache misses)
 CHUNK = 1 << 18

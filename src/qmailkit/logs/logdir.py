@@ -13,6 +13,10 @@ still called ``@….s`` and are read transparently when gzip'd.
 The directory belongs to the log user, so a rotated file is read only if it
 is a regular file (a symlink or FIFO put there is refused) and up to
 ``MAX_FILE`` bytes.
+
+The names convert-multilog relies on around such directories live here too:
+a retired service directory (``.retired-NAME-STAMP``, as ``services apply
+--prune`` leaves it) and a day file (``SERVICE.YYYY-MM-DD``).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import time
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
-from qmailkit import fsutil, tai64n
+from qmailkit import fsutil
 from qmailkit.errors import QmailkitError, os_error
+from qmailkit.logs import tai64n
 
 # The original's glob was ``@*.[su]``; keep it that wide so unusual but valid
 # names (a processor's output) are never left behind.
@@ -40,6 +46,34 @@ def is_rotated_name(name: str) -> bool:
     A plain name only (no ``/``): a journal's names are checked with this too.
     """
     return bool(_ROTATED.match(name))
+
+
+#: how ``services apply --prune`` renames a retired service directory (services/apply.py:
+#: RETIRED_PREFIX + NAME + "-" + a UTC stamp, "-N" if taken); not imported, to start fast
+RETIRED = re.compile(r"\.retired-(?P<name>.+)-(?P<stamp>[0-9]{8}T[0-9]{6})(?:-(?P<n>[0-9]+))?\Z")
+
+DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+
+
+def retired_name(name: str) -> tuple[str, tuple[str, int]] | None:
+    """(service, sort key: stamp and number) of a retired directory's name; None for others."""
+    match = RETIRED.match(name)
+    if match is None:
+        return None
+    return match["name"], (match["stamp"], int(match["n"] or 1))
+
+
+def day_file(service: str, date: str) -> str:
+    """The name of a service's day file: ``SERVICE.YYYY-MM-DD``."""
+    return f"{service}.{date}"
+
+
+def day_file_date(name: str, service: str) -> str | None:
+    """The ``YYYY-MM-DD`` of ``name`` if it is one of ``service``'s day files, else None."""
+    head, dot, date = name.rpartition(".")
+    if dot and head == service and DATE.match(date):
+        return date
+    return None
 
 
 @dataclass(frozen=True)
@@ -78,14 +112,7 @@ class LogDir:
         The loggers rename ``current`` to its ``@`` name in one step, so a new
         name means the file is complete.  Returns [] on timeout.
         """
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            new = sorted(self.rotated_names() - before)
-            if new or time.monotonic() >= deadline:
-                return new
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        return fsutil.poll(lambda: sorted(self.rotated_names() - before), timeout, interval=0.005)
 
 
 def rotation_time(path: str | os.PathLike[str], offset: int = tai64n.LABEL_OFFSET) -> float:
@@ -126,7 +153,9 @@ def is_gzip(head: bytes) -> bool:
     return pos < len(head)  # compressed data follows
 
 
-def read_chunks(path: str | os.PathLike[str], size: int = CHUNK, limit: int = MAX_FILE):
+def read_chunks(
+    path: str | os.PathLike[str], size: int = CHUNK, limit: int = MAX_FILE
+) -> Iterator[bytes]:
     """Yield the file's content in pieces that end at a newline (except a last partial line).
 
     A file up to ``size`` bytes (every rotated file, normally) comes in one piece.
@@ -139,21 +168,20 @@ def read_chunks(path: str | os.PathLike[str], size: int = CHUNK, limit: int = MA
     except fsutil.NotRegular as err:
         raise fsutil.NotRegular(err.message, path=path, hint=_KEPT) from None
     with os.fdopen(fd, "rb", buffering=0) as fh:
-        blocks = _blocks(fh, path, size, limit)
-        first = next(blocks, None)
+        raw = _blocks(fh, path, size, limit)
+        first = next(raw, None)
         if first is None:
             return
+        blocks: Iterator[bytes] = itertools.chain((first,), raw)
         if is_gzip(first):
-            blocks = _gunzip(itertools.chain((first,), blocks), path, size, limit)
-        else:
-            blocks = itertools.chain((first,), blocks)
+            blocks = _gunzip(blocks, path, size, limit)
         yield from _at_newlines(blocks)
 
 
 _KEPT = "kept: it and the files after it wait until it is replaced by a regular file or removed"
 
 
-def _too_big(path, limit: int, what: str = "") -> QmailkitError:
+def _too_big(path: str | os.PathLike[str], limit: int, what: str = "") -> QmailkitError:
     return QmailkitError(
         f"larger than {limit >> 20} MiB{what}, more than any logger writes; not read",
         path=path,
@@ -161,7 +189,7 @@ def _too_big(path, limit: int, what: str = "") -> QmailkitError:
     )
 
 
-def _blocks(fh, path, size: int, limit: int):
+def _blocks(fh: BinaryIO, path: str | os.PathLike[str], size: int, limit: int) -> Iterator[bytes]:
     """The raw file in reads of ``size`` bytes; one read for a file that fits."""
     want = min(size, os.fstat(fh.fileno()).st_size + 1)
     total = 0
@@ -176,7 +204,9 @@ def _blocks(fh, path, size: int, limit: int):
         raise os_error(err, "cannot read") from None
 
 
-def _gunzip(blocks, path, size: int, limit: int):
+def _gunzip(
+    blocks: Iterable[bytes], path: str | os.PathLike[str], size: int, limit: int
+) -> Iterator[bytes]:
     """Decompress gzip members (one after the other), ``size`` bytes of output at a time."""
     inflate = zlib.decompressobj(31)
     total = 0
@@ -208,7 +238,7 @@ def _gunzip(blocks, path, size: int, limit: int):
         ) from None
 
 
-def _at_newlines(blocks):
+def _at_newlines(blocks: Iterable[bytes]) -> Iterator[bytes]:
     """Re-cut blocks so that each piece ends at a newline (a last partial line aside)."""
     carry: list[bytes] = []  # the start of a line longer than a block
     for block in blocks:
