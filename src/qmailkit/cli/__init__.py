@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tools for running a qmail mail server under daemontools, runit or s6.",
     )
     parser.add_argument("--version", action="version", version=f"qmailkit {__version__}")
+    # A command that builds millions of objects sets it True (see exit_now).
+    parser.set_defaults(fast_exit=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
@@ -87,11 +89,11 @@ def exit_now(code: int) -> NoReturn:
     them one by one at exit costs tens of milliseconds and helps nobody.  Only
     from a real command line; every file is closed and renamed by then.
     """
+    import contextlib
+
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken stream: leave anyway
             stream.flush()
-        except (OSError, ValueError):
-            pass
     os._exit(code)
 
 
@@ -99,6 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     code = run(args.func, args, f"qmailkit {args.command}")
-    if argv is None and getattr(args, "fast_exit", False):
+    if argv is None and args.fast_exit:
         exit_now(code)
     return code

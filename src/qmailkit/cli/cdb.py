@@ -112,15 +112,16 @@ def cmd_get(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from qmailkit import cdb
 
-    st = cdb.stats(args.file)
+    found = cdb.stats(args.file)
     distances = " ".join(
-        f"{'>9' if d == 10 else f'd{d}'}:{count}" for d, count in enumerate(st.distances)
+        f"{'>9' if distance == 10 else f'd{distance}'}:{count}"
+        for distance, count in enumerate(found.distances)
     )
-    print(f"records:      {st.records}")
-    print(f"unique keys:  {st.unique_keys}")
-    print(f"file size:    {st.size} bytes")
-    print(f"keys:         {st.key_bytes} bytes (lengths {st.min_key} to {st.max_key})")
-    print(f"values:       {st.value_bytes} bytes")
-    print(f"hash slots:   {st.slots}")
+    print(f"records:      {found.records}")
+    print(f"unique keys:  {found.unique_keys}")
+    print(f"file size:    {found.size} bytes")
+    print(f"keys:         {found.key_bytes} bytes (lengths {found.min_key} to {found.max_key})")
+    print(f"values:       {found.value_bytes} bytes")
+    print(f"hash slots:   {found.slots}")
     print(f"distances:    {distances}")
     return 0

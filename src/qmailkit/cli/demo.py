@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    parser = sub.add_parser(
         "demo",
         help="show what qmailkit does, in a throw-away sandbox",
         description=(
@@ -15,24 +15,24 @@ def register(sub: argparse._SubParsersAction) -> None:
             "the demo starts is stopped before it ends."
         ),
     )
-    p.add_argument(
+    parser.add_argument(
         "--dir",
         metavar="DIR",
         help="build the sandbox in DIR instead of a new temp directory",
     )
-    p.add_argument(
+    parser.add_argument(
         "--clean",
         action="store_true",
         help="remove the sandbox at the end (by default it is kept for you to look at)",
     )
-    p.add_argument(
+    parser.add_argument(
         "--part",
         action="append",
         metavar="NAME",
         choices=("logs", "cdb", "rcpt", "services"),  # qmailkit.demo.PARTS, not imported here
         help="run only this part (repeatable): logs, cdb, rcpt, services",
     )
-    p.set_defaults(func=demo)
+    parser.set_defaults(func=demo)
 
 
 def demo(args: argparse.Namespace) -> int:

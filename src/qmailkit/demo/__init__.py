@@ -12,6 +12,9 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from qmailkit.errors import InputError
+from qmailkit.fsutil import file_kind
+
 PARTS = (
     ("logs", "Logs: multilog files to dated, readable files"),
     ("cdb", "Constant databases and tcpserver rules"),
@@ -27,9 +30,6 @@ def sandbox_dir(path: Path) -> Path:
     make /nonexist/...), and so is a symlink: the demo writes only below the
     sandbox it names.
     """
-    from qmailkit.errors import InputError
-    from qmailkit.fsutil import file_kind
-
     try:
         path.mkdir()
     except FileNotFoundError:

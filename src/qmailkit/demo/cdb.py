@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from qmailkit import cdb, tcprules
+from qmailkit.errors import QmailkitError
+
 RULES = """\
 # Who may connect to qmail-smtpd, and what each client gets.
 # Trusted: this host and the office LAN may relay.
@@ -23,9 +26,6 @@ def _text(raw: bytes) -> str:
 
 
 def run(sandbox: Path, say: Callable[[str], None]) -> None:
-    from qmailkit import cdb, tcprules
-    from qmailkit.errors import QmailkitError
-
     rules_path = sandbox / "tcp.smtp"
     cdb_path = sandbox / "tcp.smtp.cdb"
     rules_path.write_text(RULES)
