@@ -29,6 +29,7 @@ from qmailkit.logs.convert import Options, convert_all
 
 T0 = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC
 DAY = 86_400 * 10**9
+_real_fsync = os.fsync
 
 
 @pytest.fixture
@@ -661,6 +662,75 @@ def test_gzip_after_compresses_old_days_only(tmp_path, utc):
     assert not (tmp_path / "x.2023-11-10").exists()
 
 
+def _write_big_day_file(path: Path, mib: int) -> bytes:
+    """``mib`` MiB of distinct log lines; their sha256."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for block in range(mib):
+            data = b"".join(
+                b"2023-11-10 12:%02d:00.000000000 tcpserver: status: %d/40 pid %08d\n"
+                % (n % 60, n % 41, block * 16384 + n)
+                for n in range(16384)
+            )[: 1 << 20]
+            digest.update(data)
+            out.write(data)
+    return digest.digest()
+
+
+def _gunzipped_digest(path: Path) -> bytes:
+    import gzip
+    import hashlib
+
+    digest = hashlib.sha256()
+    with gzip.open(path, "rb") as packed:
+        while block := packed.read(1 << 20):
+            digest.update(block)
+    return digest.digest()
+
+
+def test_gzip_old_days_streams_a_big_day_file_in_bounded_memory(tmp_path):
+    """32 MiB compressed, found already compressed after a crash, and appended to: each
+    in a few MiB of memory (it was read whole, twice, before)."""
+    import hashlib
+    import tracemalloc
+
+    from qmailkit.logs.compress import gzip_old_days
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    plain, packed = logs / "x.2023-11-10", logs / "x.2023-11-10.gz"
+
+    def peak_of_a_run() -> int:
+        tracemalloc.start()
+        try:
+            assert gzip_old_days(logs, "x", 1, today="2023-11-15") == ["x.2023-11-10"]
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole = _write_big_day_file(plain, 32)
+    assert peak_of_a_run() < 8 << 20
+    assert os.listdir(logs) == [packed.name]
+    assert _gunzipped_digest(packed) == whole
+    # a crash after the .gz was renamed into place, before the plain file was removed
+    first = packed.read_bytes()
+    assert _write_big_day_file(plain, 32) == whole
+    assert peak_of_a_run() < 8 << 20
+    assert packed.read_bytes() == first  # nothing appended twice
+    assert not plain.exists()
+    # late lines of that day: a new member after the old ones
+    plain.write_bytes(b"late line\n")
+    assert peak_of_a_run() < 8 << 20
+    assert packed.read_bytes().startswith(first)
+    expected = tmp_path / "expected"
+    _write_big_day_file(expected, 32)
+    with open(expected, "ab") as out:
+        out.write(b"late line\n")
+    assert _gunzipped_digest(packed) == hashlib.sha256(expected.read_bytes()).digest()
+
+
 def test_gzip_after_on_the_command_line(tmp_path, utc):
     import gzip
 
@@ -771,6 +841,72 @@ def test_no_worker_process_possible_converts_in_process(tmp_path, monkeypatch, u
     res = convert_all(opts(sdir, ldir, jobs=2))
     monkeypatch.undo()
     assert res.ok and [s.name for s in res.services] == ["a", "b"]
+    assert day_files(ldir) == expected_all(inputs)
+
+
+def _fsync_failing_for(monkeypatch, ldir: Path, service_name: str, fail) -> None:
+    """os.fsync calls ``fail()`` for ``service_name``'s day files (in whichever process)."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(f"{ldir}/{service_name}."):
+            fail()
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_dead_worker_is_its_services_error_and_the_others_are_converted(
+    tmp_path, monkeypatch, utc
+):
+    """A worker killed mid-batch (exit 3 at its day file's fsync): that service fails with
+    the wait status, keeps its input, and the next run converts it exactly once."""
+    names = ["a", "b", "c", "d"]
+    sdir, ldir, inputs = tree(tmp_path, {n: [[label(T0) + b" " + n.encode()]] for n in names})
+    parent = os.getpid()
+
+    def die_in_a_worker():
+        assert os.getpid() != parent, "b must be converted in a worker"
+        os._exit(3)
+
+    _fsync_failing_for(monkeypatch, ldir, "b", die_in_a_worker)
+    res = convert_all(opts(sdir, ldir, jobs=2))
+    monkeypatch.setattr(os, "fsync", _real_fsync)
+    assert [s.summary() for s in res.services] == [
+        "a: 1 file, 1 line into 1 day file",
+        "b: 0 files, 0 lines into 0 day files; FAILED: worker process died (wait status 768)",
+        "c: 1 file, 1 line into 1 day file",
+        "d: 1 file, 1 line into 1 day file",
+    ]
+    assert len(list((sdir / "b" / "log" / "main").iterdir())) == 1
+    rerun = convert_all(opts(sdir, ldir, jobs=2))
+    assert [s.summary() for s in rerun.services] == [
+        "a: 0 files, 0 lines into 0 day files",
+        "b: 1 file, 1 line into 1 day file",
+        "c: 0 files, 0 lines into 0 day files",
+        "d: 0 files, 0 lines into 0 day files",
+    ]
+    assert day_files(ldir) == expected_all(inputs)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_unexpected_exception_is_that_services_error_not_a_traceback(
+    tmp_path, monkeypatch, utc, jobs
+):
+    sdir, ldir, inputs = tree(tmp_path, {n: [[label(T0) + b" " + n.encode()]] for n in "abc"})
+
+    def bug():
+        raise RuntimeError("a bug")
+
+    _fsync_failing_for(monkeypatch, ldir, "b", bug)
+    res = convert_all(opts(sdir, ldir, jobs=jobs))
+    monkeypatch.setattr(os, "fsync", _real_fsync)
+    assert [s.summary() for s in res.services] == [
+        "a: 1 file, 1 line into 1 day file",
+        "b: 0 files, 0 lines into 0 day files; FAILED: internal error: RuntimeError: a bug",
+        "c: 1 file, 1 line into 1 day file",
+    ]
+    assert convert_all(opts(sdir, ldir, jobs=jobs)).ok
     assert day_files(ldir) == expected_all(inputs)
 
 
