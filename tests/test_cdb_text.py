@@ -121,6 +121,8 @@ def test_garbage_agrees_with_tinycdb(tmp_path, data, chunk):
         (b"", []),
     ],
 )
-def test_lines(data, expected):
-    got = [r for k, v, _ in text.parse_lines(io.BytesIO(data), "x") for r in zip(k, v, strict=True)]
-    assert got == expected
+def test_lines(tmp_path, data, expected):
+    path = str(tmp_path / "lines.cdb")
+    assert text.build(path, io.BytesIO(data), "x", lines=True) == len(expected)
+    with cdb.Reader(path) as reader:
+        assert list(reader.items()) == expected

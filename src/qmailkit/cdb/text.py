@@ -259,16 +259,6 @@ def _feed_cdbmake(writer: Writer, stream: BinaryIO, name: str, max_size: int) ->
         record += 1
 
 
-def parse_lines(stream: BinaryIO, name: str) -> Iterator[Batch]:
-    """``KEY`` or ``KEY VALUE`` lines (cdbmake-12 style).
-
-    The key is the first whitespace-separated field, the value the rest of the
-    line after the whitespace that follows it (cdbmake-12 kept only the second
-    field).  Blank lines and lines starting with ``#`` are skipped.
-    """
-    return map(_lines_batch, _line_chunks(stream, name))
-
-
 #: the longest ``KEY VALUE`` line read (endless input without a newline fails here)
 MAX_LINE = 1 << 24
 
@@ -312,17 +302,13 @@ def _plain(chunk: bytes) -> bool:
     )
 
 
-def _lines_batch(chunk: bytes) -> Batch:
-    if _plain(chunk):
-        lines = chunk.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        return lines, [b""] * len(lines), len(chunk) - chunk.count(b"\n")
-    return _parsed_lines(chunk)
-
-
 def _parsed_lines(chunk: bytes) -> Batch:
-    """``KEY VALUE`` lines one by one: comments, blank lines and whitespace handled."""
+    """``KEY`` or ``KEY VALUE`` lines (cdbmake-12 style) one by one.
+
+    The key is the first whitespace-separated field, the value the rest of the
+    line after the whitespace that follows it (cdbmake-12 kept only the second
+    field).  Blank lines and lines starting with ``#`` are skipped.
+    """
     lines = chunk.split(b"\n")
     if lines[-1] == b"":
         lines.pop()

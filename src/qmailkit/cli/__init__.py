@@ -33,7 +33,7 @@ COMMAND_MODULES = (
 class Parser(argparse.ArgumentParser):
     """argparse with djb's convention: a usage error exits 100 (permanent), not 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(100, f"{self.prog}: usage: {message}\n")
 
