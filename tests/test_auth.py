@@ -1,4 +1,4 @@
-"""auth.cdb (mkauth, ``qmailkit auth build|check``): sources, format, safety, read back by tinycdb."""
+"""auth.cdb (mkauth, ``qmailkit auth build|check``): sources, format, safety, tinycdb reads it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from conftest import need
 
 from qmailkit import auth
+from qmailkit.auth.passwords import libcrypt_crypt
+from qmailkit.demo.mailtree import MailTree
 from qmailkit.errors import InputError, LockBusy
 
 # Hashes made by openssl (an independent crypt implementation):
@@ -25,45 +27,47 @@ SHA256_LETMEIN = "$5$pepper$If6JKmFOzlLMEwzeO2WIXbexlEXIxugXv5fM1Qc1AE/"
 
 
 def make_tree(root: Path) -> dict[str, Path]:
-    """A qmail + vpopmail tree with system account files, in ``root``."""
-    qmail = root / "qmail"
-    vp = root / "vpopmail" / "domains"
-    com, net, lists = vp / "example.com", vp / "0" / "example.net", root / "lists"
-    for d in (qmail / "users", qmail / "control", com, net, lists):
-        d.mkdir(parents=True)
-    (qmail / "users" / "assign").write_text(
-        f"=joe:joe:1000:1000:/home/joe:-::\n"
-        f"+example.com-:example.com:89:89:{com}:-::\n"
-        f"+alias.example-:example.com:89:89:{com}:-::\n"
-        f"+example.net-:example.net:89:89:{net}:-::\n"
-        f"+list-:ezmlm:77:77:{lists}:-::\n"
-        f".\n"
+    """A qmail + vpopmail tree (demo.mailtree) with system account files, in ``root``."""
+    mail = MailTree(root)
+    lists = root / "lists"
+    lists.mkdir()
+    mail.assign("=joe:joe:1000:1000:/home/joe:-::")
+    com = mail.vpopmail / "domains" / "example.com"
+    mail.vdomain(
+        "example.com",
+        [],
+        vpasswd=(
+            f"alice:{SHA512_SECRET}:1:0:Alice:{com}/alice:NOQUOTA:secret\n"
+            f"Bob:{MD5_HUNTER2}:1:0:Bob:{com}/bob:NOQUOTA\n"
+            f"locked:!{SHA512_SECRET}:1:0:Locked:{com}/locked:NOQUOTA\n"
+            f"nopass::1:0:No password:{com}/nopass:NOQUOTA\n"
+            f"starred:*:1:0:Star:{com}/starred:NOQUOTA\n"
+            f"nosmtp:{SHA512_SECRET}:1:2048:No SMTP:{com}/nosmtp:NOQUOTA\n"
+        ),
     )
-    (com / "vpasswd").write_text(
-        f"alice:{SHA512_SECRET}:1:0:Alice:{com}/alice:NOQUOTA:secret\n"
-        f"Bob:{MD5_HUNTER2}:1:0:Bob:{com}/bob:NOQUOTA\n"
-        f"locked:!{SHA512_SECRET}:1:0:Locked:{com}/locked:NOQUOTA\n"
-        f"nopass::1:0:No password:{com}/nopass:NOQUOTA\n"
-        f"starred:*:1:0:Star:{com}/starred:NOQUOTA\n"
-        f"nosmtp:{SHA512_SECRET}:1:2048:No SMTP:{com}/nosmtp:NOQUOTA\n"
+    mail.assign(f"+alias.example-:example.com:89:89:{com}:-::")  # as vaddaliasdomain writes it
+    # example.net has only vpasswd.cdb (key name, value the rest of the line), in a
+    # hashed directory.
+    net = mail.vdomain(
+        "example.net", [], vpasswd=False, directory=mail.vpopmail / "domains" / "0" / "example.net"
     )
-    # example.net has only vpasswd.cdb (key name, value the rest of the line).
     write_cdb_with_tinycdb(
         net / "vpasswd.cdb",
         [
             (b"dave", f"{SHA256_LETMEIN}:1:0:Dave:{net}/dave:NOQUOTA".encode()),
         ],
     )
-    passwd = root / "passwd"
-    passwd.write_text(
-        "root:x:0:0:root:/root:/bin/sh\n"
-        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
-        "joe:x:1000:1000:Joe:/home/joe:/bin/sh\n"
-        "ann:x:1001:1001:Ann:/home/ann:/bin/sh\n"
-        "gone:x:1002:1002:Gone:/home/gone:/bin/sh\n"
-        "sam:x:70000:70000:Sam:/home/sam:/bin/sh\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-    )
+    mail.assign(f"+list-:ezmlm:77:77:{lists}:-::")
+    mail.write_assign()
+    for line in (
+        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin",
+        "joe:x:1000:1000:Joe:/home/joe:/bin/sh",
+        "ann:x:1001:1001:Ann:/home/ann:/bin/sh",
+        "gone:x:1002:1002:Gone:/home/gone:/bin/sh",
+        "sam:x:70000:70000:Sam:/home/sam:/bin/sh",
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
+    ):
+        mail.account(line)
     shadow = root / "shadow"
     shadow.write_text(
         f"root:{SHA512_SECRET}:19000:0:99999:7:::\n"
@@ -74,7 +78,14 @@ def make_tree(root: Path) -> dict[str, Path]:
         f"sam:{SHA512_SECRET}:19000:0:99999:7:::\n"
         "nobody:*:19000:0:99999:7:::\n"
     )
-    return {"qmail": qmail, "passwd": passwd, "shadow": shadow, "com": com, "net": net}
+    return {
+        "qmail": mail.qmail,
+        "passwd": mail.passwd,
+        "shadow": shadow,
+        "com": com,
+        "net": net,
+        "vpopmail": mail.vpopmail,
+    }
 
 
 def write_cdb_with_tinycdb(path: Path, records) -> None:
@@ -692,11 +703,15 @@ def test_missing_libcrypt_is_a_clear_error(monkeypatch):
     def no_lib(name, *a, **k):
         raise OSError(f"{name}: cannot open shared object file")
 
-    monkeypatch.setattr(auth, "_libcrypt", None)
+    # libcrypt is loaded once: forget it before (and after) the library goes missing.
+    libcrypt_crypt.cache_clear()
     monkeypatch.setattr(ctypes, "CDLL", no_lib)
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
-    with pytest.raises(QmailkitError) as exc:
-        auth.verify("secret", SHA512_SECRET)
+    try:
+        with pytest.raises(QmailkitError) as exc:
+            auth.verify("secret", SHA512_SECRET)
+    finally:
+        libcrypt_crypt.cache_clear()
     assert str(exc.value) == (
         "cannot load libcrypt (libcrypt.so.1) to check passwords "
         "(install libcrypt1 (Debian/Ubuntu) or libxcrypt)"
@@ -772,9 +787,11 @@ dir:       /home/vpopmail/domains/sql.example/gina
 """
 
 
-def make_sql_domain(root: Path, qmail: Path, output: str, exit_code: int = 0) -> Path:
-    """A SQL-backed vpopmail domain: no vpasswd, a vdelivermail .qmail-default, a vuserinfo."""
-    vphome = root / "vpopmail-sql"
+def make_sql_domain(tree: dict[str, Path], output: str, exit_code: int = 0) -> Path:
+    """A SQL-backed vpopmail domain: no vpasswd, a vdelivermail .qmail-default, a vuserinfo.
+
+    Its programs are in the vpopmail user's home of the tree's passwd file."""
+    vphome = tree["vpopmail"]
     domain_dir = vphome / "domains" / "sql.example"
     domain_dir.mkdir(parents=True)
     (domain_dir / ".qmail-default").write_text(
@@ -790,15 +807,15 @@ def make_sql_domain(root: Path, qmail: Path, output: str, exit_code: int = 0) ->
         f"exit {exit_code}\n"
     )
     script.chmod(0o755)
-    assign = (qmail / "users" / "assign").read_text()
-    (qmail / "users" / "assign").write_text(
-        assign.replace(".\n", f"+sql.example-:sql.example:89:89:{domain_dir}:-::\n.\n")
+    assign = tree["qmail"] / "users" / "assign"
+    assign.write_text(
+        assign.read_text().replace(".\n", f"+sql.example-:sql.example:89:89:{domain_dir}:-::\n.\n")
     )
     return vphome
 
 
 def test_sql_vpopmail_domain_through_vuserinfo(tree, tmp_path):
-    vphome = make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
+    vphome = make_sql_domain(tree, VUSERINFO_OUTPUT)
     found = auth.collect(
         auth.Sources(
             qmail_home=tree["qmail"],
@@ -817,9 +834,7 @@ def test_sql_vpopmail_domain_through_vuserinfo(tree, tmp_path):
 
 
 def test_sql_vuserinfo_found_through_passwd(tree, tmp_path):
-    vphome = make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
-    with open(tree["passwd"], "a") as fh:
-        fh.write(f"vpopmail:x:89:89::{vphome}:/bin/false\n")
+    make_sql_domain(tree, VUSERINFO_OUTPUT)  # vuserinfo in ~vpopmail of the passwd file
     proc = run_cli(
         "auth",
         "build",
@@ -835,7 +850,7 @@ def test_sql_vuserinfo_found_through_passwd(tree, tmp_path):
 
 
 def test_sql_vuserinfo_failure_writes_nothing(tree, tmp_path):
-    vphome = make_sql_domain(tmp_path, tree["qmail"], "", exit_code=111)
+    vphome = make_sql_domain(tree, "", exit_code=111)
     target = tree["qmail"] / "control" / "auth.cdb"
     proc = run_cli(
         "auth",
@@ -855,11 +870,13 @@ def test_sql_vuserinfo_failure_writes_nothing(tree, tmp_path):
 
 
 def test_sql_domain_without_vpopmail_user(tree, tmp_path):
-    make_sql_domain(tmp_path, tree["qmail"], VUSERINFO_OUTPUT)
+    make_sql_domain(tree, VUSERINFO_OUTPUT)
+    passwd = tree["passwd"]
+    passwd.write_text("".join(line for line in passwd.open() if not line.startswith("vpopmail:")))
     with pytest.raises(InputError) as exc:
         auth.collect(auth.Sources(qmail_home=tree["qmail"], passwd=tree["passwd"]))
     assert str(exc.value) == (
-        f"no vpopmail user in {tree['passwd']} to find vuserinfo (give --vpopmail-home)"
+        f"no vpopmail user in {tree['passwd']} to find vpopmail's home (give --vpopmail-home)"
     )
 
 

@@ -6,7 +6,6 @@ logins, notes, sources, errors), and hand every odd input to the careful one.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import subprocess
@@ -18,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qmailkit import auth
+from qmailkit.auth.sources import gather
 from qmailkit.errors import InputError
 from qmailkit.qmail import vpopmail
 
@@ -53,7 +53,7 @@ def assert_nbytes(found: auth.Collected) -> None:
 
 
 def gathered(src: auth.Sources, careful: bool):
-    got = auth._gather(src, careful=careful)
+    got = gather(src, careful=careful)
     return (
         got.keys,
         got.hashes,
@@ -491,16 +491,3 @@ def test_command_output_from_bulk_domains(tmp_path):
         f"login: zoe@b.example from {b}/vpasswd:1",
         f"skipped: adam@b.example (vpopmail NO_SMTP flag set) from {b}/vpasswd:2",
     ]
-
-
-def test_exists_answers_as_pathlib_did(tmp_path):
-    # Python 3.11's Path.exists, which vpopmail_domains used: only a missing file is False.
-    (tmp_path / "file").write_text("x")
-    loop = tmp_path / "loop"
-    loop.symlink_to(loop)
-    assert auth._exists(str(tmp_path / "file"))
-    for missing in (tmp_path / "missing", tmp_path / "file" / "below", loop, tmp_path / "nul\0"):
-        assert not auth._exists(str(missing)), missing
-    with pytest.raises(OSError) as exc:
-        auth._exists(str(tmp_path / ("x" * 5000)))
-    assert exc.value.errno == errno.ENAMETOOLONG

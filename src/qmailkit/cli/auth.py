@@ -191,10 +191,16 @@ def _build(args: argparse.Namespace) -> int:
         if args.cdbmake:
             lines = map(
                 b"+%d,%d:%s->%s\n".__mod__,
-                zip(map(len, found.keys), map(len, found.values), found.keys, found.values),
+                zip(
+                    map(len, found.keys),
+                    map(len, found.values),
+                    found.keys,
+                    found.values,
+                    strict=True,
+                ),
             )
         else:
-            lines = map(b"%s %s\n".__mod__, zip(found.keys, found.values))
+            lines = map(b"%s %s\n".__mod__, zip(found.keys, found.values, strict=True))
         out.writelines(lines)
         if args.cdbmake:
             out.write(b"\n")
