@@ -95,7 +95,10 @@ def test_c_leaves_an_unchanged_file_alone_and_rewrites_a_changed_one(tree, tmp_p
     assert done.stdout == f"qmailkit rcpt build: {out}: wrote 11 keys (was 10)\n"
     assert mtime_ns(out) != 1_000_000_000
     assert cdb_dump_keys(out) == ALL | {"abuse@example.com": b""}
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    # no temp file left: only the lock every builder of the file takes
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [
+        ".validrcptto.cdb.lock"
+    ]
 
 
 def test_same_records_in_another_order_count_as_unchanged(tree, tmp_path):
@@ -162,7 +165,7 @@ def test_unhandled_domain_writes_nothing(tree, tmp_path):
     assert "Traceback" not in done.stderr
     assert not out.exists()
     # only the (empty) lock file that keeps two runs apart
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "validrcptto.cdb.lock"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".validrcptto.cdb.lock", "t"]
 
 
 def test_empty_set_refused_without_force(tmp_path):
@@ -233,7 +236,7 @@ def test_write_cdb_library_refusals_leave_no_temp(tree, tmp_path):
     rec = rcpt.build(opts)
     out = tmp_path / "v.cdb"
     first = rcpt.write_cdb(out, rec)
-    assert (first.written, first.keys, first.previous) == (True, 10, None)
+    assert (first.written, first.count, first.previous, first.reason) == (True, 10, None, "created")
     again = rcpt.write_cdb(out, rec)
     assert (again.written, again.previous) == (False, 10)
     with pytest.raises(InputError, match="directory for the cdb does not exist"):
@@ -243,7 +246,8 @@ def test_write_cdb_library_refusals_leave_no_temp(tree, tmp_path):
         rcpt.lock(tmp_path / "no" / "v.cdb"),
     ):
         pass
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t", "v.cdb"]  # no temp left
+    # no temp left; the lock write_cdb took itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".v.cdb.lock", "t", "v.cdb"]
 
 
 def test_mkvalidrcptto_alias(tree, tmp_path):
@@ -303,10 +307,13 @@ def test_unchanged_fast_path_does_not_build_the_cdb(tree, tmp_path, monkeypatch)
     def no_build(*args, **kw):
         raise AssertionError("the cdb was built although nothing changed")
 
-    monkeypatch.setattr(cdb, "make", no_build)
+    monkeypatch.setattr(cdb, "install", no_build)
     with rcpt.lock(out) as fd:
         again = rcpt.write_cdb(out, rcpt.build(opts), state_fd=fd)
-    assert (again.written, again.keys) == (False, 10)
+    assert (again.written, again.count, again.reason) == (False, 10, "unchanged")
+    os.chmod(out, 0o600)  # the note knows the file's mode: a chmod'ed file is built again
+    with pytest.raises(AssertionError, match="nothing changed"), rcpt.lock(out) as fd:
+        rcpt.write_cdb(out, rcpt.build(opts), state_fd=fd)
 
 
 def test_fast_path_notices_a_file_replaced_behind_its_back(tree, tmp_path):
@@ -322,7 +329,7 @@ def test_fast_path_notices_a_file_replaced_behind_its_back(tree, tmp_path):
     assert "wrote 10 keys (was 1)" in done.stdout
     assert cdb_dump_keys(out) == ALL
     # A damaged state note only costs a full comparison.
-    (tmp_path / "validrcptto.cdb.lock").write_text("garbage\n")
+    (tmp_path / ".validrcptto.cdb.lock").write_text("garbage\n")
     assert "unchanged" in run(tree, "-q", "-c", str(out)).stdout
 
 

@@ -219,7 +219,7 @@ def test_an_error_in_a_worker_domain_is_the_same_error(tmp_path):
                 "name:hash:uid:gid:gecos:dir:quota[:clear])\n"
             ).encode()
         )
-    assert sorted(os.listdir(out)) == ["v.cdb.lock"]  # no cdb, no temp file
+    assert sorted(os.listdir(out)) == [".v.cdb.lock"]  # no cdb, no temp file
 
 
 def test_the_first_failing_domain_in_order_decides(tmp_path):

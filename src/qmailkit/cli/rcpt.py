@@ -6,8 +6,12 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from qmailkit.cli import percent
+from qmailkit.cli.options import add_shrink_guard
+
+if TYPE_CHECKING:
+    from qmailkit.qmail.recipients import Options
 
 _BUILD_DESCRIPTION = (
     "Read the qmail configuration (rcpthosts, morercpthosts.cdb, locals, virtualdomains, "
@@ -64,18 +68,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no warnings (catch-all domains, skipped users...) on stderr",
     )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="with -c: write even an empty key set, or one that shrank a lot",
-    )
-    p.add_argument(
-        "--max-shrink",
-        type=percent,
-        default=0.20,
-        metavar="PERCENT",
-        help="with -c: refuse a key set this much smaller than the file's (default 20)",
-    )
+    add_shrink_guard(p, "keys (with -c)")
     _add_model_options(p)
 
 
@@ -165,7 +158,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _options(args: argparse.Namespace):  # -> qmailkit.qmail.recipients.Options
+def _options(args: argparse.Namespace) -> Options:
     from pathlib import Path
 
     from qmailkit.qmail.recipients import Options
@@ -226,10 +219,10 @@ def _build(args: argparse.Namespace) -> int:
             )
             was = "" if result.previous is None else f" (was {result.previous})"
             if result.written:
-                print(f"{args.prog}: {result.path}: wrote {result.keys} keys{was}")
+                print(f"{args.prog}: {result.path}: wrote {result.count} keys{was}")
             else:
                 print(
-                    f"{args.prog}: {result.path}: unchanged ({result.keys} keys), file left alone"
+                    f"{args.prog}: {result.path}: unchanged ({result.count} keys), file left alone"
                 )
         elif args.explain:
             out.write("".join(rcpt.explain_lines(rec)).encode("utf-8", "surrogateescape"))

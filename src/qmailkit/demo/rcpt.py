@@ -86,10 +86,10 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
     if not paths["fastforward"].name:
         say("  (fastforward's setforward is not installed: the /etc/aliases part is left out)")
     target = paths["qmail"] / "control" / "validrcptto.cdb"
-    with rcpt.lock(target):
+    with rcpt.lock(target) as state_fd:
         rec = rcpt.build(opts)
-        result = rcpt.write_cdb(target, rec)
-    say(f"mkvalidrcptto -c {target.name}: {result.keys} keys:")
+        result = rcpt.write_cdb(target, rec, state_fd=state_fd)
+    say(f"mkvalidrcptto -c {target.name}: {result.count} keys:")
     for line in rcpt.explain_lines(rec):
         key, verdict, source = line.rstrip("\n").split("\t")
         where = source.replace(str(sandbox) + "/", "")
@@ -119,8 +119,8 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
     original = rcpthosts.read_text()
     rcpthosts.write_text(original + "forgotten.example\n")
     try:
-        with rcpt.lock(target):
-            rcpt.write_cdb(target, rcpt.build(opts))
+        with rcpt.lock(target) as state_fd:
+            rcpt.write_cdb(target, rcpt.build(opts), state_fd=state_fd)
     except QmailkitError as err:
         say("A domain in rcpthosts that nothing handles is refused:")
         for line in str(err).replace(str(sandbox) + "/", "").splitlines():
