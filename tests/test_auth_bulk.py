@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -491,3 +492,24 @@ def test_command_output_from_bulk_domains(tmp_path):
         f"login: zoe@b.example from {b}/vpasswd:1",
         f"skipped: adam@b.example (vpopmail NO_SMTP flag set) from {b}/vpasswd:2",
     ]
+
+
+def test_a_fifo_vpasswd_is_named_without_hanging(tmp_path):
+    # The bulk reader used open().read(), which waits for a writer on a FIFO for ever.
+    qmail = make_domains(tmp_path, {"d.example": vpasswd_text(("anna", H1, "0"))})
+    path = tmp_path / "domains" / "d.example" / "vpasswd"
+    path.unlink()
+    os.mkfifo(path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "auth", "build", "--qmail-home", str(qmail)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        111,
+        "",
+        f"qmailkit auth: fatal: {path}: is a FIFO, not a regular file "
+        "(replace it with a regular file)\n",
+    )
