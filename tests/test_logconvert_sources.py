@@ -16,7 +16,8 @@ import pytest
 from logs_helpers import day_files, label, run_cli, service, write_rotated
 
 from qmailkit.logs import convert, logdir
-from qmailkit.services import apply
+from qmailkit.services.plan import RETIRED_PREFIX
+from qmailkit.services.retire import move_aside
 
 T0 = 1_700_000_000 * 10**9  # 2023-11-14 22:13:20 UTC
 DAY = 86_400 * 10**9
@@ -34,12 +35,12 @@ def _line(when: int, text: bytes) -> bytes:
 
 def _retire(sdir: Path, stamp: str = "20261202T101010") -> Path:
     """Retire a service directory the way ``services apply --prune`` does."""
-    return apply._move_aside(sdir, stamp)
+    return move_aside(sdir, stamp)
 
 
 def test_retired_names_are_the_ones_apply_makes(tmp_path):
     assert logdir.RETIRED.pattern.startswith(r"\.retired-")
-    assert apply.RETIRED_PREFIX == ".retired-"
+    assert RETIRED_PREFIX == ".retired-"
     for _ in range(2):  # the second gets a suffix: the name is taken
         (tmp_path / "qmail-smtpd-587").mkdir()
         m = logdir.RETIRED.match(_retire(tmp_path / "qmail-smtpd-587").name)
