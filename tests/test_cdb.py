@@ -33,6 +33,26 @@ def test_every_backend_is_available_and_the_c_writer_comes_first():
         backends.get("nonesuch")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_bulk_path_of_every_backend_writes_tinycdbs_bytes(tmp_path, backend):
+    """What a backend offers is declared by its Makers; the bulk paths of one without its
+    own (cdbx, pure) go record by record, and every path gives the C tool's bytes."""
+    records = [(b"k%d" % i, b"v%d" % i) for i in range(500)] + [(b"k1", b"again"), (b"", b"")]
+    want = tinycdb_make(tmp_path / "tinycdb.cdb", records)
+    keys, values = [k for k, _ in records], [v for _, v in records]
+    with cdb.make(tmp_path / "many.cdb", backend=backend) as writer:
+        writer.add_many(keys, values)
+    assert (tmp_path / "many.cdb").read_bytes() == want
+    with cdb.make(tmp_path / "lines.cdb", backend=backend) as writer:
+        writer.add_lines(b"\n".join(keys), b"\n".join(values))
+        assert writer.feeds_cdbmake is (backend == "native")
+        if not writer.feeds_cdbmake:
+            with pytest.raises(ValueError, match="does not parse cdbmake input"):
+                writer.feed_cdbmake(b"+1,1:a->b\n\n", 0)
+    assert (tmp_path / "lines.cdb").read_bytes() == want
+    assert writer.count == len(records)
+
+
 def test_djb_hash_known_values():
     assert cdb_format.djb_hash(b"") == 5381
     # h = 5381*33 ^ ord('a')
