@@ -68,7 +68,7 @@ def _add_build_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="no warnings (catch-all domains, skipped users...) on stderr",
     )
-    add_shrink_guard(p, "keys (with -c)")
+    add_shrink_guard(p, "keys")
     _add_model_options(p)
 
 

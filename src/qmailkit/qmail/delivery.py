@@ -30,17 +30,14 @@ from __future__ import annotations
 import bisect
 import enum
 import os
-import re
-import subprocess
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from qmailkit import cdb
-from qmailkit.errors import InputError, QmailkitError, os_error
-from qmailkit.fsutil import read_bounded
+from qmailkit.errors import InputError, QmailkitError
 from qmailkit.qmail import assign as users_assign
-from qmailkit.qmail import control
+from qmailkit.qmail import control, vpopmail
 from qmailkit.qmail.dotqmail import (
     Delivery,
     HomeFiles,
@@ -68,9 +65,8 @@ Origin = tuple[bytes, str]  # (value, source)
 # user's home must not blow up the cdb.
 MAX_COLONS = 6
 GETPW_USERLEN = 32  # qmail-getpw's buffer for a user name, its NUL included
-VPOPMAIL_TOOL_TIMEOUT = 300  # seconds a vuserinfo or valias run may take
-
-_QMAIL_EXT = re.compile(rb"^\s*#\s*define\s+QMAIL_EXT\s+1\b", re.MULTILINE)
+# vpopmail's own default prefix: its home when the passwd file has no vpopmail user.
+VPOPMAIL_DEFAULT_HOME = Path("/home/vpopmail")
 
 
 def folded_bytes(text: str) -> bytes:
@@ -360,20 +356,15 @@ class Snapshot:
 
     @cached_property
     def vpopmail_home(self) -> Path:
-        if self.vpopmail_home_given is not None:
-            return Path(self.vpopmail_home_given)
-        account = self.account("vpopmail")
-        return Path(account.home) if account else Path("/home/vpopmail")
+        if self.vpopmail_home_given is None and self.account("vpopmail") is None:
+            return VPOPMAIL_DEFAULT_HOME
+        return vpopmail.home(self.passwd, self.vpopmail_home_given)
 
     @cached_property
     def qmail_ext(self) -> bool:
         if self.qmail_ext_given is not None:
             return self.qmail_ext_given
-        header = self.vpopmail_home / "include" / "vpopmail_config.h"
-        try:
-            return bool(_QMAIL_EXT.search(read_bounded(header)))
-        except FileNotFoundError:
-            return False
+        return vpopmail.qmail_ext(self.vpopmail_home)
 
     @cached_property
     def default_delivery(self) -> Delivery:
@@ -593,53 +584,6 @@ class Snapshot:
             self._fastforward[database] = keys
         return keys
 
-    # -- vpopmail's SQL backend -----------------------------------------------------------
-
-    def vpopmail_tool(self, name: str, *args: str) -> str:
-        """The output of vpopmail's program ``name`` (vuserinfo, valias) run with ``args``."""
-        program = self.vpopmail_home / "bin" / name
-        if not program.exists():
-            raise QmailkitError(
-                f"vpopmail program {name} not found",
-                path=program,
-                hint="a SQL vpopmail needs it; or give --vpopmail-home",
-            )
-        command = f"{name} {' '.join(args)}"
-        try:
-            done = subprocess.run(
-                [str(program), *args],
-                capture_output=True,
-                timeout=VPOPMAIL_TOOL_TIMEOUT,
-                check=False,
-            )
-        except OSError as err:
-            raise os_error(err, f"cannot run {name}") from err
-        except subprocess.TimeoutExpired:
-            raise QmailkitError(
-                f"{command} took more than {VPOPMAIL_TOOL_TIMEOUT} s", path=program
-            ) from None
-        if done.returncode != 0:
-            lines = done.stderr.decode(ENCODING, "replace").strip().splitlines()
-            raise QmailkitError(
-                f"{command} failed with exit code {done.returncode}"
-                + (f": {lines[-1]}" if lines else ""),
-                path=program,
-            )
-        return done.stdout.decode(ENCODING, ERRORS)
-
-    def sql_users(self, domain: str) -> tuple[list[bytes], str]:
-        """The mailbox and alias names of a SQL vpopmail domain, and their source."""
-        names = []
-        for line in self.vpopmail_tool("vuserinfo", "-D", domain).splitlines():
-            if line.startswith("name:"):
-                names.append(folded_bytes(line[5:].strip()))
-        for line in self.vpopmail_tool("valias", "-s", domain).splitlines():
-            left = line.split("->", 1)[0].strip()
-            local = left.rpartition("@")[0] if "@" in left else left
-            if local:
-                names.append(folded_bytes(local))
-        return names, f"vuserinfo -D {domain}; valias -s {domain}"
-
 
 def _home_ownership_problem(account: PasswdEntry) -> str | None:
     try:
@@ -837,8 +781,8 @@ class Rules:
                 names, notes = mailbox_names(data, text, suffix)
                 self.notes.extend(notes)
                 return names, text
-            db = os.path.join(domain_dir, "vpasswd.cdb")
-            if os.path.exists(db):
+            if vpopmail.has_user_files(domain_dir):  # vpasswd.cdb alone (no vpasswd)
+                db = os.path.join(domain_dir, "vpasswd.cdb")
                 names = [e.name.encode(ENCODING, ERRORS) for e in read_vpasswd_cdb(db)]
                 names, notes = deliverable(names, db)
                 self.notes.extend(notes)
@@ -847,7 +791,7 @@ class Rules:
                 raise InputError(
                     "vpopmail domain has neither vpasswd nor vpasswd.cdb", path=domain_dir
                 )
-        names, source = self.snapshot.sql_users(domain)
+        names, source = vpopmail.sql_users(self.snapshot.vpopmail_home, domain)
         names, notes = deliverable(names, source)
         self.notes.extend(notes)
         return [name + suffix for name in names], source
