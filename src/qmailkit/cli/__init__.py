@@ -15,8 +15,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import BinaryIO, NoReturn
 
-from qmailkit.cli.options import percent  # noqa: F401  (cli/rcpt.py imports it from here)
-
 # The command groups, in the order ``qmailkit --help`` lists them.
 COMMAND_MODULES = (
     "logs",  # tai64nlocal, tai64n, convert-multilog
