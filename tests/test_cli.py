@@ -141,6 +141,13 @@ def test_new_option_types_parse_and_refuse_with_actionable_messages():
     assert options.owner_with_login_group("root") == (0, pwd.getpwuid(0).pw_gid)
     assert options.owner_with_login_group("root:0") == (0, 0)
     assert options.owner_with_login_group(":0") == (-1, 0)
+    for bad, why in (
+        ("nosuchuser-qk", "no such user: 'nosuchuser-qk'; give USER or USER:GROUP"),
+        ("", "'' names no user or group (give USER, USER:GROUP or :GROUP)"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError) as caught:
+            options.owner_with_login_group(bad)
+        assert str(caught.value) == why
 
 
 def test_shrink_guard_goes_on_a_parser_or_a_group_with_the_librarys_default():

@@ -111,12 +111,17 @@ def owner(text: str) -> tuple[int, int]:
 
 
 def owner_with_login_group(text: str) -> tuple[int, int]:
-    """``USER[:GROUP]`` (uid, gid), where a missing group is the user's login group.
+    """``USER[:GROUP]`` (uid, gid), where a bare ``USER`` means the user's login group.
 
     For files whose group matters as much as their owner (convert-multilog's
     day files): ``USER`` means what chown(1) reads as ``USER:``.
     """
-    return owner(text if ":" in text else text + ":")
+    try:
+        return owner(text if not text or ":" in text else text + ":")
+    except argparse.ArgumentTypeError as err:
+        if not str(err).startswith("no such"):  # the others say what to give already
+            raise
+        raise argparse.ArgumentTypeError(f"{err}; give USER or USER:GROUP") from None
 
 
 def percent(text: str) -> float:
