@@ -197,7 +197,9 @@ def test_records_follow_the_format_for_any_valid_file(rows):
     records = list(assign.records(entries))
     assert len(records) == len(rows) + 1
     chars = bytearray()
-    for (kind, name, user, uid, gid, home, dash, ext), (key, value) in zip(rows, records):
+    for (kind, name, user, uid, gid, home, dash, ext), (key, value) in zip(
+        rows, records, strict=False
+    ):
         assert key == b"!" + name.lower() + (b"" if kind == b"+" else b"\0")
         assert value == b"\0".join([user, b"%d" % uid, b"%d" % gid, home, dash, ext])
         if kind == b"+" and name and name[-1] not in chars:

@@ -104,8 +104,8 @@ def test_list_home_skips_what_qmail_local_cannot_read_or_reach(tmp_path):
     assert files.names == {"link": ".qmail-link", "real": ".qmail-real"}
     assert files.skipped == [
         (
-            f"{tmp_path}/'.qmail-x\\npostmaster': skipped: no address reaches a .qmail name holding "
-            "a newline"
+            f"{tmp_path}/'.qmail-x\\npostmaster': skipped: no address reaches a .qmail name "
+            "holding a newline"
         ),
         (
             f"{tmp_path}/.qmail-dangling: skipped: it is a symbolic link to nothing, not a regular "
@@ -116,8 +116,8 @@ def test_list_home_skips_what_qmail_local_cannot_read_or_reach(tmp_path):
             "qmail-local ignores it"
         ),
         (
-            f"{tmp_path}/.qmail-dir: skipped: it is a directory, not a regular file, so qmail-local "
-            "ignores it"
+            f"{tmp_path}/.qmail-dir: skipped: it is a directory, not a regular file, so "
+            "qmail-local ignores it"
         ),
         (
             f"{tmp_path}/.qmail-fifo: skipped: it is a FIFO, not a regular file, so qmail-local "

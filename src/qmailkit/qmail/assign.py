@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from qmailkit import cdb
 from qmailkit.errors import InputError, os_error
 from qmailkit.fsutil import read_bounded
 
@@ -101,7 +102,8 @@ def parse(data: bytes, path: str | os.PathLike[str] = "users/assign") -> list[As
     path = os.fspath(path)
     entries: list[Assignment] = []
     lines = data.split(b"\n")
-    # A final piece without a newline is a partial line; qmail accepts it only if it is the "." line.
+    # A final piece without a newline is a partial line; qmail accepts it only if it
+    # is the "." line.
     for number, raw in enumerate(lines, 1):
         complete = number < len(lines)
         if raw.startswith(b"."):
@@ -252,8 +254,6 @@ def from_records(
 
 def read_cdb(path: str | os.PathLike[str]) -> tuple[list[Assignment], bytes]:
     """Read a users/cdb file (as written by qmail-newu or ``qmailkit newu``)."""
-    from qmailkit import cdb
-
     with cdb.Reader(path) as reader:
         return from_records(list(reader.items()), path)
 
@@ -295,8 +295,6 @@ def compile_users_cdb(
     file had (a stray ``.`` line ends the file early), is refused unless
     ``force``: every vpopmail domain's route would be gone.
     """
-    from qmailkit import cdb
-
     users = os.path.join(os.fspath(qmail_home), "users")
     entries = read(os.path.join(users, "assign"))
     guard = cdb.Guard(

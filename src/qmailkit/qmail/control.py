@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from qmailkit import cdb
 from qmailkit.errors import InputError
 from qmailkit.fsutil import read_bounded
 
@@ -92,8 +93,6 @@ def compile_morercpthosts(
     An empty result, or one much smaller than the old cdb, is refused unless
     ``force``: qmail-smtpd would refuse mail for the domains dropped.
     """
-    from qmailkit import cdb
-
     control = os.path.join(os.fspath(qmail_home), "control")
     names = read_control(os.path.join(control, "morercpthosts"), missing_ok=False)
     keys = [name.encode("utf-8").lower() for name in names]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -25,6 +26,7 @@ from qmailkit.errors import QmailkitError, os_error
 from qmailkit.fsutil import file_kind, open_regular
 from qmailkit.qmail.validrcptto import fold
 
+_c_read: Callable[[str | os.PathLike[str], int], bytes | None] | None
 try:  # open_regular's usual case in C (O_NONBLOCK, fstat, read), built with the vpasswd scanner
     from qmailkit.qmail._vpasswd import read_regular as _c_read
 except ImportError:

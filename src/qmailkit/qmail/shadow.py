@@ -84,11 +84,12 @@ def _read_lines(path: str | os.PathLike[str], what: str) -> list[tuple[int, str]
     return out
 
 
-def _number(
-    text: str, what: str, path: str | os.PathLike[str], line: int, *, optional: bool = False
-) -> int | None:
-    if text == "" and optional:
-        return None
+def _optional_number(text: str, what: str, path: str | os.PathLike[str], line: int) -> int | None:
+    """A number, or None for an empty field (shadow's optional dates and ages)."""
+    return None if text == "" else _number(text, what, path, line)
+
+
+def _number(text: str, what: str, path: str | os.PathLike[str], line: int) -> int:
     if not (text.isascii() and text.isdigit()):
         raise InputError(f"{what} {text!r} is not a number", path=path, line=line)
     return int(text)
@@ -143,9 +144,9 @@ def read_shadow(path: str | os.PathLike[str] = "/etc/shadow") -> list[ShadowEntr
             ShadowEntry(
                 name,
                 hash_,
-                _number(last, "last change", path, number, optional=True),
-                _number(max_days, "maximum age", path, number, optional=True),
-                _number(expire, "expiry date", path, number, optional=True),
+                _optional_number(last, "last change", path, number),
+                _optional_number(max_days, "maximum age", path, number),
+                _optional_number(expire, "expiry date", path, number),
                 number,
             )
         )
