@@ -1,4 +1,4 @@
-"""The qmail model: every source of valid recipients, with exact key sets."""
+"""The validrcptto keys (qmail.recipients): every source of valid recipients, exact key sets."""
 
 from __future__ import annotations
 
