@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ printf '%s\\n' "$*" >> "${QK_DUMP:-dump}.sleep"
 STANDINS = ("tcpserver", "sslserver", "softlimit", "qmail-start", "couriertcpd")
 
 SHELLS = ["sh", "dash"] + (["bash"] if os.path.exists("/bin/bash") else [])
+
+# The system programs the run scripts and stand-ins use; PATH holds only these and the
+# stand-ins, so a real tcpserver can never be started by mistake.
+SYSTEM_TOOLS = ("id", "head", "cat", "chmod", "env", "sleep")
 
 
 def toml_str(value: str) -> str:
@@ -50,6 +55,27 @@ def make_standins(bindir: Path, names: tuple[str, ...] = STANDINS) -> None:
     p = bindir / "sleep"
     p.write_text(SLEEP)
     p.chmod(0o755)
+
+
+def make_box(tmp_path: Path) -> Path:
+    """A sandbox: stand-in programs first on PATH (bin, then sys with SYSTEM_TOOLS), a qmail
+    home with control/me and rcpthosts, a certificate and a rules cdb.
+
+    The ``box`` fixture of the run-script tests: ``box = pytest.fixture(make_box)``.
+    """
+    make_standins(tmp_path / "bin")
+    (tmp_path / "sys").mkdir()
+    for tool in SYSTEM_TOOLS:
+        found = shutil.which(tool)
+        assert found is not None, f"{tool} is not installed"
+        (tmp_path / "sys" / tool).symlink_to(found)
+    control = tmp_path / "qmail" / "control"
+    control.mkdir(parents=True)
+    (control / "me").write_text("mx.example.org\nsecond line\n")
+    (control / "rcpthosts").write_text("example.org\n")
+    (tmp_path / "cert.pem").write_text("x")
+    (tmp_path / "rules.cdb").write_text("x")
+    return tmp_path
 
 
 @dataclass

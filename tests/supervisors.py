@@ -11,11 +11,12 @@ from pathlib import Path
 
 from conftest import need
 
-from qmailkit.supervisor.tree import SCANNERS, ScanTree, descendants
+from qmailkit import supervisor
+from qmailkit.supervisor.tree import ScanTree, descendants
 
 __all__ = ["ScanTree", "descendants", "start_scan"]
 
 
 def start_scan(kind: str, root: Path, env: dict[str, str] | None = None) -> ScanTree:
-    need(SCANNERS[kind][0])
+    need(supervisor.get(kind).scanner[0])
     return ScanTree(kind, root, env)

@@ -13,7 +13,8 @@ from services_helpers import need_root
 from test_services_apply import config, svc, tree
 
 from qmailkit.errors import InputError, QmailkitError
-from qmailkit.services import apply as ap
+from qmailkit.services import install
+from qmailkit.services import plan as planning
 
 # -- render --out -----------------------------------------------------------------------
 
@@ -35,7 +36,7 @@ def test_out_made_by_another_user_is_refused(tmp_path):
     os.lchown(out / "mx", 65534, 65534)
     os.chown(out, 65534, 65534)
     with pytest.raises(InputError) as exc:
-        ap.export({"mx": svc()}, out)
+        install.export({"mx": svc()}, out)
     assert str(exc.value) == (
         f"{out}: output directory is owned by uid 65534, not by you (uid 0) (name a directory "
         "that does not exist yet; render creates it)"
@@ -70,7 +71,7 @@ def test_out_that_others_could_have_touched_is_refused(tmp_path, setup, problem)
             os.chmod(out, 0o777 if setup == "writable" else 0o1777)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     with pytest.raises(InputError) as exc:
-        ap.export({"mx": svc()}, out)
+        install.export({"mx": svc()}, out)
     assert str(exc.value).startswith(f"{out}: output directory {problem} (")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 
@@ -78,7 +79,7 @@ def test_out_that_others_could_have_touched_is_refused(tmp_path, setup, problem)
 def test_an_empty_directory_of_our_own_is_used(tmp_path):
     out = tmp_path / "review"
     out.mkdir(mode=0o700)
-    assert ap.export({"mx": svc()}, out) == ["mx/run", "mx/log/run"]
+    assert install.export({"mx": svc()}, out) == ["mx/run", "mx/log/run"]
     assert (out / "mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
 
 
@@ -103,7 +104,7 @@ def test_scan_entry_that_is_a_symlink_loop(tmp_path):
     cfg = config(tmp_path)
     (tmp_path / "scan/mx").symlink_to("mx")
     with pytest.raises(InputError) as exc:
-        ap.apply(cfg, {"mx": svc()})
+        install.apply(cfg, {"mx": svc()})
     assert str(exc.value) == (
         f"{tmp_path}/scan/mx: scan directory entry points to mx, not to "
         f"{tmp_path}/services/mx (remove the old link (stop that service first) and run apply "
@@ -127,8 +128,8 @@ def test_leftover_half_made_service_is_replaced_not_followed(tmp_path, kind):
         stale.symlink_to(other)
     else:
         stale.symlink_to(tmp_path / "nowhere")
-    ap.apply(cfg, {"mx": svc()})
-    assert sorted(p.name for p in root.iterdir()) == [ap.LOCK_FILE, "mx"]
+    install.apply(cfg, {"mx": svc()})
+    assert sorted(p.name for p in root.iterdir()) == [install.LOCK_FILE, "mx"]
     assert (root / "mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
     assert sorted(p.name for p in other.iterdir()) == ["keep"]
     assert (other / "keep").read_text() == "mine\n"
@@ -137,7 +138,7 @@ def test_leftover_half_made_service_is_replaced_not_followed(tmp_path, kind):
 @pytest.mark.parametrize("rel", ["log/main", "log"])
 def test_a_file_where_a_directory_belongs(tmp_path, rel):
     cfg = config(tmp_path)
-    ap.apply(cfg, {"mx": svc()})
+    install.apply(cfg, {"mx": svc()})
     sdir = tmp_path / "services/mx"
     if rel == "log":
         os.rename(sdir / "log", tmp_path / "old-log")
@@ -146,7 +147,7 @@ def test_a_file_where_a_directory_belongs(tmp_path, rel):
     (sdir / rel).write_text("in the way\n")
     before = tree(tmp_path)
     with pytest.raises(QmailkitError) as exc:
-        ap.apply(cfg, {"mx": svc(run=b"#!/bin/sh\nexec sleep 9\n")})
+        install.apply(cfg, {"mx": svc(run=b"#!/bin/sh\nexec sleep 9\n")})
     assert str(exc.value) == (
         f"{sdir}/{rel}: exists but is not a directory (move it away; apply makes a directory here)"
     )
@@ -159,22 +160,22 @@ def test_a_name_too_long_for_the_file_system_stops_before_anything(tmp_path, siz
     cfg = config(tmp_path)
     name = "a" * size
     with pytest.raises(InputError) as exc:
-        ap.apply(cfg, {name: svc()})
+        install.apply(cfg, {name: svc()})
     assert str(exc.value) == (
         f"{tmp_path}/services: service name {'a' * 40}... is {size} bytes: too long for this "
         "file system (use at most 227 bytes (apply also makes names like "
         ".retired-NAME-STAMP beside it))"
     )
-    assert sorted(p.name for p in (tmp_path / "services").iterdir()) == [ap.LOCK_FILE]
+    assert sorted(p.name for p in (tmp_path / "services").iterdir()) == [install.LOCK_FILE]
     assert list((tmp_path / "scan").iterdir()) == []
 
 
 def test_the_longest_name_allowed_is_applied_and_retired(tmp_path):
     cfg = config(tmp_path)
     name = "a" * 227
-    ap.apply(cfg, {name: svc()})
+    install.apply(cfg, {name: svc()})
     assert os.readlink(tmp_path / "scan" / name) == str(tmp_path / "services" / name)
-    result = ap.apply(cfg, {"other": svc()}, prune=True)
+    result = install.apply(cfg, {"other": svc()}, prune=True)
     assert [r.name for r in result.retired] == [name]
     assert not os.path.lexists(tmp_path / "scan" / name)
 
@@ -203,10 +204,10 @@ def test_cli_long_name_exit_code(tmp_path):
 
 def test_damaged_pending_file_is_reported(tmp_path):
     cfg = config(tmp_path)
-    ap.apply(cfg, {"mx": svc()})
-    (tmp_path / "services" / ap.PENDING_FILE).write_text("[1, 2]")
+    install.apply(cfg, {"mx": svc()})
+    (tmp_path / "services" / planning.PENDING_FILE).write_text("[1, 2]")
     with pytest.raises(InputError) as exc:
-        ap.apply(cfg, {"mx": svc()})
+        install.apply(cfg, {"mx": svc()})
     assert str(exc.value).startswith(
-        f"{tmp_path}/services/{ap.PENDING_FILE}: pending-restart file is damaged (remove it"
+        f"{tmp_path}/services/{planning.PENDING_FILE}: pending-restart file is damaged (remove it"
     )

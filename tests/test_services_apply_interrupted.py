@@ -20,7 +20,7 @@ from services_prune_helpers import Site
 
 from qmailkit import supervisor
 from qmailkit.demo import standins
-from qmailkit.services import apply as ap
+from qmailkit.services import plan as planning
 
 LOGGER = {
     "daemontools": ["multilog", "setuidgid"],
@@ -69,9 +69,9 @@ def deliveries(site: Site) -> list[str]:
     ("kind", "killed_after", "spelling"),
     [
         ("s6", "run", "same"),
-        ("s6", ap.STATE_FILE, "relative"),
+        ("s6", planning.STATE_FILE, "relative"),
         ("daemontools", "run", "relative"),
-        ("runit", ap.STATE_FILE, "same"),
+        ("runit", planning.STATE_FILE, "same"),
     ],
 )
 def test_interrupted_apply_is_finished_by_the_next(pub, scan, kind, killed_after, spelling):
@@ -105,7 +105,7 @@ def test_interrupted_apply_is_finished_by_the_next(pub, scan, kind, killed_after
     )
     assert killed.returncode == -9, killed.stderr
     assert b"./Maildir3/" in (send / "run").read_bytes()
-    pending = json.loads((site.root / ap.PENDING_FILE).read_text())
+    pending = json.loads((site.root / planning.PENDING_FILE).read_text())
     assert pending["restart"] == ["send"]
     assert sup.status(send).pid == pid  # the old one still runs: nothing restarted it
 
@@ -121,9 +121,9 @@ def test_interrupted_apply_is_finished_by_the_next(pub, scan, kind, killed_after
         what="qmail-start with the new delivery",
     )
     tree.remember()
-    assert not (site.root / ap.PENDING_FILE).exists()
-    state = json.loads((send / ap.STATE_FILE).read_text())["files"]
-    assert state["run"] == ap._sha((send / "run").read_bytes())
+    assert not (site.root / planning.PENDING_FILE).exists()
+    state = json.loads((send / planning.STATE_FILE).read_text())["files"]
+    assert state["run"] == planning.sha((send / "run").read_bytes())
     third = qk(pub, "--config", str(config))
     assert (third.returncode, third.stdout) == (0, "nothing to change\n")
 

@@ -309,7 +309,7 @@ rules = "{tmp_path}/tcp/smtp.cdb"
 def test_apply_refuses_an_open_relay_and_writes_nothing(tmp_path):
     """A config that would relay for the whole Internet is never installed, --force or not."""
     from qmailkit.errors import InputError
-    from qmailkit.services import apply as ap
+    from qmailkit.services import install
 
     cfg = load(
         tmp_path,
@@ -323,7 +323,7 @@ relay_client = true
     (tmp_path / "scan").mkdir()
     for force in (False, True):
         with pytest.raises(InputError) as exc:
-            ap.apply(cfg, force=force)
+            install.apply(cfg, force=force)
         assert str(exc.value).startswith(
             f"{tmp_path / 'q.toml'}: refusing to install: mx: open relay: RELAYCLIENT is set "
             "for every client on 0:25 [services.mx.relay_client] (set relay_client = false"
@@ -335,11 +335,11 @@ relay_client = true
 
 def test_apply_refuses_force_tls_on_the_mx(tmp_path):
     from qmailkit.errors import InputError
-    from qmailkit.services import apply as ap
+    from qmailkit.services import install
 
     cfg = load(tmp_path, '[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nforce_tls = true\n')
     with pytest.raises(InputError, match=r"refusing to install: mx: FORCE_TLS on a port-25 MX"):
-        ap.apply(cfg)
+        install.apply(cfg)
     assert not (tmp_path / "services").exists()
 
 
@@ -347,7 +347,7 @@ def test_apply_refuses_force_tls_on_the_mx(tmp_path):
 
 
 def test_smtpd_as_root_is_refused(tmp_path):
-    from qmailkit.services import apply as ap
+    from qmailkit.services import install
 
     cfg = load(
         tmp_path, '[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nuser = "root"\nrules = ""\n'
@@ -363,7 +363,7 @@ def test_smtpd_as_root_is_refused(tmp_path):
     from qmailkit.errors import InputError
 
     with pytest.raises(InputError, match="refusing to install: mx: qmail-smtpd runs as root"):
-        ap.apply(cfg, force=True)
+        install.apply(cfg, force=True)
     assert not (tmp_path / "services").exists()
 
 
@@ -565,10 +565,10 @@ def test_stock_qmail_smtpd_is_told_what_it_ignores(tmp_path):
         assert f"setenv {var}" not in run, var
     assert " xbl.spamhaus.org qmail-smtpd\nhave " in run  # no LOCAL CHECKPW TRUE
     from qmailkit.errors import InputError
-    from qmailkit.services import apply as ap
+    from qmailkit.services import install
 
     with pytest.raises(InputError, match="refusing to install: sub: a stock qmail-smtpd"):
-        ap.apply(cfg)
+        install.apply(cfg)
 
 
 @pytest.mark.parametrize("profile", ["mx", "submission"])

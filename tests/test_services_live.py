@@ -22,8 +22,8 @@ from services_helpers import need_root, public_tempdir
 from qmailkit import supervisor
 from qmailkit.demo import standins
 from qmailkit.errors import InputError
-from qmailkit.services import apply as ap
 from qmailkit.services import config as cfgmod
+from qmailkit.services import install
 
 
 @pytest.fixture
@@ -222,7 +222,7 @@ def test_smtp_services_under_real_supervisor(pubdir, scan, kind):
     server = Server(pubdir, kind)
     config = server.config()
     tree = scan(kind, pubdir / "scan")
-    result = ap.apply(config)
+    result = install.apply(config)
     assert ("mx", "rules") in {(c.service, c.action) for c in result.changes}
     assert (pubdir / "tcp" / "smtp.cdb").exists()
     sup = supervisor.get(kind)
@@ -260,19 +260,19 @@ def test_apply_again_and_restart_only_what_changed(pubdir, scan):
     server = Server(pubdir, "runit")
     tree = scan("runit", pubdir / "scan")
     config = server.config()
-    first = ap.apply(config)
-    targets = ap.started_targets(first)
+    first = install.apply(config)
+    targets = install.started_targets(first)
     assert targets == ["send", "send/log", "mx", "mx/log", "local", "local/log"]
-    assert ap.wait_up(config, targets, timeout=15) == []
+    assert install.wait_up(config, targets, timeout=15) == []
     tree.remember()
     sup = supervisor.get("runit")
     pids = {n: sup.status(server.dir(n)).pid for n in ("send", "mx", "local", "mx/log")}
 
-    again = ap.apply(server.config())
+    again = install.apply(server.config())
     assert again.changes == [] and again.restarted == []
 
     server.extra_mx = 'greeting = "Welcome"'
-    result = ap.apply(server.config())
+    result = install.apply(server.config())
     assert [(c.service, c.action, c.path) for c in result.changes] == [("mx", "update", "run")]
     assert result.restarted == ["mx"]
     wait_for(
@@ -293,7 +293,7 @@ def test_apply_again_and_restart_only_what_changed(pubdir, scan):
     server.local_hostname = "localhost.test"
     mx_pid = sup.status(server.dir("mx")).pid
     with pytest.raises(InputError, match="not overwritten: local/run"):
-        ap.apply(server.config())
+        install.apply(server.config())
     assert run.read_bytes() == edited
     assert b"Welcome again" not in (server.dir("mx") / "run").read_bytes()
     assert sup.status(server.dir("mx")).pid == mx_pid
@@ -348,7 +348,7 @@ def test_tls_and_courier_services_under_s6(pubdir, scan):
     path.write_text(demo.sample_config(pubdir, ports, "nobody", kind="s6"))
     config = cfgmod.load(path)
     tree = scan("s6", pubdir / "service")
-    ap.apply(config)
+    install.apply(config)
     for name in ("smtps", "imapssl"):
         tree.wait_up(pubdir / "supervise" / name)
     rec_dir = str(pubdir / "records")
@@ -414,13 +414,13 @@ def test_apply_warns_when_the_service_user_cannot_read_the_rules(tmp_path):
     """pytest's tmp_path is private (0700): tcpserver -u nobody could not read the cdb."""
     need_root()
     server = Server(tmp_path, "daemontools")
-    result = ap.apply(server.config())
+    result = install.apply(server.config())
     [warning] = result.warnings
     assert warning.startswith(f"mx: tcp rules {tmp_path}/tcp/smtp.cdb: nobody cannot enter /")
     assert warning.endswith(
         " (mode 0700); tcpserver will drop every connection (run qmailkit services check)"
     )
-    assert ap.apply(server.config()).warnings == [warning]  # said again, with nothing to do
+    assert install.apply(server.config()).warnings == [warning]  # said again, with nothing to do
 
 
 # what a scanner started by hand may carry (Q1): none of it may reach a service or logger
@@ -449,7 +449,7 @@ def test_services_start_from_an_empty_environment(pubdir, kind):
     path = f"{server.bin}:/usr/bin:/bin"
     tree = start_scan(kind, pubdir / "scan", {**os.environ, **POLLUTED})
     try:
-        ap.apply(config)
+        install.apply(config)
         for name in ("send", "mx"):
             tree.wait_up(server.dir(name))
         connect_when_up(server.mx_port)

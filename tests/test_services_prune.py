@@ -20,7 +20,8 @@ from services_helpers import public_tempdir
 from services_prune_helpers import Site, retired_dirs, tree_of
 
 from qmailkit import supervisor
-from qmailkit.services import apply as ap
+from qmailkit.services import install, retire
+from qmailkit.services import plan as planning
 from qmailkit.services.render import render
 from qmailkit.supervisor.tree import alive
 
@@ -54,7 +55,7 @@ def test_prune_under_real_supervisor(pub, scan, kind):
     site = Site(pub, kind)
     tree = scan(kind, site.scan_dir)
     sup = supervisor.get(kind)
-    first = ap.apply(site.config("keep", "old"))
+    first = install.apply(site.config("keep", "old"))
     assert first.retired == [] and first.warnings == []
     for name in ("keep", "old"):
         tree.wait_up(site.dir(name))
@@ -73,7 +74,7 @@ def test_prune_under_real_supervisor(pub, scan, kind):
 
     # without --prune: a warning, nothing else
     config = site.config("keep")
-    result = ap.apply(config)
+    result = install.apply(config)
     assert result.changes == [] and result.retired == []
     assert result.warnings == [
         f"old: in {site.root} but no longer in the config; apply --prune retires it"
@@ -83,7 +84,7 @@ def test_prune_under_real_supervisor(pub, scan, kind):
         assert sup.status(d).pid == pid, d
 
     # dry run with --prune: the plan, nothing else
-    dry = ap.apply(config, dry_run=True, prune=True)
+    dry = install.apply(config, dry_run=True, prune=True)
     assert [c.describe() for c in dry.changes] == [
         f"retire      old  (linked as {site.scan_dir}/old)"
     ]
@@ -92,13 +93,13 @@ def test_prune_under_real_supervisor(pub, scan, kind):
     before = tree_of(old)
 
     tree.remember()
-    result = ap.apply(config, prune=True)
+    result = install.apply(config, prune=True)
     assert [c.describe() for c in result.changes] == [
         f"retire      old  (linked as {site.scan_dir}/old)"
     ]
     assert result.warnings == [] and result.restarted == []
     [kept] = retired_dirs(site.root, "old")
-    assert result.retired == [ap.Retired("old", f"{site.scan_dir}/old", str(kept))]
+    assert result.retired == [retire.Retired("old", f"{site.scan_dir}/old", str(kept))]
     assert kept.name.startswith(".retired-old-") and len(kept.name) == len(".retired-old-") + 15
     assert not os.path.lexists(site.scan_dir / "old") and not old.exists()
     # the service and its logger are gone, and so are their supervisors
@@ -119,14 +120,14 @@ def test_prune_under_real_supervisor(pub, scan, kind):
     assert after["log/main/current"].startswith(before["log/main/current"])
     assert b"qmail-start" in after["log/main/current"]
 
-    again = ap.apply(config, prune=True)
+    again = install.apply(config, prune=True)
     assert (again.changes, again.retired, again.warnings) == ([], [], [])
     assert retired_dirs(site.root, "old") == [kept]
 
     if kind == "daemontools":
         return  # svscan would take up to 5 s more to see the new one; s6 and runit show it
     # a new service of the same name starts clean, beside the kept one
-    back = ap.apply(site.config("keep", "old"), prune=True)
+    back = install.apply(site.config("keep", "old"), prune=True)
     assert ("old", "new-service") in {(c.service, c.action) for c in back.changes}
     tree.wait_up(old)
     assert sup.status(old).pid not in (None, pids[str(old)])
@@ -175,7 +176,7 @@ def test_never_touches_what_is_not_ours(pub):
     still linked under another name is not retired (its scanner would bring it back)."""
     site = Site(pub)
     config = site.config("keep", "old", "alias")
-    ap.apply(config)
+    install.apply(config)
     # made by hand, linked by hand, never applied
     mine = site.root / "mine"
     (mine / "log").mkdir(parents=True)
@@ -192,13 +193,13 @@ def test_never_touches_what_is_not_ours(pub):
     mine_before = tree_of(mine)
 
     config = site.config("keep")
-    result = ap.apply(config)
+    result = install.apply(config)
     assert result.warnings == [
         f"{n}: in {site.root} but no longer in the config; apply --prune retires it"
         for n in ("alias", "old")
     ]
 
-    dry = ap.apply(config, dry_run=True, prune=True)
+    dry = install.apply(config, dry_run=True, prune=True)
     assert [c.describe() for c in dry.changes] == [
         f"retire      old  (not linked; {site.scan_dir}/old is not its link, left alone)"
     ]
@@ -209,9 +210,9 @@ def test_never_touches_what_is_not_ours(pub):
         )
     ]
 
-    result = ap.apply(config, prune=True)
+    result = install.apply(config, prune=True)
     [old] = retired_dirs(site.root, "old")
-    assert result.retired == [ap.Retired("old", None, str(old))]
+    assert result.retired == [retire.Retired("old", None, str(old))]
     assert result.warnings == dry.warnings
     assert {p.name: os.readlink(p) for p in site.scan_dir.iterdir()} == scan_before
     assert tree_of(mine) == mine_before and site.dir("alias").is_dir()
@@ -220,13 +221,13 @@ def test_never_touches_what_is_not_ours(pub):
 
 def test_dry_run_prune_changes_nothing(pub):
     site = Site(pub)
-    ap.apply(site.config("keep", "old"))
+    install.apply(site.config("keep", "old"))
     config = site.config("keep")
     before = tree_of(pub)
-    result = ap.apply(config, dry_run=True, prune=True)
+    result = install.apply(config, dry_run=True, prune=True)
     assert [(c.service, c.action) for c in result.changes] == [("old", "retire")]
-    assert ap.plan(config, render(config), prune=True) == result.changes
-    assert ap.plan(config, render(config)) == []
+    assert planning.plan(config, render(config), prune=True) == result.changes
+    assert planning.plan(config, render(config)) == []
     assert tree_of(pub) == before
 
 
@@ -236,15 +237,15 @@ def test_service_root_is_the_scan_directory(pub, scan):
     site = Site(pub, "runit", root=pub / "scan")
     tree = scan("runit", site.scan_dir)
     sup = supervisor.get("runit")
-    ap.apply(site.config("keep", "old"))
+    install.apply(site.config("keep", "old"))
     for name in ("keep", "old"):
         tree.wait_up(site.dir(name))
     old_pid, keep_pid = sup.status(site.dir("old")).pid, sup.status(site.dir("keep")).pid
     tree.remember()
-    result = ap.apply(site.config("keep"), prune=True)
+    result = install.apply(site.config("keep"), prune=True)
     [kept] = retired_dirs(site.root, "old")
     assert [c.describe() for c in result.changes] == ["retire      old  (in the scan directory)"]
-    assert result.retired == [ap.Retired("old", None, str(kept), True)]
+    assert result.retired == [retire.Retired("old", None, str(kept), True)]
     assert result.warnings == []
     assert not alive(old_pid) and not sup.is_supervised(kept)
     assert sup.status(site.dir("keep")).pid == keep_pid
@@ -254,8 +255,8 @@ def test_service_root_is_the_scan_directory(pub, scan):
 def test_a_supervisor_that_does_not_stop_is_a_warning(pub, monkeypatch):
     """A stop that does not finish in time is reported, not fatal; the files are kept."""
     site = Site(pub)
-    ap.apply(site.config("keep", "old"))
-    monkeypatch.setattr(ap, "STOP_TIMEOUT", 0.2)
+    install.apply(site.config("keep", "old"))
+    monkeypatch.setattr(retire, "STOP_TIMEOUT", 0.2)
     from qmailkit.supervisor.runit import Runit
 
     monkeypatch.setattr(
@@ -263,9 +264,9 @@ def test_a_supervisor_that_does_not_stop_is_a_warning(pub, monkeypatch):
         "is_supervised",
         lambda self, d: Path(d).name in ("old", "log") and "keep" not in str(d),
     )
-    result = ap.apply(site.config("keep"), prune=True)
+    result = install.apply(site.config("keep"), prune=True)
     [kept] = retired_dirs(site.root, "old")
-    assert result.retired == [ap.Retired("old", f"{site.scan_dir}/old", str(kept))]
+    assert result.retired == [retire.Retired("old", f"{site.scan_dir}/old", str(kept))]
     assert result.warnings == [
         (
             "old: still supervised 0.2 seconds after it was retired: old (supervisor only), "
@@ -279,7 +280,7 @@ def test_a_retired_name_already_taken_gets_a_suffix(tmp_path):
     for n in range(3):
         sdir.mkdir()
         (sdir / "run").write_text(f"{n}\n")
-        moved = ap._move_aside(sdir, "20261125T210500")
+        moved = retire.move_aside(sdir, "20261125T210500")
         assert (moved / "run").read_text() == f"{n}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".retired-old-20261125T210500",

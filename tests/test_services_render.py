@@ -4,13 +4,12 @@ real under sh, what each RenderedService tells apply and check, and sh -n / dash
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from services_render_helpers import SHELLS, make_standins, run_script, toml_str
+from services_render_helpers import SHELLS, make_box, make_standins, run_script, toml_str
 
 from qmailkit.services import config, render
 from qmailkit.services.types import TYPES
@@ -151,7 +150,7 @@ set -- tcpserver -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGID" -x /etc/tcp/smtp.cd
 have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
-""",
+""",  # noqa: E501 - the generated lines, as long as they are
     "submission": r"""
 exec 2>&1
 
@@ -206,7 +205,7 @@ set -- softlimit -m 64000000 tcpserver -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGI
 have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
-""",
+""",  # noqa: E501 - the generated lines, as long as they are
     "smtps": r"""
 exec 2>&1
 
@@ -266,7 +265,7 @@ set -- sslserver -e -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGID" -x /etc/tcp/smtp
 have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
-""",
+""",  # noqa: E501 - the generated lines, as long as they are
     "local": r"""
 exec 2>&1
 
@@ -315,7 +314,7 @@ set -- tcpserver -vR -l "$LOCAL" -c 50 -u "$QUID" -g "$QGID" "$IP" 25 fixcrio qm
 have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
-""",
+""",  # noqa: E501 - the generated lines, as long as they are
     "imapssl": r"""
 exec 2>&1
 
@@ -348,7 +347,7 @@ set -- /usr/lib/courier-imap/libexec/couriertcpd -address="$IP" -maxprocs="$MAXD
 have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
-""",
+""",  # noqa: E501 - the generated lines, as long as they are
     "pop3": r"""
 exec 2>&1
 
@@ -375,7 +374,7 @@ set -- /usr/lib/courier-imap/libexec/couriertcpd -address="$IP" -maxprocs="$MAXD
 have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
-""",
+""",  # noqa: E501 - the generated lines, as long as they are
     "pop3d": r"""
 exec 2>&1
 
@@ -393,7 +392,7 @@ set -- tcpserver -vRH -l "$LOCAL" -c 40 -x /etc/tcp/pop3.cdb "$IP" 110 qmail-pop
 have "$1" || fatal "program not found: $1"
 show_command "$@"
 exec "$@"
-""",
+""",  # noqa: E501 - the generated lines, as long as they are
     "passwd": r"""
 exec 2>&1
 
@@ -744,10 +743,6 @@ def test_rendered_service_fields():
     "extra, key, fragment",
     [
         ("", "services.mx.ip", "no listen address"),
-        ('ip = "0"\nrelay_client = true\n', "services.mx.relay_client", "open relay"),
-        ('ip = "0"\nenv = { RELAYCLIENT = "" }\n', "services.mx.env.RELAYCLIENT", "open relay"),
-        ('ip = "0"\nforce_tls = true\n', "services.mx.force_tls", "port-25 MX"),
-        ('ip = "0"\nrequire_auth = true\n', "services.mx.require_auth", "port-25 MX"),
         (
             'ip = "0"\nallow_insecure_auth = true\n',
             "services.mx.allow_insecure_auth",
@@ -760,6 +755,24 @@ def test_config_warnings(extra, key, fragment):
     warnings = rendered(MX + extra)["mx"].checks.warnings
     assert [w[0] for w in warnings] == [key]
     assert fragment in warnings[0][1] and warnings[0][2]
+
+
+@pytest.mark.parametrize(
+    "extra, key, fragment",
+    [
+        ("relay_client = true\n", "services.mx.relay_client", "open relay"),
+        ('env = { RELAYCLIENT = "" }\n', "services.mx.env.RELAYCLIENT", "open relay"),
+        ("force_tls = true\n", "services.mx.force_tls", "port-25 MX"),
+        ("require_auth = true\n", "services.mx.require_auth", "port-25 MX"),
+    ],
+)
+def test_the_dangerous_settings_are_the_types_policy_not_render_warnings(extra, key, fragment):
+    """Declared once, by the smtpd type (services check and apply's refusal use it)."""
+    text = MX + 'ip = "0"\nrules = ""\n' + extra
+    assert rendered(text)["mx"].checks.warnings == []
+    [finding] = TYPES["qmail-smtpd"].policy(config.loads(text).services["mx"])
+    assert (finding.level, finding.key) == ("error", key)
+    assert fragment in finding.message and finding.hint
 
 
 def test_local_profile_on_loopback_is_no_open_relay():
@@ -788,25 +801,7 @@ def test_render_is_pure():
 # The start-time checks, run for real (with a sleep stand-in that does not wait)
 
 
-# The system programs the run scripts and stand-ins use; PATH holds only these and the
-# stand-ins, so a real tcpserver can never be started by mistake.
-SYSTEM_TOOLS = ("id", "head", "cat", "chmod", "env")
-
-
-@pytest.fixture
-def box(tmp_path):
-    """A sandbox: stand-in programs first on PATH, a qmail home with control/me."""
-    make_standins(tmp_path / "bin")
-    (tmp_path / "sys").mkdir()
-    for tool in SYSTEM_TOOLS:
-        (tmp_path / "sys" / tool).symlink_to(shutil.which(tool))
-    control = tmp_path / "qmail" / "control"
-    control.mkdir(parents=True)
-    (control / "me").write_text("mx.example.org\nsecond line\n")
-    (control / "rcpthosts").write_text("example.org\n")
-    (tmp_path / "cert.pem").write_text("x")
-    (tmp_path / "rules.cdb").write_text("x")
-    return tmp_path
+box = pytest.fixture(make_box)
 
 
 def box_config(box: Path, body: str) -> str:

@@ -4,11 +4,10 @@ config file named the same whatever spelling found it (A12)."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from services_render_helpers import make_standins, run_script, toml_str
+from services_render_helpers import make_box, run_script, toml_str
 
 from qmailkit.services import config, render
 
@@ -23,18 +22,7 @@ POLLUTED = {
 }
 
 
-@pytest.fixture
-def box(tmp_path):
-    make_standins(tmp_path / "bin")
-    (tmp_path / "sys").mkdir()
-    for tool in ("cat", "id", "sleep", "chmod", "head"):
-        (tmp_path / "sys" / tool).symlink_to(shutil.which(tool))
-    control = tmp_path / "qmail" / "control"
-    control.mkdir(parents=True)
-    (control / "me").write_text("mx.example.org\n")
-    (control / "rcpthosts").write_text("example.org\n")
-    (tmp_path / "rules.cdb").write_text("x")
-    return tmp_path
+box = pytest.fixture(make_box)
 
 
 def config_text(box: Path) -> str:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-from types import SimpleNamespace
+from dataclasses import replace
 
 import pytest
 from conftest import wait_for
 from test_services_apply import config, svc
 
 from qmailkit import supervisor
-from qmailkit.services import apply as ap
+from qmailkit.services import install
 from qmailkit.services import status as st
+from qmailkit.services.config import Service
 
 RUN = b"#!/bin/sh\nexec sleep 1000\n"
 LOG = b"#!/bin/sh\nexec cat > /dev/null\n"
@@ -21,14 +22,15 @@ LOG = b"#!/bin/sh\nexec cat > /dev/null\n"
 def _cfg(tmp_path, kind, names):
     cfg = config(tmp_path, kind)
     cfg.services = {
-        n: SimpleNamespace(name=n, type="x", options={}, log_user="nobody") for n in names
+        n: Service(name=n, type="qmail-send", profile=None, options={}, log_user="nobody")
+        for n in names
     }
     return cfg
 
 
 def test_missing_and_unsupervised(tmp_path):
     cfg = _cfg(tmp_path, "daemontools", ["mx", "pop"])
-    ap.export({"mx": svc()}, tmp_path / "services")
+    install.export({"mx": svc()}, tmp_path / "services")
     rows = st.collect(cfg)
     assert [(r.name, r.state) for r in rows] == [
         ("mx", "unsupervised"),
@@ -50,7 +52,7 @@ def test_missing_and_unsupervised(tmp_path):
 def test_status_under_real_supervisor(tmp_path, scan, kind):
     cfg = _cfg(tmp_path, kind, ["mx", "pop"])
     tree = scan(kind, tmp_path / "scan")
-    ap.apply(cfg, {"mx": svc(run=RUN, log=LOG), "pop": svc(run=RUN, log=LOG)})
+    install.apply(cfg, {"mx": svc(run=RUN, log=LOG), "pop": svc(run=RUN, log=LOG)})
     root = tmp_path / "services"
     (root / "pop" / "down").touch()  # normally down: the scanner starts only its logger
     tree.rescan()
@@ -115,13 +117,13 @@ def test_a_wrong_kind_is_named_and_the_real_state_shown(tmp_path, scan, actual, 
 
     cfg = _cfg(tmp_path, actual, ["mx"])
     tree = scan(actual, tmp_path / "scan")
-    ap.apply(cfg, {"mx": svc(run=RUN, log=LOG)})
+    install.apply(cfg, {"mx": svc(run=RUN, log=LOG)})
     root = tmp_path / "services"
     tree.rescan()
     tree.wait_up(root / "mx")
     sup = supervisor.get(actual)
     pids = {n: sup.status(root / n).pid for n in ("mx", "mx/log")}
-    cfg.supervisor.kind = configured
+    cfg.supervisor = replace(cfg.supervisor, kind=configured)
     rows = st.collect(cfg)
     assert [(r.name, r.state, r.pid, r.run_by) for r in rows] == [
         ("mx", "up", pids["mx"], actual),

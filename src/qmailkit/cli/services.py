@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-DEFAULT_CONFIG = "/etc/qmailkit/qmailkit.toml"
+from qmailkit.cli import options
+
+if TYPE_CHECKING:
+    from qmailkit.services.check import Finding
+    from qmailkit.services.config import Config
+    from qmailkit.services.install import ApplyResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,14 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ssub = p.add_subparsers(dest="action", metavar="ACTION")
     ssub.required = True
 
-    def add(name: str, help_text: str, func, description: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], int], description: str
+    ) -> argparse.ArgumentParser:
         sp = ssub.add_parser(name, help=help_text, description=description)
-        sp.add_argument(
-            "--config",
-            metavar="FILE",
-            default=None,
-            help=f"config file (default: $QMAILKIT_CONFIG, else {DEFAULT_CONFIG})",
-        )
+        options.add_config(sp)
         sp.set_defaults(func=func)
         return sp
 
@@ -97,14 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("-v", "--verbose", action="store_true", help="one line per finding and service")
 
 
-def config_path(args: argparse.Namespace) -> str:
-    return args.config or os.environ.get("QMAILKIT_CONFIG") or DEFAULT_CONFIG
-
-
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> Config:
     from qmailkit.services import config
 
-    return config.load(config_path(args))
+    return config.load(options.config_path(args.config))
 
 
 def render(args: argparse.Namespace) -> int:
@@ -113,7 +113,7 @@ def render(args: argparse.Namespace) -> int:
     cfg = _load(args)
     rendered = rendering.render(cfg)
     if args.out:
-        from qmailkit.services.apply import export
+        from qmailkit.services.install import export
 
         for path in export(rendered, args.out):
             print(os.path.join(args.out, path))
@@ -135,32 +135,19 @@ def file_order(item: tuple[str, object]) -> tuple[int, str]:
 
 
 def apply(args: argparse.Namespace) -> int:
-    from qmailkit.services import apply as applying
+    from qmailkit.services import install
 
     cfg = _load(args)
-    result = applying.apply(cfg, dry_run=args.dry_run, force=args.force, prune=args.prune)
+    result = install.apply(cfg, dry_run=args.dry_run, force=args.force, prune=args.prune)
     for warning in result.warnings:
         print(f"qmailkit services apply: warning: {warning}", file=sys.stderr)
     if not result.changes:
         print("nothing to change")
         return 0
-    for change in result.changes:
-        print(change.describe())
-    if not args.quiet:
-        for change in result.changes:
-            if change.diff:
-                sys.stdout.write(change.diff)
-    for r in result.retired:
-        if r.in_scan_dir:
-            was = "was in the scan directory"
-        else:
-            was = f"was linked as {r.link}" if r.link else "was not linked"
-        print(f"retired {r.name} ({was}); kept its files in {r.kept_in}")
-    for target in result.restarted:
-        print(f"restarted {target}")
+    _report(result, quiet=args.quiet)
     if args.wait > 0 and not args.dry_run:
-        targets = applying.started_targets(result)
-        late = applying.wait_up(cfg, targets, timeout=args.wait)
+        targets = install.started_targets(result)
+        late = install.wait_up(cfg, targets, timeout=args.wait)
         if late:
             print(
                 f"qmailkit services apply: not up after {args.wait:g} seconds: "
@@ -180,6 +167,24 @@ def apply(args: argparse.Namespace) -> int:
                 "to replace them"
             )
     return 0
+
+
+def _report(result: ApplyResult, *, quiet: bool) -> None:
+    """The changes (and their diffs), the services retired, the restarts."""
+    for change in result.changes:
+        print(change.describe())
+    if not quiet:
+        for change in result.changes:
+            if change.diff:
+                sys.stdout.write(change.diff)
+    for r in result.retired:
+        if r.in_scan_dir:
+            was = "was in the scan directory"
+        else:
+            was = f"was linked as {r.link}" if r.link else "was not linked"
+        print(f"retired {r.name} ({was}); kept its files in {r.kept_in}")
+    for target in result.restarted:
+        print(f"restarted {target}")
 
 
 def status(args: argparse.Namespace) -> int:
@@ -227,7 +232,7 @@ def check(args: argparse.Namespace) -> int:
     return 100 if errors else 0
 
 
-def install_notes(findings) -> list[str]:
+def install_notes(findings: list[Finding]) -> list[str]:
     """Which Debian packages provide the programs not found (said once)."""
     from qmailkit.services import check as checking
 

@@ -11,14 +11,27 @@ part ends.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from qmailkit import fsutil, supervisor
 from qmailkit.demo import standins
+from qmailkit.errors import QmailkitError
+from qmailkit.logs import tai64n
+from qmailkit.services import check as ck
+from qmailkit.services import config as cfgmod
+from qmailkit.services import install
+from qmailkit.services import render as rd
+from qmailkit.services import status as st
+from qmailkit.services.config import Config
+from qmailkit.services.policy import Finding
 from qmailkit.supervisor.tree import ScanTree
+
+#: the suite the demo's stack runs under (the sample config's kind)
+STACK_KIND = "daemontools"
 
 SERVICES = ("send", "mx", "submission", "smtps", "imap", "imapssl", "pop3ssl", "vpopmaild")
 
@@ -159,20 +172,16 @@ def _service_user(base: Path) -> tuple[str, bool]:
     pass through it (o+x, not o+r) is enough.  As root the account is nobody (qmailkit
     refuses to run qmail-smtpd as root), otherwise our own.
     """
-    from qmailkit.services.check import Account
-
     parent = base.parent
     st = parent.stat()
     if os.geteuid() == st.st_uid and not st.st_mode & 0o001:
         os.chmod(parent, (st.st_mode & 0o7777) | 0o011)
     if os.geteuid() != 0:
         return _own_name(), True
-    return "nobody", Account("nobody").can_read(base / "tcp" / "smtp") is None
+    return "nobody", ck.Account("nobody").can_read(base / "tcp" / "smtp") is None
 
 
 def _own_name() -> str:
-    import pwd
-
     return pwd.getpwuid(os.geteuid()).pw_name
 
 
@@ -182,18 +191,11 @@ def _empty_cdb() -> bytes:
 
 
 def _nobody() -> tuple[int, int]:
-    import pwd
-
     pw = pwd.getpwnam("nobody")
     return pw.pw_uid, pw.pw_gid
 
 
 def run(sandbox: Path, say: Callable[[str], None]) -> None:
-    from qmailkit.services import apply as ap
-    from qmailkit.services import check as ck
-    from qmailkit.services import config as cfgmod
-    from qmailkit.services import render as rd
-
     base = sandbox
     ports = build_sandbox(base)
     user, reachable = _service_user(base)
@@ -208,29 +210,30 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
 
     rendered = rd.render(config)
     out = base / "rendered"
-    written = ap.export(rendered, out)
+    written = install.export(rendered, out)
     say(f"qmailkit services render --out {out.name}: {len(written)} files. The end of mx/run:")
     lines = rendered["mx"].files["run"][0].decode().splitlines()
     tail = lines[next(i for i, t in enumerate(lines) if t.startswith("setenv SMTPGREETING")) :]
     for line in tail:
         say("    " + line)
 
-    result = ap.apply(config, rendered)
+    result = install.apply(config, rendered)
     say(
         f"qmailkit services apply: {len(result.changes)} changes "
         f"({sum(c.action == 'new-service' for c in result.changes)} new services, tcp rules "
         f"compiled, {sum(c.action == 'link' for c in result.changes)} linked into "
         f"{config.supervisor.scan_dir})"
     )
-    again = ap.apply(config)
+    again = install.apply(config)
     say(f"apply again: {len(again.changes)} changes (it is idempotent)")
 
     for line in check_summary(ck.check(config, rendered), path):
         say(line)
     # what starting the stack needs; check names the rest (e.g. a logger of another suite)
+    scanner = supervisor.get(STACK_KIND).scanner[0]
     needed = [
         pkg
-        for prog, pkg in (("svscan", "daemontools"), ("tcpserver", "ucspi-tcp"))
+        for prog, pkg in ((scanner, ck.PACKAGES[scanner]), ("tcpserver", "ucspi-tcp"))
         if shutil.which(prog) is None
     ]
     if needed:
@@ -248,10 +251,8 @@ def run(sandbox: Path, say: Callable[[str], None]) -> None:
     _run_stack(base, config, ports, say)
 
 
-def check_summary(findings, config_path: Path) -> list[str]:
+def check_summary(findings: list[Finding], config_path: Path) -> list[str]:
     """services check's result in a few lines: the programs this machine lacks as one."""
-    from qmailkit.services import check as ck
-
     errors = sum(f.level == "error" for f in findings)
     text = f"qmailkit services check: {errors} error(s), {len(findings) - errors} warning(s)"
     missing = list(dict.fromkeys(f.program for f in findings if f.program))
@@ -264,16 +265,14 @@ def check_summary(findings, config_path: Path) -> list[str]:
     return lines
 
 
-def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], None]) -> None:
-    from qmailkit.services import apply as ap
-    from qmailkit.services import config as cfgmod
-    from qmailkit.services import status as st
-
+def _run_stack(
+    base: Path, config: Config, ports: dict[str, int], say: Callable[[str], None]
+) -> None:
     scan = Path(config.supervisor.scan_dir)
-    tree = ScanTree("daemontools", scan)
+    tree = ScanTree(STACK_KIND, scan)
     say(f"Started svscan on {scan} (pid {tree.proc.pid}).")
     try:
-        _wait(lambda: all(r.state == "up" for r in st.collect(config)), 20)
+        fsutil.poll(lambda: all(r.state == "up" for r in st.collect(config)), 20, 0.05)
         tree.remember()
         say("qmailkit services status:")
         for line in st.format_table(st.collect(config)).splitlines():
@@ -284,13 +283,13 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
         say(f"An IMAP client on imap (127.0.0.1:{ports['imap']}) is greeted with: {greeting}")
         mx_dir = Path(config.supervisor.service_root) / "mx"
         current = mx_dir / "log" / "main" / "current"
-        _wait(lambda: b"command-line:" in _read(current), 10)
+        fsutil.poll(lambda: b"command-line:" in _read(current), 10, 0.05)
         say("From mx/log/main/current (multilog, as the log user; labels in local time):")
         lines = _read(current).splitlines()
         shown = [ln for ln in lines if b"SMTPGREETING=" in ln or b"command-line:" in ln]
         shown += [ln for ln in lines if b"tcpserver: " in ln or b"standin" in ln][:4]
-        for line in shown:
-            say("    " + _local(line))
+        for log_line in shown:
+            say("    " + _local(log_line))
         old_pids = {r.name: r.pid for r in st.collect(config)}
         path = Path(config.path)
         path.write_text(
@@ -298,14 +297,14 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
                 "greet_delay = 0\n", 'greet_delay = 0\ngreeting = "Hello from the demo"\n', 1
             )
         )
-        result = ap.apply(cfgmod.load(path))
+        result = install.apply(cfgmod.load(path))
         say(
             "Changed the greeting of mx in the config; apply says: "
             + "; ".join(c.describe() for c in result.changes)
             + "; restarted "
             + ", ".join(result.restarted)
         )
-        _wait(lambda: _pids(config)["mx"] not in (None, old_pids["mx"]), 10)
+        fsutil.poll(lambda: _pids(config)["mx"] not in (None, old_pids["mx"]), 10, 0.05)
         tree.remember()
         new_pids = {r.name: r.pid for r in st.collect(config)}
         same = [n for n in old_pids if n != "mx" and old_pids[n] == new_pids[n]]
@@ -321,26 +320,22 @@ def _run_stack(base: Path, config, ports: dict[str, int], say: Callable[[str], N
 
 def _local(line: bytes) -> str:
     """A multilog line with its TAI64N label in local time, as tai64nlocal shows it."""
-    from qmailkit.logs import tai64n
-
     return tai64n.LocalTime().convert(line).decode("utf-8", "replace")
 
 
-def _pids(config) -> dict[str, int | None]:
-    from qmailkit.services import status as st
-
+def _pids(config: Config) -> dict[str, int | None]:
     return {r.name: r.pid for r in st.collect(config)}
 
 
 def _read(path: Path) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError:
+        return fsutil.read_bounded(path)
+    except (OSError, QmailkitError):
         return b""
 
 
 def _greeting(port: int) -> str:
-    def attempt():
+    def attempt() -> str | None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
                 line = s.makefile("rb").readline()
@@ -348,13 +343,4 @@ def _greeting(port: int) -> str:
         except OSError:
             return None
 
-    return _wait(attempt, 10) or "(no answer)"
-
-
-def _wait(pred, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
+    return fsutil.poll(attempt, 10, 0.05) or "(no answer)"

@@ -244,7 +244,7 @@ def main(prog: str, record_dir: str) -> None:
         smtpd(prog)
     elif prog == "qmail-start":
         wait_for_term(prog)
-    elif prog == "imaplogin" or prog == "imapd":
+    elif prog in {"imaplogin", "imapd"}:
         _dialogue(
             "* OK [CAPABILITY IMAP4rev1] standin imaplogin ready.\r\n",
             ("LOGOUT",),

@@ -10,35 +10,20 @@ warnings are likely mistakes.  The checks use what ``render`` lists per service
 from __future__ import annotations
 
 import grp
-import ipaddress
 import os
 import pwd
 import stat
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from qmailkit import tcprules
+from qmailkit import fsutil, supervisor
 from qmailkit.errors import QmailkitError
-from qmailkit.services.config import is_loopback
-from qmailkit.services.render import render
+from qmailkit.services.config import Config
+from qmailkit.services.policy import Finding
+from qmailkit.services.render import RenderedService, render
+from qmailkit.services.types import TYPES, smtpd
 
-
-@dataclass(frozen=True)
-class Finding:
-    level: str  # "error" or "warning"
-    service: str
-    message: str
-    hint: str = ""
-    key: str = ""  # config key concerned, e.g. services.mx.tls_cert
-    program: str = ""  # the program not found, for a "program ... not found" finding
-
-    def describe(self) -> str:
-        text = f"{self.level}: {self.service}: {self.message}"
-        if self.key:
-            text += f" [{self.key}]"
-        return text + (f" ({self.hint})" if self.hint else "")
+__all__ = ["Account", "Finding", "check", "merged", "packages", "policy_errors"]
 
 
 class Account:
@@ -98,7 +83,7 @@ def _find_program(prog: str, search: list[str]) -> Path | None:
     return None
 
 
-def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
+def _system_findings(name: str, r: RenderedService, out: list[Finding]) -> None:
     checks = r.checks
     users = list(dict.fromkeys([*checks.users, *([r.user] if r.user else [])]))
     missing_users = set()
@@ -184,12 +169,9 @@ def _system_findings(name: str, r: Any, out: list[Finding]) -> None:
         out.append(Finding("warning", name, message, hint, key))
 
 
-def _patch_findings(config: Any, out: list[Finding]) -> None:
+def _patch_findings(config: Config, out: list[Finding]) -> None:
     """smtpd_patch = "jms1" against the program itself: a variable name that is nowhere in
     the qmail-smtpd binary is never read by it."""
-    from qmailkit import fsutil
-    from qmailkit.services.types import smtpd
-
     for name, svc in config.services.items():
         o = svc.options
         if svc.type != "qmail-smtpd" or o["smtpd_patch"] != "jms1":
@@ -217,7 +199,11 @@ def _patch_findings(config: Any, out: list[Finding]) -> None:
             + ": it looks like a stock qmail-smtpd"
         )
         hint = 'install the patched qmail-smtpd, or set smtpd_patch = "stock"'
-        level = "error" if svc.profile in _AUTH_PROFILES and "require_auth" in unread else "warning"
+        level = (
+            "error"
+            if svc.profile in smtpd.AUTH_PROFILES and "require_auth" in unread
+            else "warning"
+        )
         out.append(Finding(level, name, message, hint, key))
 
 
@@ -235,7 +221,7 @@ def _overlaps(a: str, b: str) -> bool:
     return a == b or a in wild or b in wild
 
 
-def _port_findings(rendered: Mapping[str, Any], out: list[Finding]) -> None:
+def _port_findings(rendered: Mapping[str, RenderedService], out: list[Finding]) -> None:
     seen: list[tuple[str, str, int]] = []
     for name, r in rendered.items():
         if not r.listen:
@@ -256,178 +242,21 @@ def _port_findings(rendered: Mapping[str, Any], out: list[Finding]) -> None:
         seen.append((name, ip, port))
 
 
-def _policy_findings(config: Any, rendered: Mapping[str, Any], out: list[Finding]) -> set[str]:
-    """The dangerous mistakes (errors: apply refuses them) and risky ones (warnings), from the
-    config and the tcp rules alone; returns the keys covered."""
-    covered: set[str] = set()
-
-    def error(name: str, key: str, message: str, hint: str) -> None:
-        out.append(Finding("error", name, message, hint, key))
-        covered.add(key)
-
-    for name, svc in config.services.items():
-        if name not in rendered:
-            continue
-        if svc.type == "qmail-smtpd":
-            _smtpd_policy(name, svc, error, out)
-        elif svc.type in _LOCAL_ONLY:
-            _local_only_policy(name, svc, error, out)
-    _log_user_policy(config, out)
-    return covered
+def _policy_findings(config: Config, rendered: Mapping[str, RenderedService]) -> list[Finding]:
+    """What each service's type declares dangerous (errors: apply refuses them) or risky
+    (warnings), from the config and the tcp rules alone; and loggers running as root."""
+    out = [
+        finding
+        for name, svc in config.services.items()
+        if name in rendered
+        for finding in TYPES[svc.type].policy(svc)
+    ]
+    return out + _log_user_policy(config)
 
 
-_AUTH_PROFILES = ("submission", "smtps")  # ports whose point is AUTH
-
-
-def _smtpd_policy(
-    name: str, svc: Any, error: Callable[[str, str, str, str], None], out: list[Finding]
-) -> None:
-    o = svc.options
-    key = f"services.{name}"
-    ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
-    public = bool(ip) and not is_loopback(ip)
-    if public:
-        if o.get("relay_client"):
-            error(
-                name,
-                f"{key}.relay_client",
-                f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
-                "set relay_client = false and allow relaying per network in the tcp "
-                'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
-                "loopback address such as 127.0.0.1",
-            )
-        if "RELAYCLIENT" in o.get("env", {}):
-            error(
-                name,
-                f"{key}.env.RELAYCLIENT",
-                f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
-                "remove it from env and set RELAYCLIENT per network in the tcp rules",
-            )
-    tables, bad = _rules_tables(o)
-    if bad:
-        error(name, f"{key}.rules", bad[0], bad[1])
-    for table, where in tables if public else []:
-        r = tcprules.relaying(table)
-        if r.public >= RELAY_LIMIT:
-            error(
-                name,
-                f"{key}.rules",
-                f"open relay on {ip}:{port}: {where(r.by_key)}: "
-                f"RELAYCLIENT for {_how_many(r.public)}",
-                _RELAY_HINT,
-            )
-        for k in r.names:
-            error(
-                name,
-                f"{key}.rules",
-                f"open relay on {ip}:{port}: {where([k])}: "
-                f"{k.decode('latin-1')!r} sets RELAYCLIENT by the client's host name, which "
-                "the client chooses (its PTR record)",
-                _NAME_HINT,
-            )
-    if port == 25 and not is_loopback(ip or "0"):
-        for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH")):
-            if o.get(opt):
-                error(
-                    name,
-                    f"{key}.{opt}",
-                    f"{what} on a port-25 MX: other mail servers cannot deliver to you",
-                    f"set {opt} = false here; use a submission (587) or smtps (465) "
-                    "service for your users",
-                )
-    if o.get("user") == "root":
-        error(
-            name,
-            f"{key}.user",
-            "qmail-smtpd runs as root: every remote client talks to a root process",
-            'use the qmaild account (user = "qmaild"), as qmail intends',
-        )
-    from qmailkit.services.types import smtpd
-
-    unused = smtpd.ignored(svc)
-    if unused:
-        message = "a stock qmail-smtpd ignores " + ", ".join(unused)
-        hint = 'set smtpd_patch = "jms1" if yours has John Simpson\'s combined patch'
-        if svc.profile in _AUTH_PROFILES:
-            error(
-                name,
-                f"{key}.smtpd_patch",
-                f"{message}: without AUTH this {svc.profile} port "
-                "takes mail for your domains from anyone, past the MX's checks",
-                hint,
-            )
-        else:
-            out.append(
-                Finding("warning", name, message, hint + ", or remove them", f"{key}.smtpd_patch")
-            )
-
-
-# Services for this host's own programs (webmail, SMTP AUTH helpers), never for the Internet.
-_LOCAL_ONLY = {
-    "vpopmaild": "vpopmail's administration protocol (add, delete, change any account)",
-    "courierpassd": "password changes",
-    "courierauthd": "password checks (a guessing oracle)",
-}
-
-
-def _local_only_policy(
-    name: str, svc: Any, error: Callable[[str, str, str, str], None], out: list[Finding]
-) -> None:
-    o = svc.options
-    key = f"services.{name}"
-    ip, port = str(o.get("ip", "")), int(o.get("port") or 0)
-    what = _LOCAL_ONLY[svc.type]
-    hint = (
-        "listen on 127.0.0.1, or allow only your own networks in the tcp rules "
-        "(e.g. 192.0.2.:allow then :deny)"
-    )
-    tables, bad = _rules_tables(o)
-    if bad:
-        error(name, f"{key}.rules", bad[0], bad[1])
-    if _internet_facing(ip):
-        if not o.get("rules"):
-            error(
-                name,
-                f"{key}.ip",
-                f"open to the world: {what} on {ip}:{port}, with no tcp rules",
-                hint,
-            )
-        for table, where in tables:
-            r = tcprules.coverage(table, tcprules.lets_in, default=True)
-            if r.public >= RELAY_LIMIT:
-                error(
-                    name,
-                    f"{key}.rules",
-                    f"open to the world: {what} on {ip}:{port}: "
-                    f"{where(r.by_key)}: lets in {_how_many(r.public)}",
-                    hint,
-                )
-    if svc.type == "vpopmaild" and o.get("user") == "root":
-        out.append(
-            Finding(
-                "warning",
-                name,
-                "vpopmaild runs as root: a flaw in it gives root",
-                'run it as the vpopmail account (user = "vpopmail")',
-                f"{key}.user",
-            )
-        )
-
-
-def _internet_facing(ip: str) -> bool:
-    """Listening where strangers may connect: all addresses, a name, or a public address."""
-    if not ip or is_loopback(ip):
-        return False
-    if ip in ("0", "0.0.0.0", "::"):
-        return True
-    try:
-        return ipaddress.ip_address(ip).is_global
-    except ValueError:
-        return True  # a host name: whatever DNS says
-
-
-def _log_user_policy(config: Any, out: list[Finding]) -> None:
+def _log_user_policy(config: Config) -> list[Finding]:
     hint = "use an unprivileged account such as qmaill: multilog only writes the log directory"
+    out: list[Finding] = []
     inherited = False
     for name, svc in config.services.items():
         if svc.log_user != "root":
@@ -444,141 +273,39 @@ def _log_user_policy(config: Any, out: list[Finding]) -> None:
         out.append(
             Finding("warning", "supervisor", "the loggers run as root", hint, "supervisor.log_user")
         )
+    return out
 
 
-#: rules that relay for (or let in) this many public IPv4 addresses (a /8's worth: more than
-#: any site's own networks) do it for strangers; every catch-all spelling covers all of them
-RELAY_LIMIT = 1 << 24
-_RELAY_HINT = (
-    'allow relaying only for your own networks, e.g. 192.0.2.:allow,RELAYCLIENT="", '
-    "and let your users relay with SMTP AUTH"
-)
-_NAME_HINT = "relay by IP address or SMTP AUTH; name rules may only deny or set other variables"
-
-
-def _how_many(public: int) -> str:
-    if public == tcprules.PUBLIC_IPV4:
-        return "every public IPv4 address"
-    return f"{public:,} public IPv4 addresses ({100 * public / tcprules.PUBLIC_IPV4:.0f}% of them)"
-
-
-def _rules_tables(
-    o: Mapping[str, Any],
-) -> tuple[list[tuple[dict[bytes, bytes], Any]], tuple[str, str] | None]:
-    """The rules tables tcpserver reads or will read, each with a function naming where a set
-    of keys comes from; and (message, hint) when one cannot be read.
-
-    The rules source is judged when there is one (apply compiles it), and the cdb unless
-    apply is about to replace it from a newer source.
-    """
-    from qmailkit.services.apply import _rules_stale
-
-    cdb = o.get("rules") or ""
-    if not cdb:
-        return [], None  # no -x: tcpserver reads no rules
-    source = o.get("rules_source") or ""
-    tables: list[tuple[dict[bytes, bytes], Any]] = []
-    if source and os.path.exists(source):
-        try:
-            parsed = tcprules.compile_source(source)
-        except QmailkitError as err:
-            return [], (
-                f"bad tcp rules: {err}",
-                "fix the rule; apply will not compile the file until then",
-            )
-        lines: dict[bytes, int] = {}
-        for rule in parsed.rules:
-            for k in rule.keys:
-                lines.setdefault(k, rule.line)
-        tables.append(
-            (
-                tcprules.first_values(parsed.records()),
-                lambda keys: _lines(source, {lines.get(k, 0) for k in keys}),
-            )
-        )
-    if os.path.lexists(cdb) and not (source and _rules_stale(Path(source), Path(cdb))):
-        try:
-            table = _read_rules_cdb(cdb)
-        except FileNotFoundError:  # a dangling symlink: nothing tcpserver could read
-            table = {}
-        except QmailkitError as err:
-            return tables, (
-                f"bad tcp rules: {err}",
-                "recompile it from its source (qmailkit tcprules)",
-            )
-        tables.append(
-            (
-                table,
-                lambda keys: (
-                    f"{cdb}: keys "
-                    + _listed(
-                        sorted(
-                            "(none matched)" if k is None else repr(k.decode("latin-1"))
-                            for k in keys
-                        )
-                    )
-                ),
-            )
-        )
-    return tables, None
-
-
-def _read_rules_cdb(path: str) -> dict[bytes, bytes]:
-    """key → value of a rules cdb, read as a regular file of bounded size (never hangs)."""
-    from qmailkit import fsutil
-    from qmailkit.cdb import pure
-    from qmailkit.errors import InputError
-
-    data = fsutil.read_bounded(path)
-    try:
-        _tables, end = pure.read_header(data)
-        return tcprules.first_values(pure.iter_records(data, end))
-    except pure.FormatError as err:
-        raise InputError(f"not a valid cdb: {err}", path=path) from None
-
-
-def _lines(path: str, numbers: set[int]) -> str:
-    """path:3,5 (0 stands for no rule: the default)."""
-    shown = ["(no rule matched)" if n == 0 else str(n) for n in sorted(numbers)]
-    return f"{path}:" + _listed(shown, sep=",")
-
-
-def _listed(items: list[str], sep: str = ", ", most: int = 5) -> str:
-    shown = sep.join(items[:most])
-    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
-
-
-def policy_errors(config: Any, rendered: Mapping[str, Any]) -> list[Finding]:
+def policy_errors(config: Config, rendered: Mapping[str, RenderedService]) -> list[Finding]:
     """The mistakes ``apply`` refuses to install: an open relay, TLS or AUTH forced on the MX.
 
     Unlike the rest of ``check`` they do not depend on this machine, so they are
     refused even where the programs and users do not exist yet.
     """
-    out: list[Finding] = []
-    _policy_findings(config, rendered, out)
-    return [f for f in out if f.level == "error"]
+    return [f for f in _policy_findings(config, rendered) if f.level == "error"]
 
 
-def check(config: Any, rendered: Mapping[str, Any] | None = None) -> list[Finding]:
+def check(config: Config, rendered: Mapping[str, RenderedService] | None = None) -> list[Finding]:
     """Every finding for the configured services, errors and warnings."""
     if rendered is None:
         rendered = render(config)
     out: list[Finding] = []
-    for name, r in rendered.items():
-        _system_findings(name, r, out)
+    for name, service in rendered.items():
+        _system_findings(name, service, out)
     _port_findings(rendered, out)
     _patch_findings(config, out)
-    covered = _policy_findings(config, rendered, out)
-    # render's own warnings about the same keys are reported above, as errors
-    return [f for f in out if not (f.level == "warning" and f.key in covered)]
+    return out + _policy_findings(config, rendered)
 
 
-# The Debian package of each program the generated services run that Debian ships.
+# The Debian package of each program the generated services run that Debian ships: the
+# supervision suites say which are theirs.
 PACKAGES = {
-    **dict.fromkeys(("svscan", "supervise", "multilog", "setuidgid", "softlimit"), "daemontools"),
     **dict.fromkeys(("tcpserver", "tcprules", "rblsmtpd", "fixcrio", "recordio"), "ucspi-tcp"),
-    **dict.fromkeys(("runsvdir", "runsv", "chpst", "svlogd"), "runit"),
-    **dict.fromkeys(("s6-svscan", "s6-supervise", "s6-log", "s6-setuidgid", "s6-softlimit"), "s6"),
+    **{
+        program: package
+        for kind in supervisor.KINDS
+        for program, package in supervisor.get(kind).packages.items()
+    },
 }
 
 

@@ -13,20 +13,21 @@ in its module under ``qmailkit.services.types``; this module only applies them.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qmailkit.errors import InputError
+from qmailkit import fsutil, supervisor
+from qmailkit.errors import InputError, QmailkitError
 from qmailkit.services.shell import SCRIPT_VARIABLES, SHELL_VARIABLES
 
-DEFAULT_PATH = "/etc/qmailkit/qmailkit.toml"
-KINDS = ("daemontools", "runit", "s6")
-DEFAULT_SCAN_DIR = {"daemontools": "/service", "runit": "/etc/service", "s6": "/run/service"}
+if TYPE_CHECKING:
+    from qmailkit.services.types import ServiceType
 
 # multilog accepts sizes 4096..16777215 and at least 2 files; keep the same limits for all.
 MIN_LOG_SIZE, MAX_LOG_SIZE = 4096, 16777215
@@ -230,7 +231,9 @@ COMMON_OPTIONS: dict[str, Option] = {
 
 
 @dataclass(frozen=True)
-class Supervisor:
+class SupervisorSettings:
+    """The ``[supervisor]`` table: which suite, where, and how the loggers keep files."""
+
     kind: str
     scan_dir: str
     service_root: str
@@ -265,13 +268,10 @@ class Service:
 @dataclass
 class Config:
     path: str
-    supervisor: Supervisor
+    supervisor: SupervisorSettings
     system: System
     services: dict[str, Service] = field(default_factory=dict)
     text: str = ""
-
-    def line_of(self, key: str) -> int | None:
-        return _locate(self.text, _key_parts(key, list(self.services)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,9 +285,6 @@ _BOM = "\ufeff"
 
 def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate the config file at ``path`` (a regular file, read with a bound)."""
-    from qmailkit import fsutil
-    from qmailkit.errors import QmailkitError
-
     path = os.fspath(path)
     try:
         raw = fsutil.read_bounded(path, CONFIG_LIMIT)
@@ -374,95 +371,105 @@ class _Validator:
         return value
 
     def value(self, key: str, opt: Option, value: Any) -> Any:
-        kind = opt.kind
-        if kind == "str":
-            if not isinstance(value, str):
-                raise self.fail(
-                    key, f"expected a string, got {_tname(value)}", "put the value in double quotes"
-                )
-            self.no_nul(key, value)
-            if not opt.empty_ok and value == "":
-                raise self.fail(key, "must not be empty")
-            if opt.choices is not None and value not in opt.choices:
-                raise self.fail(
-                    key, f"unknown value {value!r}", "use one of " + ", ".join(opt.choices)
-                )
-        elif kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise self.fail(
-                    key,
-                    f"expected an integer, got {_tname(value)}",
-                    "write a number without quotes",
-                )
-            if opt.min is not None and value < opt.min:
-                raise self.fail(key, f"{value} is too small", f"the minimum is {opt.min}")
-            top = INT_MAX if opt.max is None else opt.max
-            if value > top:
-                raise self.fail(key, f"{value} is too large", f"the maximum is {top}")
-        elif kind == "bool":
-            if not isinstance(value, bool):
-                raise self.fail(
-                    key,
-                    f"expected true or false, got {_tname(value)}",
-                    "write true or false without quotes",
-                )
-        elif kind == "list":
-            if isinstance(value, str):
-                raise self.fail(
-                    key, "expected a list of strings, got a string", f'write it as ["{value}"]'
-                )
-            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise self.fail(
-                    key,
-                    f"expected a list of strings, got {_tname(value)}",
-                    'write it as ["a", "b"]',
-                )
-            for x in value:
-                self.no_nul(key, x)
-                if x == "":
-                    raise self.fail(key, "empty string in the list", "remove it")
-            value = list(value)
-        elif kind == "env":
-            if not isinstance(value, dict):
-                raise self.fail(
-                    key,
-                    f"expected a table of variables, got {_tname(value)}",
-                    'write it as { NAME = "value" }',
-                )
-            out: dict[str, str] = {}
-            for name, v in value.items():
-                sub = f"{key}.{name}"
-                if not _ENV_NAME_RE.match(name):
-                    raise self.fail(
-                        sub,
-                        "not a valid environment variable name",
-                        "use letters, digits and _ and do not start with a digit",
-                    )
-                if key.endswith(".env") and (
-                    name in SCRIPT_VARIABLES or name in SHELL_VARIABLES or name.startswith("_qk_")
-                ):
-                    raise self.fail(
-                        sub,
-                        "reserved: the run script or the shell uses this variable",
-                        "set it with the service's own option, see docs/services-config.md",
-                    )
-                if isinstance(v, bool):
-                    v = "1" if v else "0"
-                elif isinstance(v, int):
-                    v = str(v)
-                elif not isinstance(v, str):
-                    raise self.fail(sub, f"expected a string or number, got {_tname(v)}")
-                self.no_nul(sub, v)
-                out[name] = v
-            value = out
-        else:  # pragma: no cover - a bug in a type module
-            raise AssertionError(f"unknown option kind {kind!r}")
+        """``value`` checked as an ``opt`` (its kind, bounds and own check), as it is used."""
+        value = self._READERS[opt.kind](self, key, opt, value)
         if opt.check is not None:
-            for item in value if kind == "list" else [value]:
-                problem = opt.check(item) if kind in ("str", "list") else opt.check(value)
+            for item in value if opt.kind == "list" else [value]:
+                problem = opt.check(item)
                 if problem is not None:
                     raise self.fail(key, problem[0], problem[1])
         return value
+
+    def _str(self, key: str, opt: Option, value: Any) -> str:
+        if not isinstance(value, str):
+            raise self.fail(
+                key, f"expected a string, got {_tname(value)}", "put the value in double quotes"
+            )
+        self.no_nul(key, value)
+        if not opt.empty_ok and value == "":
+            raise self.fail(key, "must not be empty")
+        if opt.choices is not None and value not in opt.choices:
+            raise self.fail(key, f"unknown value {value!r}", "use one of " + ", ".join(opt.choices))
+        return value
+
+    def _int(self, key: str, opt: Option, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(
+                key, f"expected an integer, got {_tname(value)}", "write a number without quotes"
+            )
+        if opt.min is not None and value < opt.min:
+            raise self.fail(key, f"{value} is too small", f"the minimum is {opt.min}")
+        top = INT_MAX if opt.max is None else opt.max
+        if value > top:
+            raise self.fail(key, f"{value} is too large", f"the maximum is {top}")
+        return value
+
+    def _bool(self, key: str, opt: Option, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(
+                key,
+                f"expected true or false, got {_tname(value)}",
+                "write true or false without quotes",
+            )
+        return value
+
+    def _list(self, key: str, opt: Option, value: Any) -> list[str]:
+        if isinstance(value, str):
+            raise self.fail(
+                key, "expected a list of strings, got a string", f'write it as ["{value}"]'
+            )
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise self.fail(
+                key, f"expected a list of strings, got {_tname(value)}", 'write it as ["a", "b"]'
+            )
+        for item in value:
+            self.no_nul(key, item)
+            if item == "":
+                raise self.fail(key, "empty string in the list", "remove it")
+        return list(value)
+
+    def _env(self, key: str, opt: Option, value: Any) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise self.fail(
+                key,
+                f"expected a table of variables, got {_tname(value)}",
+                'write it as { NAME = "value" }',
+            )
+        return {name: self._variable(key, name, v) for name, v in value.items()}
+
+    def _variable(self, key: str, name: str, value: Any) -> str:
+        """One variable of an env table, as the string exported."""
+        sub = f"{key}.{name}"
+        if not _ENV_NAME_RE.match(name):
+            raise self.fail(
+                sub,
+                "not a valid environment variable name",
+                "use letters, digits and _ and do not start with a digit",
+            )
+        if key.endswith(".env") and (
+            name in SCRIPT_VARIABLES or name in SHELL_VARIABLES or name.startswith("_qk_")
+        ):
+            raise self.fail(
+                sub,
+                "reserved: the run script or the shell uses this variable",
+                "set it with the service's own option, see docs/services-config.md",
+            )
+        if isinstance(value, bool):
+            value = "1" if value else "0"
+        elif isinstance(value, int):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise self.fail(sub, f"expected a string or number, got {_tname(value)}")
+        self.no_nul(sub, value)
+        return value
+
+    _READERS: dict[str, Callable[[_Validator, str, Option, Any], Any]] = {
+        "str": _str,
+        "int": _int,
+        "bool": _bool,
+        "list": _list,
+        "env": _env,
+    }
 
     def no_nul(self, key: str, value: str) -> None:
         if "\0" in value:
@@ -490,9 +497,9 @@ class _Validator:
             cfg.services[name] = self.service(name, table, sup, system)
         return cfg
 
-    def supervisor(self, t: dict[str, Any]) -> Supervisor:
+    def supervisor(self, t: dict[str, Any]) -> SupervisorSettings:
         opts = {
-            "kind": Option("str", "daemontools", "", choices=KINDS),
+            "kind": Option("str", "daemontools", "", choices=supervisor.KINDS),
             "scan_dir": Option("str", None, "", check=check_abs_path, empty_ok=False),
             "service_root": Option(
                 "str", "/var/qmail/supervise", "", check=check_abs_path, empty_ok=False
@@ -507,8 +514,8 @@ class _Validator:
             for k, o in opts.items()
         }
         if v["scan_dir"] is None:
-            v["scan_dir"] = DEFAULT_SCAN_DIR[v["kind"]]
-        return Supervisor(**v)
+            v["scan_dir"] = supervisor.get(v["kind"]).scan_dir
+        return SupervisorSettings(**v)
 
     def system(self, t: dict[str, Any]) -> System:
         opts = {
@@ -531,11 +538,44 @@ class _Validator:
         v["path"] = tuple(v["path"])
         return System(**v)
 
-    def service(self, name: str, t: Any, sup: Supervisor, system: System) -> Service:
-        from qmailkit.services.types import TYPES
-
+    def service(self, name: str, t: Any, sup: SupervisorSettings, system: System) -> Service:
         key = f"services.{name}"
         t = self.table(key, t)
+        self.service_name(key, name)
+        stype, kind = self.service_type(key, t)
+        profile = self.profile(key, t, stype, kind)
+        options: dict[str, Option] = {**COMMON_OPTIONS, **kind.OPTIONS}
+        self.unknown(key, t, {"type", "profile", *options}, f"a {stype} service")
+        overrides = kind.PROFILES.get(profile, {}) if profile else {}
+        values: dict[str, Any] = {}
+        for oname, opt in options.items():
+            if oname in t:
+                values[oname] = self.value(f"{key}.{oname}", opt, t[oname])
+            else:
+                default = overrides.get(oname, opt.default)
+                values[oname] = default(system) if callable(default) else default
+        if "rules_source" in values and values["rules_source"] is None:
+            # the rules text next to the cdb, as tcprules users keep it: smtp.cdb ← smtp
+            rules = values.get("rules") or ""
+            values["rules_source"] = rules[:-4] if rules.endswith(".cdb") else ""
+        svc = Service(
+            name=name,
+            type=stype,
+            profile=profile,
+            options=values,
+            explicit=frozenset(k for k in t if k in options),
+            dir=sup.service_root.rstrip("/") + "/" + name,
+            log_user=values["log_user"] or sup.log_user,
+            log_size=values["log_size"] or sup.log_size,
+            log_count=values["log_count"] or sup.log_count,
+        )
+        problem = kind.validate(svc, system)
+        if problem is not None:
+            okey, message, hint = problem
+            raise self.fail(f"{key}.{okey}" if okey else key, message, hint)
+        return svc
+
+    def service_name(self, key: str, name: str) -> None:
         if not _NAME_RE.match(name):
             raise self.fail(
                 key,
@@ -549,6 +589,11 @@ class _Validator:
                 f"use at most {MAX_NAME}: apply keeps a retired service as "
                 ".retired-NAME-STAMP, and every file name must fit 255 bytes",
             )
+
+    def service_type(self, key: str, t: dict[str, Any]) -> tuple[str, ServiceType]:
+        # the type modules build on this module's Option: importing them first is a cycle
+        from qmailkit.services.types import TYPES  # noqa: PLC0415 - import cycle
+
         if "type" not in t:
             raise self.fail(
                 key, "missing type", "add type = one of " + ", ".join(f'"{n}"' for n in TYPES)
@@ -558,9 +603,11 @@ class _Validator:
             raise self.fail(
                 f"{key}.type", f"unknown service type {stype!r}", "use one of " + ", ".join(TYPES)
             )
-        mod = TYPES[stype]
-        profiles: dict[str, dict[str, Any]] = getattr(mod, "PROFILES", {})
-        profile = t.get("profile", getattr(mod, "DEFAULT_PROFILE", None))
+        return stype, TYPES[stype]
+
+    def profile(self, key: str, t: dict[str, Any], stype: str, kind: ServiceType) -> str | None:
+        profiles = kind.PROFILES
+        profile = t.get("profile", kind.DEFAULT_PROFILE)
         if "profile" in t:
             if not profiles:
                 raise self.fail(
@@ -578,38 +625,7 @@ class _Validator:
                 "missing profile",
                 "add profile = one of " + ", ".join(f'"{p}"' for p in profiles),
             )
-        options: dict[str, Option] = {**COMMON_OPTIONS, **mod.OPTIONS}
-        self.unknown(key, t, {"type", "profile", *options}, f"a {stype} service")
-        overrides = profiles.get(profile, {}) if profile else {}
-        values: dict[str, Any] = {}
-        for oname, opt in options.items():
-            if oname in t:
-                values[oname] = self.value(f"{key}.{oname}", opt, t[oname])
-            else:
-                d = overrides.get(oname, opt.default)
-                values[oname] = d(system) if callable(d) else d
-        if "rules_source" in values and values["rules_source"] is None:
-            # the rules text next to the cdb, as tcprules users keep it: smtp.cdb ← smtp
-            rules = values.get("rules") or ""
-            values["rules_source"] = rules[:-4] if rules.endswith(".cdb") else ""
-        svc = Service(
-            name=name,
-            type=stype,
-            profile=profile,
-            options=values,
-            explicit=frozenset(k for k in t if k in options),
-            dir=sup.service_root.rstrip("/") + "/" + name,
-            log_user=values["log_user"] or sup.log_user,
-            log_size=values["log_size"] or sup.log_size,
-            log_count=values["log_count"] or sup.log_count,
-        )
-        validate = getattr(mod, "validate", None)
-        if validate is not None:
-            problem = validate(svc, system)
-            if problem is not None:
-                okey, message, hint = problem
-                raise self.fail(f"{key}.{okey}" if okey else key, message, hint)
-        return svc
+        return profile
 
 
 def _tname(value: Any) -> str:
@@ -623,9 +639,7 @@ def _tname(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _closest(word: str, known: Any) -> str | None:
-    import difflib
-
+def _closest(word: str, known: Collection[str]) -> str | None:
     m = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
     return m[0] if m else None
 

@@ -21,7 +21,16 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from qmailkit.services.config import COMMON_OPTIONS, Config, Option, Service
+from qmailkit.services.config import (
+    COMMON_OPTIONS,
+    MAX_CONN,
+    Config,
+    Option,
+    Service,
+    check_abs_path,
+    check_listen_ip,
+    check_user,
+)
 from qmailkit.services.shell import Script, Var, Word, quote
 
 
@@ -75,7 +84,8 @@ class Built:
 
 
 def render(config: Config) -> dict[str, RenderedService]:
-    from qmailkit.services.types import TYPES, log
+    # the type modules build on this module's pieces: importing them first is a cycle
+    from qmailkit.services.types import TYPES, log  # noqa: PLC0415 - import cycle
 
     config = canonical(config)
     out: dict[str, RenderedService] = {}
@@ -188,8 +198,6 @@ def common_checks(svc: Service, checks: Checks) -> None:
 
 
 def tcp_options(ip: str, port: int, user: str, maxconn: int = 40) -> dict[str, Option]:
-    from qmailkit.services.config import MAX_CONN, check_abs_path, check_listen_ip, check_user
-
     return {
         "ip": Option(
             "str",

@@ -189,7 +189,8 @@ def clean_start(search_path: Iterable[str]) -> list[str]:
     return [
         "# Start again from an empty environment: only PATH and what this script exports",
         "# reach the program, never what the supervisor was started with.",
-        f'[ "${{{CLEAN_MARK}-}}" = "$$" ] || exec /usr/bin/env -i {CLEAN_MARK}="$$" /bin/sh "$0" "$@"',
+        f'[ "${{{CLEAN_MARK}-}}" = "$$" ] || '
+        f'exec /usr/bin/env -i {CLEAN_MARK}="$$" /bin/sh "$0" "$@"',
         f"unset {CLEAN_MARK}",
         f"PATH={quote(':'.join(search_path))}",
         "export PATH",

@@ -11,10 +11,14 @@ that suite's, and the row says which (``run_by``): the config is then wrong.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from qmailkit import supervisor
+from qmailkit.services.config import Config
+from qmailkit.supervisor import Supervisor
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,12 @@ class Row:
     ready: bool | None = None
     run_by: str | None = None  # the suite supervising it, when not the config's kind
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return dict(self.__dict__)
 
 
-def collect(config: Any, root: str | os.PathLike[str] | None = None) -> list[Row]:
+def collect(config: Config, root: str | os.PathLike[str] | None = None) -> list[Row]:
     """One row per configured service and per logger, in config order."""
-    from qmailkit import supervisor
-
     sup = supervisor.get(config.supervisor.kind)
     base = Path(root if root is not None else config.supervisor.service_root)
     rows = []
@@ -49,9 +51,7 @@ def collect(config: Any, root: str | os.PathLike[str] | None = None) -> list[Row
     return rows
 
 
-def _row(sup: Any, name: str, path: Path) -> Row:
-    from qmailkit import supervisor
-
+def _row(sup: Supervisor, name: str, path: Path) -> Row:
     if not path.is_dir():
         return Row(name, str(path), "missing")
     st = sup.status(path)
@@ -103,8 +103,6 @@ def format_table(rows: list[Row]) -> str:
 
 
 def to_json(rows: list[Row]) -> str:
-    import json
-
     return json.dumps([r.as_dict() for r in rows], indent=1) + "\n"
 
 

@@ -4,38 +4,26 @@
 in sandboxes.  None of the three has a "stop everything" command that also
 ends its supervisors, so this module remembers every process the scanner
 started and, at the end, signals exactly those, by PID — never by name, so
-nothing else on the machine is touched.
+nothing else on the machine is touched.  How each scanner is started, told and
+stopped is its suite's knowledge (``qmailkit.supervisor``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
+from qmailkit import fsutil, supervisor
 from qmailkit.errors import QmailkitError
-from qmailkit.fsutil import fifo_has_reader
 
-T = TypeVar("T")
-
-SCANNERS = {"daemontools": ["svscan"], "runit": ["runsvdir", "-P"], "s6": ["s6-svscan"]}
-
-
-def poll(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
-    """Call ``predicate`` until it returns a true value; QmailkitError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise QmailkitError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+#: tests/conftest.py's wait_for still imports it from here; fsutil.poll_or_fail is the loop
+poll = fsutil.poll_or_fail
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -72,10 +60,8 @@ def alive(pid: int) -> bool:
     if fields is None:
         return False
     if fields[0] == b"Z":
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         return False
     return True
 
@@ -85,17 +71,20 @@ class ScanTree:
 
     def __init__(self, kind: str, root: Path, env: Mapping[str, str] | None = None) -> None:
         """Start the scanner on ``root``, with ``env`` (default: ours) as its environment."""
-        if kind not in SCANNERS:
-            raise QmailkitError(f"unknown supervisor {kind!r}", hint="daemontools, runit or s6")
-        argv = SCANNERS[kind] + [str(root)]
+        if kind not in supervisor.KINDS:
+            raise QmailkitError(
+                f"unknown supervisor {kind!r}", hint="use one of: " + ", ".join(supervisor.KINDS)
+            )
+        self.suite = supervisor.get(kind)
+        argv = self.suite.scanner_argv(root)
         if shutil.which(argv[0]) is None:
-            raise QmailkitError(f"{argv[0]} is not installed", hint=f"install {kind}")
+            raise QmailkitError(
+                f"{argv[0]} is not installed", hint=f"install {self.suite.packages[argv[0]]}"
+            )
         self.kind = kind
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.known: set[int] = set()
-        if kind == "runit":
-            argv.append("log: " + "." * 40)  # runsvdir's status line; -P needs the argument
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -104,13 +93,9 @@ class ScanTree:
             start_new_session=True,
             env=env,
         )
-        if kind == "s6":
-            # s6-svscanctl needs the scanner's control FIFO; it appears shortly after start
-            poll(
-                lambda: fifo_has_reader(root / ".s6-svscan" / "control"),
-                10,
-                "s6-svscan's control FIFO",
-            )
+        fsutil.poll_or_fail(
+            lambda: self.suite.scanner_ready(root), 10, f"{argv[0]} to take commands"
+        )
 
     def remember(self) -> None:
         """Record the scanner's current descendants, to stop them later."""
@@ -124,51 +109,36 @@ class ScanTree:
         return link
 
     def rescan(self) -> None:
-        # svscan rescans every 5 s and runsvdir notices a changed directory
-        # within a second; neither has a rescan signal (ALRM would kill them).
-        if self.kind == "s6":
-            subprocess.run(["s6-svscanctl", "-a", str(self.root)], check=True)
+        # s6-svscan is told; svscan and runsvdir look every 5 s by themselves (neither
+        # has a rescan command: ALRM would kill them)
+        self.suite.rescan(self.root)
 
     def wait_up(self, service: Path, timeout: float = 15.0) -> None:
         """Wait until ``service`` (and its log service, if any) is up."""
-        from qmailkit import supervisor
-
-        sup = supervisor.get(self.kind)
         dirs = [service] + ([service / "log"] if (service / "log").is_dir() else [])
-        for d in dirs:
-            poll(lambda d=d: sup.status(d).up, timeout, f"{d} to be up")
+        for directory in dirs:
+            fsutil.poll_or_fail(partial(self._up, directory), timeout, f"{directory} to be up")
         self.remember()
+
+    def _up(self, directory: Path) -> bool:
+        return self.suite.status(directory).up
 
     def stop(self) -> None:
         """Stop the scanner, its supervisors and their services; only processes it started."""
         self.remember()
         if self.proc.poll() is None:
-            if self.kind == "daemontools":
-                self.proc.send_signal(signal.SIGTERM)  # svscan alone; supervise stays
-            elif self.kind == "runit":
-                self.proc.send_signal(signal.SIGHUP)  # runsvdir stops every runsv
-            else:
-                subprocess.run(["s6-svscanctl", "-t", str(self.root)], check=False)
+            self.suite.stop_scanner(self.proc, self.root)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.kind == "daemontools":
-            from qmailkit import supervisor
-
-            sup = supervisor.get("daemontools")
-            for entry in sorted(self.root.iterdir()):
-                for d in (entry, entry / "log"):
-                    if sup.is_supervised(d):
-                        sup.control(d, "dx")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(alive(p) for p in self.known):
-            time.sleep(0.02)
+        self.suite.after_scanner(self.root)
+        fsutil.poll(lambda: not any(alive(pid) for pid in self.known), 10)
         for pid in self.known:
             if alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        poll(lambda: not any(alive(p) for p in self.known), 10, "the tree's processes to end")
+        fsutil.poll_or_fail(
+            lambda: not any(alive(pid) for pid in self.known), 10, "the tree's processes to end"
+        )

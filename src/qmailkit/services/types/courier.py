@@ -27,6 +27,7 @@ from qmailkit.services.config import (
     check_abs_path,
     check_listen_ip,
 )
+from qmailkit.services.policy import Finding
 from qmailkit.services.shell import Raw, Split, Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
@@ -132,7 +133,10 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
 
 def build(svc: Service, config: Config) -> R.Built:
     o = svc.options
-    k = lambda name: R.key(svc, name)
+
+    def k(option: str) -> str:
+        return R.key(svc, option)
+
     proto, ssl, _ = _KINDS[svc.profile or "imap"]
     dirs = {d: o[d] for d in _DIRS}
     daemon = f"{proto}d"  # imapd / pop3d: program and config file
@@ -207,3 +211,7 @@ def build(svc: Service, config: Config) -> R.Built:
     words += [login, prog, Var("MAILDIRPATH")]
     s.command(R.wrap(svc, words))
     return R.Built(run=s.text(), checks=checks, listen=(o["ip"], o["port"]))
+
+
+def policy(svc: Service) -> list[Finding]:
+    return []  # IMAP and POP3 serve every client by design

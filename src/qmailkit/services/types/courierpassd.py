@@ -6,8 +6,9 @@ so the lines reach the log service.
 
 from __future__ import annotations
 
+from qmailkit.services import policy as P
 from qmailkit.services import render as R
-from qmailkit.services.config import Config, Option, Service, check_program
+from qmailkit.services.config import Config, Option, Service, System, check_program
 from qmailkit.services.shell import Word
 
 OPTIONS: dict[str, Option] = {
@@ -18,9 +19,21 @@ OPTIONS: dict[str, Option] = {
     "authservice": Option("str", "", "courier-authlib service name (-s); empty = login", ""),
 }
 
+PROFILES: dict[str, dict[str, object]] = {}
+DEFAULT_PROFILE: str | None = None
+
+
+def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
+    return None
+
 
 def build(svc: Service, config: Config) -> R.Built:
     args: list[Word] = ["--stderr"]
     if svc.options["authservice"]:
         args += ["-s", svc.options["authservice"]]
     return R.build_tcp_service(svc, config, OPTIONS, args)
+
+
+def policy(svc: Service) -> list[P.Finding]:
+    """For this host's programs only: never open to the world."""
+    return P.local_only(svc, "password changes")

@@ -19,6 +19,7 @@ from qmailkit.services.config import (
     check_one_line,
     check_program,
 )
+from qmailkit.services.policy import Finding
 from qmailkit.services.shell import Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
@@ -69,7 +70,10 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
 
 def build(svc: Service, config: Config) -> R.Built:
     o = svc.options
-    k = lambda name: R.key(svc, name)
+
+    def k(option: str) -> str:
+        return R.key(svc, option)
+
     checks = R.Checks()
     s = R.start(svc, config, OPTIONS)
     tcp, rules = R.tcp_setup(s, svc, config, checks)
@@ -118,3 +122,7 @@ def build(svc: Service, config: Config) -> R.Built:
     ]
     s.command(R.wrap(svc, words))
     return R.Built(run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules)
+
+
+def policy(svc: Service) -> list[Finding]:
+    return []  # IMAP and POP3 serve every client by design

@@ -8,7 +8,8 @@ falling back to ``./Maildir/``.
 from __future__ import annotations
 
 from qmailkit.services import render as R
-from qmailkit.services.config import Config, Option, Service, check_program
+from qmailkit.services.config import Config, Option, Service, System, check_program
+from qmailkit.services.policy import Finding
 from qmailkit.services.shell import Var, quote
 
 OPTIONS: dict[str, Option] = {
@@ -24,6 +25,13 @@ OPTIONS: dict[str, Option] = {
         "str", "qmail-start", "the program started", "", check=check_program, empty_ok=False
     ),
 }
+
+PROFILES: dict[str, dict[str, object]] = {}
+DEFAULT_PROFILE: str | None = None
+
+
+def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
+    return None
 
 
 def build(svc: Service, config: Config) -> R.Built:
@@ -41,3 +49,7 @@ def build(svc: Service, config: Config) -> R.Built:
     R.common_checks(svc, checks)
     s.command(R.wrap(svc, [o["program"], Var("DELIVERY")]))
     return R.Built(run=s.text(), checks=checks)
+
+
+def policy(svc: Service) -> list[Finding]:
+    return []  # no port: nothing a stranger reaches

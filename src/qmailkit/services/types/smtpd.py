@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from qmailkit import tcprules
+from qmailkit.services import policy as P
 from qmailkit.services import render as R
 from qmailkit.services.config import (
     MAX_CONN,
@@ -35,6 +37,7 @@ from qmailkit.services.config import (
     check_zone,
     is_loopback,
 )
+from qmailkit.services.policy import Finding
 from qmailkit.services.shell import Script, Var, Word, one_line, quote
 
 
@@ -568,7 +571,7 @@ def _hidden(o: dict[str, Any]) -> frozenset[str]:
     return frozenset(hide)
 
 
-def _policy_warnings(svc: Service, checks: R.Checks) -> None:
+def _config_warnings(svc: Service, checks: R.Checks) -> None:
     """Settings that work but are probably wrong; ``services check`` reports them."""
     o = svc.options
 
@@ -589,27 +592,6 @@ def _policy_warnings(svc: Service, checks: R.Checks) -> None:
             "AUTH is offered without TLS: passwords cross in clear",
             "set allow_insecure_auth = false",
         )
-    if o["relay_client"] and not is_loopback(o["ip"]):
-        warn(
-            "relay_client",
-            "RELAYCLIENT for every client on a non-loopback address: an open relay",
-            "set relay_client = false and allow relaying per client in the tcp rules "
-            '(RELAYCLIENT="")',
-        )
-    if "RELAYCLIENT" in o["env"] and not is_loopback(o["ip"]):
-        warn(
-            "env.RELAYCLIENT",
-            "RELAYCLIENT for every client on a non-loopback address: an open relay",
-            "remove it and set it per client in the tcp rules",
-        )
-    if o["port"] == 25 and svc.profile == "mx":
-        for opt in ("force_tls", "require_auth"):
-            if o[opt]:
-                warn(
-                    opt,
-                    f"{opt} on a port-25 MX refuses mail from other servers",
-                    f"set {opt} = false here; use a submission service for clients",
-                )
 
 
 def _export(s: Script, svc: Service) -> None:
@@ -668,7 +650,10 @@ def _export(s: Script, svc: Service) -> None:
 
 def build(svc: Service, config: Config) -> R.Built:
     o = svc.options
-    k = lambda name: R.key(svc, name)
+
+    def k(option: str) -> str:
+        return R.key(svc, option)
+
     home = config.system.qmail_home
     checks = R.Checks(users=[o["user"]])
     s = R.start(svc, config, OPTIONS, _hidden(o))
@@ -767,7 +752,7 @@ def build(svc: Service, config: Config) -> R.Built:
         checks.files.append(
             R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"), "validrcptto_cdb", o["user"])
         )
-    _policy_warnings(svc, checks)
+    _config_warnings(svc, checks)
 
     _export(s, svc)
 
@@ -808,3 +793,124 @@ def build(svc: Service, config: Config) -> R.Built:
     return R.Built(
         run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules_pair, user=o["user"]
     )
+
+
+# -- policy ------------------------------------------------------------------------------------
+
+AUTH_PROFILES = ("submission", "smtps")  # ports whose point is AUTH
+
+_RELAY_HINT = (
+    'allow relaying only for your own networks, e.g. 192.0.2.:allow,RELAYCLIENT="", '
+    "and let your users relay with SMTP AUTH"
+)
+_NAME_HINT = "relay by IP address or SMTP AUTH; name rules may only deny or set other variables"
+
+
+def policy(svc: Service) -> list[Finding]:
+    """The open-relay rules, TLS and AUTH on the MX, root, and a stock qmail-smtpd on an AUTH
+    port: errors (apply refuses them) and warnings, from the config and its tcp rules."""
+    return [*_relay_policy(svc), *_mx_policy(svc), *_patch_policy(svc)]
+
+
+def _relay_policy(svc: Service) -> list[Finding]:
+    """RELAYCLIENT for every client, by the config or by tcp rules that relay for strangers."""
+    o = svc.options
+    ip, port = P.listen(svc)
+    public = bool(ip) and not is_loopback(ip)
+    out: list[Finding] = []
+    if public and o["relay_client"]:
+        out.append(
+            P.error(
+                svc,
+                "relay_client",
+                f"open relay: RELAYCLIENT is set for every client on {ip}:{port}",
+                "set relay_client = false and allow relaying per network in the tcp "
+                'rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
+                "loopback address such as 127.0.0.1",
+            )
+        )
+    if public and "RELAYCLIENT" in o["env"]:
+        out.append(
+            P.error(
+                svc,
+                "env.RELAYCLIENT",
+                f"open relay: env sets RELAYCLIENT for every client on {ip}:{port}",
+                "remove it from env and set RELAYCLIENT per network in the tcp rules",
+            )
+        )
+    rules = P.read_rules(o)
+    if rules.problem:
+        out.append(P.error(svc, "rules", *rules.problem))
+    for rules_table in rules.tables if public else []:
+        found = tcprules.relaying(rules_table.table)
+        where = f"open relay on {ip}:{port}: "
+        if found.public >= P.RELAY_LIMIT:
+            out.append(
+                P.error(
+                    svc,
+                    "rules",
+                    f"{where}{rules_table.where(found.by_key)}: "
+                    f"RELAYCLIENT for {P.how_many(found.public)}",
+                    _RELAY_HINT,
+                )
+            )
+        out.extend(
+            P.error(
+                svc,
+                "rules",
+                f"{where}{rules_table.where([name])}: {name.decode('latin-1')!r} sets "
+                "RELAYCLIENT by the client's host name, which the client chooses (its PTR record)",
+                _NAME_HINT,
+            )
+            for name in found.names
+        )
+    return out
+
+
+def _mx_policy(svc: Service) -> list[Finding]:
+    """What stops other mail servers delivering to a port-25 MX, and qmail-smtpd as root."""
+    o = svc.options
+    ip, port = P.listen(svc)
+    out: list[Finding] = []
+    if port == 25 and not is_loopback(ip or "0"):
+        out.extend(
+            P.error(
+                svc,
+                opt,
+                f"{what} on a port-25 MX: other mail servers cannot deliver to you",
+                f"set {opt} = false here; use a submission (587) or smtps (465) "
+                "service for your users",
+            )
+            for opt, what in (("force_tls", "FORCE_TLS"), ("require_auth", "REQUIRE_AUTH"))
+            if o[opt]
+        )
+    if o["user"] == "root":
+        out.append(
+            P.error(
+                svc,
+                "user",
+                "qmail-smtpd runs as root: every remote client talks to a root process",
+                'use the qmaild account (user = "qmaild"), as qmail intends',
+            )
+        )
+    return out
+
+
+def _patch_policy(svc: Service) -> list[Finding]:
+    """Settings a stock qmail-smtpd ignores; on an AUTH port, that means no AUTH at all."""
+    unused = ignored(svc)
+    if not unused:
+        return []
+    message = "a stock qmail-smtpd ignores " + ", ".join(unused)
+    hint = 'set smtpd_patch = "jms1" if yours has John Simpson\'s combined patch'
+    if svc.profile in AUTH_PROFILES:
+        return [
+            P.error(
+                svc,
+                "smtpd_patch",
+                f"{message}: without AUTH this {svc.profile} port "
+                "takes mail for your domains from anyone, past the MX's checks",
+                hint,
+            )
+        ]
+    return [P.warning(svc, "smtpd_patch", message, hint + ", or remove them")]
