@@ -659,19 +659,26 @@ class Rules:
                 if len(prefix) > len(fixed) and prefix.startswith(fixed):
                     path = files.path(name)
                     value = snapshot.value(path)
-                    wild.extend(
-                        (lead + spelling + "default", value, path)
-                        for spelling in self.spellings(prefix[len(fixed) :], path)
-                    )
+                    rest = prefix[len(fixed) :]
+                    if ":" not in rest:  # the usual name: one spelling (a hot loop)
+                        wild.append((lead + rest + "default", value, path))
+                    else:
+                        wild.extend(
+                            (lead + spelling + "default", value, path)
+                            for spelling in self.spellings(rest, path)
+                        )
                 elif fixed.startswith(prefix) and (catch is None or len(prefix) > len(catch[0])):
                     catch = (prefix, name)
             elif len(file_ext) > len(fixed) and file_ext.startswith(fixed):
                 path = files.path(name)
                 value = snapshot.value(path)
-                exact.extend(
-                    (lead + spelling, value, path)
-                    for spelling in self.spellings(file_ext[len(fixed) :], path)
-                )
+                rest = file_ext[len(fixed) :]
+                if ":" not in rest:
+                    exact.append((lead + rest, value, path))
+                else:
+                    exact.extend(
+                        (lead + spelling, value, path) for spelling in self.spellings(rest, path)
+                    )
         found = exact + wild
         if catch is not None:
             found.extend(
