@@ -261,8 +261,8 @@ def test_check_refuses_name_rules_that_relay(tmp_path, name):
         (
             f"error: mx: open relay on 0:25: {tmp_path}/tcp/smtp.cdb: keys '{key}': '{key}' sets "
             "RELAYCLIENT by the client's host name, which the client chooses (its PTR record) "
-            "[services.mx.rules] (relay by IP address or SMTP AUTH; name rules may only deny or set "
-            "other variables)"
+            "[services.mx.rules] (relay by IP address or SMTP AUTH; name rules may only deny or "
+            "set other variables)"
         )
     ]
 

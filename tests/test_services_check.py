@@ -206,8 +206,8 @@ relay_client = true
         (
             "error: mx: open relay: RELAYCLIENT is set for every client on 192.0.2.25:25 "
             "[services.mx.relay_client] (set relay_client = false and allow relaying per network "
-            'in the tcp rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal loopback '
-            "address such as 127.0.0.1)"
+            'in the tcp rules (e.g. 192.0.2.:allow,RELAYCLIENT=""), or listen on a literal '
+            "loopback address such as 127.0.0.1)"
         )
     ]
     # the same on the loopback is the local profile: fine
@@ -448,8 +448,8 @@ def test_vpopmaild_rules_judged_as_tcpserver_reads_them(tmp_path):
     what = "vpopmail's administration protocol (add, delete, change any account)"
     assert local_only(tmp_path, "vpopmaild", rules) == [
         (
-            f"error: v: open to the world: {what} on 0:8900: {src}:(no rule matched): lets in every "
-            f"public IPv4 address [services.v.rules] {HINT}"
+            f"error: v: open to the world: {what} on 0:8900: {src}:(no rule matched): lets in "
+            f"every public IPv4 address [services.v.rules] {HINT}"
         ),
         (
             f"error: v: open to the world: {what} on 0:8900: {cdb}: keys (none matched): lets in "
@@ -475,9 +475,10 @@ def test_rules_cdb_not_compiled_yet_is_not_an_error(tmp_path):
         f'[services.mx]\ntype = "qmail-smtpd"\nip = "0"\nuser = "nobody"\n'
         f'rules = "{tmp_path}/tcp/smtp.cdb"\n'
     )
-    rules_findings = lambda: [
-        f.describe() for f in check(load(tmp_path, mx)) if f.key == "services.mx.rules"
-    ]
+
+    def rules_findings() -> list[str]:
+        return [f.describe() for f in check(load(tmp_path, mx)) if f.key == "services.mx.rules"]
+
     assert rules_findings() == [
         (
             f"error: mx: rules file {tmp_path}/tcp/smtp.cdb does not exist [services.mx.rules] "

@@ -388,8 +388,8 @@ ERRORS = [
         MX + 'require_auth = true\ntls_cert = ""\n',
         3,
         (
-            "services.mx.require_auth: require_auth refuses every client: AUTH is offered only over "
-            "TLS, and there is no TLS"
+            "services.mx.require_auth: require_auth refuses every client: AUTH is offered only "
+            "over TLS, and there is no TLS"
         ),
         "set tls_cert",
     ),

@@ -248,7 +248,7 @@ def test_smtp_services_under_real_supervisor(pubdir, scan, kind):
     assert start["argv"][1:] == ["./Maildir/"] and start["uid"] == 0
     assert start["cwd"] == str(server.dir("send"))
     wait_for(
-        lambda: [["qmail-start", "./Maildir/"]] == logged_commands(server.dir("send")),
+        lambda: logged_commands(server.dir("send")) == [["qmail-start", "./Maildir/"]],
         10,
         what="send's command line in its log",
     )

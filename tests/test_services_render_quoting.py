@@ -61,7 +61,7 @@ def _files(d: Path, names: list[str]) -> list[str]:
     port=st.integers(1, 65535),
 )
 def test_smtpd_values_arrive_intact(
-    hostname, greeting, names, rbl, env, auth_set, ssl, softlimit, port
+    *, hostname, greeting, names, rbl, env, auth_set, ssl, softlimit, port
 ):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)

@@ -51,7 +51,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def sample_config(base: Path, ports: dict[str, int], user: str, kind: str = "daemontools") -> str:
+def sample_config(base: Path, ports: dict[str, int], user: str, kind: str = STACK_KIND) -> str:
     """The demo's qmailkit.toml: every path inside ``base``, every port on 127.0.0.1."""
     q = base / "qmail"
     return f"""# qmailkit demo: a whole mail server (stand-in programs, loopback ports)

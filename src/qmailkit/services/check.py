@@ -20,7 +20,7 @@ from qmailkit import fsutil, supervisor
 from qmailkit.errors import QmailkitError
 from qmailkit.services.config import Config
 from qmailkit.services.policy import Finding
-from qmailkit.services.render import RenderedService, render
+from qmailkit.services.render import FileCheck, RenderedService, render
 from qmailkit.services.types import TYPES, smtpd
 
 __all__ = ["Account", "Finding", "check", "merged", "packages", "policy_errors"]
@@ -121,52 +121,58 @@ def _system_findings(name: str, r: RenderedService, out: list[Finding]) -> None:
             )
     compiled_by_apply = {r.rules[1]} if r.rules and os.path.exists(r.rules[0]) else set()
     for fc in checks.files:
-        path = Path(fc.path)
-        # a file the service can run without (a STARTTLS certificate) is a warning, as in
-        # the run script
-        level = "error" if fc.required else "warning"
-        if not path.exists():
-            if fc.path in compiled_by_apply:
-                continue  # apply compiles it from its source before the service starts
-            without = "" if fc.required else " (the service starts without it)"
-            out.append(
-                Finding(
-                    level,
-                    name,
-                    f"{fc.kind} file {path} does not exist{without}",
-                    _create_hint(fc.kind),
-                    fc.key,
-                )
-            )
-            continue
-        if fc.user in missing_users:
-            continue
-        try:
-            reason = Account(fc.user).can_read(path)
-        except KeyError:
-            continue
-        if reason:
-            who = fc.user or "root"
-            hint = (
-                f"chown {who} {path} and chmod 0400 (the private key stays private)"
-                if fc.secret
-                else f"make it and its directories readable by {who}"
-            )
-            if fc.kind == "rules":
-                hint += "; tcpserver opens the rules cdb after dropping privileges"
-            out.append(Finding(level, name, f"{fc.kind} file {path}: {reason}", hint, fc.key))
-        if fc.secret and path.stat().st_mode & 0o004:
-            out.append(
-                Finding(
-                    "error",
-                    name,
-                    f"{fc.kind} file {path} is world-readable and holds a private key",
-                    f"chmod o-r {path}",
-                    fc.key,
-                )
-            )
+        if fc.path not in compiled_by_apply or os.path.exists(fc.path):
+            out.extend(_file_findings(name, fc, missing_users))
     for key, message, hint in checks.warnings:
         out.append(Finding("warning", name, message, hint, key))
+
+
+def _file_findings(name: str, fc: FileCheck, missing_users: set[str]) -> list[Finding]:
+    """A file the service needs: there, readable by its user, a private key kept private.
+    (A file apply compiles from its source before the service starts need not be there.)"""
+    path = Path(fc.path)
+    # a file the service can run without (a STARTTLS certificate) is a warning, as in
+    # the run script
+    level = "error" if fc.required else "warning"
+    if not path.exists():
+        without = "" if fc.required else " (the service starts without it)"
+        return [
+            Finding(
+                level,
+                name,
+                f"{fc.kind} file {path} does not exist{without}",
+                _create_hint(fc.kind),
+                fc.key,
+            )
+        ]
+    if fc.user in missing_users:
+        return []
+    try:
+        reason = Account(fc.user).can_read(path)
+    except KeyError:
+        return []
+    out = []
+    if reason:
+        who = fc.user or "root"
+        hint = (
+            f"chown {who} {path} and chmod 0400 (the private key stays private)"
+            if fc.secret
+            else f"make it and its directories readable by {who}"
+        )
+        if fc.kind == "rules":
+            hint += "; tcpserver opens the rules cdb after dropping privileges"
+        out.append(Finding(level, name, f"{fc.kind} file {path}: {reason}", hint, fc.key))
+    if fc.secret and path.stat().st_mode & 0o004:
+        out.append(
+            Finding(
+                "error",
+                name,
+                f"{fc.kind} file {path} is world-readable and holds a private key",
+                f"chmod o-r {path}",
+                fc.key,
+            )
+        )
+    return out
 
 
 def _patch_findings(config: Config, out: list[Finding]) -> None:

@@ -499,7 +499,7 @@ class _Validator:
 
     def supervisor(self, t: dict[str, Any]) -> SupervisorSettings:
         opts = {
-            "kind": Option("str", "daemontools", "", choices=supervisor.KINDS),
+            "kind": Option("str", supervisor.DEFAULT_KIND, "", choices=supervisor.KINDS),
             "scan_dir": Option("str", None, "", check=check_abs_path, empty_ok=False),
             "service_root": Option(
                 "str", "/var/qmail/supervise", "", check=check_abs_path, empty_ok=False

@@ -19,11 +19,22 @@ from qmailkit.supervisor.daemontools import Daemontools
 from qmailkit.supervisor.runit import Runit
 from qmailkit.supervisor.s6 import S6
 
-__all__ = ["KINDS", "SUITES", "LoggerRun", "ServiceStatus", "Supervisor", "detect", "get"]
+__all__ = [
+    "DEFAULT_KIND",
+    "KINDS",
+    "SUITES",
+    "LoggerRun",
+    "ServiceStatus",
+    "Supervisor",
+    "detect",
+    "get",
+]
 
 #: the registry: kind -> suite, in the order ``detect`` asks them
 SUITES: dict[str, type[Supervisor]] = {suite.kind: suite for suite in (Daemontools, Runit, S6)}
 KINDS = tuple(SUITES)
+#: the suite a config uses unless it says otherwise: qmail's own
+DEFAULT_KIND = Daemontools.kind
 
 
 def get(kind: str) -> Supervisor:

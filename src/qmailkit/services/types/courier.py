@@ -28,7 +28,7 @@ from qmailkit.services.config import (
     check_listen_ip,
 )
 from qmailkit.services.policy import Finding
-from qmailkit.services.shell import Raw, Split, Var, Word, quote
+from qmailkit.services.shell import Raw, Script, Split, Var, Word, quote
 
 OPTIONS: dict[str, Option] = {
     "ip": Option(
@@ -175,20 +175,7 @@ def build(svc: Service, config: Config) -> R.Built:
     ):
         if o[opt] is not None and (opt != "tls_cert" or ssl):
             s.setenv(var, str(o[opt]))
-    up = proto.upper()
-    if ssl:
-        s.setenv(f"{up}_TLS", "1")
-        s.line('[ -n "$COURIERTLS" ] || COURIERTLS=' + quote(dirs["bindir"] + "/couriertls"))
-        s.line(
-            '[ -r "$TLS_CERTFILE" ] || fatal "certificate ${TLS_CERTFILE:-(not set)} is missing"'
-        )
-        s.line('[ -x "$COURIERTLS" ] || fatal "couriertls not found: $COURIERTLS"')
-        if o["tls_cert"]:
-            checks.files.append(R.FileCheck(o["tls_cert"], k("tls_cert"), "cert", None, True))
-        checks.programs.append((dirs["bindir"] + "/couriertls", k("bindir")))
-    else:
-        # the plain services offer STARTTLS when the config file says so
-        s.setenv(f"{up}_STARTTLS", Var(f"{up}DSTARTTLS"))
+    _tls(s, svc, checks, proto.upper(), ssl=ssl, dirs=dirs)
     for var in ("MAXDAEMONS", "MAXPERIP", "MAILDIRPATH"):
         s.fatal_unless(f'[ -n "${var}" ]', f"{var} is not set in the Courier config files")
     R.export_env(s, svc)
@@ -211,6 +198,30 @@ def build(svc: Service, config: Config) -> R.Built:
     words += [login, prog, Var("MAILDIRPATH")]
     s.command(R.wrap(svc, words))
     return R.Built(run=s.text(), checks=checks, listen=(o["ip"], o["port"]))
+
+
+def _tls(
+    s: Script, svc: Service, checks: R.Checks, up: str, *, ssl: bool, dirs: dict[str, str]
+) -> None:
+    """TLS from the start (couriertls, its certificate) or STARTTLS as the config file says."""
+    o = svc.options
+
+    def k(option: str) -> str:
+        return R.key(svc, option)
+
+    if ssl:
+        s.setenv(f"{up}_TLS", "1")
+        s.line('[ -n "$COURIERTLS" ] || COURIERTLS=' + quote(dirs["bindir"] + "/couriertls"))
+        s.line(
+            '[ -r "$TLS_CERTFILE" ] || fatal "certificate ${TLS_CERTFILE:-(not set)} is missing"'
+        )
+        s.line('[ -x "$COURIERTLS" ] || fatal "couriertls not found: $COURIERTLS"')
+        if o["tls_cert"]:
+            checks.files.append(R.FileCheck(o["tls_cert"], k("tls_cert"), "cert", None, True))
+        checks.programs.append((dirs["bindir"] + "/couriertls", k("bindir")))
+    else:
+        # the plain services offer STARTTLS when the config file says so
+        s.setenv(f"{up}_STARTTLS", Var(f"{up}DSTARTTLS"))
 
 
 def policy(svc: Service) -> list[Finding]:

@@ -470,6 +470,25 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
         if o["ssl"] and not o["tls_cert"]:
             return ("tls_cert", "ssl = true needs a certificate", "set tls_cert to the PEM file")
         return None  # the patch's rules do not apply; services check names what is ignored
+    problem = _tls_problem(o) or _auth_problem(o)
+    if problem:
+        return problem
+    if o["rules_source"] and not o["rules"]:
+        return (
+            "rules_source",
+            "rules_source is set but rules (the cdb) is empty",
+            "set rules to the cdb path tcpserver should read",
+        )
+    for name in o["auth_unset"]:
+        if not _valid_env_name(name):
+            return ("auth_unset", f"not a variable name: {name!r}", "use letters, digits and _")
+    if not o["ssl"] and not o["tls_cert"]:
+        # no certificate means no STARTTLS: say so, or the patch offers it with its default one
+        o["deny_tls"] = True
+    return None
+
+
+def _tls_problem(o: dict[str, Any]) -> tuple[str, str, str] | None:
     if o["force_tls"] and o["deny_tls"]:
         return (
             "force_tls",
@@ -484,6 +503,10 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
         )
     if o["ssl"] and not o["tls_cert"]:
         return ("tls_cert", "ssl = true needs a certificate", "set tls_cert to the PEM file")
+    return None
+
+
+def _auth_problem(o: dict[str, Any]) -> tuple[str, str, str] | None:
     if o["require_auth"] and not o["auth"]:
         return (
             "require_auth",
@@ -505,18 +528,6 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
             "auth needs auth_cdb or a checkpassword program",
             "set auth_cdb or checkpassword, or auth = false",
         )
-    if o["rules_source"] and not o["rules"]:
-        return (
-            "rules_source",
-            "rules_source is set but rules (the cdb) is empty",
-            "set rules to the cdb path tcpserver should read",
-        )
-    for name in o["auth_unset"]:
-        if not _valid_env_name(name):
-            return ("auth_unset", f"not a variable name: {name!r}", "use letters, digits and _")
-    if not o["ssl"] and not o["tls_cert"]:
-        # no certificate means no STARTTLS: say so, or the patch offers it with its default one
-        o["deny_tls"] = True
     return None
 
 
@@ -615,15 +626,25 @@ def _export(s: Script, svc: Service) -> None:
     for opt, var in exports:
         if stock and (opt in JMS1_ONLY or opt == "ssl"):
             continue  # read by jms1's patch only
-        value = env_value(o[opt])
-        if value is not None:
-            s.setenv(var, value)
+        _setenv_if_set(s, var, o[opt])
     if o["auth"] and o["auth_cdb"]:
         s.setenv("AUTH_CDB", o["auth_cdb"])
     for name, value in o["auth_set"].items():
         s.setenv(f"AUTH_SET_{name}", value)  # empty values too (the original dropped them)
     for name in o["auth_unset"]:
         s.setenv(f"AUTH_UNSET_{name}", "1")
+    _export_queue(s, o)
+    R.export_env(s, svc)
+
+
+def _setenv_if_set(s: Script, var: str, value: object) -> None:
+    exported = env_value(value)
+    if exported is not None:
+        s.setenv(var, exported)
+
+
+def _export_queue(s: Script, o: dict[str, Any]) -> None:
+    """What runs instead of qmail-queue: qmail-dk (then DKQUEUE), simscan, or another."""
     queue = o["qmailqueue"]
     if o["domainkeys"]:
         if queue:
@@ -642,121 +663,167 @@ def _export(s: Script, svc: Service) -> None:
             ("simscan_debug", "SIMSCAN_DEBUG"),
             ("simscan_debug_files", "SIMSCAN_DEBUG_FILES"),
         ):
-            value = env_value(o[opt])
-            if value is not None:
-                s.setenv(var, value)
-    R.export_env(s, svc)
+            _setenv_if_set(s, var, o[opt])
 
 
-def build(svc: Service, config: Config) -> R.Built:
-    o = svc.options
+class _RunScript:
+    """The run script of one qmail-smtpd service, written part by part in the original's
+    order, and what services check must verify for it."""
 
-    def k(option: str) -> str:
-        return R.key(svc, option)
+    def __init__(self, svc: Service, config: Config) -> None:
+        self.svc = svc
+        self.options = svc.options
+        self.config = config
+        self.checks = R.Checks(users=[self.options["user"]])
+        self.script = R.start(svc, config, OPTIONS, _hidden(self.options))
 
-    home = config.system.qmail_home
-    checks = R.Checks(users=[o["user"]])
-    s = R.start(svc, config, OPTIONS, _hidden(o))
+    def key(self, option: str) -> str:
+        return R.key(self.svc, option)
 
-    # Where and as whom.
-    s.comment("Where to listen and as whom (the original refuses to start without IP).")
-    s.assign("IP", o["ip"])
-    s.fatal_unless('[ -n "$IP" ]', f"ip is not set: set {k('ip')} in {config.path}")
-    s.assign("QUSER", o["user"])
-    s.line('QUID=$(id -u "$QUSER") && QGID=$(id -g "$QUSER") ||')
-    s.line(f'\tfatal "unknown user $QUSER: create it or change {k("user")}"')
-    if o["hostname"]:
-        s.assign("LOCAL", o["hostname"])
-    else:
-        me = f"{home}/control/me"
-        s.comment("The host name: first line of control/me.")
-        s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
-        s.fatal_unless(
-            '[ -n "$LOCAL" ]', f"no host name: {me} is missing or empty; set {k('hostname')}"
-        )
-    s.blank()
-
-    s.comment("Without control/rcpthosts qmail-smtpd relays for everyone: create it empty.")
-    rcpthosts = f"{home}/control/rcpthosts"
-    qr = quote(rcpthosts)
-    s.line(f"if [ ! -e {qr} ]; then")
-    s.line(f"\techo {quote('warning: ' + one_line(rcpthosts) + ' was missing; created it empty')}")
-    s.line(f"\t: > {qr} && chmod 644 {qr}")
-    s.line("fi")
-    s.blank()
-
-    # TLS.
-    cert = o["tls_cert"]
-    if o["ssl"]:
-        server: list[Word] = ["sslserver", "-e"]
-        checks.programs.append(("sslserver", k("ssl")))
-        s.comment("SMTPS: sslserver does TLS; the certificate and key are in one PEM file.")
-        s.fatal_unless(f"[ -r {quote(cert)} ]", f"certificate {cert} is missing or unreadable")
-        checks.files.append(R.FileCheck(cert, k("tls_cert"), "cert", None, True))
-    else:
-        server = ["tcpserver"]
-        checks.programs.append(("tcpserver", ""))
-        if _starttls(o):
-            needed = cert_required(o)
-            checks.files.append(
-                R.FileCheck(cert, k("tls_cert"), "cert", o["user"], True, required=needed)
+    def identity(self) -> None:
+        """Where to listen, as whom, and the host name."""
+        s, o = self.script, self.options
+        home = self.config.system.qmail_home
+        s.comment("Where to listen and as whom (the original refuses to start without IP).")
+        s.assign("IP", o["ip"])
+        s.fatal_unless('[ -n "$IP" ]', f"ip is not set: set {self.key('ip')} in {self.config.path}")
+        s.assign("QUSER", o["user"])
+        s.line('QUID=$(id -u "$QUSER") && QGID=$(id -g "$QUSER") ||')
+        s.line(f'\tfatal "unknown user $QUSER: create it or change {self.key("user")}"')
+        if o["hostname"]:
+            s.assign("LOCAL", o["hostname"])
+        else:
+            me = f"{home}/control/me"
+            s.comment("The host name: first line of control/me.")
+            s.line(f"LOCAL=$(head -n 1 {quote(me)} 2>/dev/null)")
+            s.fatal_unless(
+                '[ -n "$LOCAL" ]',
+                f"no host name: {me} is missing or empty; set {self.key('hostname')}",
             )
-            if needed:
-                why = "force_tls" if o["force_tls"] else "require_auth with AUTH over TLS"
-                s.fatal_unless(
-                    f"[ -r {quote(cert)} ]",
-                    f"certificate {cert} is missing or unreadable ({why} needs it)",
-                )
-            else:
-                s.warn_unless(
-                    f"[ -r {quote(cert)} ]", f"certificate {cert} is missing: no STARTTLS"
-                )
-    # Rules.
-    rules = o["rules"]
-    rules_pair = None
-    if rules:
-        s.fatal_unless(
+        s.blank()
+        s.comment("Without control/rcpthosts qmail-smtpd relays for everyone: create it empty.")
+        rcpthosts = f"{home}/control/rcpthosts"
+        qr = quote(rcpthosts)
+        s.line(f"if [ ! -e {qr} ]; then")
+        s.line(
+            f"\techo {quote('warning: ' + one_line(rcpthosts) + ' was missing; created it empty')}"
+        )
+        s.line(f"\t: > {qr} && chmod 644 {qr}")
+        s.line("fi")
+        s.blank()
+
+    def tls(self) -> list[Word]:
+        """The certificate checks; the server program (sslserver for SMTPS)."""
+        s, o, checks = self.script, self.options, self.checks
+        cert = o["tls_cert"]
+        if o["ssl"]:
+            checks.programs.append(("sslserver", self.key("ssl")))
+            s.comment("SMTPS: sslserver does TLS; the certificate and key are in one PEM file.")
+            s.fatal_unless(f"[ -r {quote(cert)} ]", f"certificate {cert} is missing or unreadable")
+            checks.files.append(R.FileCheck(cert, self.key("tls_cert"), "cert", None, True))
+            return ["sslserver", "-e"]
+        checks.programs.append(("tcpserver", ""))
+        if not _starttls(o):
+            return ["tcpserver"]
+        needed = cert_required(o)
+        checks.files.append(
+            R.FileCheck(cert, self.key("tls_cert"), "cert", o["user"], True, required=needed)
+        )
+        if needed:
+            why = "force_tls" if o["force_tls"] else "require_auth with AUTH over TLS"
+            s.fatal_unless(
+                f"[ -r {quote(cert)} ]",
+                f"certificate {cert} is missing or unreadable ({why} needs it)",
+            )
+        else:
+            s.warn_unless(f"[ -r {quote(cert)} ]", f"certificate {cert} is missing: no STARTTLS")
+        return ["tcpserver"]
+
+    def rules(self) -> tuple[str, str] | None:
+        """The rules cdb check; the (source, cdb) pair apply compiles."""
+        rules = self.options["rules"]
+        if not rules:
+            return None
+        self.script.fatal_unless(
             f"[ -r {quote(rules)} ]",
             f"rules cdb {rules} is missing: compile it with qmailkit tcprules",
         )
-        checks.files.append(R.FileCheck(rules, k("rules"), "rules", o["user"]))
-        source = o["rules_source"]
-        if source:
-            rules_pair = (source, rules)
-    # AUTH.
-    auth_args: list[Word] = []
-    if o["auth"]:
+        self.checks.files.append(
+            R.FileCheck(rules, self.key("rules"), "rules", self.options["user"])
+        )
+        source = self.options["rules_source"]
+        return (source, rules) if source else None
+
+    def auth(self) -> list[Word]:
+        """The AUTH database or checkpassword checks; qmail-smtpd's checkpassword arguments."""
+        s, o, checks = self.script, self.options, self.checks
+        if not o["auth"]:
+            return []
         if o["auth_cdb"]:
             s.fatal_unless(
                 f"[ -r {quote(o['auth_cdb'])} ]",
                 f"auth cdb {o['auth_cdb']} is missing: build it with mkauth",
             )
             checks.files.append(
-                R.FileCheck(o["auth_cdb"], k("auth_cdb"), "auth_cdb", o["user"], True)
+                R.FileCheck(o["auth_cdb"], self.key("auth_cdb"), "auth_cdb", o["user"], True)
             )
-        else:
-            cp, true = o["checkpassword"], o["checkpassword_true"]
-            s.fatal_unless(f"have {quote(cp)}", f"checkpassword program {cp} not found")
-            s.fatal_unless(f"have {quote(true)}", f"program {true} not found")
-            checks.programs.append((cp, k("checkpassword")))
-            checks.programs.append((true, k("checkpassword_true")))
-            auth_args = [Var("LOCAL"), cp, true]
-    # DomainKeys.
-    if o["domainkeys"]:
-        dk = o["qmail_dk"]
-        s.fatal_unless(
-            f"[ -x {quote(dk)} ]", f"domainkeys = true but {dk} is missing: install the DK patch"
-        )
-        checks.programs.append((dk, k("qmail_dk")))
-    if o["validrcptto_cdb"]:
-        checks.files.append(
-            R.FileCheck(o["validrcptto_cdb"], k("validrcptto_cdb"), "validrcptto_cdb", o["user"])
-        )
-    _config_warnings(svc, checks)
+            return []
+        cp, true = o["checkpassword"], o["checkpassword_true"]
+        s.fatal_unless(f"have {quote(cp)}", f"checkpassword program {cp} not found")
+        s.fatal_unless(f"have {quote(true)}", f"program {true} not found")
+        checks.programs.append((cp, self.key("checkpassword")))
+        checks.programs.append((true, self.key("checkpassword_true")))
+        return [Var("LOCAL"), cp, true]
 
-    _export(s, svc)
+    def databases(self) -> None:
+        """qmail-dk, when DomainKeys are on, and the valid-recipients cdb."""
+        o = self.options
+        if o["domainkeys"]:
+            dk = o["qmail_dk"]
+            self.script.fatal_unless(
+                f"[ -x {quote(dk)} ]",
+                f"domainkeys = true but {dk} is missing: install the DK patch",
+            )
+            self.checks.programs.append((dk, self.key("qmail_dk")))
+        if o["validrcptto_cdb"]:
+            self.checks.files.append(
+                R.FileCheck(
+                    o["validrcptto_cdb"], self.key("validrcptto_cdb"), "validrcptto_cdb", o["user"]
+                )
+            )
 
-    # The command.
+    def chain(self) -> list[Word]:
+        """The programs between tcpserver and qmail-smtpd, then qmail-smtpd."""
+        o, programs = self.options, self.checks.programs
+        words: list[Word] = []
+        if o["fixcrio"]:
+            words.append(o["fixcrio"])
+            programs.append((o["fixcrio"], self.key("fixcrio")))
+        zones = [("-a", z) for z in o["rbl_allow"]] + [("-r", z) for z in o["rbl_block"]]
+        if o["rblsmtpd"] and zones:
+            words += [o["rblsmtpd"], "-t0"]
+            for flag, zone in zones:
+                words += [flag, zone]
+            programs.append((o["rblsmtpd"], self.key("rblsmtpd")))
+        for opt in ("greylist", "recordio"):
+            if o[opt]:
+                words.append(o[opt])
+                programs.append((o[opt], self.key(opt)))
+        words.append(o["smtpd"])
+        programs.append((o["smtpd"], self.key("smtpd")))
+        return words
+
+
+def build(svc: Service, config: Config) -> R.Built:
+    o = svc.options
+    run = _RunScript(svc, config)
+    run.identity()
+    server = run.tls()
+    rules_pair = run.rules()
+    auth_args = run.auth()
+    run.databases()
+    _config_warnings(svc, run.checks)
+    _export(run.script, svc)
     words: list[Word] = [
         *server,
         "-vR",
@@ -769,29 +836,17 @@ def build(svc: Service, config: Config) -> R.Built:
         "-g",
         Var("QGID"),
     ]
-    if rules:
-        words += ["-x", rules]
-    words += [Var("IP"), str(o["port"])]
-    if o["fixcrio"]:
-        words.append(o["fixcrio"])
-        checks.programs.append((o["fixcrio"], k("fixcrio")))
-    zones = [("-a", z) for z in o["rbl_allow"]] + [("-r", z) for z in o["rbl_block"]]
-    if o["rblsmtpd"] and zones:
-        words += [o["rblsmtpd"], "-t0"]
-        for flag, zone in zones:
-            words += [flag, zone]
-        checks.programs.append((o["rblsmtpd"], k("rblsmtpd")))
-    for opt in ("greylist", "recordio"):
-        if o[opt]:
-            words.append(o[opt])
-            checks.programs.append((o[opt], k(opt)))
-    words.append(o["smtpd"])
-    checks.programs.append((o["smtpd"], k("smtpd")))
-    words += auth_args
-    R.common_checks(svc, checks)
-    s.command(R.wrap(svc, words))
+    if o["rules"]:
+        words += ["-x", o["rules"]]
+    words += [Var("IP"), str(o["port"]), *run.chain(), *auth_args]
+    R.common_checks(svc, run.checks)
+    run.script.command(R.wrap(svc, words))
     return R.Built(
-        run=s.text(), checks=checks, listen=(o["ip"], o["port"]), rules=rules_pair, user=o["user"]
+        run=run.script.text(),
+        checks=run.checks,
+        listen=(o["ip"], o["port"]),
+        rules=rules_pair,
+        user=o["user"],
     )
 
 
