@@ -117,3 +117,15 @@ def test_unsupervised_directory(tmp_path):
 def test_unknown_kind():
     with pytest.raises(QmailkitError, match="unknown supervisor 'systemd'"):
         supervisor.get("systemd")
+
+
+@pytest.mark.parametrize("kind", supervisor.KINDS)
+def test_each_suite_module_says_everything_about_its_suite(kind):
+    """Scan directory, scanner, logger and the package of every program it names: what
+    config, render, check and the scan tree ask of a suite, all from its module."""
+    sup = supervisor.get(kind)
+    assert sup.kind == kind and sup.scan_dir.startswith("/")
+    logger = sup.logger("qmaill", 4096, 3)
+    named = [sup.scanner[0], *logger.programs]
+    assert {program: sup.packages[program] for program in named} == dict.fromkeys(named, kind)
+    assert logger.command[-1] == "./main" and logger.command[0] in logger.programs
