@@ -6,9 +6,6 @@ Under CI (CI=true) a missing program is a failure, never a skip.
 from __future__ import annotations
 
 import ctypes
-import os
-import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from support import CI, free_port, need, wait_for  # noqa: E402, F401 - until the tests import support
 
 
 def _become_subreaper() -> None:
@@ -30,38 +27,6 @@ def _become_subreaper() -> None:
 
 
 _become_subreaper()
-
-
-def need(*programs: str) -> list[str]:
-    """Paths of the given programs; skip (or fail under CI) if one is missing."""
-    paths = []
-    for prog in programs:
-        path = shutil.which(prog)
-        if path is None:
-            msg = f"required program {prog!r} is not installed (run scripts/test as root)"
-            if CI:
-                pytest.fail(msg)
-            pytest.skip(msg)
-        paths.append(path)
-    return paths
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll ``predicate`` until it returns a true value; fail the test after ``timeout`` s."""
-    from qmailkit.errors import QmailkitError
-    from qmailkit.supervisor.tree import poll
-
-    try:
-        return poll(predicate, timeout, what, interval)
-    except QmailkitError as err:
-        raise AssertionError(err.message) from None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 chosen by the OS (free at the moment of asking)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -694,6 +694,22 @@ def test_installed_mkauth_alias():
     assert proc.stdout.startswith("usage: mkauth ")
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--max-shrink", "200"], "argument --max-shrink: "),
+        (["--min-uid", "x"], "argument --min-uid: not a user id: 'x' (give a number, e.g. 500)"),
+    ],
+)
+def test_a_usage_error_of_mkauth_exits_100_like_qmailkit_auth_build(tree, args, message):
+    target = tree["qmail"] / "control" / "auth.cdb"
+    proc = run_cli("--qmail-home", str(tree["qmail"]), "-c", str(target), *args, prog="mkauth")
+    assert proc.returncode == 100, proc.stderr
+    assert f"mkauth: usage: {message}" in proc.stderr
+    assert not target.exists()
+
+
 def test_missing_libcrypt_is_a_clear_error(monkeypatch):
     import ctypes
     import ctypes.util

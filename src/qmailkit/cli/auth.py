@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from qmailkit.cli.options import add_shrink_guard, group_id, octal_mode, owner
+from qmailkit.cli.options import add_shrink_guard, group_id, octal_mode, owner, user_number
 
 DEFAULT_CDB = "/var/qmail/control/auth.cdb"
 
@@ -68,14 +68,14 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     )
     src.add_argument(
         "--min-uid",
-        type=int,
+        type=user_number,
         default=500,
         metavar="N",
         help="lowest uid of a system account to include (default %(default)s)",
     )
     src.add_argument(
         "--max-uid",
-        type=int,
+        type=user_number,
         default=65000,
         metavar="N",
         help="highest uid of a system account to include (default %(default)s)",
@@ -275,9 +275,9 @@ def _check(args: argparse.Namespace) -> int:
 
 def mkauth_main(argv: Sequence[str] | None = None) -> int:
     """The installed ``mkauth`` command: ``qmailkit auth build`` under its original name."""
-    from qmailkit.cli import run
+    from qmailkit.cli import Parser, run
 
-    parser = argparse.ArgumentParser(prog="mkauth", description=BUILD_DESCRIPTION)
+    parser = Parser(prog="mkauth", description=BUILD_DESCRIPTION)
     add_build_arguments(parser)
     args = parser.parse_args(argv)
     return run(_build, args, "mkauth")

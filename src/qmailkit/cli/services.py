@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("-q", "--quiet", action="store_true", help="do not print the diffs")
     sp.add_argument(
         "--wait",
-        type=float,
+        type=options.seconds,
         default=0,
         metavar="SECONDS",
         help="wait up to SECONDS for new and restarted services to be up; exit 111 if one is not",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qmailkit import fsutil, tcprules
-from qmailkit.cdb import pure
+from qmailkit.cdb import format as cdb_format
 from qmailkit.errors import InputError, QmailkitError
 from qmailkit.services.config import Service, is_loopback
 from qmailkit.services.plan import rules_stale
@@ -135,9 +135,9 @@ def _read_rules_cdb(path: str) -> dict[bytes, bytes]:
     """key → value of a rules cdb, read as a regular file of bounded size (never hangs)."""
     data = fsutil.read_bounded(path)
     try:
-        _tables, end = pure.read_header(data)
-        return tcprules.first_values(pure.iter_records(data, end))
-    except pure.FormatError as err:
+        _tables, end = cdb_format.read_header(data)
+        return tcprules.first_values(cdb_format.iter_records(data, end))
+    except cdb_format.FormatError as err:
         raise InputError(f"not a valid cdb: {err}", path=path) from None
 
 

@@ -22,9 +22,6 @@ from pathlib import Path
 from qmailkit import fsutil, supervisor
 from qmailkit.errors import QmailkitError
 
-#: tests/conftest.py's wait_for still imports it from here; fsutil.poll_or_fail is the loop
-poll = fsutil.poll_or_fail
-
 
 def _stat_fields(pid: int) -> list[bytes] | None:
     try:
