@@ -116,7 +116,7 @@ def remove_stale_temps(target: str | os.PathLike[str]) -> list[str]:
     """
     target = os.fspath(target)
     head, tail = os.path.split(target)
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(head or ".")
     except OSError:
