@@ -207,12 +207,12 @@ class AssignIndex:
 
     def exact_under(self, prefix: str) -> list[tuple[str, users_assign.Assignment]]:
         """The exact entries whose (folded) name starts with ``prefix``, in name order."""
-        start = bisect.bisect_left(self.exact, prefix, key=lambda item: item[0])
+        exact = self.exact
+        i = bisect.bisect_left(exact, prefix, key=lambda item: item[0])
         found = []
-        for name, entry in self.exact[start:]:
-            if not name.startswith(prefix):
-                break
-            found.append((name, entry))
+        while i < len(exact) and exact[i][0].startswith(prefix):  # no copy of the tail
+            found.append(exact[i])
+            i += 1
         return found
 
 
