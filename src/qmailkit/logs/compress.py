@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import gzip
 import os
-import shutil
 import stat
 import time
 import zlib
@@ -91,9 +90,15 @@ def _write_packed(
     with fsutil.atomic_file(packed, mode=info.st_mode & 0o7777, owner=owner) as out:
         if packed_file is not None:
             packed_file.seek(0)
-            shutil.copyfileobj(packed_file, out, BLOCK)
+            _copy(packed_file, out)
         with gzip.GzipFile(filename=entry, mode="wb", fileobj=out, compresslevel=6, mtime=0) as gz:
-            shutil.copyfileobj(plain_file, gz, BLOCK)
+            _copy(plain_file, gz)
+
+
+def _copy(source: BinaryIO, target: BinaryIO | gzip.GzipFile) -> None:
+    # (not shutil.copyfileobj: importing shutil costs every convert-multilog run 2 ms)
+    while block := source.read(BLOCK):
+        target.write(block)
 
 
 def _ends_with(packed_file: BinaryIO, plain_file: BinaryIO) -> bool:
