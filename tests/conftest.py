@@ -6,14 +6,9 @@ Under CI (CI=true) a missing program is a failure, never a skip.
 from __future__ import annotations
 
 import ctypes
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from support import CI, free_port, need, wait_for  # noqa: E402, F401 - until the tests import support
 
 
 def _become_subreaper() -> None:
@@ -35,7 +30,7 @@ def scan(tmp_path, request):
 
     Every tree started is stopped at teardown, by PID.
     """
-    from supervisors import start_scan
+    from support.supervisors import start_scan
 
     started = []
 

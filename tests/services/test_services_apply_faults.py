@@ -1,0 +1,213 @@
+"""services apply and render --out against a hostile or broken file system: planted symlinks
+(A5), things in the way and names too long (A14): a message naming the path, exit 100 or 111,
+nothing half-applied, nothing followed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from support.services import need_root
+from test_services_apply import config, svc, tree
+
+from qmailkit.errors import InputError, QmailkitError
+from qmailkit.services import install
+from qmailkit.services import plan as planning
+
+# -- render --out -----------------------------------------------------------------------
+
+
+def victim(tmp_path):
+    d = tmp_path / "victim"
+    d.mkdir()
+    (d / "run").write_text("ORIGINAL sshd run script\n")
+    return d
+
+
+def test_out_made_by_another_user_is_refused(tmp_path):
+    """The finding: nobody makes /tmp/review with mx -> /tmp/victimdir; root renders."""
+    need_root()
+    target = victim(tmp_path)
+    out = tmp_path / "review"
+    out.mkdir()
+    (out / "mx").symlink_to(target)
+    os.lchown(out / "mx", 65534, 65534)
+    os.chown(out, 65534, 65534)
+    with pytest.raises(InputError) as exc:
+        install.export({"mx": svc()}, out)
+    assert str(exc.value) == (
+        f"{out}: output directory is owned by uid 65534, not by you (uid 0) (name a directory "
+        "that does not exist yet; render creates it)"
+    )
+    assert exc.value.exit_code == 100
+    assert sorted(p.name for p in target.iterdir()) == ["run"]
+    assert (target / "run").read_text() == "ORIGINAL sshd run script\n"
+
+
+@pytest.mark.parametrize(
+    ("setup", "problem"),
+    [
+        ("symlink", "is a symbolic link, not a directory"),
+        ("writable", "may be written by others (mode 0777)"),
+        ("sticky", "may be written by others (mode 1777)"),
+        ("file", "is a file, not a directory"),
+        ("not-empty", "is not empty"),
+    ],
+)
+def test_out_that_others_could_have_touched_is_refused(tmp_path, setup, problem):
+    target = victim(tmp_path)
+    out = tmp_path / "review"
+    if setup == "symlink":
+        out.symlink_to(target)
+    elif setup == "file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        if setup == "not-empty":
+            (out / "mx").symlink_to(target)
+        else:
+            os.chmod(out, 0o777 if setup == "writable" else 0o1777)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    with pytest.raises(InputError) as exc:
+        install.export({"mx": svc()}, out)
+    assert str(exc.value).startswith(f"{out}: output directory {problem} (")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+
+
+def test_an_empty_directory_of_our_own_is_used(tmp_path):
+    out = tmp_path / "review"
+    out.mkdir(mode=0o700)
+    assert install.export({"mx": svc()}, out) == ["mx/run", "mx/log/run"]
+    assert (out / "mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
+
+
+def test_cli_render_out_into_a_used_directory(tmp_path):
+    from test_services_apply_cli import qk, write_config
+
+    cfg = write_config(tmp_path)
+    out = tmp_path / "review"
+    assert qk("render", "--out", str(out), config=cfg).returncode == 0
+    again = qk("render", "--out", str(out), config=cfg)
+    assert (again.returncode, again.stdout) == (100, "")
+    assert again.stderr == (
+        f"qmailkit services: fatal: {out}: output directory is not empty "
+        "(name a directory that does not exist yet; render creates it)\n"
+    )
+
+
+# -- apply: things in the way -----------------------------------------------------------
+
+
+def test_scan_entry_that_is_a_symlink_loop(tmp_path):
+    cfg = config(tmp_path)
+    (tmp_path / "scan/mx").symlink_to("mx")
+    with pytest.raises(InputError) as exc:
+        install.apply(cfg, {"mx": svc()})
+    assert str(exc.value) == (
+        f"{tmp_path}/scan/mx: scan directory entry points to mx, not to "
+        f"{tmp_path}/services/mx (remove the old link (stop that service first) and run apply "
+        "again)"
+    )
+    assert not (tmp_path / "services/mx").exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "link-to-dir", "dangling-link"])
+def test_leftover_half_made_service_is_replaced_not_followed(tmp_path, kind):
+    cfg = config(tmp_path)
+    root = tmp_path / "services"
+    root.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep").write_text("mine\n")
+    stale = root / ".mx.qmailkit-new"
+    if kind == "file":
+        stale.write_text("half\n")
+    elif kind == "link-to-dir":
+        stale.symlink_to(other)
+    else:
+        stale.symlink_to(tmp_path / "nowhere")
+    install.apply(cfg, {"mx": svc()})
+    assert sorted(p.name for p in root.iterdir()) == [install.LOCK_FILE, "mx"]
+    assert (root / "mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
+    assert sorted(p.name for p in other.iterdir()) == ["keep"]
+    assert (other / "keep").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("rel", ["log/main", "log"])
+def test_a_file_where_a_directory_belongs(tmp_path, rel):
+    cfg = config(tmp_path)
+    install.apply(cfg, {"mx": svc()})
+    sdir = tmp_path / "services/mx"
+    if rel == "log":
+        os.rename(sdir / "log", tmp_path / "old-log")
+    else:
+        os.rmdir(sdir / "log/main")
+    (sdir / rel).write_text("in the way\n")
+    before = tree(tmp_path)
+    with pytest.raises(QmailkitError) as exc:
+        install.apply(cfg, {"mx": svc(run=b"#!/bin/sh\nexec sleep 9\n")})
+    assert str(exc.value) == (
+        f"{sdir}/{rel}: exists but is not a directory (move it away; apply makes a directory here)"
+    )
+    assert exc.value.exit_code == 111
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("size", [228, 240, 254, 255])
+def test_a_name_too_long_for_the_file_system_stops_before_anything(tmp_path, size):
+    cfg = config(tmp_path)
+    name = "a" * size
+    with pytest.raises(InputError) as exc:
+        install.apply(cfg, {name: svc()})
+    assert str(exc.value) == (
+        f"{tmp_path}/services: service name {'a' * 40}... is {size} bytes: too long for this "
+        "file system (use at most 227 bytes (apply also makes names like "
+        ".retired-NAME-STAMP beside it))"
+    )
+    assert sorted(p.name for p in (tmp_path / "services").iterdir()) == [install.LOCK_FILE]
+    assert list((tmp_path / "scan").iterdir()) == []
+
+
+def test_the_longest_name_allowed_is_applied_and_retired(tmp_path):
+    cfg = config(tmp_path)
+    name = "a" * 227
+    install.apply(cfg, {name: svc()})
+    assert os.readlink(tmp_path / "scan" / name) == str(tmp_path / "services" / name)
+    result = install.apply(cfg, {"other": svc()}, prune=True)
+    assert [r.name for r in result.retired] == [name]
+    assert not os.path.lexists(tmp_path / "scan" / name)
+
+
+def test_cli_long_name_exit_code(tmp_path):
+    """Through the command: exit 100 and one line, whatever the config allows."""
+    cfg = tmp_path / "c.toml"
+    (tmp_path / "scan").mkdir()
+    name = "a" * 254
+    cfg.write_text(
+        f'[supervisor]\nkind = "runit"\nscan_dir = "{tmp_path}/scan"\n'
+        f'service_root = "{tmp_path}/services"\n'
+        f'[services.{name}]\ntype = "qmail-send"\n'
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "apply", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 100, p.stderr
+    assert p.stderr.startswith("qmailkit services: fatal: ") and "Traceback" not in p.stderr
+    assert len(p.stderr.splitlines()) == 1
+    assert not (tmp_path / "services" / name).exists()
+
+
+def test_damaged_pending_file_is_reported(tmp_path):
+    cfg = config(tmp_path)
+    install.apply(cfg, {"mx": svc()})
+    (tmp_path / "services" / planning.PENDING_FILE).write_text("[1, 2]")
+    with pytest.raises(InputError) as exc:
+        install.apply(cfg, {"mx": svc()})
+    assert str(exc.value).startswith(
+        f"{tmp_path}/services/{planning.PENDING_FILE}: pending-restart file is damaged (remove it"
+    )

@@ -1,0 +1,163 @@
+"""An apply killed halfway (kill -9 between writing the files and restarting) is finished by
+the next one, under a real supervisor (A8), whatever spelling of the config path it is given
+(A12).
+
+The kill is real: the apply runs in a child whose os.rename sends it SIGKILL right after the
+rename that installs the chosen file, so the point of interruption is exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from support import need, wait_for
+from support.services import public_tempdir
+from support.services_prune import Site
+
+from qmailkit import supervisor
+from qmailkit.demo import standins
+from qmailkit.services import plan as planning
+
+LOGGER = {
+    "daemontools": ["multilog", "setuidgid"],
+    "runit": ["svlogd", "chpst"],
+    "s6": ["s6-log", "s6-setuidgid"],
+}
+
+# python -c KILLER TARGET ARGS...: qmailkit ARGS, killed by SIGKILL once TARGET is renamed into
+KILLER = """
+import os, signal, sys
+from qmailkit.cli import main
+real = os.rename
+def rename(src, dst, *args, **kw):
+    real(src, dst, *args, **kw)
+    if os.fspath(dst) == sys.argv[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = rename
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.fixture
+def pub():
+    with public_tempdir() as d:
+        yield d
+
+
+def qk(cwd, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "QMAILKIT_CONFIG"}
+    return subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "apply", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def deliveries(site: Site) -> list[str]:
+    """The default delivery each qmail-start stand-in was started with, oldest first."""
+    return [r["argv"][1] for r in standins.read_records(str(site.pub / "records"), "qmail-start")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "killed_after", "spelling"),
+    [
+        ("s6", "run", "same"),
+        ("s6", planning.STATE_FILE, "relative"),
+        ("daemontools", "run", "relative"),
+        ("runit", planning.STATE_FILE, "same"),
+    ],
+)
+def test_interrupted_apply_is_finished_by_the_next(pub, scan, kind, killed_after, spelling):
+    need(*LOGGER[kind])
+    site = Site(pub, kind)
+    tree = scan(kind, site.scan_dir)
+    sup = supervisor.get(kind)
+    config = site.write("send", delivery="./Maildir2/")
+    assert qk(pub, "--config", str(config), "--wait", "15").returncode == 0
+    send = site.dir("send")
+    wait_for(lambda: deliveries(site) == ["./Maildir2/"], 10, what="the first qmail-start")
+    tree.remember()
+    pid = sup.status(send).pid
+
+    site.write("send", delivery="./Maildir3/")
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(send / killed_after),
+            "services",
+            "apply",
+            "-q",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert b"./Maildir3/" in (send / "run").read_bytes()
+    pending = json.loads((site.root / planning.PENDING_FILE).read_text())
+    assert pending["restart"] == ["send"]
+    assert sup.status(send).pid == pid  # the old one still runs: nothing restarted it
+
+    name = str(config) if spelling == "same" else os.path.relpath(config, pub / "scan")
+    again = qk(pub / "scan", "-q", "--config", name)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == (
+        "restart     send  (left pending by an interrupted apply)\nrestarted send\n"
+    )
+    wait_for(
+        lambda: deliveries(site) == ["./Maildir2/", "./Maildir3/"],
+        15,
+        what="qmail-start with the new delivery",
+    )
+    tree.remember()
+    assert not (site.root / planning.PENDING_FILE).exists()
+    state = json.loads((send / planning.STATE_FILE).read_text())["files"]
+    assert state["run"] == planning.sha((send / "run").read_bytes())
+    third = qk(pub, "--config", str(config))
+    assert (third.returncode, third.stdout) == (0, "nothing to change\n")
+
+
+def test_a_file_written_by_an_interrupted_apply_is_not_a_hand_edit(pub):
+    """Killed after run was replaced, before the state file: the next apply, with the config
+    changed again, replaces run as its own file (no --force wanted)."""
+    site = Site(pub, "runit")  # no scanner: nothing runs, nothing is restarted
+    config = site.write("send", delivery="./Maildir2/")
+    assert qk(pub, "--config", str(config)).returncode == 0
+    send = site.dir("send")
+    site.write("send", delivery="./Maildir3/")
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(send / "run"),
+            "services",
+            "apply",
+            "-q",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    site.write("send", delivery="./Maildir4/")
+    again = qk(pub, "-q", "--config", str(config))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == (
+        "restart     send  (left pending by an interrupted apply)\nupdate      send/run\n"
+    )
+    assert b"./Maildir4/" in (send / "run").read_bytes()
+    assert qk(pub, "--config", str(config)).stdout == "nothing to change\n"
