@@ -95,5 +95,7 @@ def day_files(log_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(log_dir.iterdir()) if p.is_file()}
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return support.run("convert-multilog", *args, env=env, text=False)
+def run_cli(
+    *args: str, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    return support.run("convert-multilog", *args, env=env, text=False, timeout=timeout)
