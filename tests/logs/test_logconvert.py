@@ -997,3 +997,21 @@ def test_tai_applies_the_leap_seconds_like_s6_tai64nlocal(tmp_path, tz):
     if tz == "UTC":
         assert want["x.2001-09-09"].startswith(b"2001-09-09 01:46:40.")
         assert sum(v.count(b":60.") for v in want.values()) == 27
+
+
+def test_an_unknown_supervisor_is_refused_with_the_known_kinds(tmp_path):
+    res = run_cli(
+        "-a",
+        "--supervisor",
+        "bogus",
+        "--service-dir",
+        str(tmp_path / "s"),
+        "--log-dir",
+        str(tmp_path / "l"),
+    )
+    assert res.returncode == 100
+    assert res.stderr == (
+        b"qmailkit convert-multilog: fatal: --supervisor: unknown supervisor 'bogus' "
+        b"(one of daemontools, runit, s6)\n"
+    )
+    assert not (tmp_path / "l").exists()

@@ -155,7 +155,7 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--supervisor",
-        choices=("daemontools", "runit", "s6"),
+        metavar="KIND",
         help="who supervises the log services, for -a (default: detect)",
     )
     p.add_argument(
@@ -284,6 +284,7 @@ def _convert_options(args: argparse.Namespace) -> convert.Options:
     import re
     from pathlib import Path
 
+    from qmailkit import supervisor
     from qmailkit.errors import InputError
     from qmailkit.logs import convert
 
@@ -291,6 +292,11 @@ def _convert_options(args: argparse.Namespace) -> convert.Options:
         raise InputError("--jobs: must be 0 (one per CPU) or more")
     if args.gzip_after is not None and not 0 <= args.gzip_after <= _MAX_GZIP_DAYS:
         raise InputError(f"--gzip-after: must be 0 to {_MAX_GZIP_DAYS} days")
+    if args.supervisor is not None and args.supervisor not in supervisor.KINDS:
+        raise InputError(
+            f"--supervisor: unknown supervisor {args.supervisor!r}",
+            hint="one of " + ", ".join(supervisor.KINDS),
+        )
     day_file_owner = args.owner or _default_owner()  # parsed even when not root: typos show
     exclude = set(args.exclude)
     exclude.update(
