@@ -92,15 +92,12 @@ class ServiceResult:
     outputs: dict[str, int] = field(default_factory=dict)  # day file -> lines added
     error: str | None = None  # "FILE: why" when the service failed
     warnings: list[str] = field(default_factory=list)
-    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def summary(self) -> str:
-        if self.skipped:
-            return f"{self.name}: skipped ({self.skipped})"
         text = (
             f"{self.name}: {self.files} file{'s' * (self.files != 1)}, "
             f"{self.lines} line{'s' * (self.lines != 1)} into "
