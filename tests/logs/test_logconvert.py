@@ -612,6 +612,24 @@ def test_alias_behaves_like_the_subcommand(tmp_path, utc, capsys):
         assert capsys.readouterr().err.endswith(
             f"convert-multilog: usage: argument --owner: {says}\n"
         )
+    # counts and durations through the shared parsers: usage errors before anything runs
+    for option, value, says in (
+        ("--jobs", "-1", "not a number of processes: '-1' (1 or more, or 0 for one per CPU)"),
+        ("--jobs", "two", "not a number of processes: 'two' (1 or more, or 0 for one per CPU)"),
+        ("--wait", "nan", "not a duration of 0 seconds or more: 'nan'"),
+        ("--alarm-timeout", "-5", "not a duration of 0 seconds or more: '-5'"),
+        ("--wait", "soon", "not a number of seconds: 'soon' (e.g. 10 or 2.5)"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            convert_multilog_main([option, value, "--log-dir", str(ldir)])
+        assert stop.value.code == 100
+        assert capsys.readouterr().err.endswith(
+            f"convert-multilog: usage: argument {option}: {says}\n"
+        )
+    sdir2, ldir2, _ = tree(tmp_path / "zero", {"x": [[label(T0) + b" x"]]})
+    argv = ["-q", "--jobs", "0", "--service-dir", str(sdir2), "--log-dir", str(ldir2)]
+    assert convert_multilog_main(argv) == 0  # 0: one per CPU, as the default
+    assert list(day_files(ldir2)) == ["x.2023-11-14"]
     with pytest.raises(SystemExit) as exc:
         convert_multilog_main(["-x"])
     assert exc.value.code == 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, TextIO
 
-from qmailkit.cli.options import octal_mode, owner
+from qmailkit.cli.options import octal_mode, owner_with_login_group, processes, seconds
 
 if TYPE_CHECKING:  # the library is imported when a command runs, to start fast
     from qmailkit.logs import convert
@@ -174,7 +174,7 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--owner",
         metavar="USER[:GROUP]",
-        type=_day_file_owner,
+        type=owner_with_login_group,
         help="owner of new day files when run as root, names or numbers; USER alone "
         "means the user's login group (default root, group adm if it exists, else root)",
     )
@@ -187,21 +187,21 @@ def _add_convert_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--jobs",
         metavar="N",
-        type=int,
+        type=_jobs,
         default=0,
         help="services converted at once, one process each (default: one per CPU)",
     )
     p.add_argument(
         "--wait",
         metavar="SECONDS",
-        type=float,
+        type=seconds,
         default=0.0,
         help="wait this long for another run to finish (default: exit 111 at once)",
     )
     p.add_argument(
         "--alarm-timeout",
         metavar="SECONDS",
-        type=float,
+        type=seconds,
         default=10.0,
         help="with -a, how long to wait for the rotated file (default 10)",
     )
@@ -255,17 +255,16 @@ def convert_multilog_main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _day_file_owner(text: str) -> tuple[int, int]:
-    """``--owner``: USER[:GROUP] as the shared parser reads it, but a bare USER (no colon)
-    means the user and the user's login group, as convert-multilog always had it."""
-    if text and ":" not in text:
-        text += ":"  # USER: is the user and the login group
+def _jobs(text: str) -> int:
+    """``--jobs``: a number of processes, or 0 for one per CPU (the default)."""
+    if text.strip() == "0":
+        return 0
     try:
-        return owner(text)
-    except argparse.ArgumentTypeError as err:
-        if not str(err).startswith("no such"):  # the others say what to give already
-            raise
-        raise argparse.ArgumentTypeError(f"{err}; give USER or USER:GROUP") from None
+        return processes(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"not a number of processes: {text!r} (1 or more, or 0 for one per CPU)"
+        ) from None
 
 
 def _default_owner() -> tuple[int, int]:
@@ -288,8 +287,6 @@ def _convert_options(args: argparse.Namespace) -> convert.Options:
     from qmailkit.errors import InputError
     from qmailkit.logs import convert
 
-    if args.jobs < 0:
-        raise InputError("--jobs: must be 0 (one per CPU) or more")
     if args.gzip_after is not None and not 0 <= args.gzip_after <= _MAX_GZIP_DAYS:
         raise InputError(f"--gzip-after: must be 0 to {_MAX_GZIP_DAYS} days")
     if args.supervisor is not None and args.supervisor not in supervisor.KINDS:
