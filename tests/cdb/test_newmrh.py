@@ -5,19 +5,14 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 
 import pytest
+import support
 from support import need
 
 
 def newmrh(home, *extra):
-    return subprocess.run(
-        [sys.executable, "-m", "qmailkit", "newmrh", "--qmail-home", str(home), *extra],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
+    return support.run("newmrh", "--qmail-home", home, *extra)
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import sys
 
 import pytest
+import support
 from support import need
 
 ASSIGN = (
@@ -37,12 +37,7 @@ def cdbmake_text(records) -> bytes:
 
 
 def newu(home, *extra):
-    return subprocess.run(
-        [sys.executable, "-m", "qmailkit", "newu", "--qmail-home", str(home), *extra],
-        check=False,
-        capture_output=True,
-        text=True,
-    )
+    return support.run("newu", "--qmail-home", home, *extra)
 
 
 @pytest.fixture
