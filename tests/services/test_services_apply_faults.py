@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from support.services import need_root
+from support.services import need_root, public_tempdir
 from test_services_apply import config, svc, tree
 
 from qmailkit.errors import InputError, QmailkitError
@@ -95,6 +96,120 @@ def test_cli_render_out_into_a_used_directory(tmp_path):
         f"qmailkit services: fatal: {out}: output directory is not empty "
         "(name a directory that does not exist yet; render creates it)\n"
     )
+
+
+# -- render --out: the finding as a real other user plays it ------------------------------
+
+
+def as_nobody(cmd: str) -> None:
+    subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", cmd], check=True)
+
+
+@pytest.fixture
+def pub():
+    with public_tempdir() as d:
+        yield d
+
+
+def test_out_planted_by_nobody_as_in_the_finding(pub):
+    """nobody makes review/ with mx -> victimdir; root renders there: refused, exit 100."""
+    need_root()
+    from test_services_apply_cli import qk, write_config
+
+    target = victim(pub)
+    shared = pub / "tmp"  # like /tmp: sticky, everyone may create
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    out = shared / "review"
+    as_nobody(f"mkdir {out} && ln -s {target} {out}/mx")
+    cfg = write_config(pub)
+    r = qk("render", "--out", str(out), config=cfg)
+    assert (r.returncode, r.stdout) == (100, "")
+    assert r.stderr == (
+        f"qmailkit services: fatal: {out}: output directory is owned by uid 65534, not by you "
+        "(uid 0) (name a directory that does not exist yet; render creates it)\n"
+    )
+    assert sorted(p.name for p in target.iterdir()) == ["run"]
+    assert (target / "run").read_text() == "ORIGINAL sshd run script\n"
+
+
+def nobodys_dir(pub: Path) -> Path:
+    parent = pub / "nobodys"
+    parent.mkdir()
+    os.chown(parent, 65534, 65534)
+    return parent
+
+
+def swap_when(monkeypatch, wanted, out: Path, target: Path) -> list[str]:
+    """After the os.mkdir that ``wanted(args)`` picks, nobody moves ``out`` away and puts a
+    symlink to ``target`` in its place (the parent is nobody's: rename needs no more)."""
+    real = os.mkdir
+    done: list[str] = []
+
+    def mkdir(*args, **kw):
+        real(*args, **kw)
+        if not done and wanted(args, kw):
+            as_nobody(f"mv {out} {out}.moved && ln -s {target} {out}")
+            done.append("swapped")
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return done
+
+
+def test_out_swapped_for_a_symlink_right_after_it_is_made(pub, monkeypatch):
+    need_root()
+    target = victim(pub)
+    parent = nobodys_dir(pub)
+    out = parent / "review"
+    done = swap_when(monkeypatch, lambda args, kw: Path(args[0]) == out, out, target)
+    with pytest.raises(InputError) as exc:
+        install.export({"mx": svc()}, out)
+    assert done == ["swapped"]
+    assert str(exc.value) == (
+        f"{out}: output directory is a symbolic link, not a directory (name a directory "
+        "that does not exist yet; render creates it)"
+    )
+    assert sorted(p.name for p in target.iterdir()) == ["run"]
+    assert (target / "run").read_text() == "ORIGINAL sshd run script\n"
+
+
+def test_out_swapped_while_it_is_written_keeps_the_writes_inside(pub, monkeypatch):
+    """Once render holds the directory, a rename of it moves the review copy, nothing more."""
+    need_root()
+    etc_sv = pub / "etc-sv"  # where the symlink leads: a service dir named like ours
+    etc_sv.mkdir()
+    victim(etc_sv).rename(etc_sv / "mx")
+    parent = nobodys_dir(pub)
+    out = parent / "review"
+    done = swap_when(monkeypatch, lambda args, kw: args[0] == "mx", out, etc_sv)
+    assert install.export({"mx": svc()}, out) == ["mx/run", "mx/log/run"]
+    assert done == ["swapped"]
+    assert sorted(str(p.relative_to(etc_sv)) for p in etc_sv.rglob("*")) == ["mx", "mx/run"]
+    assert (etc_sv / "mx/run").read_text() == "ORIGINAL sshd run script\n"
+    moved = parent / "review.moved"
+    assert (moved / "mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
+    assert (moved / "mx/log/run").read_bytes() == b"#!/bin/sh\nexec cat\n"
+    assert sorted(str(p.relative_to(moved)) for p in moved.rglob("*")) == [
+        "mx",
+        "mx/log",
+        "mx/log/main",
+        "mx/log/run",
+        "mx/run",
+    ]
+
+
+def test_cli_render_out_with_a_missing_parent(tmp_path):
+    from test_services_apply_cli import qk, write_config
+
+    cfg = write_config(tmp_path)
+    out = tmp_path / "no" / "review"
+    r = qk("render", "--out", str(out), config=cfg)
+    assert (r.returncode, r.stdout) == (100, "")
+    assert r.stderr == (
+        f"qmailkit services: fatal: {out}: its parent directory does not exist (create the "
+        "parent first; render creates only DIR itself)\n"
+    )
+    assert not (tmp_path / "no").exists()
 
 
 # -- apply: things in the way -----------------------------------------------------------

@@ -18,15 +18,17 @@ it is retired (``qmailkit.services.retire``).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from qmailkit import supervisor, tcprules
-from qmailkit.errors import InputError, os_error
+from qmailkit.errors import InputError, QmailkitError, os_error
 from qmailkit.fsutil import atomic_write, file_kind, fsync_dir, locked, poll
 from qmailkit.services import plan as planning
 from qmailkit.services.check import Account, policy_errors
@@ -332,57 +334,147 @@ def export(rendered: Rendered, out: str | os.PathLike[str]) -> list[str]:
 
     ``out`` must be new (it is created) or an empty directory of this user that nobody
     else may write to: nobody can then plant a symlink under it that the writes would
-    follow (render runs as root).  No owners, no rules, no links, no state.  Returns the
-    paths written.
+    follow (render runs as root).  Everything under it is made through the directory's
+    own descriptor (mkdir, then O_NOFOLLOW; files O_CREAT|O_EXCL|O_NOFOLLOW), so even a
+    parent another user can write, where ``out`` itself could be renamed away and a
+    symlink put in its place, changes nothing but where the review copy ends up.
+    No owners, no rules, no links, no state.  Returns the paths written.
     """
     out_dir = Path(out)
-    _fresh_dir(out_dir)
+    top = _fresh_dir(out_dir)
     written = []
-    for name, svc in rendered.items():
-        sdir = out_dir / name
-        try:
-            for directory in [sdir, *(sdir / rel for rel in planning.all_dirs(svc))]:
-                os.mkdir(directory, 0o755)  # new: never an existing entry (or a link) reused
-        except OSError as err:
-            raise os_error(err, "cannot create directory") from err
-        for rel, (data, mode) in sorted(
-            svc.files.items(), key=lambda item: (item[0].count("/"), item[0])
-        ):
-            atomic_write(sdir / rel, data, mode=mode)
-            written.append(f"{name}/{rel}")
+    try:
+        for name, svc in rendered.items():
+            for rel in [name, *(f"{name}/{d}" for d in planning.all_dirs(svc))]:
+                _make_dir_at(top, out_dir, rel)
+            for rel, (data, mode) in sorted(
+                svc.files.items(), key=lambda item: (item[0].count("/"), item[0])
+            ):
+                _write_new_at(top, out_dir, f"{name}/{rel}", data, mode)
+                written.append(f"{name}/{rel}")
+        os.fsync(top)
+    except OSError as err:
+        raise os_error(err, f"cannot write the review copy in {out_dir}") from err
+    finally:
+        os.close(top)
     return written
 
 
-def _fresh_dir(path: Path) -> None:
-    """Create ``path``, or accept it when it is an empty directory only we can write to."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _parent_at(top: int, out_dir: Path, rel: str) -> tuple[int, str]:
+    """(an fd of the directory holding ``rel``, its last name), never through a symlink."""
+    *parents, last = rel.split("/")
+    fd = os.dup(top)
+    try:
+        for part in parents:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError as err:
+        os.close(fd)
+        raise _at_error(err, "cannot open directory", out_dir / rel) from err
+    return fd, last
+
+
+def _at_error(err: OSError, what: str, path: Path) -> QmailkitError:
+    """os_error for a call made through a directory fd (its filename is only the last name)."""
+    return QmailkitError(f"{what}: {err.strerror or err}", path=path)
+
+
+def _make_dir_at(top: int, out_dir: Path, rel: str) -> None:
+    fd, last = _parent_at(top, out_dir, rel)
+    try:
+        os.mkdir(last, 0o755, dir_fd=fd)  # new: never an existing entry (or a link) reused
+    except OSError as err:
+        raise _at_error(err, "cannot create directory", out_dir / rel) from err
+    finally:
+        os.close(fd)
+
+
+def _write_new_at(top: int, out_dir: Path, rel: str, data: bytes, mode: int) -> None:
+    fd, last = _parent_at(top, out_dir, rel)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        out = os.open(last, flags, 0o600, dir_fd=fd)
+    except OSError as err:
+        os.close(fd)
+        raise _at_error(err, "cannot create", out_dir / rel) from err
+    try:
+        with os.fdopen(out, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.fsync(fd)
+    except OSError as err:
+        raise _at_error(err, "cannot write", out_dir / rel) from err
+    finally:
+        os.close(fd)
+
+
+def _fresh_dir(path: Path) -> int:
+    """Create ``path`` (or accept an empty directory only we can write to); its fd.
+
+    The checks are made on the opened directory (fstat, not a path), after the mkdir
+    too: a directory swapped in between (another user's, a symlink) is refused.
+    """
     try:
         os.mkdir(path, 0o755)
-        return
     except FileExistsError:
         pass
+    except FileNotFoundError:
+        raise InputError(
+            "its parent directory does not exist",
+            path=path,
+            hint="create the parent first; render creates only DIR itself",
+        ) from None
     except OSError as err:
         raise os_error(err, "cannot create the output directory") from err
     try:
-        st = os.lstat(path)
-        empty = stat.S_ISDIR(st.st_mode) and not os.listdir(path)
+        fd = os.open(path, _DIR_FLAGS)
     except OSError as err:
+        if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise os_error(err, "cannot use the output directory") from err
+        _refuse_out(path, _not_a_dir(path))
+    try:
+        problem = _out_problem(fd)
+    except OSError as err:
+        os.close(fd)
         raise os_error(err, "cannot use the output directory") from err
-    problem = None
-    if not stat.S_ISDIR(st.st_mode):
-        kind = "a file" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
-        problem = f"is {kind}, not a directory"
-    elif st.st_uid != os.geteuid():
-        problem = f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
-    elif st.st_mode & 0o022:
-        problem = f"may be written by others (mode {stat.S_IMODE(st.st_mode):04o})"
-    elif not empty:
-        problem = "is not empty"
     if problem:
-        raise InputError(
-            f"output directory {problem}",
-            path=path,
-            hint="name a directory that does not exist yet; render creates it",
-        )
+        os.close(fd)
+        _refuse_out(path, problem)
+    return fd
+
+
+def _not_a_dir(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return "is not a directory"
+    kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+    return f"is {kind}, not a directory"
+
+
+def _out_problem(fd: int) -> str | None:
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        return f"is owned by uid {st.st_uid}, not by you (uid {os.geteuid()})"
+    if st.st_mode & 0o022:
+        return f"may be written by others (mode {stat.S_IMODE(st.st_mode):04o})"
+    if os.listdir(fd):
+        return "is not empty"
+    return None
+
+
+def _refuse_out(path: Path, problem: str) -> NoReturn:
+    raise InputError(
+        f"output directory {problem}",
+        path=path,
+        hint="name a directory that does not exist yet; render creates it",
+    )
 
 
 # -- waiting --------------------------------------------------------------------
