@@ -893,6 +893,25 @@ def test_a_newline_or_nul_in_a_cdb_key_is_skipped(tree):
     ] + [f"{tree.users}/cdb: skipped 'odd\\nroot@example.com': no address holds a newline or NUL"]
 
 
+def test_a_users_cdb_wildcard_holding_a_newline_adds_no_key(tree):
+    """Names that are whole keys' leads: a users/cdb wildcard +odd<LF>x- on a home with
+    .qmail-foo and .qmail-spam (a '-' value) gave 'odd' and 'x-foo@example.com'."""
+    local_tree(tree)
+    home = tree.root / "odd"
+    tree.write(home / ".qmail-foo", "./Maildir/\n")
+    tree.write(home / ".qmail-spam", "|bouncesaying 'no'\n")
+    value = b"\0".join([b"odd", b"2000", b"2000", str(home).encode(), b"-", b""])
+    cdb.write(tree.users / "cdb", [(b"!odd\nx-", value), (b"", b"-")])
+    rec = build(Options(qmail_home=tree.qmail, passwd=tree.passwd))
+    assert dict(rec.records()) == {}
+    assert rec.domains[b"example.com"].joined_keys() == b""
+    assert [w for w in rec.warnings if "newline" in w] == [
+        f"{home}/.qmail-{ext}: skipped 'odd\\nx-{ext}@example.com': no address holds a "
+        "newline or NUL"
+        for ext in ("foo", "spam")
+    ]
+
+
 @pytest.mark.parametrize(
     "where",
     [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support.rcpt import VDELIVER_CATCHALL, Tree, cdb_dump_keys, cdb_query, mtime_ns
 
-from qmailkit import rcpt
+from qmailkit import cdb, rcpt
 from qmailkit.errors import InputError, LockBusy
 from qmailkit.qmail.recipients import Options
 
@@ -344,6 +344,64 @@ def test_a_newline_in_a_dot_qmail_name_neither_crashes_nor_adds_keys(tree, tmp_p
         ".qmail name holding a newline\n" in done.stderr
     )
     assert cdb_dump_keys(out) == ALL
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+@pytest.mark.parametrize("write", [True, False], ids=["c", "print"])
+def test_names_holding_a_newline_in_a_vpopmail_domain_are_skipped(tree, tmp_path, jobs, write):
+    """A6 as found in a vpopmail domain: .qmail-a<LF>b gave the keys 'a' and
+    'b@bounce.example', a vpasswd.cdb key evil<LF>root 'evil' and 'root@bounce.example';
+    with a '-' value in the domain, -c crashed (ValueError, exit 1)."""
+    ddir = tree.vpopmail / "domains" / "bounce.example"
+    tree.write(ddir / ".qmail-a\nb", "&alice@bounce.example\n")
+    tree.write(ddir / ".qmail-gone", "|bouncesaying 'gone'\n")
+    (ddir / "vpasswd").unlink()
+    boxes = [b"alice", b"evil\nroot", b"ann", b"amy", b"al"]
+    cdb.write(ddir / "vpasswd.cdb", [(box, b"x:1:0::/d:NOQUOTA") for box in boxes])
+    out = tmp_path / "validrcptto.cdb"
+    done = run(tree, "-j", jobs, *(["-c", str(out)] if write else []))
+    expected = ALL | {"gone@bounce.example": b"-"}
+    assert done.returncode == 0
+    assert done.stderr.splitlines()[:2] == [
+        f"qmailkit rcpt build: warning: {ddir}/'.qmail-a\\nb': skipped: no address reaches "
+        "a .qmail name holding a newline",
+        f"qmailkit rcpt build: warning: {ddir}/vpasswd.cdb: mailbox 'evil\\nroot' skipped: "
+        "no address holds a newline or NUL",
+    ]
+    if write:
+        assert done.stdout == f"qmailkit rcpt build: {out}: wrote 11 keys\n"
+        assert cdb_dump_keys(out) == expected
+    else:
+        assert sorted(done.stdout.splitlines()) == sorted(
+            f"{key} -" if value else key for key, value in expected.items()
+        )
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["c", "print"])
+def test_a_received_domain_holding_a_newline_is_skipped_with_one_warning(tree, tmp_path, write):
+    """A6: a morercpthosts.cdb key 'evil<LF>example.com' split every key of the domain
+    (and crashed -c); no RCPT TO holds a newline, so qmail-smtpd never matches it."""
+    more = tree.control / "morercpthosts.cdb"
+    cdb.write(more, [(b"evil\nexample.com", b""), (b"nul\0example.com", b"")])
+    tree.ctl(
+        "virtualdomains", "bounce.example:bounce.example", "catch.example:catch.example", ":bob"
+    )
+    out = tmp_path / "validrcptto.cdb"
+    done = run(tree, *(["-c", str(out)] if write else []))
+    assert done.returncode == 0
+    assert [line for line in done.stderr.splitlines() if "example.com'" in line] == [
+        f"qmailkit rcpt build: warning: {more}: skipped domain 'evil\\nexample.com': "
+        "no address holds a newline or NUL",
+        f"qmailkit rcpt build: warning: {more}: skipped domain 'nul\\x00example.com': "
+        "no address holds a newline or NUL",
+    ]
+    if write:
+        assert done.stdout == f"qmailkit rcpt build: {out}: wrote 10 keys\n"
+        assert cdb_dump_keys(out) == ALL
+    else:
+        assert "\n".join(sorted(done.stdout.splitlines())) == "\n".join(
+            sorted(f"{key} -" if value else key for key, value in ALL.items())
+        )
 
 
 def test_a_fifo_in_a_home_does_not_hang_the_build(tree, tmp_path):

@@ -265,7 +265,7 @@ class Plan:
             found = self._virtual_entries(rules, domain, route.detail)
         else:
             found = self._relay_entries(notes, domain, route.detail)
-        table = _table(found, domain, notes)
+        table = _table(found, domain)
         valued = any(item.origin[0] if isinstance(item, Bulk) else item[1] for item in found)
         for single in self.singles.get(domain, ()):
             home, dash, ext = self.snapshot.deliverer(single.local)
@@ -275,11 +275,17 @@ class Plan:
         for key in self.excluded.get(folded_bytes(domain), ()):
             table.pop(key, None)
         keys = sorted(table)
+        # Keys travel joined by newlines (to the cdb writer, from a worker): the one
+        # check that no key holds a newline (or a NUL) costs one join, needed anyway.
+        joined = b"\n".join(keys)
+        if keys and (joined.count(b"\n") != len(keys) - 1 or b"\0" in joined):
+            keys = _reachable(table, keys, notes)
+            joined = b"\n".join(keys)
         origins = list(map(table.__getitem__, keys))
         values = [value for value, _source in origins] if valued else None
         if values is not None and not any(values):
             values = None
-        return DomainKeys(keys, values, origins), notes
+        return DomainKeys(keys, values, origins, None, joined), notes
 
     # -- local domains ------------------------------------------------------------------
 
@@ -409,7 +415,7 @@ class Plan:
         return [("", ACCEPT, source)]
 
 
-def _table(found: list[Entry], domain: str, notes: list[str]) -> dict[bytes, Origin]:
+def _table(found: list[Entry], domain: str) -> dict[bytes, Origin]:
     suffix = folded_bytes("@" + domain)
     table: dict[bytes, Origin] = {}
     # The first source wins, as in qmail's own lookup order: apply the list
@@ -428,13 +434,21 @@ def _table(found: list[Entry], domain: str, notes: list[str]) -> dict[bytes, Ori
                 table = dict.fromkeys(keys, item.origin)
             continue
         local, value, source = item
-        if "\n" in local or "\0" in local:  # a cdb key, say: keys travel by lines
-            notes.append(
-                f"{source}: skipped {local + '@' + domain!r}: no address holds a newline or NUL"
-            )
-            continue
         table[folded_bytes(local) + suffix] = (value, source)
     return table
+
+
+def _reachable(table: dict[bytes, Origin], keys: list[bytes], notes: list[str]) -> list[bytes]:
+    """``keys`` without those holding a newline or NUL (a .qmail file name, a cdb key),
+    with a warning naming the source of each: qmail-smtpd never sees such an address."""
+    kept = []
+    for key in keys:
+        if b"\n" in key or b"\0" in key:
+            shown = key.decode(ENCODING, ERRORS)
+            notes.append(f"{table[key][1]}: skipped {shown!r}: no address holds a newline or NUL")
+        else:
+            kept.append(key)
+    return kept
 
 
 def plan(options: Options, snapshot: Snapshot | None = None) -> Plan:
@@ -443,7 +457,13 @@ def plan(options: Options, snapshot: Snapshot | None = None) -> Plan:
     snapshot = snapshot or options.snapshot()
     routes: dict[str, Route] = {}
     problems: list[str] = []
+    unreachable: list[str] = []
     for domain, source in snapshot.received.items():
+        if "\n" in domain or "\0" in domain:  # a morercpthosts.cdb key, say
+            unreachable.append(
+                f"{source}: skipped domain {domain!r}: no address holds a newline or NUL"
+            )
+            continue
         if domain.startswith("."):
             problems.append(
                 f"{domain} ({source}) is a wildcard entry: validrcptto.cdb cannot express "
@@ -459,7 +479,7 @@ def plan(options: Options, snapshot: Snapshot | None = None) -> Plan:
             "cannot build the list of valid recipients:\n  " + "\n  ".join(problems),
             hint="nothing was written",
         )
-    notes: list[str] = []
+    notes = unreachable
     if routes and snapshot.assignments.note:
         notes.append(snapshot.assignments.note)
     singles: dict[str, list[Single]] = {}
