@@ -21,6 +21,8 @@ updater depends on it (running-qmail.md A.3):
 Usage: ``qmail-send [QMAIL_HOME]`` (default /var/qmail).  Every line goes to
 stdout, line-buffered, so a logger sees each line at once:
 
+* ``status: starting pid P`` -- first thing (the real one says nothing yet: this
+  line lets a test tell a stand-in killed while starting from one never started)
 * ``status: started pid P; locals=N virtualdomains=M`` -- lock held, handlers set
 * ``status: got HUP; locals=N virtualdomains=M`` -- after rereading both files
 * ``status: got ALRM``
@@ -143,6 +145,7 @@ def serve(wakeup: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     set_process_name()
+    say(f"status: starting pid {os.getpid()}")
     args = sys.argv[1:] if argv is None else argv
     try:
         os.chdir(args[0] if args else "/var/qmail")
