@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -419,14 +420,30 @@ def test_a_fifo_in_a_home_does_not_hang_the_build(tree, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "where", ["var-qmail/control/rcpthosts", "home-vpopmail/domains/bounce.example/vpasswd"]
+    "where",
+    [
+        "var-qmail/control/rcpthosts",
+        "var-qmail/control/morercpthosts.cdb",
+        "var-qmail/users/cdb",
+        "passwd",
+        "home-vpopmail/domains/bounce.example/vpasswd",
+        "home-vpopmail/domains/bounce.example/vpasswd.cdb",  # alone: no vpasswd
+        "aliases.cdb",  # the alias user's fastforward database
+    ],
 )
 def test_a_fifo_as_a_configuration_file_is_a_temporary_error(tree, tmp_path, where):
+    """A7: open without blocking, regular files only, the file named (run's timeout bounds
+    a hang)."""
     out = tmp_path / "validrcptto.cdb"
+    if where == "aliases.cdb":
+        tree.alias_file(".qmail-default", f"| fastforward -d {tree.root}/aliases.cdb\n")
+        cdb.write(tree.root / "aliases.cdb", [(b":info@example.com", b"&someone@example.net\0")])
     assert run(tree, "-q", "-c", str(out)).returncode == 0
     before = out.read_bytes()
     path = tree.root / where
-    path.unlink()
+    path.unlink(missing_ok=True)
+    if where.endswith("vpasswd.cdb"):
+        (path.parent / "vpasswd").unlink()
     os.mkfifo(path)
     done = run(tree, "-q", "-c", str(out))
     assert (done.returncode, done.stdout) == (111, "")
@@ -435,6 +452,31 @@ def test_a_fifo_as_a_configuration_file_is_a_temporary_error(tree, tmp_path, whe
         "(replace it with a regular file)\n"
     )
     assert out.read_bytes() == before
+
+
+def test_a_device_as_a_configuration_file_is_a_temporary_error(tree):
+    rcpthosts = tree.control / "rcpthosts"
+    rcpthosts.unlink()
+    rcpthosts.symlink_to("/dev/zero")
+    done = run(tree, "-q")
+    assert (done.returncode, done.stdout) == (111, "")
+    assert done.stderr == (
+        f"qmailkit rcpt: fatal: {rcpthosts}: is a character device, not a regular file "
+        "(replace it with a regular file)\n"
+    )
+
+
+def test_a_socket_in_a_home_is_skipped_like_qmail_local_does(tree, tmp_path):
+    sock_path = tree.root / "home" / "bob" / ".qmail-sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(sock_path))
+        done = run(tree, "-c", str(tmp_path / "validrcptto.cdb"))
+    assert done.returncode == 0
+    assert (
+        f"warning: {sock_path}: skipped: it is a socket, not a regular file, so qmail-local "
+        "ignores it\n" in done.stderr
+    )
+    assert cdb_dump_keys(tmp_path / "validrcptto.cdb") == ALL
 
 
 def test_a_directory_where_a_cdb_belongs_is_named(tree, tmp_path):
