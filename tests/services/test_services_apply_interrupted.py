@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support import need, wait_for
@@ -161,3 +162,113 @@ def test_a_file_written_by_an_interrupted_apply_is_not_a_hand_edit(pub):
     )
     assert b"./Maildir4/" in (send / "run").read_bytes()
     assert qk(pub, "--config", str(config)).stdout == "nothing to change\n"
+
+
+def killed_apply(config: Path, target: Path) -> subprocess.CompletedProcess:
+    """services apply -q, SIGKILLed right after it renames something onto ``target``."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(target),
+            "services",
+            "apply",
+            "-q",
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "killed_at"),
+    [
+        ("s6", "link"),  # s6-svscan looks only when told: the rescan was lost with the kill
+        ("s6", "dir"),  # the new directory in place, not linked yet
+        ("daemontools", "link"),
+    ],
+)
+def test_an_interrupted_new_service_is_started_by_the_next_apply(pub, scan, kind, killed_at):
+    need(*LOGGER[kind])
+    site = Site(pub, kind)
+    tree = scan(kind, site.scan_dir)
+    sup = supervisor.get(kind)
+    config = site.write("send")
+    assert qk(pub, "--config", str(config), "--wait", "15").returncode == 0
+    config = site.write("send", "send2")
+    where = site.scan_dir / "send2" if killed_at == "link" else site.dir("send2")
+    killed = killed_apply(config, where)
+    assert killed.returncode == -9, killed.stderr
+    assert os.path.lexists(where)
+    pending = json.loads((site.root / planning.PENDING_FILE).read_text())
+    assert pending["restart"] == []
+
+    again = qk(pub, "-q", "--config", str(config), "--wait", "15")
+    assert again.returncode == 0, again.stderr
+    said = {
+        "link": "rescan      send2  (left pending by an interrupted apply)\n",
+        "dir": f"link        send2  ({site.scan_dir}/send2 -> {site.dir('send2')})\n",
+    }[killed_at]
+    assert again.stdout == said + "up: send2, send2/log\n"
+    assert sup.status(site.dir("send2")).up
+    tree.remember()
+    assert not (site.root / planning.PENDING_FILE).exists()
+    third = qk(pub, "--config", str(config))
+    assert (third.returncode, third.stdout) == (0, "nothing to change\n")
+
+
+@pytest.mark.parametrize("killed_after", [planning.PENDING_FILE, "log/run", "run"])
+def test_each_step_of_an_update_is_finished_by_the_next_apply(pub, scan, killed_after):
+    """The config changes both scripts (delivery: run; log_size: log/run); wherever the kill
+    falls, the next apply leaves both running the new scripts, and says what it redid."""
+    need(*LOGGER["daemontools"])
+    site = Site(pub, "daemontools")
+    tree = scan("daemontools", site.scan_dir)
+    sup = supervisor.get("daemontools")
+    config = site.write("send", delivery="./Maildir2/")
+    assert qk(pub, "--config", str(config), "--wait", "15").returncode == 0
+    send = site.dir("send")
+    wait_for(lambda: deliveries(site) == ["./Maildir2/"], 10, what="the first qmail-start")
+    tree.remember()
+    pids = {t: sup.status(site.root / t).pid for t in ("send", "send/log")}
+
+    site.write("send", delivery="./Maildir3/")
+    config.write_text(config.read_text().replace("log_size = 4096", "log_size = 8192"))
+    target = (
+        site.root / killed_after if killed_after == planning.PENDING_FILE else send / killed_after
+    )
+    killed = killed_apply(config, target)
+    assert killed.returncode == -9, killed.stderr
+    pending = json.loads((site.root / planning.PENDING_FILE).read_text())
+    assert pending["restart"] == ["send/log", "send"]
+    assert {t: sup.status(site.root / t).pid for t in pids} == pids
+
+    again = qk(pub, "-q", "--config", str(config), "--wait", "15")
+    assert again.returncode == 0, again.stderr
+    left = {
+        planning.PENDING_FILE: "update      send/log/run\nupdate      send/run\n",
+        "log/run": "update      send/run\n",
+        "run": "",
+    }[killed_after]
+    assert again.stdout == (
+        "restart     send/log  (left pending by an interrupted apply)\n"
+        "restart     send  (left pending by an interrupted apply)\n"
+        + left
+        + "restarted send/log\nrestarted send\nup: send/log, send\n"
+    )
+    wait_for(
+        lambda: deliveries(site) == ["./Maildir2/", "./Maildir3/"],
+        15,
+        what="qmail-start with the new delivery",
+    )
+    tree.remember()
+    new = {t: sup.status(site.root / t).pid for t in pids}
+    assert all(new[t] not in (None, pids[t]) for t in pids)
+    assert b"s8192" in (send / "log/run").read_bytes()
+    assert not (site.root / planning.PENDING_FILE).exists()
+    third = qk(pub, "--config", str(config))
+    assert (third.returncode, third.stdout) == (0, "nothing to change\n")

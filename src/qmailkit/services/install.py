@@ -8,9 +8,10 @@ row changes nothing.
 
 An apply that is interrupted (kill -9, power loss) is finished by the next one:
 before the first file is written, ``.qmailkit-pending`` in the service root
-records the services to restart and the SHA-256 of every file about to be
-written; it is removed once the restarts are done.  The next apply restarts
-what is listed there and counts those files as its own.
+records the services to restart, those to link into the scan directory and the
+SHA-256 of every file about to be written; it is removed once the restarts are
+done.  The next apply restarts what is listed there, tells the scanner again
+about the services it linked, and counts those files as its own.
 
 A service dropped from the config is left running unless ``prune`` is set; then
 it is retired (``qmailkit.services.retire``).
@@ -150,7 +151,7 @@ def _apply_locked(
     links = [c.service for c in todo if c.action == "link"]
     for name in links:
         _link(scan_dir / name, root_dir / name)
-    if links:
+    if links or any(c.action == "rescan" for c in todo):
         sup.rescan(scan_dir)
     result.restarted = _restart(sup, root_dir, pending.restart)
     _clear_pending(root_dir)
@@ -207,11 +208,17 @@ def _pending_after(before: Pending, rendered: Rendered, todo: list[Change]) -> P
             key = f"{c.service}/{c.path}"
             if digest not in written.setdefault(key, []):
                 written[key].append(digest)
-    return Pending(targets, written)
+    rescan = list(before.rescan)
+    rescan += [c.service for c in todo if c.action == "link" and c.service not in rescan]
+    return Pending(targets, written, rescan)
 
 
 def _write_pending(root: Path, pending: Pending) -> None:
-    body = {"restart": pending.restart, "written": dict(sorted(pending.written.items()))}
+    body = {
+        "restart": pending.restart,
+        "written": dict(sorted(pending.written.items())),
+        "rescan": pending.rescan,
+    }
     atomic_write(root / PENDING_FILE, (json.dumps(body, indent=1) + "\n").encode(), mode=0o644)
 
 
@@ -507,6 +514,7 @@ def started_targets(result: ApplyResult) -> list[str]:
     """The services and loggers this apply created or restarted: the ones to wait for."""
     targets = []
     for c in result.changes:
-        if c.action == "new-service":
+        # a service (re)linked into the scan directory starts, whether new or not
+        if c.action in ("new-service", "link", "rescan") and c.service not in targets:
             targets += [c.service, f"{c.service}/log"]
     return targets + [t for t in result.restarted if t not in targets]

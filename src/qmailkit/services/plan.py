@@ -3,7 +3,8 @@
 ``plan`` returns the list of changes (with a unified diff per file) without touching
 anything: new services, directories, files created, updated, removed or given a new
 mode, log directories to hand to the log user, tcp rules to compile, links to make in
-the scan directory, restarts an interrupted apply left pending, and (with ``prune``)
+the scan directory, restarts (and scanner rescans) an interrupted apply left pending, and
+(with ``prune``)
 the dropped services to retire.
 
 Hand edits are never lost silently: each service directory keeps a small state file
@@ -48,7 +49,7 @@ class Change:
 
     service: str
     action: str  # new-service, mkdir, create, update, remove, mode, owner, rules, link, edited,
-    #              retire, restart (left pending by an interrupted apply)
+    #              retire, restart and rescan (left pending by an interrupted apply)
     path: str  # relative to the service directory ("" for the directory itself)
     diff: str = ""  # unified diff for created/updated/removed files
     detail: str = ""
@@ -117,6 +118,9 @@ class Pending:
 
     restart: list[str] = field(default_factory=list)  # "mx", "mx/log"
     written: dict[str, list[str]] = field(default_factory=dict)  # "mx/run" -> SHA-256s
+    # services linked into the scan directory: a scanner that looks only when told (s6)
+    # never starts them if the kill came between the link and the telling
+    rescan: list[str] = field(default_factory=list)
 
     def ours(self, name: str, rel: str, digest: str) -> bool:
         return digest in self.written.get(f"{name}/{rel}", ())
@@ -134,6 +138,7 @@ def read_pending(root: Path) -> Pending | None:
         pending = Pending(
             [str(t) for t in raw["restart"]],
             {str(k): [str(d) for d in v] for k, v in raw["written"].items()},
+            [str(n) for n in raw.get("rescan", [])],
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise InputError(
@@ -370,6 +375,10 @@ def changes(
         link = _plan_link(name, root / name, scan_dir)
         if link is not None:
             todo.append(link)
+    linking = {c.service for c in todo if c.action == "link"}
+    for name in pending.rescan:
+        if name in rendered and name not in linking:
+            todo.append(Change(name, "rescan", "", detail="left pending by an interrupted apply"))
     for name, src, cdb in rules_pairs(rendered):
         if rules_stale(src, cdb):
             todo.append(Change(name, "rules", "", detail=f"{src} -> {cdb}"))
