@@ -195,7 +195,7 @@ def _cr_refusals(files: Sequence[ControlFile]) -> list[Refusal]:
             if b"\r" in line:
                 out.append(
                     Refusal(
-                        "contains a CR (a DOS line end?): qmail keeps it and the name never matches",
+                        "contains a CR (a DOS line end?): qmail keeps it, the name never matches",
                         cf.path,
                         number,
                     )
