@@ -272,3 +272,45 @@ def test_each_step_of_an_update_is_finished_by_the_next_apply(pub, scan, killed_
     assert not (site.root / planning.PENDING_FILE).exists()
     third = qk(pub, "--config", str(config))
     assert (third.returncode, third.stdout) == (0, "nothing to change\n")
+
+
+def test_every_spelling_of_the_config_path_changes_and_restarts_nothing(pub, scan):
+    """A12: relative, through a symlink, with "..", or from $QMAILKIT_CONFIG: the files name
+    the config by its real path, so apply finds nothing to change and restarts nothing."""
+    need(*LOGGER["daemontools"])
+    site = Site(pub, "daemontools")
+    tree = scan("daemontools", site.scan_dir)
+    sup = supervisor.get("daemontools")
+    config = site.write("send")
+    assert qk(pub, "--config", str(config), "--wait", "15").returncode == 0
+    tree.remember()
+    targets = ("send", "send/log")
+    pids = {t: sup.status(site.root / t).pid for t in targets}
+    files = {p: p.read_bytes() for p in sorted(site.root.rglob("run"))}
+    assert f'from "{config}"'.encode() in files[site.dir("send") / "run"]
+    (pub / "elsewhere").mkdir()
+    (pub / "elsewhere/link.toml").symlink_to(config)
+    (pub / "dirlink").symlink_to(pub)
+    spellings = [
+        ("--config", "qmailkit.toml"),
+        ("--config", "./scan/../qmailkit.toml"),
+        ("--config", str(pub / "elsewhere/link.toml")),
+        ("--config", str(pub / "dirlink/qmailkit.toml")),
+        ("--config", "elsewhere/link.toml"),
+    ]
+    for args in spellings:
+        r = qk(pub, *args)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "nothing to change\n", ""), args
+    env = {k: v for k, v in os.environ.items() if k != "QMAILKIT_CONFIG"}
+    env["QMAILKIT_CONFIG"] = "elsewhere/link.toml"
+    r = subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "apply"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=pub,
+        check=False,
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, "nothing to change\n", "")
+    assert {p: p.read_bytes() for p in sorted(site.root.rglob("run"))} == files
+    assert {t: sup.status(site.root / t).pid for t in targets} == pids
