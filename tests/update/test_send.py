@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from support import wait_for
+from support import need, wait_for
 from support.qmail_send import SendSite, make_home, other_holder
+from support.services import need_root, public_tempdir
 
 from qmailkit.demo import qmail_send
 from qmailkit.qmail import send
@@ -304,3 +306,42 @@ def test_a_hup_in_the_start_window_kills_the_supervised_standin(tmp_path, scan, 
     site.suite.hup(site.service)  # svc -h: HUP to whatever the supervisor runs
     wait_for(lambda: site.pid() not in (None, pid), 10, what="a new qmail-send")
     assert site.runs()[0] == [f"status: starting pid {pid}"]  # it died before the lock
+
+
+def test_standin_runs_as_an_unprivileged_user():
+    """As qmail-send runs as qmails: the system Python, another uid, found and HUPped by root."""
+    (setpriv,) = need("setpriv")
+    need_root()
+    with public_tempdir() as top:
+        _unprivileged(setpriv, top)
+
+
+def _unprivileged(setpriv: str, top) -> None:
+    home = make_home(top / "qmail")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(home / send.SENDMUTEX, nobody.pw_uid, nobody.pw_gid)
+    program = qmail_send.install(top / "bin")
+    proc = subprocess.Popen(
+        [
+            setpriv,
+            f"--reuid={nobody.pw_uid}",
+            f"--regid={nobody.pw_gid}",
+            "--clear-groups",
+            program,
+            str(home),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == f"status: starting pid {proc.pid}\n"
+        assert proc.stdout.readline().startswith(f"status: started pid {proc.pid};")
+        assert os.stat(f"/proc/{proc.pid}").st_uid == nobody.pw_uid
+        assert send.process_comm(proc.pid) == "qmail-send"
+        found = send.holder(home)
+        assert found is not None and found.pid == proc.pid
+        send.hup(found)
+        assert proc.stdout.readline() == "status: got HUP; locals=2 virtualdomains=1\n"
+    finally:
+        proc.terminate()
+        proc.wait(5)

@@ -441,6 +441,7 @@ def run(
             ):
                 save_record(state_dir, _record(inputs, found, "start"))
             return decision
+        fsutil.private_dir(state_dir)  # unusable: say so before signalling, not after
         try:
             send.hup(decision.holder)
         except HolderChanged:
