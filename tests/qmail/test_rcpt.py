@@ -507,3 +507,23 @@ def test_check_says_when_the_domain_is_not_in_rcpthosts(tree):
         "rcpthosts or morercpthosts.cdb (qmail-smtpd answers 553 unless the "
         "client may relay)\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--uid-min", "x"], "argument --uid-min: not a user id: 'x' (give a number, e.g. 500)"),
+        (["--uid-max", "-1"], "argument --uid-max: not a user id: '-1' (give a number, e.g. 500)"),
+        (
+            ["--uid-ignore", "99999999999"],
+            "argument --uid-ignore: uid 99999999999 is out of range (at most 4294967294)",
+        ),
+        (["-j", "abc"], "argument -j/--jobs: not a number of processes: 'abc' (1 or more)"),
+        (["--jobs", "0"], "argument -j/--jobs: not a number of processes: '0' (1 or more)"),
+    ],
+)
+def test_bad_numbers_are_usage_errors_from_the_shared_parsers(tree, args, message):
+    """--jobs and the uid options through cli.options (processes, user_number), as mkauth."""
+    done = run(tree, *args, prog=[str(MKVALIDRCPTTO)])
+    assert (done.returncode, done.stdout) == (100, "")
+    assert done.stderr.splitlines()[-1] == f"mkvalidrcptto: usage: {message}"

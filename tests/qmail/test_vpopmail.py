@@ -14,6 +14,7 @@ import pytest
 
 from qmailkit.errors import InputError, QmailkitError
 from qmailkit.qmail import vpopmail
+from qmailkit.qmail.delivery import Snapshot
 
 
 def write_program(vphome: Path, name: str, body: str) -> Path:
@@ -48,6 +49,18 @@ def test_home_without_a_vpopmail_user_names_the_file(tmp_path):
         f"no vpopmail user in {passwd} to find vpopmail's home (give --vpopmail-home)"
     )
     assert exc.value.exit_code == 100
+    # A caller that takes a guess says which (mkvalidrcptto: vpopmail's own prefix).
+    assert vpopmail.home(passwd, default=vpopmail.DEFAULT_HOME) == Path("/home/vpopmail")
+    assert vpopmail.home(passwd, "/opt/v", default=Path("/x")) == Path("/opt/v")
+
+
+def test_the_snapshot_takes_vpopmails_prefix_without_a_vpopmail_user(tmp_path):
+    passwd = tmp_path / "passwd"
+    passwd.write_text("root:x:0:0:root:/root:/bin/sh\n")
+    snapshot = Snapshot(qmail_home=tmp_path, passwd=passwd)
+    assert snapshot.vpopmail_home == vpopmail.DEFAULT_HOME == Path("/home/vpopmail")
+    given = Snapshot(qmail_home=tmp_path, passwd=passwd, vpopmail_home_given=Path("/opt/v"))
+    assert given.vpopmail_home == Path("/opt/v")
 
 
 @pytest.mark.parametrize(

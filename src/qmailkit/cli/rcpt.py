@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from qmailkit.cli.options import add_shrink_guard
+from qmailkit.cli.options import add_shrink_guard, processes, user_number
 
 if TYPE_CHECKING:
     from qmailkit.qmail.recipients import Options
@@ -25,16 +25,6 @@ _BUILD_DESCRIPTION = (
     "smtproutes). Exit 0 done, 100 configuration or input to fix (nothing written), "
     "111 system trouble or another run holding the lock."
 )
-
-
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}")
-    return value
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:
@@ -98,21 +88,21 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--uid-min",
-        type=int,
+        type=user_number,
         default=500,
         metavar="N",
         help="lowest uid of a mail account (default 500; uid 0 never)",
     )
     p.add_argument(
         "--uid-max",
-        type=int,
+        type=user_number,
         default=65000,
         metavar="N",
         help="highest uid of a mail account (default 65000)",
     )
     p.add_argument(
         "--uid-ignore",
-        type=int,
+        type=user_number,
         action="append",
         default=[],
         metavar="UID",
@@ -151,7 +141,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-j",
         "--jobs",
-        type=_jobs,
+        type=processes,
         metavar="N",
         help="read the configuration with N processes (default: one per CPU; "
         "a configuration with few domains always uses one)",

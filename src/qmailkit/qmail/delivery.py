@@ -65,8 +65,6 @@ Origin = tuple[bytes, str]  # (value, source)
 # user's home must not blow up the cdb.
 MAX_COLONS = 6
 GETPW_USERLEN = 32  # qmail-getpw's buffer for a user name, its NUL included
-# vpopmail's own default prefix: its home when the passwd file has no vpopmail user.
-VPOPMAIL_DEFAULT_HOME = Path("/home/vpopmail")
 
 
 def folded_bytes(text: str) -> bytes:
@@ -356,9 +354,7 @@ class Snapshot:
 
     @cached_property
     def vpopmail_home(self) -> Path:
-        if self.vpopmail_home_given is None and self.account("vpopmail") is None:
-            return VPOPMAIL_DEFAULT_HOME
-        return vpopmail.home(self.passwd, self.vpopmail_home_given)
+        return vpopmail.home(self.passwd, self.vpopmail_home_given, default=vpopmail.DEFAULT_HOME)
 
     @cached_property
     def qmail_ext(self) -> bool:

@@ -299,14 +299,31 @@ def vpasswd_columns(data: bytes) -> VpasswdColumns | None:
 # --------------------------------------------------------------------------- the installation
 
 
-def home(passwd_path: str | os.PathLike[str], given: str | os.PathLike[str] | None = None) -> Path:
+# vpopmail's own default prefix (configure --prefix): where it lives when the passwd
+# file has no vpopmail user, for a caller that takes that guess (``home(default=...)``).
+DEFAULT_HOME = Path("/home/vpopmail")
+
+
+def home(
+    passwd_path: str | os.PathLike[str],
+    given: str | os.PathLike[str] | None = None,
+    *,
+    default: Path | None = None,
+) -> Path:
     """vpopmail's home: ``given`` (--vpopmail-home), else the vpopmail user's home in
-    the passwd file; InputError naming that file when it has no vpopmail user."""
+    the passwd file, else ``default``; InputError naming that file when it has no
+    vpopmail user and there is no default.
+
+    Each caller states its choice: mkvalidrcptto takes ``DEFAULT_HOME`` (a missing
+    vpopmail only costs the domains that need it), mkauth none (it refuses to guess
+    where passwords are)."""
     if given is not None:
         return Path(given)
     for account in shadow.read_passwd(passwd_path):
         if account.name == "vpopmail":
             return Path(account.home)
+    if default is not None:
+        return default
     raise InputError(
         f"no vpopmail user in {os.fspath(passwd_path)} to find vpopmail's home",
         hint="give --vpopmail-home",
