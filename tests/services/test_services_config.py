@@ -539,7 +539,7 @@ ERRORS = [
         "services.smtp.example.port: 70000 is too large",
         None,
     ),
-    ("\ufeff" + MX, 1, "starts with a UTF-8 byte-order mark", "without a byte-order mark"),
+    ("\ufeff" + MX, 1, "starts with a UTF-8 byte-order mark", "remove the byte-order mark"),
     # A14: nesting that Python's TOML reader cannot follow
     ("a = " + "[" * 5000 + "]" * 5000 + "\n" + MX, None, "TOML nested too deeply", None),
     ("a = " + "{b=" * 2000 + "1" + "}" * 2000 + "\n" + MX, None, "TOML nested too deeply", None),

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import os
 import re
+import reprlib
 import tomllib
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +50,24 @@ _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?\Z")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\Z")
 _LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z", re.ASCII)
+
+# A value quoted into a message: escaped (never a raw line break) and short, whatever its
+# size (a 100 kB string, a list of 100,000 items, arrays within arrays).
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlist = _SHOWN.maxdict = 4
+_SHOWN.maxlevel = 2
+_LONG_NUMBER = 20  # digits shown of an integer before it is described by its length
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message shows it: like repr, escaped and at most about 80 characters."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = str(abs(value))
+        if len(digits) > _LONG_NUMBER:
+            return f"{'-' if value < 0 else ''}a number of {len(digits)} digits"
+        return str(value)
+    return _SHOWN.repr(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +127,7 @@ def check_listen_ip(value: str) -> tuple[str, str] | None:
     if all(c.isdigit() or c == "." for c in value):
         if ipv4_octets(value) is None:
             return (
-                f"not an IPv4 address: {value!r}",
+                f"not an IPv4 address: {shown(value)}",
                 'write four numbers 0..255 separated by dots, or "0" for all',
             )
         return None
@@ -115,11 +135,11 @@ def check_listen_ip(value: str) -> tuple[str, str] | None:
         try:
             ipaddress.IPv6Address(value)
         except ValueError:
-            return (f"not an IPv6 address: {value!r}", hint)
+            return (f"not an IPv6 address: {shown(value)}", hint)
         return None
     if _plausible_host(value):
         return None
-    return (f"neither an IP address nor a host name: {value!r}", hint)
+    return (f"neither an IP address nor a host name: {shown(value)}", hint)
 
 
 def _plausible_host(value: str) -> bool:
@@ -136,29 +156,33 @@ def _plausible_host(value: str) -> bool:
 def check_user(value: str) -> tuple[str, str] | None:
     if value == "" or _USER_RE.match(value):
         return None
-    return (f"not a user name: {value!r}", "give an account name such as qmaild")
+    return (f"not a user name: {shown(value)}", "give an account name such as qmaild")
 
 
 def check_abs_path(value: str) -> tuple[str, str] | None:
     if value == "" or value.startswith("/"):
-        return None
-    return (f"not an absolute path: {value!r}", "start the path with /")
+        return check_one_line(value)  # paths are exported, and logged, as one line
+    return (f"not an absolute path: {shown(value)}", "start the path with /")
 
 
 def check_program(value: str) -> tuple[str, str] | None:
     """A program: an absolute path or a bare name looked up in the service's path."""
     if value == "" or value.startswith("/") or "/" not in value:
-        return None
+        return check_one_line(value)
     return (
-        f"a program must be a bare name or an absolute path: {value!r}",
+        f"a program must be a bare name or an absolute path: {shown(value)}",
         "write /full/path/to/program, or just its name to look it up in path",
     )
 
 
 def check_one_line(value: str) -> tuple[str, str] | None:
-    """Text that ends up in one SMTP reply, header or protocol line: no line break."""
+    """Text that ends up in one SMTP reply, header, protocol line or logged variable
+    (``NAME="value"``, one log line): no line break.  The one check for all of them."""
     if "\n" in value or "\r" in value:
-        return ("contains a line break", "write it on one line: it is sent as one SMTP line")
+        return (
+            "contains a line break",
+            "write it on one line: it goes into one SMTP line, header or log line",
+        )
     return None
 
 
@@ -167,7 +191,7 @@ def check_zone(value: str) -> tuple[str, str] | None:
     # and the message is sent to the client as one SMTP reply.
     zone = value.split(":", 1)[0]
     if not _HOST_RE.match(zone):
-        return (f"not a DNS zone: {value!r}", 'use a zone name such as "zen.spamhaus.org"')
+        return (f"not a DNS zone: {shown(value)}", 'use a zone name such as "zen.spamhaus.org"')
     return check_one_line(value)
 
 
@@ -280,6 +304,8 @@ class Config:
 
 #: a config larger than this is not a config (5 MB of comments still load)
 CONFIG_LIMIT = 16 * 2**20
+#: the most digits Python turns into an int by default (sys.get_int_max_str_digits())
+_LONGEST_INT_TEXT = 4300
 _BOM = "\ufeff"
 
 
@@ -311,7 +337,8 @@ def loads(text: str, path: str = "<string>") -> Config:
             "starts with a UTF-8 byte-order mark",
             path=path,
             line=1,
-            hint="save the file as UTF-8 without a byte-order mark",
+            hint="remove the byte-order mark: save the file as UTF-8 without the bytes EF BB BF "
+            "at its start",
         )
     try:
         data = tomllib.loads(text)
@@ -334,6 +361,18 @@ def loads(text: str, path: str = "<string>") -> Config:
             path=path,
             hint="no qmailkit setting nests more than two levels",
         ) from None
+    except ValueError as err:
+        # Python refuses to convert an integer of more than 4300 digits (CVE-2020-10735)
+        # and tomllib lets that ValueError out: a number no setting could take anyway
+        line = _line_of_long_number(text)
+        if line is None:
+            raise InputError(f"TOML cannot be read: {err}", path=path) from None
+        raise InputError(
+            "an integer too long to read",
+            path=path,
+            line=line,
+            hint="no qmailkit setting takes a number of that many digits",
+        ) from None
     v = _Validator(text, path)
     return v.config(data)
 
@@ -346,10 +385,17 @@ class _Validator:
 
     def fail(self, key: str, message: str, hint: str | None = None) -> InputError:
         parts = _key_parts(key, self.names)
-        shown = ".".join(p if _NAME_RE.match(p) else _quoted(p) for p in parts)
         return InputError(
-            f"{shown}: {message}", path=self.path, line=_locate(self.text, parts), hint=hint
+            f"{self.shown_key(key)}: {message}",
+            path=self.path,
+            line=_locate(self.text, parts),
+            hint=hint,
         )
+
+    def shown_key(self, key: str) -> str:
+        """``key`` as a message shows it: parts that are not plain names quoted and escaped."""
+        parts = _key_parts(key, self.names)
+        return ".".join(p if _NAME_RE.match(p) else _quoted(p) for p in parts)
 
     # -- generic checks -------------------------------------------------------------------
     def unknown(
@@ -367,7 +413,11 @@ class _Validator:
 
     def table(self, key: str, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
-            raise self.fail(key, f"expected a table, got {_tname(value)}", f"write it as [{key}]")
+            raise self.fail(
+                key,
+                f"expected a table, got {_tname(value)}",
+                f"write it as [{self.shown_key(key)}]",
+            )
         return value
 
     def value(self, key: str, opt: Option, value: Any) -> Any:
@@ -389,7 +439,9 @@ class _Validator:
         if not opt.empty_ok and value == "":
             raise self.fail(key, "must not be empty")
         if opt.choices is not None and value not in opt.choices:
-            raise self.fail(key, f"unknown value {value!r}", "use one of " + ", ".join(opt.choices))
+            raise self.fail(
+                key, f"unknown value {shown(value)}", "use one of " + ", ".join(opt.choices)
+            )
         return value
 
     def _int(self, key: str, opt: Option, value: Any) -> int:
@@ -398,10 +450,10 @@ class _Validator:
                 key, f"expected an integer, got {_tname(value)}", "write a number without quotes"
             )
         if opt.min is not None and value < opt.min:
-            raise self.fail(key, f"{value} is too small", f"the minimum is {opt.min}")
+            raise self.fail(key, f"{shown(value)} is too small", f"the minimum is {opt.min}")
         top = INT_MAX if opt.max is None else opt.max
         if value > top:
-            raise self.fail(key, f"{value} is too large", f"the maximum is {top}")
+            raise self.fail(key, f"{shown(value)} is too large", f"the maximum is {top}")
         return value
 
     def _bool(self, key: str, opt: Option, value: Any) -> bool:
@@ -416,7 +468,9 @@ class _Validator:
     def _list(self, key: str, opt: Option, value: Any) -> list[str]:
         if isinstance(value, str):
             raise self.fail(
-                key, "expected a list of strings, got a string", f'write it as ["{value}"]'
+                key,
+                "expected a list of strings, got a string",
+                f"write it as [{_toml_string(value)}]",
             )
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             raise self.fail(
@@ -461,6 +515,9 @@ class _Validator:
         elif not isinstance(value, str):
             raise self.fail(sub, f"expected a string or number, got {_tname(value)}")
         self.no_nul(sub, value)
+        problem = check_one_line(value)  # the run script logs each variable as one line
+        if problem is not None:
+            raise self.fail(sub, *problem)
         return value
 
     _READERS: dict[str, Callable[[_Validator, str, Option, Any], Any]] = {
@@ -601,7 +658,9 @@ class _Validator:
         stype = t["type"]
         if not isinstance(stype, str) or stype not in TYPES:
             raise self.fail(
-                f"{key}.type", f"unknown service type {stype!r}", "use one of " + ", ".join(TYPES)
+                f"{key}.type",
+                f"unknown service type {shown(stype)}",
+                "use one of " + ", ".join(TYPES),
             )
         return stype, TYPES[stype]
 
@@ -616,7 +675,7 @@ class _Validator:
             if not isinstance(profile, str) or profile not in profiles:
                 raise self.fail(
                     f"{key}.profile",
-                    f"unknown profile {profile!r}",
+                    f"unknown profile {shown(profile)}",
                     f"{stype} profiles: " + ", ".join(profiles),
                 )
         elif profiles and profile is None:
@@ -626,6 +685,17 @@ class _Validator:
                 "add profile = one of " + ", ".join(f'"{p}"' for p in profiles),
             )
         return profile
+
+
+def _toml_string(value: str) -> str:
+    """``value`` as a TOML basic string (JSON's escapes are TOML's), or a stand-in if long."""
+    quoted = json.dumps(value, ensure_ascii=False)
+    return quoted if len(quoted) <= _SHOWN.maxstring else '"..."'
+
+
+def _line_of_long_number(text: str) -> int | None:
+    m = re.search(f"[0-9][0-9_]{{{_LONGEST_INT_TEXT},}}", text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
 
 
 def _tname(value: Any) -> str:
@@ -687,6 +757,7 @@ def _locate(text: str, key: str | list[str]) -> int | None:
     table header."""
     want = key.split(".") if isinstance(key, str) else key
     header_line: int | None = None
+    dotted_line: int | None = None  # the first `want.x = ...`: a table made by dotted keys
     current: list[str] = []
     for n, line in enumerate(text.split("\n"), 1):
         m = _HEADER_RE.match(line)
@@ -700,6 +771,8 @@ def _locate(text: str, key: str | list[str]) -> int | None:
             full = current + _split_dotted(m.group(1))
             if full == want:
                 return n
+            if dotted_line is None and full[: len(want)] == want:
+                dotted_line = n
             # an inline table or a table-valued key containing the wanted key
             if len(full) < len(want) and want[: len(full)] == full:
                 rest = want[len(full)]
@@ -708,6 +781,8 @@ def _locate(text: str, key: str | list[str]) -> int | None:
                     return n
     if header_line is not None:
         return header_line
+    if dotted_line is not None:
+        return dotted_line
     # fall back to the nearest enclosing table
     if len(want) > 1:
         return _locate(text, want[:-1])

@@ -26,6 +26,7 @@ from qmailkit.services.config import (
     System,
     check_abs_path,
     check_listen_ip,
+    check_one_line,
 )
 from qmailkit.services.policy import Finding
 from qmailkit.services.shell import Raw, Script, Split, Var, Word, quote
@@ -100,6 +101,7 @@ OPTIONS: dict[str, Option] = {
         None,
         "mailbox relative to the home directory; not set = from the config file",
         "MAILDIRPATH",
+        check=check_one_line,
         empty_ok=False,
     ),
     "tls_cert": Option(

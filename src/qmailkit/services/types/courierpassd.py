@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from qmailkit.services import policy as P
 from qmailkit.services import render as R
-from qmailkit.services.config import Config, Option, Service, System, check_program
+from qmailkit.services.config import (
+    Config,
+    Option,
+    Service,
+    System,
+    check_one_line,
+    check_program,
+)
 from qmailkit.services.shell import Word
 
 OPTIONS: dict[str, Option] = {
@@ -16,7 +23,9 @@ OPTIONS: dict[str, Option] = {
     "program": Option(
         "str", "courierpassd", "the courierpassd program", "", check=check_program, empty_ok=False
     ),
-    "authservice": Option("str", "", "courier-authlib service name (-s); empty = login", ""),
+    "authservice": Option(
+        "str", "", "courier-authlib service name (-s); empty = login", "", check=check_one_line
+    ),
 }
 
 PROFILES: dict[str, dict[str, object]] = {}

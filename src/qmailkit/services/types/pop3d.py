@@ -48,7 +48,12 @@ OPTIONS: dict[str, Option] = {
         empty_ok=False,
     ),
     "maildir": Option(
-        "str", "Maildir", "mailbox name relative to the user's home", "", empty_ok=False
+        "str",
+        "Maildir",
+        "mailbox name relative to the user's home",
+        "",
+        check=check_one_line,
+        empty_ok=False,
     ),
     "popup": Option(
         "str", "qmail-popup", "the qmail-popup program", "", check=check_program, empty_ok=False

@@ -36,6 +36,7 @@ from qmailkit.services.config import (
     check_user,
     check_zone,
     is_loopback,
+    shown,
 )
 from qmailkit.services.policy import Finding
 from qmailkit.services.shell import Script, Var, Word, one_line, quote
@@ -481,7 +482,11 @@ def validate(svc: Service, system: System) -> tuple[str, str, str] | None:
         )
     for name in o["auth_unset"]:
         if not _valid_env_name(name):
-            return ("auth_unset", f"not a variable name: {name!r}", "use letters, digits and _")
+            return (
+                "auth_unset",
+                f"not a variable name: {shown(name)}",
+                "use letters, digits and _",
+            )
     if not o["ssl"] and not o["tls_cert"]:
         # no certificate means no STARTTLS: say so, or the patch offers it with its default one
         o["deny_tls"] = True
