@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from support.services import need_root, public_tempdir
+from support.services_prune import tree_of
 from test_services_apply import config, svc, tree
 
 from qmailkit.errors import InputError, QmailkitError
@@ -228,7 +229,7 @@ def test_scan_entry_that_is_a_symlink_loop(tmp_path):
     assert not (tmp_path / "services/mx").exists()
 
 
-@pytest.mark.parametrize("kind", ["file", "link-to-dir", "dangling-link"])
+@pytest.mark.parametrize("kind", ["file", "link-to-dir", "dangling-link", "dir"])
 def test_leftover_half_made_service_is_replaced_not_followed(tmp_path, kind):
     cfg = config(tmp_path)
     root = tmp_path / "services"
@@ -241,8 +242,12 @@ def test_leftover_half_made_service_is_replaced_not_followed(tmp_path, kind):
         stale.write_text("half\n")
     elif kind == "link-to-dir":
         stale.symlink_to(other)
-    else:
+    elif kind == "dangling-link":
         stale.symlink_to(tmp_path / "nowhere")
+    else:  # half made, and holding a link out: removed, the link's target kept
+        (stale / "log").mkdir(parents=True)
+        (stale / "run").write_text("half\n")
+        (stale / "log/main").symlink_to(other)
     install.apply(cfg, {"mx": svc()})
     assert sorted(p.name for p in root.iterdir()) == [install.LOCK_FILE, "mx"]
     assert (root / "mx/run").read_bytes() == b"#!/bin/sh\nexec sleep 100\n"
@@ -270,6 +275,99 @@ def test_a_file_where_a_directory_belongs(tmp_path, rel):
     assert tree(tmp_path) == before
 
 
+# -- the finding's table (row 14) through the command: a message, never a traceback ----------
+
+
+def _plant(tmp_path: Path, setup: str) -> None:
+    root, scan = tmp_path / "services", tmp_path / "scan"
+    send = root / "send"
+    if setup == "scan-loop":
+        (scan / "send").symlink_to("send")
+    elif setup == "log-main-file":
+        os.rename(send / "log/main", tmp_path / "old-main")
+        (send / "log/main").write_text("in the way\n")
+    elif setup == "run-dir":
+        (send / "run").unlink()
+        (send / "run").mkdir()
+    elif setup == "run-fifo":
+        (send / "run").unlink()
+        os.mkfifo(send / "run")
+    elif setup == "service-dir-file":
+        os.rename(send, tmp_path / "old-send")
+        send.write_text("in the way\n")
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "message"),
+    [
+        (
+            "scan-loop",
+            100,
+            "{scan}/send: scan directory entry points to send, not to {root}/send (remove the "
+            "old link (stop that service first) and run apply again)",
+        ),
+        (
+            "log-main-file",
+            111,
+            "{root}/send/log/main: exists but is not a directory (move it away; apply makes a "
+            "directory here)",
+        ),
+        (
+            "run-dir",
+            111,
+            "{root}/send/run: is a directory, not a regular file (replace it with a regular file)",
+        ),
+        (
+            "run-fifo",
+            111,
+            "{root}/send/run: is a FIFO, not a regular file (replace it with a regular file)",
+        ),
+        (
+            "service-dir-file",
+            111,
+            "{root}/send: exists but is not a directory (move it away; apply creates the "
+            "service directory here)",
+        ),
+    ],
+)
+def test_cli_things_in_the_way(tmp_path, setup, code, message):
+    """Each gives one line naming the path, exit 100 or 111, and changes nothing."""
+    cfg = tmp_path / "c.toml"
+    (tmp_path / "scan").mkdir()
+    text = (
+        f'[supervisor]\nkind = "runit"\nscan_dir = "{tmp_path}/scan"\n'
+        f'service_root = "{tmp_path}/services"\nlog_user = "nobody"\n'
+        '[services.send]\ntype = "qmail-send"\ndefault_delivery = "./Maildir/"\n'
+    )
+    cfg.write_text(text)
+    first = _apply_cli(cfg)
+    assert first.returncode == 0, first.stderr
+    if setup == "scan-loop":
+        (tmp_path / "scan/send").unlink()
+    _plant(tmp_path, setup)
+    cfg.write_text(text.replace("./Maildir/", "./Maildir2/"))
+    before = tree_of(tmp_path)  # FIFOs left out: reading one would block
+    p = _apply_cli(cfg)
+    assert (p.returncode, p.stdout) == (code, "")
+    assert (
+        p.stderr
+        == "qmailkit services: fatal: "
+        + message.format(scan=tmp_path / "scan", root=tmp_path / "services")
+        + "\n"
+    )
+    assert tree_of(tmp_path) == before
+
+
+def _apply_cli(cfg: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "qmailkit", "services", "apply", "-q", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize("size", [228, 240, 254, 255])
 def test_a_name_too_long_for_the_file_system_stops_before_anything(tmp_path, size):
     cfg = config(tmp_path)
@@ -281,7 +379,7 @@ def test_a_name_too_long_for_the_file_system_stops_before_anything(tmp_path, siz
         "file system (use at most 227 bytes (apply also makes names like "
         ".retired-NAME-STAMP beside it))"
     )
-    assert sorted(p.name for p in (tmp_path / "services").iterdir()) == [install.LOCK_FILE]
+    assert not (tmp_path / "services").exists()  # not even the service root was made
     assert list((tmp_path / "scan").iterdir()) == []
 
 

@@ -87,6 +87,8 @@ def apply(
         rendered = render(config)
     _refuse_dangerous(config, rendered)
     root_dir = planning.service_root(config, root)
+    for name in rendered:  # before even the service root is made
+        planning.check_name_fits(root_dir, name)
     scan_dir = Path(config.supervisor.scan_dir)
     result = ApplyResult()
     for name, src, cdb in planning.rules_pairs(rendered):
