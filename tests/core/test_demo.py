@@ -192,3 +192,25 @@ def test_demo_check_summary_of_a_machine_without_the_programs():
         + "installed here: setuidgid, multilog, tcpserver",
         f"    (qmailkit services check -v --config {path} lists each one)",
     ]
+
+
+def test_demo_dir_under_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("keep me\n")
+    target = tmp_path / "afile" / "x"
+    proc = _demo("--dir", str(target))
+    assert (proc.returncode, proc.stdout) == (100, "")
+    assert proc.stderr == (
+        f"qmailkit demo: fatal: {target}: a part of its parent is not a directory (name a "
+        "directory whose parents are directories, or leave out --dir)\n"
+    )
+    assert (tmp_path / "afile").read_text() == "keep me\n"
+
+
+def test_demo_dir_name_too_long_is_a_message(tmp_path):
+    target = tmp_path / ("a" * 300)
+    proc = _demo("--dir", str(target))
+    assert (proc.returncode, proc.stdout) == (111, "")
+    assert proc.stderr == (
+        f"qmailkit demo: fatal: {target}: cannot create the sandbox directory: File name too long\n"
+    )
+    assert list(tmp_path.iterdir()) == []

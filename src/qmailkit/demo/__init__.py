@@ -12,7 +12,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from qmailkit.errors import InputError
+from qmailkit.errors import InputError, os_error
 from qmailkit.fsutil import file_kind
 
 PARTS = (
@@ -47,6 +47,14 @@ def sandbox_dir(path: Path) -> Path:
                 path=path,
                 hint="name a new or an existing directory for the sandbox",
             ) from None
+    except NotADirectoryError:
+        raise InputError(
+            "a part of its parent is not a directory",
+            path=path,
+            hint="name a directory whose parents are directories, or leave out --dir",
+        ) from None
+    except OSError as err:  # a name too long, a read-only place
+        raise os_error(err, "cannot create the sandbox directory") from err
     return path
 
 
