@@ -185,6 +185,18 @@ class Staged:
                 os.unlink(self.tmp)
 
 
+def _refuse_directory(target: str) -> None:
+    """A directory where the file goes: say so now, not "Is a directory" from the final rename."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        return  # missing (the usual case), or the write itself says what is wrong
+    if stat.S_ISDIR(st.st_mode):
+        raise NotRegular(
+            "is a directory, not a regular file", path=target, hint="replace it with a regular file"
+        )
+
+
 @contextlib.contextmanager
 def staged(
     path: str | os.PathLike[str],
@@ -203,6 +215,7 @@ def staged(
     TMP_MARK + pid, and temps of dead writers are removed first.
     """
     target = os.fspath(path)
+    _refuse_directory(target)
     if tmp is None:
         remove_stale_temps(target)
         tmp = _temp_name(target)

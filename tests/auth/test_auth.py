@@ -6,6 +6,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -639,6 +640,10 @@ def test_owner_and_group(tree):
             ":",
             ("argument --owner: ':' names no user or group (give USER, USER:GROUP or :GROUP)"),
         ),
+        # negative numbers were looked up as names ("no such user: '-5'")
+        ("--owner", "-5", "argument --owner: uid -5 is out of range (at least 0)"),
+        ("--group", "-1", "argument --group: gid -1 is out of range (at least 0)"),
+        ("--owner", "0:-2", "argument --owner: gid -2 is out of range (at least 0)"),
         # A17: setuid and sticky bits were accepted
         (
             "--mode",
@@ -912,6 +917,61 @@ def test_one_temp_file_while_writing_and_stale_nested_ones_cleaned(tmp_path, mon
     auth.write_cdb(tmp_path / "auth.cdb", [(b"a", b"$1$a$b")])
     assert seen[0] == [f".auth.cdb{TMP_MARK}{os.getpid()}"]
     assert sorted(os.listdir(tmp_path)) == [".auth.cdb.lock", "auth.cdb"]
+
+
+def test_mkauth_killed_while_writing_leaves_one_temp_that_the_next_run_removes(tmp_path):
+    # A13: 83 kill -9s of a real mkauth -c left 10 nested temp files (166 MB) for good.
+    # Killed at moments spread over the writing (once the temp exists): never more than
+    # the one temp of the killed run, and a later run leaves nothing but the lock.
+    from qmailkit.fsutil import TMP_MARK
+
+    logins = 60_000
+    (tmp_path / "passwd").write_text(
+        "".join(f"u{i}:x:{1000 + i % 50000}:100::/home/u{i}:/bin/sh\n" for i in range(logins))
+    )
+    (tmp_path / "shadow").write_text(
+        "".join(f"u{i}:{SHA512_SECRET}:19000:0:99999:7:::\n" for i in range(logins))
+    )
+    control = tmp_path / "control"
+    control.mkdir()
+    target = control / "auth.cdb"
+    mkauth = [
+        str(Path(sys.executable).parent / "mkauth"),
+        "--no-vpopmail",
+        "--passwd",
+        str(tmp_path / "passwd"),
+        "--shadow",
+        str(tmp_path / "shadow"),
+        "--min-uid",
+        "1000",
+        "-c",
+        str(target),
+    ]
+
+    def temps() -> list[str]:
+        return sorted(name for name in os.listdir(control) if TMP_MARK in name)
+
+    killed_while_writing = 0
+    for delay in (0.0, 0.003, 0.01, 0.03):
+        target.unlink(missing_ok=True)  # so that every run writes the whole file again
+        proc = subprocess.Popen(mkauth, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            own = f".auth.cdb{TMP_MARK}{proc.pid}"
+            deadline = time.monotonic() + 60
+            while own not in temps() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)  # a tight loop: the writing lasts a fraction of a second
+            time.sleep(delay)
+        finally:
+            proc.kill()
+            proc.wait()
+        left = temps()
+        assert set(left) <= {own}, left
+        killed_while_writing += left == [own]
+    assert killed_while_writing >= 2  # the kills did land while the file was being written
+    target.unlink(missing_ok=True)
+    done = subprocess.run(mkauth, capture_output=True, text=True, check=False, timeout=120)
+    assert (done.returncode, done.stdout) == (0, f"{target}: created: {logins} logins\n")
+    assert sorted(os.listdir(control)) == [".auth.cdb.lock", "auth.cdb"]
 
 
 def test_check_with_standard_input_closed_and_no_terminal(tree):

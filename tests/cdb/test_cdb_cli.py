@@ -308,6 +308,15 @@ def test_a_symlink_to_dev_zero_is_refused(tmp_path):
             ),
         ),
         ("1777777", "'1777777' is out of range for a file mode (at most 0777)"),
+        # a world-writable cdb: anyone could rewrite what qmail reads
+        *(
+            (
+                mode,
+                f"'{mode}' lets every user write the database; give a mode without write "
+                "permission for others (e.g. 644 or 0640)",
+            )
+            for mode in ("666", "0602", "777")
+        ),
     ],
 )
 def test_make_mode_is_checked(tmp_path, mode, message):
@@ -316,6 +325,21 @@ def test_make_mode_is_checked(tmp_path, mode, message):
     assert proc.returncode == 100
     assert proc.stderr.decode().endswith(f"qmailkit cdb make: usage: argument --mode: {message}\n")
     assert dir_listing(tmp_path) == []
+
+
+def test_make_onto_a_directory_names_it_before_reading(tmp_path):
+    # A18: it said ".db.cdb.qmailkit-tmp.PID: cannot write db.cdb: Is a directory" after
+    # reading all the input
+    target = tmp_path / "db.cdb"
+    target.mkdir()
+    proc = qk("cdb", "make", target, input=b"+1,1:a->b\n\n")
+    assert proc.returncode == 111
+    assert proc.stderr.decode() == (
+        f"qmailkit cdb: fatal: {target}: is a directory, not a regular file "
+        "(replace it with a regular file)\n"
+    )
+    assert dir_listing(tmp_path) == ["db.cdb"]
+    assert dir_listing(target) == []
 
 
 def test_make_with_standard_input_closed(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import resource
 import subprocess
 import sys
 
@@ -78,9 +79,17 @@ def _both(tmp_path, stdin, **kwargs):
     return runs
 
 
+def _address_space_limit(nbytes):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (nbytes, nbytes))
+
+    return limit
+
+
 def test_endless_junk_stops_at_the_first_bad_line_like_tcprules(tmp_path):
     # qmailkit used to read all of /dev/urandom first (2.7 GB in 8 s)
-    theirs, ours = _both(tmp_path, "/dev/urandom")
+    # ... and in a bounded space: 512 MB of address space is far more than a run needs
+    theirs, ours = _both(tmp_path, "/dev/urandom", preexec_fn=_address_space_limit(512 << 20))
     assert theirs.returncode == ours.returncode == 100
     assert ours.stderr.startswith(b"qmailkit tcprules: fatal: standard input:")
     assert not (tmp_path / "r.cdb").exists()
@@ -144,9 +153,44 @@ def test_check_with_a_host_that_is_not_utf8(tmp_path):
     )
     assert proc.returncode == 100
     assert proc.stderr == (
-        b"qmailkit tcprules: fatal: HOST '\\\\xff\\\\xfe' is not valid UTF-8 "
+        b"qmailkit tcprules: fatal: HOST '\\xff\\xfe' is not valid UTF-8 "
         b"text (give the name as tcpserver sets TCPREMOTEHOST/TCPREMOTEINFO)\n"
     )
+
+
+def test_check_with_an_ip_that_is_not_utf8(tmp_path):
+    # shown as the bytes given, not as Python's surrogates ('\udcff')
+    cdb = tmp_path / "r.cdb"
+    tcprules.compile_rules(tcprules.parse(b":allow\n"), cdb)
+    proc = subprocess.run(
+        [*QMAILKIT, "tcprules", "check", str(cdb), b"1.2.3.\xff"],
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 100
+    assert proc.stderr == (
+        b"qmailkit tcprules: fatal: not an IP address: '1.2.3.\\xff' "
+        b"(give the client's address, e.g. 1.2.3.4)\n"
+    )
+
+
+def test_compile_onto_a_directory_names_it(tmp_path):
+    # A18: it said "r.tmp: cannot write r.cdb: Is a directory"
+    (tmp_path / "r.cdb").mkdir()
+    proc = subprocess.run(
+        [*QMAILKIT, "tcprules", str(tmp_path / "r.cdb"), str(tmp_path / "r.tmp")],
+        input=b":allow\n",
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 111
+    assert proc.stderr.decode() == (
+        f"qmailkit tcprules: fatal: {tmp_path}/r.cdb: is a directory, not a regular file "
+        "(replace it with a regular file)\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == [".r.cdb.lock", "r.cdb"]
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])

@@ -103,9 +103,46 @@ def test_option_types_parse_and_refuse_with_actionable_messages():
     ):
         with pytest.raises(argparse.ArgumentTypeError, match=why):
             options.owner(bad)
+    for bad, why in (
+        ("-1", "uid -1 is out of range (at least 0)"),
+        (":-1", "gid -1 is out of range (at least 0)"),
+        ("-0x1", "no such user: '-0x1'"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError) as caught:
+            options.owner(bad)
+        assert str(caught.value) == why
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        options.user_number("-5")
+    assert str(caught.value) == "uid -5 is out of range (at least 0)"
     assert options.percent("20%") == 0.2
     with pytest.raises(argparse.ArgumentTypeError, match="not between 0 and 100"):
         options.percent("101")
+
+
+def test_a_cdb_mode_gives_others_no_write_permission():
+    # A17: a cdb qmail reads must never be world-writable (nor setuid, setgid or sticky)
+    import argparse
+
+    import pytest
+
+    from qmailkit.cli import options
+
+    assert [options.cdb_mode(m) for m in ("644", "0640", "0660", "0775", "0")] == [
+        0o644,
+        0o640,
+        0o660,
+        0o775,
+        0,
+    ]
+    for bad in ("666", "0602", "777"):
+        with pytest.raises(argparse.ArgumentTypeError) as caught:
+            options.cdb_mode(bad)
+        assert str(caught.value) == (
+            f"{bad!r} lets every user write the database; give a mode without write "
+            "permission for others (e.g. 644 or 0640)"
+        )
+    with pytest.raises(argparse.ArgumentTypeError, match="sets the setuid"):
+        options.cdb_mode("4644")
 
 
 def test_new_option_types_parse_and_refuse_with_actionable_messages():

@@ -216,6 +216,23 @@ def test_open_append_never_through_symlink(tmp_path):
         fsutil.open_append(tmp_path / "fifo")  # at once: never waits for a reader
 
 
+def test_a_directory_where_the_file_goes_is_named_before_any_temp(tmp_path):
+    # A18: the rename at the end failed with "TEMP: cannot write PATH: Is a directory"
+    target = tmp_path / "auth.cdb"
+    target.mkdir()
+    with pytest.raises(fsutil.NotRegular) as caught, fsutil.staged(target):
+        pytest.fail("staged a file over a directory")
+    assert str(caught.value) == (
+        f"{target}: is a directory, not a regular file (replace it with a regular file)"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["auth.cdb"]
+    # a symlink to a directory is replaced (rename acts on the name), as any symlink is
+    link = tmp_path / "link.cdb"
+    link.symlink_to(target)
+    fsutil.atomic_write(link, b"new")
+    assert link.read_bytes() == b"new" and not link.is_symlink() and target.is_dir()
+
+
 def test_private_dir_refuses_symlink_and_loose_modes(tmp_path):
     state = tmp_path / "state"
     assert fsutil.private_dir(state) == str(state)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qmailkit.cli.options import octal_mode
+from qmailkit.cli.options import cdb_mode
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     make.add_argument(
         "--mode",
-        type=octal_mode,
+        type=cdb_mode,
         default=0o644,
         metavar="OCTAL",
-        help="file mode, octal (default 644; setuid, setgid and sticky bits are refused)",
+        help="file mode, octal (default 644; setuid, setgid and sticky bits and write "
+        "permission for others are refused)",
     )
     make.set_defaults(func=cmd_make)
 

@@ -47,8 +47,30 @@ def octal_mode(text: str) -> int:
     return mode
 
 
+def cdb_mode(text: str) -> int:
+    """``octal_mode`` for a database qmail reads: no write permission for others either.
+
+    Anyone who can rewrite a world-writable cdb changes routes, rules or logins.
+    """
+    mode = octal_mode(text)
+    if mode & 0o002:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} lets every user write the database; give a mode without "
+            "write permission for others (e.g. 644 or 0640)"
+        )
+    return mode
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits, with an optional minus: a number, right or wrong, not a name."""
+    digits = text.removeprefix("-")
+    return digits.isascii() and digits.isdigit()
+
+
 def _number(text: str, what: str) -> int:
     number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{what} {text} is out of range (at least 0)")
     if number > MAX_ID:
         raise argparse.ArgumentTypeError(f"{what} {text} is out of range (at most {MAX_ID})")
     return number
@@ -56,7 +78,7 @@ def _number(text: str, what: str) -> int:
 
 def user_number(text: str) -> int:
     """A numeric user id, 0 .. 2**32-2 (the bounds of a uid range, not a name)."""
-    if not (text.isascii() and text.isdigit()):
+    if not _is_number(text):
         raise argparse.ArgumentTypeError(f"not a user id: {text!r} (give a number, e.g. 500)")
     return _number(text, "uid")
 
@@ -65,7 +87,7 @@ def user_id(text: str) -> int:
     """A user: a name from the passwd database, or a number (0 .. 2**32-2)."""
     import pwd
 
-    if text.isascii() and text.isdigit():
+    if _is_number(text):
         return _number(text, "uid")
     try:
         return pwd.getpwnam(text).pw_uid
@@ -77,7 +99,7 @@ def group_id(text: str) -> int:
     """A group: a name from the group database, or a number (0 .. 2**32-2)."""
     import grp
 
-    if text.isascii() and text.isdigit():
+    if _is_number(text):
         return _number(text, "gid")
     try:
         return grp.getgrnam(text).gr_gid

@@ -90,11 +90,17 @@ def cmd_check(
     from qmailkit import tcprules
     from qmailkit.errors import InputError, QmailkitError
 
+    # Bytes that are not UTF-8 are shown as \xNN escapes, once (not as surrogates, not doubled).
+    if not _is_text(ip):
+        raise InputError(
+            f"not an IP address: '{_text(os.fsencode(ip))}'",
+            hint="give the client's address, e.g. 1.2.3.4",
+        )
     tcprules.check_ip(ip)
     for what, value in (("HOST", host), ("INFO", info)):
         if value is not None and not _is_text(value):
             raise InputError(
-                f"{what} {_text(os.fsencode(value))!r} is not valid UTF-8 text",
+                f"{what} '{_text(os.fsencode(value))}' is not valid UTF-8 text",
                 hint="give the name as tcpserver sets TCPREMOTEHOST/TCPREMOTEINFO",
             )
     found = tcprules.explain(cdb_path, ip, host, info)
