@@ -513,7 +513,7 @@ def test_check_says_when_the_domain_is_not_in_rcpthosts(tree):
     ("args", "message"),
     [
         (["--uid-min", "x"], "argument --uid-min: not a user id: 'x' (give a number, e.g. 500)"),
-        (["--uid-max", "-1"], "argument --uid-max: not a user id: '-1' (give a number, e.g. 500)"),
+        (["--uid-max", "5x"], "argument --uid-max: not a user id: '5x' (give a number, e.g. 500)"),
         (
             ["--uid-ignore", "99999999999"],
             "argument --uid-ignore: uid 99999999999 is out of range (at most 4294967294)",

@@ -265,7 +265,7 @@ class Plan:
             found = self._virtual_entries(rules, domain, route.detail)
         else:
             found = self._relay_entries(notes, domain, route.detail)
-        table = _table(found, domain)
+        table = _table(found, domain, notes)
         valued = any(item.origin[0] if isinstance(item, Bulk) else item[1] for item in found)
         for single in self.singles.get(domain, ()):
             home, dash, ext = self.snapshot.deliverer(single.local)
@@ -275,17 +275,11 @@ class Plan:
         for key in self.excluded.get(folded_bytes(domain), ()):
             table.pop(key, None)
         keys = sorted(table)
-        # Keys travel joined by newlines (to the cdb writer, from a worker): the one
-        # check that no key holds a newline (or a NUL) costs one join, needed anyway.
-        joined = b"\n".join(keys)
-        if keys and (joined.count(b"\n") != len(keys) - 1 or b"\0" in joined):
-            keys = _reachable(table, keys, notes)
-            joined = b"\n".join(keys)
         origins = list(map(table.__getitem__, keys))
         values = [value for value, _source in origins] if valued else None
         if values is not None and not any(values):
             values = None
-        return DomainKeys(keys, values, origins, None, joined), notes
+        return DomainKeys(keys, values, origins), notes
 
     # -- local domains ------------------------------------------------------------------
 
@@ -415,7 +409,7 @@ class Plan:
         return [("", ACCEPT, source)]
 
 
-def _table(found: list[Entry], domain: str) -> dict[bytes, Origin]:
+def _table(found: list[Entry], domain: str, notes: list[str]) -> dict[bytes, Origin]:
     suffix = folded_bytes("@" + domain)
     table: dict[bytes, Origin] = {}
     # The first source wins, as in qmail's own lookup order: apply the list
@@ -423,6 +417,12 @@ def _table(found: list[Entry], domain: str) -> dict[bytes, Origin]:
     for item in reversed(found):
         if isinstance(item, Bulk):  # names no mail can reach are left out already
             keys = item.names
+            # Keys travel joined by newlines (to the cdb writer, from a worker). The names
+            # hold none (vpasswd lines; vpopmail.deliverable), the domain neither (plan):
+            # only a lead they share can (a users/cdb wildcard), and no address reaches it.
+            if keys and (b"\n" in keys[0] or b"\0" in keys[0]):
+                notes.append(f"{item.origin[1]}: skipped: {_unreachable(keys[0])}")
+                continue
             if not item.keyed:
                 # name + suffix for every name, with two bulk operations instead of a loop.
                 keys = ((suffix + b"\n").join(keys) + suffix).split(b"\n")
@@ -434,35 +434,43 @@ def _table(found: list[Entry], domain: str) -> dict[bytes, Origin]:
                 table = dict.fromkeys(keys, item.origin)
             continue
         local, value, source = item
+        if "\n" in local or "\0" in local:  # a .qmail name or a cdb key, say
+            notes.append(f"{source}: skipped {_unreachable(local + '@' + domain)}")
+            continue
         table[folded_bytes(local) + suffix] = (value, source)
     return table
 
 
-def _reachable(table: dict[bytes, Origin], keys: list[bytes], notes: list[str]) -> list[bytes]:
-    """``keys`` without those holding a newline or NUL (a .qmail file name, a cdb key),
-    with a warning naming the source of each: qmail-smtpd never sees such an address."""
-    kept = []
-    for key in keys:
-        if b"\n" in key or b"\0" in key:
-            shown = key.decode(ENCODING, ERRORS)
-            notes.append(f"{table[key][1]}: skipped {shown!r}: no address holds a newline or NUL")
-        else:
-            kept.append(key)
-    return kept
+def _unreachable(name: str | bytes) -> str:
+    shown = name.decode(ENCODING, ERRORS) if isinstance(name, bytes) else name
+    return f"{shown!r}: no address holds a newline or NUL"
 
 
 def plan(options: Options, snapshot: Snapshot | None = None) -> Plan:
     """Read what every domain needs and decide each one's route; InputError (nothing to
     write) when a received domain is handled by nobody, or twice."""
     snapshot = snapshot or options.snapshot()
+    routes, notes = _routes(snapshot)
+    if routes and snapshot.assignments.note:
+        notes.append(snapshot.assignments.note)
+    singles = _singles(snapshot, routes, notes)
+    excluded: dict[bytes, list[bytes]] = {}
+    for address in options.exclude:
+        key = folded_bytes(address)
+        at = key.rfind(b"@")
+        if at >= 0:
+            excluded.setdefault(key[at + 1 :], []).append(key)
+    return Plan(snapshot, options, routes, singles, excluded, notes)
+
+
+def _routes(snapshot: Snapshot) -> tuple[dict[str, Route], list[str]]:
+    """Each received domain's route, and warnings; InputError for what nobody handles."""
     routes: dict[str, Route] = {}
     problems: list[str] = []
-    unreachable: list[str] = []
+    notes: list[str] = []
     for domain, source in snapshot.received.items():
         if "\n" in domain or "\0" in domain:  # a morercpthosts.cdb key, say
-            unreachable.append(
-                f"{source}: skipped domain {domain!r}: no address holds a newline or NUL"
-            )
+            notes.append(f"{source}: skipped domain {_unreachable(domain)}")
             continue
         if domain.startswith("."):
             problems.append(
@@ -479,17 +487,25 @@ def plan(options: Options, snapshot: Snapshot | None = None) -> Plan:
             "cannot build the list of valid recipients:\n  " + "\n  ".join(problems),
             hint="nothing was written",
         )
-    notes = unreachable
-    if routes and snapshot.assignments.note:
-        notes.append(snapshot.assignments.note)
+    return routes, notes
+
+
+def _singles(
+    snapshot: Snapshot, routes: dict[str, Route], notes: list[str]
+) -> dict[str, list[Single]]:
+    """virtualdomains' single addresses (user@domain:prepend) per domain they serve.
+
+    They come first in qmail-send's lookup, so they win over anything else; but
+    it never reads virtualdomains for a domain in locals.
+    """
     singles: dict[str, list[Single]] = {}
     locals_path, _names = snapshot.locals
-    # Single addresses from virtualdomains (user@domain:prepend) come first in
-    # qmail-send's lookup, so they win over anything else; but it never reads
-    # virtualdomains for a domain in locals.
     for single in snapshot.singles():
         route = routes.get(single.domain)
         if route is None:
+            continue
+        if "\0" in single.address:  # a line cannot hold a newline, but it can hold a NUL
+            notes.append(f"{single.source}: skipped {_unreachable(single.address)}")
             continue
         if route.kind is RouteKind.LOCAL:
             notes.append(
@@ -499,13 +515,7 @@ def plan(options: Options, snapshot: Snapshot | None = None) -> Plan:
             )
             continue
         singles.setdefault(single.domain, []).append(single)
-    excluded: dict[bytes, list[bytes]] = {}
-    for address in options.exclude:
-        key = folded_bytes(address)
-        at = key.rfind(b"@")
-        if at >= 0:
-            excluded.setdefault(key[at + 1 :], []).append(key)
-    return Plan(snapshot, options, routes, singles, excluded, notes)
+    return singles
 
 
 # -- building ---------------------------------------------------------------------------
