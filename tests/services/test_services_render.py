@@ -613,7 +613,7 @@ def test_golden_log_run(kind):
 def test_header_lists_settings_and_original_names():
     text = run_text(
         rendered(
-            MX + 'ip = "0"\ngreeting = "hi there"\nenv = { DATABYTES = "1", X = "a\\nexit 3" }\n'
+            MX + 'ip = "0"\ngreeting = "hi there"\nenv = { DATABYTES = "1", X = "a\\texit 3" }\n'
         )["mx"]
     )
     head = text[: text.index("\n# Start again from an empty environment")]
@@ -621,8 +621,17 @@ def test_header_lists_settings_and_original_names():
     assert '#   greeting            = "hi there"  [SMTPGREETING]\n' in head
     assert '#   rbl_block           = ["sbl.spamhaus.org", "xbl.spamhaus.org"]  [RBL_BAD]' in head
     assert '#   env.DATABYTES       = "1"\n' in head
-    assert '#   env.X               = "a\\nexit 3"\n' in head  # the newline stays escaped
+    assert '#   env.X               = "a\\texit 3"\n' in head  # the tab stays escaped
     assert "greylist_dir" not in head  # irrelevant while greylisting is off
+    assert all(line.startswith("#") for line in head.splitlines() if line)
+
+
+def test_header_escapes_a_newline_in_the_default_delivery():
+    """default_delivery is dot-qmail text and may hold several lines (env values may not)."""
+    send = '[services.s]\ntype = "qmail-send"\ndefault_delivery = "./Maildir/\\nexit 3"\n'
+    head = run_text(rendered(send)["s"])
+    head = head[: head.index("\n# Start again from an empty environment")]
+    assert '#   default_delivery = "./Maildir/\\nexit 3"  [control/defaultdelivery]\n' in head
     assert all(line.startswith("#") for line in head.splitlines() if line)
 
 

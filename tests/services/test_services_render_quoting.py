@@ -24,7 +24,8 @@ text = st.lists(
     max_size=16,
 ).map("".join)
 line_text = text.filter(lambda s: "\n" not in s and "\r" not in s)
-filename = text.filter(
+# file names go into exported paths, each logged as one line: no line break (A19)
+filename = line_text.filter(
     lambda s: s not in ("", ".", "..") and "/" not in s and len(s.encode()) < 200
 )
 zone = st.from_regex(r"[a-z][a-z0-9]{0,8}\.(org|net)", fullmatch=True)
@@ -54,8 +55,8 @@ def _files(d: Path, names: list[str]) -> list[str]:
     greeting=line_text,
     names=st.lists(filename, min_size=4, max_size=4),
     rbl=st.lists(st.tuples(zone, line_text), max_size=2),  # one SMTP line each
-    env=st.dictionaries(env_name, text, max_size=3),
-    auth_set=st.dictionaries(env_name, text, max_size=2),
+    env=st.dictionaries(env_name, line_text, max_size=3),  # logged as NAME="value": one line
+    auth_set=st.dictionaries(env_name, line_text, max_size=2),
     ssl=st.booleans(),
     softlimit=st.sampled_from([0, 50000000]),
     port=st.integers(1, 65535),
@@ -171,7 +172,7 @@ def test_smtpd_values_arrive_intact(
 @given(
     hostname=line_text.filter(bool),
     names=st.lists(filename, min_size=2, max_size=2),
-    maildir=text.filter(bool),
+    maildir=line_text.filter(bool),
     ip=st.sampled_from(["0", "127.0.0.1", "::1", "mail.example.org"]),
 )
 def test_pop3d_values_arrive_intact(hostname, names, maildir, ip):
@@ -225,7 +226,7 @@ def test_pop3d_values_arrive_intact(hostname, names, maildir, ip):
 
 
 @SETTINGS
-@given(delivery=text.filter(bool), env=st.dictionaries(env_name, text, max_size=3))
+@given(delivery=text.filter(bool), env=st.dictionaries(env_name, line_text, max_size=3))
 def test_send_delivery_arrives_intact(delivery, env):
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
