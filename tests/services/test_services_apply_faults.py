@@ -5,6 +5,7 @@ nothing half-applied, nothing followed."""
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -211,6 +212,69 @@ def test_cli_render_out_with_a_missing_parent(tmp_path):
         "parent first; render creates only DIR itself)\n"
     )
     assert not (tmp_path / "no").exists()
+
+
+# -- log/main is the log user's: nothing there is followed ----------------------------------
+
+
+def runit_svc(**kw):
+    return svc(extra={"log/main/config": (b"s4096\nn3\n", 0o644)}, **kw)
+
+
+def secret_file(pub: Path) -> Path:
+    secret = pub / "shadow"
+    secret.write_text("root:SECRET-HASH:19000:0:99999:7:::\n")
+    os.chmod(secret, 0o600)
+    return secret
+
+
+def test_a_log_user_symlink_in_log_main_is_not_read(pub):
+    """The log user replaces log/main/config by a link to a root-only file: the plan (and
+    its diff, which cron mails) shows the link, never the file's text; --force replaces
+    the link, the file is untouched."""
+    need_root()
+    cfg = config(pub, "runit")
+    install.apply(cfg, {"send": runit_svc()})
+    main = pub / "services/send/log/main"
+    secret = secret_file(pub)
+    as_nobody(f"rm {main}/config && ln -s {secret} {main}/config")
+    changes = planning.plan(cfg, {"send": runit_svc()})
+    assert [c.describe() for c in changes] == [
+        f"edited      send/log/main/config  (a symbolic link to {secret}, not followed)"
+    ]
+    assert "SECRET" not in changes[0].diff
+    with pytest.raises(InputError):
+        install.apply(cfg, {"send": runit_svc()})
+    install.apply(cfg, {"send": runit_svc()}, force=True)
+    assert not (main / "config").is_symlink()
+    assert (main / "config").read_bytes() == b"s4096\nn3\n"
+    assert secret.read_text() == "root:SECRET-HASH:19000:0:99999:7:::\n"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_a_link_swapped_in_after_the_plan_is_not_chmodded(pub, monkeypatch):
+    """Between the plan (mode 0600 -> 0644) and the chmod, the log user swaps the file for
+    a link to a root-only file: apply stops naming it, the file keeps its mode."""
+    need_root()
+    cfg = config(pub, "runit")
+    install.apply(cfg, {"send": runit_svc()})
+    main = pub / "services/send/log/main"
+    os.chmod(main / "config", 0o600)
+    secret = secret_file(pub)
+    real = planning.changes
+
+    def changes_then_swap(*args, **kw):
+        out = real(*args, **kw)
+        as_nobody(f"rm -f {main}/config && ln -s {secret} {main}/config")
+        return out
+
+    monkeypatch.setattr(planning, "changes", changes_then_swap)
+    with pytest.raises(QmailkitError) as exc:
+        install.apply(cfg, {"send": runit_svc()})
+    assert str(exc.value) == (
+        f"{main}/config: is a symbolic link (not followed) (replace it with a regular file)"
+    )
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
 
 
 # -- apply: things in the way -----------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import NoReturn
 
 from qmailkit import supervisor, tcprules
 from qmailkit.errors import InputError, QmailkitError, os_error
-from qmailkit.fsutil import atomic_write, file_kind, fsync_dir, locked, poll
+from qmailkit.fsutil import atomic_write, file_kind, fsync_dir, locked, open_regular, poll
 from qmailkit.services import plan as planning
 from qmailkit.services.check import Account, policy_errors
 from qmailkit.services.config import Config
@@ -260,7 +260,7 @@ def _write_service(svc: RenderedService, sdir: Path, mine: list[Change]) -> None
             if action in WRITE_ACTIONS:
                 atomic_write(sdir / rel, data, mode=mode)
             elif action == "mode":
-                os.chmod(sdir / rel, mode)
+                _chmod_regular(sdir / rel, mode)
         for c in mine:
             if c.action == "remove":
                 (sdir / c.path).unlink()
@@ -271,6 +271,16 @@ def _write_service(svc: RenderedService, sdir: Path, mine: list[Change]) -> None
     if state != _safe_state(sdir):
         body = json.dumps({"files": dict(sorted(state.items()))}, indent=1) + "\n"
         atomic_write(sdir / STATE_FILE, body.encode(), mode=0o644)
+
+
+def _chmod_regular(path: Path, mode: int) -> None:
+    """chmod, never through a symlink swapped in since the plan (log/main is the log
+    user's: chmod by name could make root give any file that mode)."""
+    fd = open_regular(path, follow=False)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _create_service(svc: RenderedService, sdir: Path, mine: list[Change]) -> None:

@@ -69,9 +69,12 @@ def sha(data: bytes) -> str:
 
 def read_file(path: Path) -> bytes | None:
     """A file of the service directory, None if missing; anything but a regular file (a
-    directory, a FIFO) in the way is an error naming it."""
+    directory, a FIFO, a symlink: never followed) in the way is an error naming it.
+
+    log/main belongs to the log user: a symlink there to a file only root may read
+    would otherwise put that file's text into apply's diff."""
     try:
-        return read_bounded(path)
+        return read_bounded(path, follow=False)
     except FileNotFoundError:
         return None
 
@@ -272,13 +275,18 @@ class _ServicePlan:
         for rel, (data, mode) in sorted(self.svc.files.items()):
             path = self.sdir / rel
             label = f"{self.name}/{rel}"
+            if path.is_symlink():
+                why = f"a symbolic link to {os.readlink(path)}, not followed"
+                diff = unified_diff(None, data, label)
+                self.edited.append(Change(self.name, "edited", rel, diff, detail=why))
+                continue
             old = read_file(path)
             if old is None:
                 self.changes.append(
                     Change(self.name, "create", rel, unified_diff(None, data, label))
                 )
             elif old == data:
-                if stat.S_IMODE(path.stat().st_mode) != mode:
+                if stat.S_IMODE(path.lstat().st_mode) != mode:
                     self.changes.append(Change(self.name, "mode", rel, detail=f"{mode:04o}"))
             elif state.get(rel) != sha(old) and not self.pending.ours(self.name, rel, sha(old)):
                 why = (
@@ -297,8 +305,8 @@ class _ServicePlan:
     def removed(self, state: dict[str, str]) -> None:
         """Files we wrote before that the config no longer produces."""
         for rel, digest in sorted(state.items()):
-            if rel in self.svc.files:
-                continue
+            if rel in self.svc.files or (self.sdir / rel).is_symlink():
+                continue  # a link is not what we wrote: left alone
             old = read_file(self.sdir / rel)
             if old is not None and sha(old) == digest:
                 diff = unified_diff(old, None, f"{self.name}/{rel}")
