@@ -164,6 +164,7 @@ Send = Callable[[object], None]
 # Frames on a worker's pipe: 4-byte big-endian length, then a pickled
 # (kind, index, payload) with kind "message", "result" or "error".
 _FLUSH_AT = 1 << 18  # results are batched up to this many bytes; messages go at once
+_READ_SIZE = 1 << 20  # the pipe's size (spawn): a big result crosses in few reads
 
 
 def _ignore(_message: object) -> None:
@@ -271,7 +272,14 @@ class _Pool(Generic[T, R]):
         def frame(kind: str, payload: object) -> None:
             blob = pickle.dumps((kind, current, payload), protocol=pickle.HIGHEST_PROTOCOL)
             pending.extend(len(blob).to_bytes(4, "big"))
-            pending.extend(blob)
+            if len(blob) < _FLUSH_AT:
+                pending.extend(blob)
+                return
+            # A big result goes to the pipe as it is: two copies of megabytes cost more
+            # than a write.
+            write_all(wfd, bytes(pending))
+            pending.clear()
+            write_all(wfd, blob)
 
         def send(message: object) -> None:
             frame("message", message)
@@ -291,7 +299,7 @@ class _Pool(Generic[T, R]):
 
     def _read_frames(self, fd: int) -> bool:
         """Read what ``fd`` has and act on its whole frames; False at end of file."""
-        data = os.read(fd, 1 << 16)
+        data = os.read(fd, _READ_SIZE)
         if not data:
             return False
         buf = self.running[fd].buffer
@@ -301,7 +309,8 @@ class _Pool(Generic[T, R]):
             size = int.from_bytes(buf[start : start + 4], "big")
             if len(buf) - start - 4 < size:
                 break
-            kind, index, payload = pickle.loads(buf[start + 4 : start + 4 + size])
+            with memoryview(buf) as view, view[start + 4 : start + 4 + size] as blob:
+                kind, index, payload = pickle.loads(blob)  # no copy of a big result
             start += 4 + size
             if kind == "message":
                 self.deliver(payload)
