@@ -124,8 +124,10 @@ def test_1000_atomic_replaces_of_one_file_name_only_it(box, mode):
     target = box / "rcpthosts"
     with watcher(mode, {box: None}) as w:
         started = time.monotonic()
+        temp = box / f".rcpthosts{fsutil.TMP_MARK}{os.getpid()}"  # fsutil.staged's name, no fsync
         for i in range(1000):
-            fsutil.atomic_write(target, b"example.org %d\n" % i)
+            temp.write_bytes(b"example.org %d\n" % i)
+            os.replace(temp, target)
         took = time.monotonic() - started
         batches = drain(w)
     assert {b.paths for b in batches} == {frozenset({str(target)})}
@@ -240,18 +242,21 @@ def test_only_the_names_of_interest(tmp_path, mode):
         assert w.next_batch(timeout=10) == changed(domain / ".qmail-joe", control / "locals")
 
 
-def test_queue_overflow_asks_for_a_rescan(box):
+def test_queue_overflow_asks_for_a_rescan_and_renews_the_watches(box):
     limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     files = limit // 2 + 100  # each file: IN_CREATE and IN_CLOSE_WRITE
     if files > 200_000:
         pytest.skip(f"max_queued_events is {limit}: too many files to overflow it")
-    with watcher("inotify", {box: None}) as w:
+    domain = box / "example.org"
+    with watcher("inotify", {box: {"locals"}, domain: None}) as w:
         for i in range(files):
             (box / f"m{i}").write_bytes(b"")
+        domain.mkdir()  # its IN_CREATE is lost in the overflow
         batch = w.next_batch(timeout=30)
-    assert batch is not None
-    assert batch.rescan == (OVERFLOW,)
-    assert batch.needs_rescan
+        assert batch == Batch(rescan=(OVERFLOW, f"watched directory appeared: {domain}"))
+        assert batch.needs_rescan
+        (domain / "vpasswd").write_bytes(b"x")
+        assert w.next_batch(timeout=10) == changed(domain / "vpasswd")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -285,6 +290,24 @@ def test_a_missing_directory_is_watched_once_it_appears(tmp_path, mode):
         assert w.next_batch(timeout=10) == changed(domain / "vpasswd")
         (tmp_path / "domains" / "3" / "other").write_bytes(b"x")
         assert w.next_batch(timeout=NOTHING) is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_directory_whose_parent_is_renamed_is_waited_for_after_the_tick(tmp_path, mode):
+    domain = tmp_path / "a" / "example.org"
+    domain.mkdir(parents=True)
+    with watcher(mode, {domain: None}, rescan_every=0.5) as w:
+        (tmp_path / "a").rename(tmp_path / "b")
+        batch = w.next_batch(timeout=10)
+        assert (
+            batch is not None
+            and f"watched directory removed or moved away: {domain}" in batch.rescan
+        )
+        (tmp_path / "b" / "example.org" / "vpasswd").write_bytes(b"x")
+        domain.mkdir(parents=True)
+        assert w.next_batch(timeout=10) == Batch(rescan=(f"watched directory appeared: {domain}",))
+        (domain / "vpasswd").write_bytes(b"x")
+        assert w.next_batch(timeout=10) == changed(domain / "vpasswd")
 
 
 @pytest.mark.parametrize("mode", MODES)

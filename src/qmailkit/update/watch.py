@@ -26,10 +26,11 @@ digest, while a missed one costs a stale database until the next rescan.
 * **Rescan needed** (``Batch.rescan`` says why): the event queue overflowed
   (events were lost), a watched directory was removed, moved away or
   (re)appeared, inotify gave way to polling, and every ``rescan_every``
-  seconds (300) as a safety net (which also renews every watch, so a
-  directory reached through a symlink that now points elsewhere is followed).
-  The caller's full rescan at start is its own: enter the watcher first, then
-  rescan, and nothing falls between the two.
+  seconds (300) as a safety net.  After an overflow and at each tick every
+  watch is renewed: lost events may hide a directory's removal or creation,
+  and a directory reached through a symlink that now points elsewhere is
+  followed.  The caller's full rescan at start is its own: enter the watcher
+  first, then rescan, and nothing falls between the two.
 * **Missing directories.** ``add_dir`` of a directory that does not exist (a
   vpopmail domain not created yet) returns False and watches its nearest
   existing ancestor instead; when the directory appears it is watched and a
@@ -102,6 +103,8 @@ EVENTS = (
 
 OVERFLOW = "inotify event queue overflowed: events were lost"
 PERIODIC = "periodic rescan"
+_GONE = "watched directory removed or moved away: "
+_APPEARED = "watched directory appeared: "
 
 _TEMPORARY = re.compile(
     r".*\.tmp"  # qmail-newu, qmail-newmrh, tcprules
@@ -187,9 +190,9 @@ def _directory_changes(directory: str, before: _Snapshot, after: _Snapshot) -> l
     """The rescan reasons for a directory whose identity changed between two polls."""
     reasons = []
     if before.dir_id is not None:
-        reasons.append(f"watched directory removed or moved away: {directory}")
+        reasons.append(_GONE + directory)
     if after.dir_id is not None:
-        reasons.append(f"watched directory appeared: {directory}")
+        reasons.append(_APPEARED + directory)
     return reasons
 
 
@@ -491,10 +494,14 @@ class Watcher:
                 self._add_watch(target)
             except OSError as err:
                 parent = os.path.dirname(target)
-                if err.errno in (errno.ENOENT, errno.ENOTDIR) and parent != target:
-                    target = parent
-                    continue
-                raise
+                if err.errno not in (errno.ENOENT, errno.ENOTDIR) or parent == target:
+                    raise
+                if target == directory and directory in self._wd_of:
+                    # moved away with its parent: the old watch follows the inode, not the name
+                    self._forget(directory)
+                    self._note_rescan(_GONE + directory, time.monotonic())
+                target = parent
+                continue
             if target == directory:
                 break
             tried.add(target)
@@ -511,6 +518,8 @@ class Watcher:
         return directory not in self._waiting
 
     def _settle_or_fall_back(self, directory: str) -> bool:
+        if self._inotify is None:  # fell back while settling others
+            return directory in self._snapshots and self._snapshots[directory].dir_id is not None
         try:
             return self._settle(directory)
         except OSError as err:
@@ -533,11 +542,12 @@ class Watcher:
                 continue
             was_missing = directory not in self._wd_of or directory in self._waiting
             if self._settle_or_fall_back(directory) and was_missing:
-                self._note_rescan(f"watched directory appeared: {directory}", now)
+                self._note_rescan(_APPEARED + directory, now)
 
     def _event(self, wd: int, mask: int, name: str, now: float, resettle: set[str]) -> None:
-        if mask & IN_Q_OVERFLOW:
+        if mask & IN_Q_OVERFLOW:  # lost events may include a directory's IN_IGNORED or IN_CREATE
             self._note_rescan(OVERFLOW, now)
+            resettle.update(self._interest)
             return
         watched = self._paths_of.get(wd)
         if not watched:
@@ -551,7 +561,7 @@ class Watcher:
             return
         if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
             for path in sorted(watched & self._interest.keys()):
-                self._note_rescan(f"watched directory removed or moved away: {path}", now)
+                self._note_rescan(_GONE + path, now)
             if mask & IN_MOVE_SELF and self._inotify is not None:
                 with contextlib.suppress(OSError):  # IN_IGNORED follows and re-settles
                     self._inotify.rm_watch(wd)
