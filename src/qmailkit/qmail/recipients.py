@@ -135,6 +135,13 @@ class DomainKeys:
             self._joined = b"\n".join(self.keys)
         return self._joined
 
+    def compact(self) -> None:
+        """Keep the keys joined only (as the digest and the cdb writer take them): a share
+        of a parallel build then frees its key objects domain by domain, instead of a
+        worker holding them all until its answer is pickled."""
+        self.joined_keys()
+        self._keys = None
+
     def joined_values(self) -> bytes | None:
         """The values joined by newlines; None if every value is empty."""
         return None if self.values is None else b"\n".join(self.values)
@@ -550,6 +557,7 @@ def _share_keys(
         found, notes = work.domain_keys(domain)
         if with_digest:  # while the other processes work, rather than after
             found.digest()
+            found.compact()
         done.append((found, notes))
     return done
 
