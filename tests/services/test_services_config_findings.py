@@ -430,7 +430,9 @@ ONE_LINE = [
 ]
 
 
-@pytest.mark.parametrize("text, option", ONE_LINE, ids=[f"{t[24:35]}-{o}" for t, o in ONE_LINE])
+@pytest.mark.parametrize(
+    "text, option", ONE_LINE, ids=[f"{t.split(chr(34))[1]}-{o}" for t, o in ONE_LINE]
+)
 @pytest.mark.parametrize("brk", ["\\n", "\\r", "\\r\\n"])
 def test_a19_one_line_values(tmp_path, text, option, brk):
     value = f"/a{brk}250 ok"
