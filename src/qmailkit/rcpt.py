@@ -40,9 +40,19 @@ __all__ = [
 
 
 def lines(rec: Recipients) -> Iterator[bytes]:
-    """One key per line; a rejecting key is followed by a space and its value (cdbmake-12)."""
-    for key, value in rec.records():
-        yield key + b" " + value + b"\n" if value else key + b"\n"
+    """One key per line; a rejecting key is followed by a space and its value (cdbmake-12).
+
+    In ``records`` order, a domain at a time: one whose keys all accept is its
+    joined keys as they are (most domains, in bulk).
+    """
+    for domain in sorted(rec.domains):
+        found = rec.domains[domain]
+        if found.values is None:
+            if found.count():
+                yield found.joined_keys() + b"\n"
+            continue
+        for key, value in zip(found.keys, found.values, strict=True):
+            yield key + b" " + value + b"\n" if value else key + b"\n"
 
 
 def cdbmake_text(rec: Recipients) -> Iterator[bytes]:

@@ -527,3 +527,35 @@ def test_bad_numbers_are_usage_errors_from_the_shared_parsers(tree, args, messag
     done = run(tree, *args, prog=[str(MKVALIDRCPTTO)])
     assert (done.returncode, done.stdout) == (100, "")
     assert done.stderr.splitlines()[-1] == f"mkvalidrcptto: usage: {message}"
+
+
+def test_lines_print_every_record_in_order_with_its_reject_value(tree):
+    """rcpt.lines writes a domain whose keys all accept in bulk (its joined keys): the
+    same bytes as one line per record, also for a domain with no key at all."""
+    tree.ctl("rcpthosts", "example.com", "bounce.example", "catch.example", "empty.example")
+    tree.ctl(
+        "virtualdomains",
+        "bounce.example:bounce.example",
+        "catch.example:catch.example",
+        "empty.example:empty.example",
+    )
+    tree.vdomain("empty.example", [])
+    tree.write_assign()
+    rec = rcpt.build(
+        Options(qmail_home=tree.qmail, passwd=tree.passwd, vpopmail_home=tree.vpopmail)
+    )
+    assert rec.domains[b"empty.example"].count() == 0
+    per_record = b"".join(k + b" " + v + b"\n" if v else k + b"\n" for k, v in rec.records())
+    assert b"".join(rcpt.lines(rec)) == per_record
+    assert per_record.splitlines() == [
+        b"al@bounce.example",
+        b"alice@bounce.example",
+        b"amy@bounce.example",
+        b"ann@bounce.example",
+        b"list-default@bounce.example",
+        b"list@bounce.example",
+        b"@catch.example",
+        b"bob-spam@example.com -",
+        b"bob@example.com",
+        b"postmaster@example.com",
+    ]
