@@ -100,3 +100,18 @@ def test_a_sharp_shrink_is_refused_without_force(control, tmp_path):
     assert "would shrink from 10 to 1 domains (90 % fewer, limit 20 %)" in proc.stderr
     assert (control / "morercpthosts.cdb").read_bytes() == before
     assert newmrh(tmp_path, "--force").returncode == 0
+
+
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_a_directory_where_the_cdb_goes_is_named(control, tmp_path, force):
+    # A18: a morercpthosts.cdb directory said "cannot read cdb: No such device", no file name
+    (control / "morercpthosts").write_bytes(b"example.com\n")
+    target = control / "morercpthosts.cdb"
+    target.mkdir()
+    proc = newmrh(tmp_path, *force)
+    assert (proc.returncode, proc.stdout) == (111, "")
+    assert proc.stderr == (
+        f"qmailkit newmrh: fatal: {target}: is a directory, not a regular file "
+        "(replace it with a regular file)\n"
+    )
+    assert os.listdir(target) == []

@@ -208,3 +208,16 @@ def test_uid_and_gid_past_uid_t_are_refused(home, uid, gid, message):
 def test_the_largest_uid_and_gid_are_accepted(home):
     (home / "users" / "assign").write_bytes(b"=x:x:4294967294:4294967294:/home/x:-::\n.\n")
     assert newu(home).returncode == 0
+
+
+def test_a_directory_where_users_cdb_goes_is_named(home):
+    # A18: named, with qmail-newu's single failure code, and nothing written
+    (home / "users" / "assign").write_bytes(b"=joe:joe:1:1:/home/joe:-::\n.\n")
+    (home / "users" / "cdb").mkdir()
+    proc = newu(home)
+    assert (proc.returncode, proc.stdout) == (111, "")
+    assert proc.stderr == (
+        f"qmailkit newu: fatal: {home}/users/cdb: is a directory, not a regular file "
+        "(replace it with a regular file)\n"
+    )
+    assert os.listdir(home / "users" / "cdb") == []
