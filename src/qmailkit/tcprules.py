@@ -391,20 +391,31 @@ def gives_relay(data: bytes) -> bool:
     return allow and any(name == b"RELAYCLIENT" for name, _value in env)
 
 
-def _ipv4_prefix(key: bytes) -> tuple[int, ...] | None:
-    """The octets of a key tcpserver looks up for IPv4 clients (a.b.c.d, a.b.c., a.b., a.,
-    ''), or None for a key it never looks up that way (names, info@, 010., 256., IPv6...)."""
-    if key == b"":
-        return ()
-    whole = not key.endswith(b".")
-    parts = (key if whole else key[:-1]).split(b".")
-    if len(parts) != 4 if whole else len(parts) > 3:
-        return None
-    octets = tuple(_OCTET.get(p, -1) for p in parts)
-    return None if -1 in octets else octets
+def _ipv4_block(key: bytes) -> tuple[int, int] | None:
+    """The addresses a key stands for when tcpserver looks it up for IPv4 clients (a.b.c.d,
+    a.b.c., a.b., a., ''): (first, how many); None for a key it never looks up that way
+    (names, info@, 010., 256., IPv6...)."""
+    if not key:
+        parts = []
+    elif key.endswith(b"."):
+        parts = key[:-1].split(b".")
+        if len(parts) > 3:
+            return None
+    else:
+        parts = key.split(b".")
+        if len(parts) != 4:
+            return None
+    first = 0
+    for part in parts:
+        octet = _OCTET.get(part)
+        if octet is None:
+            return None
+        first = first << 8 | octet
+    shift = 8 * (4 - len(parts))
+    return first << shift, 1 << shift
 
 
-def _public_in(start: int, size: int) -> int:
+def _public_in_range(start: int, size: int) -> int:
     """How many of the addresses start .. start+size-1 are public."""
     hidden = 0
     for low, length in _NOT_PUBLIC:
@@ -412,6 +423,26 @@ def _public_in(start: int, size: int) -> int:
         if top > max(start, low):
             hidden += top - max(start, low)
     return size - hidden
+
+
+_SLASH8 = 1 << 24
+_PUBLIC_PER_SLASH8 = tuple(_public_in_range(a * _SLASH8, _SLASH8) for a in range(256))
+
+
+def _public_in(start: int, size: int) -> int:
+    """``_public_in_range``, a /8 at a time: only the few /8s that are partly public need
+    the ranges.  (The sweep's spans are disjoint, so all of them cross 256 /8s at most.)"""
+    public = 0
+    end = start + size
+    while start < end:
+        stop = min(end, ((start >> 24) + 1) << 24)
+        whole = _PUBLIC_PER_SLASH8[start >> 24]
+        if whole == _SLASH8:
+            public += stop - start
+        elif whole:
+            public += _public_in_range(start, stop - start)
+        start = stop
+    return public
 
 
 def lets_in(data: bytes) -> bool:
@@ -434,44 +465,42 @@ def coverage(
     """The clients for which tcpserver, reading ``table`` (key → value, as ``first_values``
     gives it), finds a value that is ``wanted``; ``default`` is the answer when no key
     matches (tcpserver lets such a client in, without setting anything)."""
-    decided: dict[tuple[int, ...], tuple[bytes | None, bool]] = {(): (None, default)}
     names = []
+    verdicts: dict[bytes, bool] = {}  # most keys share one of a few values
+    blocks: list[tuple[int, int, bytes, bool]] = []
     for key, data in table.items():
-        prefix = _ipv4_prefix(key)
-        if prefix is not None:
-            decided[prefix] = (key, wanted(data))
-        elif key.startswith(b"=") and wanted(data):
+        verdict = verdicts.get(data)
+        if verdict is None:
+            verdict = verdicts[data] = wanted(data)
+        block = _ipv4_block(key)
+        if block is not None:
+            blocks.append((block[0], -block[1], key, verdict))
+        elif key.startswith(b"=") and verdict:
             names.append(key)
-    # the children that have keys of their own, per prefix: only there does a block split
-    kids: dict[tuple[int, ...], set[int]] = {}
-    for prefix in decided:
-        for n in range(len(prefix)):
-            kids.setdefault(prefix[:n], set()).add(prefix[n])
+    # The blocks nest (a.b. inside a.) or are apart, and an address is decided by the
+    # smallest block holding it: sweep them in order (the larger first where two begin
+    # together), keeping the blocks open here on a stack, and credit each span to the top.
     by_key: dict[bytes | None, int] = {}
+    open_blocks: list[tuple[int, bytes | None, bool]] = [(1 << 32, None, default)]
+    done = 0  # the addresses below are credited
 
-    def count(decision: tuple[bytes | None, bool] | None, start: int, size: int) -> None:
-        if size and decision is not None and decision[1]:
-            public = _public_in(start, size)
-            if public:
-                by_key[decision[0]] = by_key.get(decision[0], 0) + public
+    def credit(upto: int) -> None:
+        nonlocal done
+        _end, key, verdict = open_blocks[-1]
+        public = _public_in(done, upto - done) if verdict and upto > done else 0
+        if public:
+            by_key[key] = by_key.get(key, 0) + public
+        done = upto
 
-    def walk(
-        prefix: tuple[int, ...], start: int, decision: tuple[bytes | None, bool] | None
-    ) -> None:
-        decision = decided.get(prefix, decision)
-        size = 1 << (8 * (4 - len(prefix)))
-        if prefix not in kids:
-            count(decision, start, size)
-            return
-        child = size >> 8
-        done = 0  # children below this octet are counted
-        for octet in sorted(kids[prefix]):
-            count(decision, start + done * child, (octet - done) * child)
-            walk(prefix + (octet,), start + octet * child, decision)
-            done = octet + 1
-        count(decision, start + done * child, (256 - done) * child)
-
-    walk((), 0, None)
+    for start, minus_size, key, verdict in sorted(blocks):
+        while open_blocks[-1][0] <= start:
+            credit(open_blocks[-1][0])
+            open_blocks.pop()
+        credit(start)
+        open_blocks.append((start - minus_size, key, verdict))
+    while open_blocks:
+        credit(open_blocks[-1][0])
+        open_blocks.pop()
     return Coverage(sum(by_key.values()), by_key, tuple(sorted(names)))
 
 
@@ -481,4 +510,4 @@ def relaying(table: dict[bytes, bytes]) -> Coverage:
 
 
 #: every public IPv4 address (what a catch-all rule relays for)
-PUBLIC_IPV4 = _public_in(0, 1 << 32)
+PUBLIC_IPV4 = _public_in_range(0, 1 << 32)
