@@ -2,4 +2,6 @@
 
 * ``hup``: whether qmail-send needs a HUP after locals/virtualdomains changed, the
   guards that refuse one, and the record of each HUP in the state directory.
+* ``watch``: the directory watcher for ``--watch``: batches of changed paths
+  (inotify, polling fallback).
 """
