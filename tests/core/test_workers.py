@@ -176,3 +176,16 @@ def test_map_ordered_does_the_work_here_when_no_process_can_be_had(monkeypatch):
 def test_map_ordered_carries_big_results_whole():
     data = workers.map_ordered(lambda n, send: bytes([n]) * 300_000, range(5), jobs=2)
     assert data == [bytes([n]) * 300_000 for n in range(5)]
+
+
+def _big_or_small(n: int, send) -> bytes:
+    send(n)
+    return bytes([n]) * (3_000_000 if n % 2 else 10)
+
+
+def test_map_ordered_keeps_frames_whole_when_big_results_skip_the_batch():
+    # A result of megabytes goes to the pipe on its own, between small ones and messages.
+    messages: list[int] = []
+    got = workers.map_ordered(_big_or_small, range(8), jobs=2, chunk=4, on_message=messages.append)
+    assert got == [bytes([n]) * (3_000_000 if n % 2 else 10) for n in range(8)]
+    assert sorted(messages) == list(range(8))
