@@ -76,6 +76,7 @@ class TargetRecord:
     """What is known of one target: the sources of its last build, and its last attempt."""
 
     seen: dict[str, str] = field(default_factory=dict)
+    tried: dict[str, str] = field(default_factory=dict)  # sources of a refused/failed attempt
     time: float | None = None  # last attempt
     result: str = "never built"  # built, unchanged, refused, failed
     keys: int | None = None
@@ -89,7 +90,7 @@ class TargetRecord:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TargetRecord:
         rec = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        if not isinstance(rec.seen, dict):
+        if not (isinstance(rec.seen, dict) and isinstance(rec.tried, dict)):
             raise ValueError("seen")
         return rec
 
